@@ -1,0 +1,165 @@
+// Linear and conv2d on the CPU: every multiply goes through OpenBLAS cblas_sgemm. Convolution uses
+// the CNHW layout so a whole batch is one GEMM (see ops.h); im2col/col2im are parallel over rows
+// and channels, so each output element is written by one thread in a fixed order.
+#include <cblas.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "rsi/kernels/ops.h"
+
+namespace rsi::kernels {
+
+namespace {
+int g_threads = 0;
+}
+
+void set_num_threads(int threads) {
+  if (threads <= 0) threads = omp_get_num_procs();
+  g_threads = threads;
+  omp_set_num_threads(threads);
+  openblas_set_num_threads(threads);
+}
+
+int num_threads() { return g_threads > 0 ? g_threads : omp_get_max_threads(); }
+
+void linear_forward(const float* X, const float* W, const float* b, float* Y, int N, int I, int O) {
+  for (int n = 0; n < N; ++n) std::memcpy(Y + static_cast<std::int64_t>(n) * O, b, sizeof(float) * O);
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, O, I, 1.0f, X, I, W, I, 1.0f, Y, O);
+}
+
+void linear_backward(const float* X, const float* W, const float* dY, float* dX, float* dW, float* db, int N, int I,
+                     int O) {
+  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, O, I, N, 1.0f, dY, O, X, I, 0.0f, dW, I);
+  if (dX) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, I, O, 1.0f, dY, O, W, I, 0.0f, dX, I);
+  // Bias gradient: column sums of dY, rows added in order.
+  std::fill_n(db, O, 0.0f);
+  for (int n = 0; n < N; ++n) {
+    const float* row = dY + static_cast<std::int64_t>(n) * O;
+    for (int o = 0; o < O; ++o) db[o] += row[o];
+  }
+}
+
+std::int64_t Conv2dShape::col_size() const {
+  if (kernel == 1 && stride == 1 && pad == 0) return 0;
+  return static_cast<std::int64_t>(C) * kernel * kernel * N * OH() * OW();
+}
+
+namespace {
+
+bool direct_gemm(const Conv2dShape& s) { return s.col_size() == 0; }
+
+// Range of output columns ox whose input column ox*stride - pad + kx lies inside [0, W).
+void valid_range(int out, int in, int stride, int pad, int k, int& lo, int& hi) {
+  lo = 0;
+  while (lo < out && lo * stride - pad + k < 0) ++lo;
+  hi = out;
+  while (hi > lo && (hi - 1) * stride - pad + k >= in) --hi;
+}
+
+void im2col(const Conv2dShape& s, const float* X, float* col) {
+  const int OH = s.OH(), OW = s.OW(), k = s.kernel;
+  const std::int64_t plane = static_cast<std::int64_t>(s.H) * s.W, P = static_cast<std::int64_t>(OH) * OW;
+  const int rows = s.C * k * k;
+#pragma omp parallel for schedule(static)
+  for (int r = 0; r < rows; ++r) {
+    const int c = r / (k * k), ky = (r / k) % k, kx = r % k;
+    int ox_lo, ox_hi;
+    valid_range(OW, s.W, s.stride, s.pad, kx, ox_lo, ox_hi);
+    float* out = col + static_cast<std::int64_t>(r) * s.N * P;
+    for (int n = 0; n < s.N; ++n) {
+      const float* img = X + (static_cast<std::int64_t>(c) * s.N + n) * plane;
+      for (int oy = 0; oy < OH; ++oy, out += OW) {
+        const int iy = oy * s.stride - s.pad + ky;
+        if (iy < 0 || iy >= s.H) {
+          std::fill_n(out, OW, 0.0f);
+          continue;
+        }
+        const float* in_row = img + static_cast<std::int64_t>(iy) * s.W;
+        std::fill_n(out, ox_lo, 0.0f);
+        if (s.stride == 1) {
+          std::memcpy(out + ox_lo, in_row + ox_lo - s.pad + kx, sizeof(float) * (ox_hi - ox_lo));
+        } else {
+          for (int ox = ox_lo; ox < ox_hi; ++ox) out[ox] = in_row[ox * s.stride - s.pad + kx];
+        }
+        std::fill(out + ox_hi, out + OW, 0.0f);
+      }
+    }
+  }
+}
+
+// dX = Σ over kernel taps of the scattered dcol rows. Parallel over input channels: channel c is
+// written only by rows of channel c, in tap order.
+void col2im(const Conv2dShape& s, const float* dcol, float* dX) {
+  const int OH = s.OH(), OW = s.OW(), k = s.kernel;
+  const std::int64_t plane = static_cast<std::int64_t>(s.H) * s.W, P = static_cast<std::int64_t>(OH) * OW;
+#pragma omp parallel for schedule(static)
+  for (int c = 0; c < s.C; ++c) {
+    float* chan = dX + static_cast<std::int64_t>(c) * s.N * plane;
+    std::fill_n(chan, s.N * plane, 0.0f);
+    for (int ky = 0; ky < k; ++ky) {
+      for (int kx = 0; kx < k; ++kx) {
+        const int r = (c * k + ky) * k + kx;
+        int ox_lo, ox_hi;
+        valid_range(OW, s.W, s.stride, s.pad, kx, ox_lo, ox_hi);
+        const float* in = dcol + static_cast<std::int64_t>(r) * s.N * P;
+        for (int n = 0; n < s.N; ++n) {
+          float* img = chan + n * plane;
+          for (int oy = 0; oy < OH; ++oy, in += OW) {
+            const int iy = oy * s.stride - s.pad + ky;
+            if (iy < 0 || iy >= s.H) continue;
+            float* out_row = img + static_cast<std::int64_t>(iy) * s.W;
+            for (int ox = ox_lo; ox < ox_hi; ++ox) out_row[ox * s.stride - s.pad + kx] += in[ox];
+          }
+        }
+      }
+    }
+  }
+}
+
+// Row sums of a [rows][cols] matrix in double, one row per thread at a time.
+void row_sums(const float* A, float* out, int rows, std::int64_t cols) {
+#pragma omp parallel for schedule(static)
+  for (int r = 0; r < rows; ++r) {
+    const float* row = A + r * cols;
+    double acc = 0.0;
+    for (std::int64_t i = 0; i < cols; ++i) acc += row[i];
+    out[r] = static_cast<float>(acc);
+  }
+}
+
+}  // namespace
+
+void conv2d_forward(const Conv2dShape& s, const float* X, const float* Wt, const float* b, float* Y, float* col) {
+  const std::int64_t NP = static_cast<std::int64_t>(s.N) * s.OH() * s.OW();
+  const int CKK = s.C * s.kernel * s.kernel;
+  const float* B = X;
+  if (!direct_gemm(s)) {
+    im2col(s, X, col);
+    B = col;
+  }
+#pragma omp parallel for schedule(static)
+  for (int k = 0; k < s.K; ++k) std::fill_n(Y + k * NP, NP, b[k]);
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s.K, static_cast<int>(NP), CKK, 1.0f, Wt, CKK, B,
+              static_cast<int>(NP), 1.0f, Y, static_cast<int>(NP));
+}
+
+void conv2d_backward(const Conv2dShape& s, const float* X, const float* Wt, const float* dY, float* dX, float* dW,
+                     float* db, float* col) {
+  const std::int64_t NP = static_cast<std::int64_t>(s.N) * s.OH() * s.OW();
+  const int CKK = s.C * s.kernel * s.kernel;
+  const int ld = static_cast<int>(NP);
+  const float* B = direct_gemm(s) ? X : col;
+  row_sums(dY, db, s.K, NP);
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s.K, CKK, ld, 1.0f, dY, ld, B, ld, 0.0f, dW, CKK);
+  if (!dX) return;
+  if (direct_gemm(s)) {
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, CKK, ld, s.K, 1.0f, Wt, CKK, dY, ld, 0.0f, dX, ld);
+    return;
+  }
+  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, CKK, ld, s.K, 1.0f, Wt, CKK, dY, ld, 0.0f, col, ld);
+  col2im(s, col, dX);
+}
+
+}  // namespace rsi::kernels

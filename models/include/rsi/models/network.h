@@ -1,0 +1,79 @@
+// rsi::models::Network — a trainable network built from a Genome. All trainable parameters live in
+// one flat buffer (and their gradients in another of the same layout), so a trainer group
+// all-reduces one buffer and a checkpoint writes one dataset. Non-trainable state (batch-norm
+// running statistics) lives in a second flat buffer.
+//
+// Activations: dense blocks are [N][F]; spatial blocks use the CNHW layout of kernels/ops.h. The
+// input is [N][H*W] (one channel), which is the same memory as CNHW with C = 1.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "rsi/kernels/tensor.h"
+#include "rsi/models/genome.h"
+
+namespace rsi::models {
+
+// One named parameter inside the flat buffer.
+struct ParamSegment {
+  std::string name;       // e.g. "block3.dense.weight"
+  std::int64_t offset = 0;
+  std::int64_t size = 0;
+  bool decay = true;      // weight decay applies (weights yes; biases and norm parameters no)
+  std::int64_t fan_in = 0;  // for initialisation
+  enum class Init { Uniform, Ones, Zeros } init = Init::Uniform;
+};
+
+class Layer;
+
+class Network {
+ public:
+  explicit Network(const Genome& genome, const InputSpec& input = {});
+  ~Network();
+  Network(Network&&) noexcept;
+  Network& operator=(Network&&) noexcept;
+
+  const Genome& genome() const { return genome_; }
+  const InputSpec& input() const { return input_; }
+  std::int64_t parameter_count() const { return params_.numel(); }
+  kernels::Tensor& parameters() { return params_; }
+  const kernels::Tensor& parameters() const { return params_; }
+  kernels::Tensor& gradients() { return grads_; }
+  kernels::Tensor& state() { return state_; }
+  const kernels::Tensor& state() const { return state_; }
+  const std::vector<ParamSegment>& segments() const { return segments_; }
+
+  // PyTorch's default initialisation (uniform ±1/sqrt(fan_in) for weights and biases, batch-norm
+  // gamma 1 and beta 0), drawn from CounterRng(seed, stream(Init, model_id)) at each parameter's
+  // index in the flat buffer: a pure function of (genome, seed, model id).
+  void initialize(std::uint64_t seed, std::uint64_t model_id);
+
+  // Forward pass of N inputs x[N][H*W]; returns the logits [N][classes]. In training mode batch
+  // norm uses batch statistics and dropout draws masks from (seed, model_id, step).
+  struct Mode {
+    bool train = false;
+    std::uint64_t seed = 0, model_id = 0;
+    std::uint32_t step = 0;
+  };
+  const kernels::Tensor& forward(const float* x, int N, const Mode& mode);
+  // Backward pass from dlogits [N][classes] of the last forward (which must have been in training
+  // mode); overwrites gradients().
+  void backward(const float* dlogits);
+
+  std::string summary() const;  // one line per layer: kind, output shape, parameters
+
+ private:
+  Genome genome_;
+  InputSpec input_;
+  kernels::Tensor params_, grads_, state_;
+  kernels::Tensor grad_ping_, grad_pong_;
+  std::vector<ParamSegment> segments_;
+  std::vector<std::unique_ptr<Layer>> layers_;
+  int batch_ = 0;
+  const float* input_data_ = nullptr;
+};
+
+}  // namespace rsi::models

@@ -1,0 +1,67 @@
+// rsi::models training and evaluation: supervised fine-tuning with an optional soft-label teacher
+// (knowledge distillation), and accuracy / per-class accuracy / loss on a data set.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "rsi/models/data.h"
+#include "rsi/models/network.h"
+
+namespace rsi::models {
+
+struct Evaluation {
+  std::int64_t count = 0;
+  double accuracy = 0.0;
+  double mean_loss = 0.0;
+  std::vector<double> per_class;  // accuracy of each class (NaN-free: a class with no examples reads 0)
+};
+// Evaluation-mode forward over `data` in batches.
+Evaluation evaluate(Network& net, const Dataset& data, int batch_size = 1000);
+
+struct EpochReport {
+  int epoch = 0, epochs = 0;
+  std::int64_t steps = 0, samples = 0;  // this epoch
+  double mean_loss = 0.0;
+  double seconds = 0.0;                 // training time of this epoch (evaluation excluded)
+  double samples_per_second = 0.0;
+  double learning_rate = 0.0;
+  bool has_validation = false;
+  Evaluation validation;
+};
+
+// A teacher for distillation: writes logits [N][classes] for inputs x[N][pixels].
+using Teacher = std::function<void(const float* x, int N, float* logits)>;
+
+struct TrainOptions {
+  std::uint64_t seed = 0;
+  std::uint64_t model_id = 0;
+  int epochs = -1;               // < 0: the recipe's
+  std::int64_t max_steps = -1;   // < 0: no cap (a cap ends training early, for benchmarks and tests)
+  const Dataset* validation = nullptr;
+  Teacher teacher;               // when set, loss = (1-mix)·CE + mix·KD(T) with the recipe's mix and T
+  std::function<void(const EpochReport&)> on_epoch;
+  // Called every `progress_every` steps within an epoch with (step, steps in epoch).
+  std::function<void(std::int64_t, std::int64_t)> on_step;
+  std::int64_t progress_every = 20;
+};
+
+struct TrainResult {
+  std::int64_t steps = 0, samples = 0;
+  double seconds = 0.0;  // training time, evaluation excluded
+  double final_loss = 0.0;
+  bool diverged = false;  // the loss became NaN or Inf; training stopped there
+  std::vector<EpochReport> epochs;
+};
+
+// Trains `net` (already initialised) on `train` with its genome's recipe. Each epoch visits the
+// examples in an order drawn from (seed, model id, epoch); augmentation draws from (seed, model id,
+// step). The same inputs give bitwise identical weights.
+TrainResult train(Network& net, const Dataset& train, const TrainOptions& options);
+
+// Learning rate at `step` of `total_steps` for a recipe (constant, cosine to zero, or step decay
+// ×0.1 at 50% and 75%).
+double scheduled_learning_rate(const Recipe& recipe, std::int64_t step, std::int64_t total_steps);
+
+}  // namespace rsi::models

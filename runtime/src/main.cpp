@@ -1,0 +1,29 @@
+// rsi — the command line. `rsi --help` lists the subcommands; `rsi SUBCOMMAND --help` explains each.
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <exception>
+#include <functional>
+
+#include "rsi/runtime/commands.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "rsi — recursive self-improvement experiments: generations of parent networks design, distill and\n"
+      "fine-tune child networks on Fashion-MNIST, traced and governed.\n"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", std::string("rsi ") + RSI_VERSION);
+  std::function<int()> run;
+  rsi::runtime::add_train_command(app, run);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int rc = app.exit(e);
+    return rc == 0 ? 0 : rsi::runtime::kExitUsage;
+  }
+  try {
+    return run();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "rsi: error: %s\n", e.what());
+    return rsi::runtime::kExitFailure;
+  }
+}
