@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "rsi/kernels/rng.h"
 #include "rsi/models/genome.h"
 
 namespace rsi::models {

@@ -18,7 +18,7 @@ struct Evaluation {
   std::vector<double> per_class;  // accuracy of each class (NaN-free: a class with no examples reads 0)
 };
 // Evaluation-mode forward over `data` in batches.
-Evaluation evaluate(Network& net, const Dataset& data, int batch_size = 1000);
+Evaluation evaluate(Network& net, const Dataset& data, int batch_size = 256);
 
 struct EpochReport {
   int epoch = 0, epochs = 0;

@@ -1,0 +1,353 @@
+// rsi::models data — Fashion-MNIST IDX reader (gzip or plain, through zlib), deterministic splits of
+// the training set, and per-image augmentation driven by the counter-based RNG.
+// IDX format: big-endian magic 0x000008NN (unsigned byte data, NN dimensions), then NN big-endian
+// u32 dimensions, then the bytes. See http://yann.lecun.com/exdb/mnist/.
+#include "rsi/models/data.h"
+
+#include <zlib.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <climits>
+#include <cstring>
+#include <filesystem>
+#include <numeric>
+#include <sstream>
+#include <utility>
+
+#include "rsi/kernels/rng.h"
+
+namespace rsi::models {
+namespace {
+
+constexpr std::uint32_t kImageMagic = 0x00000803;  // unsigned byte, 3 dimensions: count, rows, cols
+constexpr std::uint32_t kLabelMagic = 0x00000801;  // unsigned byte, 1 dimension: count
+constexpr int kClasses = 10;
+// Bounds that no real image data set crosses; beyond them a header is corrupt, and trusting it
+// would mean allocating gigabytes before discovering the file is short.
+constexpr std::uint32_t kMaxSide = 4096;
+constexpr std::uint64_t kMaxImageBytes = std::uint64_t{1} << 32;
+constexpr std::uint32_t kMaxCount = 1u << 28;
+
+std::string hex32(std::uint32_t value) {
+  std::ostringstream text;
+  text << "0x" << std::hex;
+  text.width(8);
+  text.fill('0');
+  text << value;
+  return text.str();
+}
+
+// A gzip or plain file opened through zlib, closed on scope exit. Every failure names the file.
+class IdxFile {
+ public:
+  explicit IdxFile(std::string path) : path_(std::move(path)) {
+    std::error_code ec;
+    const auto status = std::filesystem::status(path_, ec);
+    if (!std::filesystem::exists(status)) throw DataError(path_ + ": file not found");
+    if (!std::filesystem::is_regular_file(status)) throw DataError(path_ + ": not a regular file");
+    errno = 0;
+    file_ = gzopen(path_.c_str(), "rb");
+    if (file_ == nullptr) {
+      throw DataError(path_ + ": cannot open: " + (errno != 0 ? std::strerror(errno) : "zlib could not allocate"));
+    }
+    gzbuffer(file_, 1u << 17);  // larger than the 8 KiB default: fewer syscalls on a 26 MB file
+  }
+  ~IdxFile() {
+    if (file_ != nullptr) gzclose(file_);
+  }
+  IdxFile(const IdxFile&) = delete;
+  IdxFile& operator=(const IdxFile&) = delete;
+
+  const std::string& path() const { return path_; }
+
+  // Reads exactly `size` bytes of `what`, or throws saying how many bytes came and why not more.
+  void read_exact(void* destination, std::uint64_t size, const std::string& what) {
+    auto* bytes = static_cast<unsigned char*>(destination);
+    std::uint64_t got = 0;
+    while (got < size) {
+      // gzread takes an unsigned length but returns an int: keep each call below INT_MAX.
+      const auto chunk = static_cast<unsigned>(std::min<std::uint64_t>(size - got, 1u << 30));
+      const int n = gzread(file_, bytes + got, chunk);
+      if (n < 0) throw DataError(path_ + ": cannot read " + what + ": " + zlib_error());
+      if (n == 0) break;
+      got += static_cast<std::uint64_t>(n);
+    }
+    if (got < size) {
+      std::string message = path_ + ": truncated: expected " + std::to_string(size) + " bytes of " + what +
+                            ", got " + std::to_string(got);
+      int errnum = Z_OK;
+      gzerror(file_, &errnum);
+      if (errnum != Z_OK) message += " (" + zlib_error() + ")";
+      throw DataError(message);
+    }
+  }
+
+  std::uint32_t read_u32_big_endian(const std::string& what) {
+    std::array<unsigned char, 4> b{};
+    read_exact(b.data(), b.size(), what);
+    return (std::uint32_t{b[0]} << 24) | (std::uint32_t{b[1]} << 16) | (std::uint32_t{b[2]} << 8) | b[3];
+  }
+
+  // After the payload the file must end. Reading one more byte also makes zlib check the gzip
+  // trailer (CRC-32 and length), so a corrupt or truncated stream is caught here, not ignored.
+  void expect_end(const std::string& what) {
+    unsigned char extra = 0;
+    const int n = gzread(file_, &extra, 1);
+    if (n < 0) throw DataError(path_ + ": corrupt after " + what + ": " + zlib_error());
+    if (n > 0) throw DataError(path_ + ": unexpected trailing data after " + what + " (does the header match the file?)");
+    int errnum = Z_OK;
+    gzerror(file_, &errnum);
+    if (errnum != Z_OK) throw DataError(path_ + ": truncated gzip stream after " + what + " (" + zlib_error() + ")");
+  }
+
+ private:
+  std::string zlib_error() {
+    int errnum = Z_OK;
+    const char* message = gzerror(file_, &errnum);
+    if (errnum == Z_ERRNO) return std::string("read error: ") + std::strerror(errno);
+    std::string text = message != nullptr && *message != '\0' ? message : "unknown error";
+    // zlib prefixes its message with the path, which ours already starts with.
+    if (text.starts_with(path_ + ": ")) text.erase(0, path_.size() + 2);
+    return "zlib: " + text;
+  }
+
+  std::string path_;
+  gzFile file_ = nullptr;
+};
+
+void expect_magic(IdxFile& file, std::uint32_t expected, const char* kind, std::uint32_t other, const char* other_kind) {
+  const std::uint32_t magic = file.read_u32_big_endian("IDX header");
+  if (magic == expected) return;
+  std::string message = file.path() + ": bad magic number " + hex32(magic) + ", expected " + hex32(expected) +
+                        " (IDX " + kind + ")";
+  if (magic == other) message += std::string("; this looks like an IDX ") + other_kind + ", are the paths swapped?";
+  throw DataError(message);
+}
+
+struct Images {
+  std::uint32_t count = 0, rows = 0, cols = 0;
+  std::vector<float> pixels;
+};
+
+Images read_images(const std::string& path) {
+  IdxFile file(path);
+  expect_magic(file, kImageMagic, "image file: unsigned bytes, 3 dimensions", kLabelMagic, "label file");
+  Images images;
+  images.count = file.read_u32_big_endian("IDX header (image count)");
+  images.rows = file.read_u32_big_endian("IDX header (rows)");
+  images.cols = file.read_u32_big_endian("IDX header (columns)");
+  const std::uint64_t bytes = std::uint64_t{images.count} * images.rows * images.cols;
+  if (images.count == 0 || images.count > kMaxCount || images.rows == 0 || images.rows > kMaxSide ||
+      images.cols == 0 || images.cols > kMaxSide || bytes > kMaxImageBytes) {
+    throw DataError(path + ": implausible dimensions " + std::to_string(images.count) + " images of " +
+                    std::to_string(images.rows) + "x" + std::to_string(images.cols) + " (expected 1.." +
+                    std::to_string(kMaxCount) + " images, sides 1.." + std::to_string(kMaxSide) +
+                    "); the header is corrupt");
+  }
+  std::vector<unsigned char> raw(bytes);
+  file.read_exact(raw.data(), bytes, "pixel data (" + std::to_string(images.count) + " images of " +
+                                         std::to_string(images.rows) + "x" + std::to_string(images.cols) + ")");
+  file.expect_end("pixel data");
+  images.pixels.resize(bytes);
+  std::transform(raw.begin(), raw.end(), images.pixels.begin(),
+                 [](unsigned char value) { return static_cast<float>(value) / 255.0f; });
+  return images;
+}
+
+std::vector<std::int32_t> read_labels(const std::string& path) {
+  IdxFile file(path);
+  expect_magic(file, kLabelMagic, "label file: unsigned bytes, 1 dimension", kImageMagic, "image file");
+  const std::uint32_t count = file.read_u32_big_endian("IDX header (label count)");
+  if (count == 0 || count > kMaxCount) {
+    throw DataError(path + ": implausible dimensions " + std::to_string(count) + " labels (expected 1.." +
+                    std::to_string(kMaxCount) + "); the header is corrupt");
+  }
+  std::vector<unsigned char> raw(count);
+  file.read_exact(raw.data(), count, "labels (" + std::to_string(count) + " labels)");
+  file.expect_end("labels");
+  std::vector<std::int32_t> labels(count);
+  for (std::uint32_t i = 0; i < count; ++i) {
+    if (raw[i] >= kClasses) {
+      throw DataError(path + ": label " + std::to_string(raw[i]) + " at index " + std::to_string(i) +
+                      " is out of range 0.." + std::to_string(kClasses - 1));
+    }
+    labels[i] = raw[i];
+  }
+  return labels;
+}
+
+Dataset load_from_dir(const std::string& dir, const std::string& images_name, const std::string& labels_name) {
+  std::error_code ec;
+  if (!std::filesystem::is_directory(dir, ec)) {
+    throw DataError("Fashion-MNIST directory " + dir +
+                    " not found: install the Debian package dataset-fashion-mnist "
+                    "(apt-get install dataset-fashion-mnist, or run scripts/setup)");
+  }
+  const std::filesystem::path base(dir);
+  try {
+    return read_idx((base / images_name).string(), (base / labels_name).string());
+  } catch (const DataError& error) {
+    throw DataError(std::string(error.what()) +
+                    "; reinstall the Debian package dataset-fashion-mnist (apt-get install --reinstall "
+                    "dataset-fashion-mnist)");
+  }
+}
+
+// FNV-1a 64: small, stable across platforms and releases, good enough to tell splits apart.
+constexpr std::uint64_t kFnvOffset = 0xcbf29ce484222325ull;
+constexpr std::uint64_t kFnvPrime = 0x100000001b3ull;
+
+void fnv1a_u64(std::uint64_t& hash, std::uint64_t value) {
+  for (int byte = 0; byte < 8; ++byte) {  // little-endian byte order, fixed whatever the host
+    hash ^= (value >> (8 * byte)) & 0xffu;
+    hash *= kFnvPrime;
+  }
+}
+
+}  // namespace
+
+Dataset read_idx(const std::string& images_path, const std::string& labels_path) {
+  Images images = read_images(images_path);
+  std::vector<std::int32_t> labels = read_labels(labels_path);
+  if (labels.size() != images.count) {
+    throw DataError("count mismatch: " + images_path + " has " + std::to_string(images.count) + " images but " +
+                    labels_path + " has " + std::to_string(labels.size()) + " labels");
+  }
+  Dataset data;
+  data.rows = static_cast<int>(images.rows);
+  data.cols = static_cast<int>(images.cols);
+  data.images = std::move(images.pixels);
+  data.labels = std::move(labels);
+  return data;
+}
+
+Dataset load_fashion_mnist_train(const std::string& dir) {
+  return load_from_dir(dir, "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz");
+}
+
+Dataset load_fashion_mnist_test(const std::string& dir) {
+  return load_from_dir(dir, "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz");
+}
+
+Split make_split(std::int64_t train_size, const SplitSizes& sizes, std::uint64_t seed) {
+  const auto describe = [&] {
+    return "(labeled " + std::to_string(sizes.labeled) + ", unlabeled " + std::to_string(sizes.unlabeled) +
+           ", validation " + std::to_string(sizes.validation) + ", training set " + std::to_string(train_size) + ")";
+  };
+  if (train_size < 0 || train_size > std::int64_t{UINT32_MAX}) {
+    throw DataError("split: training set size " + std::to_string(train_size) + " is out of range 0.." +
+                    std::to_string(UINT32_MAX));
+  }
+  if (sizes.labeled < 0 || sizes.unlabeled < 0 || sizes.validation < 0) {
+    throw DataError("split: sizes must not be negative " + describe());
+  }
+  // Each size is compared on its own first, so the sum below cannot overflow.
+  if (sizes.labeled > train_size || sizes.unlabeled > train_size || sizes.validation > train_size ||
+      sizes.labeled + sizes.unlabeled + sizes.validation > train_size) {
+    throw DataError("split: labeled + unlabeled + validation exceeds the training set " + describe());
+  }
+  const std::int64_t used = sizes.labeled + sizes.unlabeled + sizes.validation;
+  std::vector<std::int64_t> order(static_cast<std::size_t>(train_size));
+  std::iota(order.begin(), order.end(), std::int64_t{0});
+  // Forward Fisher-Yates: after step i, order[0..i] is final, so stopping after `used` steps gives
+  // the same prefix as a full shuffle at a fraction of the draws.
+  const kernels::CounterRng rng(seed, kernels::rng_stream(kernels::RngUse::Split, 0));
+  for (std::int64_t i = 0; i < used && i + 1 < train_size; ++i) {
+    const auto remaining = static_cast<std::uint32_t>(train_size - i);
+    const std::int64_t pick = i + rng.below(static_cast<std::uint64_t>(i), remaining);
+    std::swap(order[static_cast<std::size_t>(i)], order[static_cast<std::size_t>(pick)]);
+  }
+  Split split;
+  auto cursor = order.begin();
+  split.labeled.assign(cursor, cursor + sizes.labeled);
+  cursor += sizes.labeled;
+  split.unlabeled.assign(cursor, cursor + sizes.unlabeled);
+  cursor += sizes.unlabeled;
+  split.validation.assign(cursor, cursor + sizes.validation);
+  return split;
+}
+
+Dataset subset(const Dataset& data, const std::vector<std::int64_t>& indices) {
+  Dataset out;
+  out.rows = data.rows;
+  out.cols = data.cols;
+  const auto pixels = static_cast<std::size_t>(data.pixels());
+  out.images.resize(indices.size() * pixels);
+  out.labels.resize(indices.size());
+  for (std::size_t i = 0; i < indices.size(); ++i) {
+    const std::int64_t index = indices[i];
+    if (index < 0 || index >= data.size()) {
+      throw DataError("subset: index " + std::to_string(index) + " at position " + std::to_string(i) +
+                      " is out of range 0.." + std::to_string(data.size() - 1));
+    }
+    std::copy_n(data.image(index), pixels, out.images.begin() + static_cast<std::ptrdiff_t>(i * pixels));
+    out.labels[i] = data.labels[static_cast<std::size_t>(index)];
+  }
+  return out;
+}
+
+std::uint64_t split_fingerprint(const Split& split) {
+  std::uint64_t hash = kFnvOffset;
+  // Each list is preceded by a tag and its length, so moving an index from one list to the next
+  // changes the fingerprint.
+  const std::array<const std::vector<std::int64_t>*, 3> lists{&split.labeled, &split.unlabeled, &split.validation};
+  for (std::size_t list = 0; list < lists.size(); ++list) {
+    fnv1a_u64(hash, 0x5350'4c49'5400'0000ull + list);  // "SPLIT" + list number
+    fnv1a_u64(hash, lists[list]->size());
+    for (const std::int64_t index : *lists[list]) fnv1a_u64(hash, static_cast<std::uint64_t>(index));
+  }
+  return hash;
+}
+
+void augment_batch(const Dataset& data, const std::int64_t* indices, std::int64_t count, const Augmentation& aug,
+                   const kernels::CounterRng& rng, float* out) {
+  if (count < 0) throw DataError("augment_batch: negative count " + std::to_string(count));
+  if (aug.shift < 0) throw DataError("augment_batch: augmentation shift " + std::to_string(aug.shift) + " is negative");
+  for (std::int64_t i = 0; i < count; ++i) {  // checked up front: nothing may throw inside the parallel loop
+    if (indices[i] < 0 || indices[i] >= data.size()) {
+      throw DataError("augment_batch: index " + std::to_string(indices[i]) + " at position " + std::to_string(i) +
+                      " is out of range 0.." + std::to_string(data.size() - 1));
+    }
+  }
+  const int rows = data.rows, cols = data.cols;
+  const std::int64_t pixels = data.pixels();
+  if (aug.shift == 0 && !aug.flip) {
+    for (std::int64_t i = 0; i < count; ++i) std::copy_n(data.image(indices[i]), pixels, out + i * pixels);
+    return;
+  }
+  const auto span = static_cast<std::uint64_t>(2 * std::int64_t{aug.shift} + 1);
+  // Each image's draws depend only on its position i in the batch, so the result is the same for
+  // any thread count or schedule.
+#pragma omp parallel for schedule(static)
+  for (std::int64_t i = 0; i < count; ++i) {
+    const auto words = rng.block(static_cast<std::uint64_t>(i));
+    const int dx = static_cast<int>((std::uint64_t{words[0]} * span) >> 32) - aug.shift;
+    const int dy = static_cast<int>((std::uint64_t{words[1]} * span) >> 32) - aug.shift;
+    const bool flip = aug.flip && (words[2] >> 31) != 0;
+    const float* source = data.image(indices[i]);
+    float* target = out + i * pixels;
+    // target(y, x) = flipped source(y - dy, x - dx): the flip happens first, then the content
+    // moves dx to the right and dy down; pixels shifted in from outside are zero.
+    for (int y = 0; y < rows; ++y) {
+      const int source_y = y - dy;
+      float* target_row = target + static_cast<std::int64_t>(y) * cols;
+      if (source_y < 0 || source_y >= rows) {
+        std::fill_n(target_row, cols, 0.0f);
+        continue;
+      }
+      const float* source_row = source + static_cast<std::int64_t>(source_y) * cols;
+      for (int x = 0; x < cols; ++x) {
+        const int unflipped_x = x - dx;
+        if (unflipped_x < 0 || unflipped_x >= cols) {
+          target_row[x] = 0.0f;
+        } else {
+          target_row[x] = source_row[flip ? cols - 1 - unflipped_x : unflipped_x];
+        }
+      }
+    }
+  }
+}
+
+}  // namespace rsi::models
