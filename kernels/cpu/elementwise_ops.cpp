@@ -107,7 +107,35 @@ void dense_to_cnhw(const float* X, float* Y, int C, int N, int HW) {
 
 // ---- pooling ----
 
+namespace {
+// The common 2×2, stride-2 window: two input rows per output row, no inner window loops.
+void maxpool2x2_forward(const Pool2dShape& s, const float* X, float* Y, std::int32_t* argmax) {
+  const int OH = s.OH(), OW = s.OW();
+  const std::int64_t in_plane = static_cast<std::int64_t>(s.H) * s.W, out_plane = static_cast<std::int64_t>(OH) * OW;
+#pragma omp parallel for schedule(static)
+  for (std::int64_t p = 0; p < s.planes; ++p) {
+    const float* in = X + p * in_plane;
+    float* out = Y + p * out_plane;
+    std::int32_t* arg = argmax + p * out_plane;
+    for (int oy = 0; oy < OH; ++oy) {
+      const std::int32_t r0 = 2 * oy * s.W, r1 = r0 + s.W;
+      for (int ox = 0; ox < OW; ++ox) {
+        const std::int32_t a = r0 + 2 * ox, b = a + 1, c = r1 + 2 * ox, d = c + 1;
+        // Same tie-breaking as the general loop: the first maximum in row-major window order wins.
+        std::int32_t best = a;
+        if (in[b] > in[best]) best = b;
+        if (in[c] > in[best]) best = c;
+        if (in[d] > in[best]) best = d;
+        out[oy * OW + ox] = in[best];
+        arg[oy * OW + ox] = best;
+      }
+    }
+  }
+}
+}  // namespace
+
 void maxpool2d_forward(const Pool2dShape& s, const float* X, float* Y, std::int32_t* argmax) {
+  if (s.size == 2 && s.stride == 2) return maxpool2x2_forward(s, X, Y, argmax);
   const int OH = s.OH(), OW = s.OW();
   const std::int64_t in_plane = static_cast<std::int64_t>(s.H) * s.W, out_plane = static_cast<std::int64_t>(OH) * OW;
 #pragma omp parallel for schedule(static)

@@ -60,6 +60,7 @@ int run_train(const TrainArgs& a) {
   }
   const models::Dataset labeled = models::subset(train_set, split.labeled);
   const models::Dataset validation = models::subset(train_set, split.validation);
+  train_set = models::Dataset{};  // the subsets are copies: free the 60k images
 
   models::Network net(genome);
   net.initialize(a.seed, 0);

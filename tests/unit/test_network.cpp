@@ -1,0 +1,267 @@
+// Network and trainer tests: whole-network gradients against finite differences, flat parameter
+// layout, determinism of initialisation and training, and that training learns.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+
+#include "rsi/kernels/ops.h"
+#include "rsi/models/network.h"
+#include "rsi/models/trainer.h"
+
+using namespace rsi;
+using models::Block;
+
+namespace {
+
+const models::InputSpec kSmall{1, 8, 8, 3};
+
+Block conv(int c, int k = 3, int s = 1) {
+  Block b;
+  b.kind = Block::Kind::Conv, b.channels = c, b.kernel = k, b.stride = s;
+  return b;
+}
+Block dense(int u) {
+  Block b;
+  b.kind = Block::Kind::Dense, b.units = u;
+  return b;
+}
+Block act(kernels::Activation a) {
+  Block b;
+  b.kind = Block::Kind::Activation, b.activation = a;
+  return b;
+}
+Block pool(Block::PoolKind k) {
+  Block b;
+  b.kind = Block::Kind::Pool, b.pool_kind = k, b.size = 2, b.stride = 2;
+  return b;
+}
+Block residual(int k) {
+  Block b;
+  b.kind = Block::Kind::Residual, b.kernel = k;
+  return b;
+}
+Block batchnorm() {
+  Block b;
+  b.kind = Block::Kind::BatchNorm;
+  return b;
+}
+
+models::Genome every_block_genome() {
+  models::Genome g;
+  g.blocks = {conv(4), batchnorm(), act(kernels::Activation::GELU), residual(3), pool(Block::PoolKind::Max),
+              conv(5, 1), act(kernels::Activation::Tanh), pool(Block::PoolKind::Avg), dense(7), batchnorm(),
+              act(kernels::Activation::ReLU), dense(3)};
+  return g;
+}
+
+// Mean cross-entropy of a training-mode forward pass (dropout-free genomes only).
+double loss_of(models::Network& net, const std::vector<float>& x, const std::vector<std::int32_t>& y, int N) {
+  const auto& logits = net.forward(x.data(), N, {true, 1, 0, 0});
+  return kernels::softmax_cross_entropy(logits.data(), y.data(), N, net.input().classes, nullptr);
+}
+
+std::vector<float> random_inputs(int N, int pixels, std::uint64_t seed) {
+  const kernels::CounterRng rng(seed, 77);
+  std::vector<float> x(static_cast<std::size_t>(N) * pixels);
+  for (std::size_t i = 0; i < x.size(); ++i) x[i] = rng.uniform(i);
+  return x;
+}
+
+}  // namespace
+
+TEST(Network, GradientsMatchFiniteDifferencesThroughEveryBlockKind) {
+  models::Network net(every_block_genome(), kSmall);
+  net.initialize(3, 1);
+  // Give the zero-initialised residual gamma a value so its branch contributes.
+  for (auto& s : net.segments())
+    if (s.name.find("bn2.gamma") != std::string::npos)
+      for (std::int64_t i = 0; i < s.size; ++i) net.parameters()[s.offset + i] = 0.5f;
+  const int N = 5;
+  const auto x = random_inputs(N, 64, 9);
+  const std::vector<std::int32_t> y = {0, 2, 1, 1, 0};
+
+  const auto& logits = net.forward(x.data(), N, {true, 1, 0, 0});
+  std::vector<float> dlogits(static_cast<std::size_t>(N) * 3, 0.0f);
+  kernels::softmax_cross_entropy(logits.data(), y.data(), N, 3, dlogits.data());
+  net.backward(dlogits.data());
+  const std::vector<float> grads(net.gradients().data(), net.gradients().data() + net.parameter_count());
+
+  int checked = 0, skipped = 0;
+  for (const auto& seg : net.segments()) {
+    for (std::int64_t j = 0; j < std::min<std::int64_t>(seg.size, 4); ++j) {
+      const std::int64_t i = seg.offset + (j * 7919) % seg.size;
+      float& p = net.parameters()[i];
+      const float saved = p, h = 1e-3f;  // small: ReLU and max-pool kinks are close after batch norm
+      const double centre = loss_of(net, x, y, N);
+      p = saved + h;
+      const double up = loss_of(net, x, y, N);
+      p = saved - h;
+      const double down = loss_of(net, x, y, N);
+      p = saved;
+      // ReLU and max-pool kinks sit close to the batch-norm output: where the one-sided slopes
+      // disagree the loss is not differentiable inside ±h, and the point is skipped.
+      const double right = (up - centre) / h, left = (centre - down) / h;
+      if (std::abs(right - left) > 1e-3 + 0.01 * (std::abs(right) + std::abs(left))) {
+        ++skipped;
+        continue;
+      }
+      const double numeric = (up - down) / (2.0 * h);
+      EXPECT_NEAR(grads[i], numeric, 2e-3 + 3e-2 * std::abs(numeric)) << seg.name << " element " << i - seg.offset;
+      ++checked;
+    }
+  }
+  EXPECT_GT(checked, 40);
+  EXPECT_LT(skipped, checked / 4);
+}
+
+TEST(Network, FlatBufferHoldsEveryParameterOnce) {
+  models::Network net(every_block_genome(), kSmall);
+  std::int64_t expected = 0;
+  for (const auto& s : net.segments()) {
+    EXPECT_EQ(s.offset, expected) << s.name;
+    expected += s.size;
+  }
+  EXPECT_EQ(expected, net.parameter_count());
+  EXPECT_EQ(net.parameter_count(), models::validate(every_block_genome(), kSmall).parameters);
+  EXPECT_EQ(net.gradients().numel(), net.parameter_count());
+  EXPECT_GT(net.state().numel(), 0);  // batch-norm running statistics
+}
+
+TEST(Network, InitialisationIsAPureFunctionOfSeedAndModelId) {
+  models::Network a(every_block_genome(), kSmall), b(every_block_genome(), kSmall), c(every_block_genome(), kSmall);
+  a.initialize(5, 2);
+  b.initialize(5, 2);
+  c.initialize(5, 3);
+  const auto bytes = static_cast<std::size_t>(a.parameter_count()) * sizeof(float);
+  EXPECT_EQ(0, std::memcmp(a.parameters().data(), b.parameters().data(), bytes));
+  EXPECT_NE(0, std::memcmp(a.parameters().data(), c.parameters().data(), bytes));
+}
+
+TEST(Network, ResidualBlockStartsAsTheIdentity) {
+  models::Genome with, without;
+  without.blocks = {conv(4), act(kernels::Activation::ReLU), dense(3)};
+  with.blocks = {conv(4), act(kernels::Activation::ReLU), residual(3), dense(3)};
+  models::Network a(without, kSmall), b(with, kSmall);
+  a.initialize(1, 1);
+  b.initialize(1, 1);
+  // Copy the shared conv and dense weights into the residual network.
+  auto find = [](const models::Network& n, const std::string& name) {
+    for (const auto& s : n.segments())
+      if (s.name == name) return s;
+    throw std::runtime_error("no segment " + name);
+  };
+  auto copy = [&](const std::string& from, const std::string& to) {
+    const auto s = find(a, from), d = find(b, to);
+    ASSERT_EQ(s.size, d.size);
+    std::copy_n(a.parameters().data() + s.offset, s.size, b.parameters().data() + d.offset);
+  };
+  copy("block0.conv.weight", "block0.conv.weight");
+  copy("block0.conv.bias", "block0.conv.bias");
+  copy("block2.dense.weight", "block3.dense.weight");
+  copy("block2.dense.bias", "block3.dense.bias");
+  const auto x = random_inputs(4, 64, 2);
+  std::vector<float> out_a(12);
+  const auto& la = a.forward(x.data(), 4, {});
+  std::copy_n(la.data(), 12, out_a.data());
+  const auto& lb = b.forward(x.data(), 4, {});
+  for (int i = 0; i < 12; ++i) EXPECT_FLOAT_EQ(out_a[i], lb[i]);
+}
+
+namespace {
+// A small separable problem: class = which third of the image is brightest.
+models::Dataset stripes(int count, std::uint64_t seed) {
+  models::Dataset d;
+  d.rows = 8, d.cols = 8;
+  const kernels::CounterRng rng(seed, 5);
+  for (int i = 0; i < count; ++i) {
+    const int label = static_cast<int>(rng.below(static_cast<std::uint64_t>(i) * 100, 3));
+    d.labels.push_back(label);
+    for (int p = 0; p < 64; ++p) {
+      const int third = std::min(2, (p % 8) * 3 / 8);
+      d.images.push_back(0.3f * rng.uniform(static_cast<std::uint64_t>(i) * 100 + 1 + p) + (third == label ? 0.7f : 0.0f));
+    }
+  }
+  return d;
+}
+}  // namespace
+
+TEST(Trainer, LearnsASeparableProblem) {
+  models::Genome g;
+  g.blocks = {conv(4), act(kernels::Activation::ReLU), pool(Block::PoolKind::Max), dense(16),
+              act(kernels::Activation::ReLU), dense(3)};
+  g.recipe.batch_size = 32;
+  g.recipe.epochs = 4;
+  g.recipe.learning_rate = 3e-3f;
+  const auto train_set = stripes(512, 1), test_set = stripes(256, 2);
+  models::Network net(g, kSmall);
+  net.initialize(0, 0);
+  const double before = models::evaluate(net, test_set).accuracy;
+  models::TrainOptions opt;
+  const auto result = models::train(net, train_set, opt);
+  const auto after = models::evaluate(net, test_set);
+  EXPECT_FALSE(result.diverged);
+  EXPECT_EQ(result.samples, 4 * 512);
+  EXPECT_GT(after.accuracy, 0.95) << "before training: " << before;
+  ASSERT_EQ(after.per_class.size(), 3u);
+  for (double c : after.per_class) EXPECT_GT(c, 0.9);
+}
+
+TEST(Trainer, SameSeedGivesBitwiseIdenticalWeights) {
+  models::Genome g = every_block_genome();
+  Block drop;
+  drop.kind = Block::Kind::Dropout, drop.rate = 0.3f;
+  g.blocks.insert(g.blocks.end() - 1, drop);
+  g.recipe.batch_size = 16;
+  g.recipe.epochs = 2;
+  g.recipe.augmentation = {1, true};
+  const auto data = stripes(100, 3);
+  auto run = [&](std::uint64_t seed, int threads) {
+    kernels::set_num_threads(threads);
+    models::Network net(g, kSmall);
+    net.initialize(seed, 4);
+    models::TrainOptions opt;
+    opt.seed = seed;
+    opt.model_id = 4;
+    models::train(net, data, opt);
+    kernels::set_num_threads(0);
+    return std::vector<float>(net.parameters().data(), net.parameters().data() + net.parameter_count());
+  };
+  const auto a = run(11, 1), b = run(11, 1), c = run(12, 1), d = run(11, 2);
+  EXPECT_EQ(a, b);
+  EXPECT_NE(a, c);
+  EXPECT_EQ(a, d) << "training must not depend on the thread count";
+}
+
+TEST(Trainer, DivergenceIsReportedNotThrown) {
+  models::Genome g;
+  g.blocks = {dense(8), act(kernels::Activation::ReLU), dense(3)};
+  g.recipe.learning_rate = 1e30f;
+  g.recipe.batch_size = 8;
+  g.recipe.epochs = 3;
+  models::Network net(g, kSmall);
+  net.initialize(0, 0);
+  const auto result = models::train(net, stripes(64, 4), {});
+  EXPECT_TRUE(result.diverged);
+}
+
+TEST(Trainer, DistillationPullsTheStudentTowardsTheTeacher) {
+  models::Genome g;
+  g.blocks = {dense(16), act(kernels::Activation::ReLU), dense(3)};
+  g.recipe.batch_size = 32;
+  g.recipe.epochs = 3;
+  g.recipe.distill_mix = 1.0f;  // pure distillation: labels are ignored
+  g.recipe.distill_temperature = 2.0f;
+  const auto data = stripes(256, 6);
+  // A teacher that always answers "class 2".
+  models::TrainOptions opt;
+  opt.teacher = [](const float*, int N, float* logits) {
+    for (int i = 0; i < N; ++i) logits[i * 3] = 0.0f, logits[i * 3 + 1] = 0.0f, logits[i * 3 + 2] = 8.0f;
+  };
+  models::Network net(g, kSmall);
+  net.initialize(0, 0);
+  models::train(net, data, opt);
+  const auto e = models::evaluate(net, data);
+  EXPECT_GT(e.per_class[2], 0.99);
+  EXPECT_LT(e.per_class[0], 0.05);
+}
