@@ -112,7 +112,7 @@ namespace {
 void maxpool2x2_forward(const Pool2dShape& s, const float* X, float* Y, std::int32_t* argmax) {
   const int OH = s.OH(), OW = s.OW();
   const std::int64_t in_plane = static_cast<std::int64_t>(s.H) * s.W, out_plane = static_cast<std::int64_t>(OH) * OW;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (s.planes * s.H * s.W > kParallelMin)
   for (std::int64_t p = 0; p < s.planes; ++p) {
     const float* in = X + p * in_plane;
     float* out = Y + p * out_plane;
@@ -138,7 +138,7 @@ void maxpool2d_forward(const Pool2dShape& s, const float* X, float* Y, std::int3
   if (s.size == 2 && s.stride == 2) return maxpool2x2_forward(s, X, Y, argmax);
   const int OH = s.OH(), OW = s.OW();
   const std::int64_t in_plane = static_cast<std::int64_t>(s.H) * s.W, out_plane = static_cast<std::int64_t>(OH) * OW;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (s.planes * s.H * s.W > kParallelMin)
   for (std::int64_t p = 0; p < s.planes; ++p) {
     const float* in = X + p * in_plane;
     float* out = Y + p * out_plane;
@@ -161,7 +161,7 @@ void maxpool2d_forward(const Pool2dShape& s, const float* X, float* Y, std::int3
 void maxpool2d_backward(const Pool2dShape& s, const float* dY, const std::int32_t* argmax, float* dX) {
   const std::int64_t in_plane = static_cast<std::int64_t>(s.H) * s.W,
                      out_plane = static_cast<std::int64_t>(s.OH()) * s.OW();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (s.planes * s.H * s.W > kParallelMin)
   for (std::int64_t p = 0; p < s.planes; ++p) {
     float* out = dX + p * in_plane;
     std::fill_n(out, in_plane, 0.0f);
@@ -173,7 +173,7 @@ void avgpool2d_forward(const Pool2dShape& s, const float* X, float* Y) {
   const int OH = s.OH(), OW = s.OW();
   const std::int64_t in_plane = static_cast<std::int64_t>(s.H) * s.W, out_plane = static_cast<std::int64_t>(OH) * OW;
   const float inv = 1.0f / static_cast<float>(s.size * s.size);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (s.planes * s.H * s.W > kParallelMin)
   for (std::int64_t p = 0; p < s.planes; ++p) {
     const float* in = X + p * in_plane;
     float* out = Y + p * out_plane;
@@ -191,7 +191,7 @@ void avgpool2d_backward(const Pool2dShape& s, const float* dY, float* dX) {
   const int OH = s.OH(), OW = s.OW();
   const std::int64_t in_plane = static_cast<std::int64_t>(s.H) * s.W, out_plane = static_cast<std::int64_t>(OH) * OW;
   const float inv = 1.0f / static_cast<float>(s.size * s.size);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (s.planes * s.H * s.W > kParallelMin)
   for (std::int64_t p = 0; p < s.planes; ++p) {
     float* out = dX + p * in_plane;
     const float* in = dY + p * out_plane;

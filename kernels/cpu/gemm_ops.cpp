@@ -13,6 +13,8 @@ namespace rsi::kernels {
 
 namespace {
 int g_threads = 0;
+// Below this many elements a parallel region costs more than it saves.
+constexpr std::int64_t kParallelMin = 1 << 15;
 }
 
 void set_num_threads(int threads) {
@@ -62,7 +64,7 @@ void im2col(const Conv2dShape& s, const float* X, float* col) {
   const int OH = s.OH(), OW = s.OW(), k = s.kernel;
   const std::int64_t plane = static_cast<std::int64_t>(s.H) * s.W, P = static_cast<std::int64_t>(OH) * OW;
   const int rows = s.C * k * k;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (rows * s.N * P > kParallelMin)
   for (int r = 0; r < rows; ++r) {
     const int c = r / (k * k), ky = (r / k) % k, kx = r % k;
     int ox_lo, ox_hi;
@@ -94,7 +96,7 @@ void im2col(const Conv2dShape& s, const float* X, float* col) {
 void col2im(const Conv2dShape& s, const float* dcol, float* dX) {
   const int OH = s.OH(), OW = s.OW(), k = s.kernel;
   const std::int64_t plane = static_cast<std::int64_t>(s.H) * s.W, P = static_cast<std::int64_t>(OH) * OW;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (s.C * k * k * s.N * P > kParallelMin)
   for (int c = 0; c < s.C; ++c) {
     float* chan = dX + static_cast<std::int64_t>(c) * s.N * plane;
     std::fill_n(chan, s.N * plane, 0.0f);
@@ -120,7 +122,7 @@ void col2im(const Conv2dShape& s, const float* dcol, float* dX) {
 
 // Row sums of a [rows][cols] matrix in double, one row per thread at a time.
 void row_sums(const float* A, float* out, int rows, std::int64_t cols) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (rows * cols > kParallelMin)
   for (int r = 0; r < rows; ++r) {
     const float* row = A + r * cols;
     double acc = 0.0;
@@ -139,7 +141,7 @@ void conv2d_forward(const Conv2dShape& s, const float* X, const float* Wt, const
     im2col(s, X, col);
     B = col;
   }
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (s.K * NP > kParallelMin)
   for (int k = 0; k < s.K; ++k) std::fill_n(Y + k * NP, NP, b[k]);
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s.K, static_cast<int>(NP), CKK, 1.0f, Wt, CKK, B,
               static_cast<int>(NP), 1.0f, Y, static_cast<int>(NP));
