@@ -1,4 +1,6 @@
 // The single-rank backend: collectives over one rank leave the data as it is.
+#include <deque>
+
 #include "rsi/collective/communicator.h"
 
 namespace rsi::collective {
@@ -16,10 +18,41 @@ class LocalCommunicator final : public Communicator {
   }
   void barrier() override {}
   std::unique_ptr<Communicator> split(int, int) override { return std::make_unique<LocalCommunicator>(); }
+  void send(std::span<const std::byte> data, int dest, int tag) override {
+    if (dest != 0) throw CollectiveError("local communicator: send to rank " + std::to_string(dest) + " (size 1)");
+    queue_.push_back({0, tag, std::vector<std::byte>(data.begin(), data.end())});
+  }
+  std::optional<Message> try_receive() override {
+    if (queue_.empty()) return std::nullopt;
+    Message m = std::move(queue_.front());
+    queue_.pop_front();
+    return m;
+  }
+  Message receive(int, int tag) override {
+    for (auto it = queue_.begin(); it != queue_.end(); ++it)
+      if (tag < 0 || it->tag == tag) {
+        Message m = std::move(*it);
+        queue_.erase(it);
+        return m;
+      }
+    throw CollectiveError("local communicator: receive would wait forever (no message queued)");
+  }
+
+ private:
+  std::deque<Message> queue_;
 };
 
 }  // namespace
 
 std::unique_ptr<Communicator> make_local_communicator() { return std::make_unique<LocalCommunicator>(); }
+
+std::vector<std::byte> Communicator::broadcast_bytes(std::vector<std::byte> data, int root) {
+  if (size() == 1) return data;
+  std::uint64_t n = data.size();
+  broadcast(std::as_writable_bytes(std::span(&n, 1)), root);
+  data.resize(n);
+  broadcast(data, root);
+  return data;
+}
 
 }  // namespace rsi::collective

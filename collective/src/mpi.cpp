@@ -4,7 +4,9 @@
 #include <mpi.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "rsi/collective/communicator.h"
@@ -56,7 +58,37 @@ class MpiCommunicator final : public Communicator {
     return std::make_unique<MpiCommunicator>(out, true);
   }
 
+  void send(std::span<const std::byte> data, int dest, int tag) override {
+    RSI_MPI_CHECK(MPI_Send(data.data(), static_cast<int>(data.size()), MPI_BYTE, dest, tag, comm_));
+  }
+
+  std::optional<Message> try_receive() override { return probe_and_receive(MPI_ANY_SOURCE, MPI_ANY_TAG); }
+
+  Message receive(int source, int tag) override {
+    auto sleep = std::chrono::microseconds(2);
+    for (;;) {
+      if (auto m = probe_and_receive(source < 0 ? MPI_ANY_SOURCE : source, tag < 0 ? MPI_ANY_TAG : tag)) return *m;
+      std::this_thread::sleep_for(sleep);
+      sleep = std::min(sleep * 2, std::chrono::microseconds(1000));
+    }
+  }
+
  private:
+  std::optional<Message> probe_and_receive(int source, int tag) {
+    int flag = 0;
+    MPI_Status status;
+    RSI_MPI_CHECK(MPI_Iprobe(source, tag, comm_, &flag, &status));
+    if (!flag) return std::nullopt;
+    int count = 0;
+    RSI_MPI_CHECK(MPI_Get_count(&status, MPI_BYTE, &count));
+    Message m;
+    m.source = status.MPI_SOURCE;
+    m.tag = status.MPI_TAG;
+    m.data.resize(static_cast<std::size_t>(count));
+    RSI_MPI_CHECK(MPI_Recv(m.data.data(), count, MPI_BYTE, m.source, m.tag, comm_, MPI_STATUS_IGNORE));
+    return m;
+  }
+
   template <typename T>
   void reduce(std::span<T> data, MPI_Datatype type, ReduceOp op) {
     if (size_ == 1 || data.empty()) return;

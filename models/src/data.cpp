@@ -302,7 +302,7 @@ std::uint64_t split_fingerprint(const Split& split) {
 }
 
 void augment_batch(const Dataset& data, const std::int64_t* indices, std::int64_t count, const Augmentation& aug,
-                   const kernels::CounterRng& rng, float* out) {
+                   const kernels::CounterRng& rng, float* out, std::uint64_t first_draw) {
   if (count < 0) throw DataError("augment_batch: negative count " + std::to_string(count));
   if (aug.shift < 0) throw DataError("augment_batch: augmentation shift " + std::to_string(aug.shift) + " is negative");
   for (std::int64_t i = 0; i < count; ++i) {  // checked up front: nothing may throw inside the parallel loop
@@ -320,9 +320,9 @@ void augment_batch(const Dataset& data, const std::int64_t* indices, std::int64_
   const auto span = static_cast<std::uint64_t>(2 * std::int64_t{aug.shift} + 1);
   // Each image's draws depend only on its position i in the batch, so the result is the same for
   // any thread count or schedule.
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (count > 16)
   for (std::int64_t i = 0; i < count; ++i) {
-    const auto words = rng.block(static_cast<std::uint64_t>(i));
+    const auto words = rng.block(first_draw + static_cast<std::uint64_t>(i));
     const int dx = static_cast<int>((std::uint64_t{words[0]} * span) >> 32) - aug.shift;
     const int dy = static_cast<int>((std::uint64_t{words[1]} * span) >> 32) - aug.shift;
     const bool flip = aug.flip && (words[2] >> 31) != 0;

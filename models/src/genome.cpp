@@ -532,9 +532,11 @@ class GenomeParser {
           if (sub == "flip") recipe.augmentation.flip = parse_bool(value, child(key_path, sub));
         }
       } else if (key == "distillation") {
-        for (const auto& [sub, value] : read_map(field.value, key_path, {"temperature", "mix"}, "distillation")) {
+        for (const auto& [sub, value] :
+             read_map(field.value, key_path, {"temperature", "mix", "epochs"}, "distillation")) {
           if (sub == "temperature") recipe.distill_temperature = read_float(value, key_path, sub, expect_temperature);
           if (sub == "mix") recipe.distill_mix = read_float(value, key_path, sub, expect_distill_mix);
+          if (sub == "epochs") recipe.distill_epochs = read_int(value, key_path, sub, expect_epochs);
         }
       }
     }
@@ -629,7 +631,7 @@ std::string to_yaml(const Genome& genome) {
       << "  augmentation: {shift: " << recipe.augmentation.shift
       << ", flip: " << (recipe.augmentation.flip ? "true" : "false") << "}\n"
       << "  distillation: {temperature: " << format_number(recipe.distill_temperature)
-      << ", mix: " << format_number(recipe.distill_mix) << "}\n";
+      << ", mix: " << format_number(recipe.distill_mix) << ", epochs: " << recipe.distill_epochs << "}\n";
   out << "designer:";
   if (genome.designer.empty()) out << " {}";
   out << "\n";
@@ -843,6 +845,7 @@ GenomeStats validate(const Genome& genome, const InputSpec& input, const GenomeL
   check_recipe("augmentation.shift", expect_shift(recipe.augmentation.shift));
   check_recipe("distillation.temperature", expect_temperature(recipe.distill_temperature));
   check_recipe("distillation.mix", expect_distill_mix(recipe.distill_mix));
+  check_recipe("distillation.epochs", expect_epochs(recipe.distill_epochs));
 
   if (stats.parameters > limits.max_parameters) {
     throw GenomeError("genome has " + std::to_string(stats.parameters) + " parameters, over the limit of " +

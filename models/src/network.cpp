@@ -24,6 +24,7 @@ struct ActShape {
 // buffers exist, and layers turn them into pointers in bind().
 struct Registry {
   std::vector<ParamSegment> params;
+  std::vector<ParamSegment> states;
   std::int64_t param_size = 0, state_size = 0;
   std::int64_t add_param(std::string name, std::int64_t size, bool decay, std::int64_t fan_in,
                          ParamSegment::Init init = ParamSegment::Init::Uniform) {
@@ -31,7 +32,8 @@ struct Registry {
     param_size += size;
     return param_size - size;
   }
-  std::int64_t add_state(std::int64_t size) {
+  std::int64_t add_state(std::string name, std::int64_t size) {
+    states.push_back({std::move(name), state_size, size, false, 0, ParamSegment::Init::Zeros});
     state_size += size;
     return state_size - size;
   }
@@ -185,9 +187,23 @@ class DropoutLayer final : public Layer {
       return;
     }
     mask_.resize({out.numel()});
-    // A separate counter range per dropout layer: index in the high bits of the offset.
+    // Each element's draw is indexed by (layer, global row, feature), so a data-parallel shard
+    // draws the same mask for its rows as one rank does for the whole batch.
     const kernels::CounterRng rng(mode.seed, kernels::rng_stream(kernels::RngUse::Dropout, mode.model_id), mode.step);
-    kernels::dropout_forward(x, out.data(), mask_.data(), out.numel(), rate_, rng, index_ << 40);
+    const std::uint64_t base = index_ << 40;
+    const std::int64_t features = in_shape.features();
+    if (!in_shape.spatial) {
+      kernels::dropout_forward(x, out.data(), mask_.data(), out.numel(), rate_, rng,
+                               base + static_cast<std::uint64_t>(mode.row_offset * features));
+      return;
+    }
+    const std::int64_t C = in_shape.C, HW = static_cast<std::int64_t>(in_shape.H) * in_shape.W;
+    for (std::int64_t c = 0; c < C; ++c)
+      for (std::int64_t n = 0; n < N; ++n) {
+        const std::int64_t at = (c * N + n) * HW;
+        kernels::dropout_forward(x + at, out.data() + at, mask_.data() + at, HW, rate_, rng,
+                                 base + static_cast<std::uint64_t>(((mode.row_offset + n) * C + c) * HW));
+      }
   }
   void backward(const float*, const float* dy, float* dx, int) override {
     if (!dx) return;
@@ -218,7 +234,7 @@ class BatchNormLayer final : public Layer {
     gamma_ = r.add_param(name + ".gamma", channels_, false, 0,
                          zero_gamma ? ParamSegment::Init::Zeros : ParamSegment::Init::Ones);
     beta_ = r.add_param(name + ".beta", channels_, false, 0, ParamSegment::Init::Zeros);
-    running_ = r.add_state(2 * channels_);
+    running_ = r.add_state(name + ".running_mean_var", 2 * channels_);
     param_count = 2 * channels_;
     save_.resize({2 * channels_});
   }
@@ -345,6 +361,7 @@ Network::Network(const Genome& genome, const InputSpec& input) : genome_(genome)
     shape = layers_.back()->out_shape;
   }
   segments_ = std::move(registry.params);
+  state_segments_ = std::move(registry.states);
   params_ = Tensor({registry.param_size});
   grads_ = Tensor({registry.param_size});
   state_ = Tensor({registry.state_size});

@@ -95,6 +95,8 @@ Genome mlp_genome() {
   Genome genome;
   genome.blocks = {dense(256), activation(kernels::Activation::ReLU), dense(128), activation(kernels::Activation::ReLU),
                    dense(10)};
+  genome.recipe.learning_rate = 0.003f;  // the shipped MLP trains with lr 0.003 and a cosine schedule
+  genome.recipe.schedule = Recipe::Schedule::Cosine;
   return genome;
 }
 
@@ -140,7 +142,7 @@ TEST(GenomeShipped, MlpLoadsAndCountsParameters) {
   const Genome genome = load_genome(kGenomeDir + "mlp.yaml");
   EXPECT_EQ(genome, mlp_genome());
   EXPECT_EQ(genome.recipe.optimizer, Recipe::Optimizer::Adam);
-  EXPECT_EQ(genome.recipe.learning_rate, 0.001f);
+  EXPECT_EQ(genome.recipe.learning_rate, 0.003f);
   EXPECT_EQ(genome.recipe.batch_size, 128);
   EXPECT_EQ(genome.recipe.epochs, 5);
 
@@ -268,7 +270,7 @@ TEST(GenomeYaml, CanonicalTextHasFixedLayout) {
       "  epochs: 5\n"
       "  weight_decay: 0\n"
       "  augmentation: {shift: 0, flip: false}\n"
-      "  distillation: {temperature: 4, mix: 0.5}\n"
+      "  distillation: {temperature: 4, mix: 0.5, epochs: 1}\n"
       "designer:\n"
       "  a: 0.5\n"
       "  b: 2\n";

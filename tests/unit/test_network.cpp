@@ -249,7 +249,8 @@ TEST(Trainer, DistillationPullsTheStudentTowardsTheTeacher) {
   models::Genome g;
   g.blocks = {dense(16), act(kernels::Activation::ReLU), dense(3)};
   g.recipe.batch_size = 32;
-  g.recipe.epochs = 3;
+  g.recipe.epochs = 0;          // no fine-tuning phase after the distillation
+  g.recipe.distill_epochs = 3;
   g.recipe.distill_mix = 1.0f;  // pure distillation: labels are ignored
   g.recipe.distill_temperature = 2.0f;
   const auto data = stripes(256, 6);

@@ -3,11 +3,14 @@
 // no MPI), `mpi` (Open MPI) and, with the GPU issue, `nccl`.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace rsi::collective {
 
@@ -15,6 +18,13 @@ enum class ReduceOp { Sum, Average };
 
 struct CollectiveError : std::runtime_error {
   using std::runtime_error::runtime_error;
+};
+
+// A point-to-point message (the coordinator/worker protocol).
+struct Message {
+  int source = -1;
+  int tag = -1;
+  std::vector<std::byte> data;
 };
 
 class Communicator {
@@ -31,6 +41,18 @@ class Communicator {
   virtual void barrier() = 0;
   // Ranks with the same color form a new communicator, ordered by key then rank.
   virtual std::unique_ptr<Communicator> split(int color, int key) = 0;
+
+  // Point-to-point. send() blocks until the buffer may be reused.
+  virtual void send(std::span<const std::byte> data, int dest, int tag) = 0;
+  // A message from any source with any tag, if one has arrived; never blocks.
+  virtual std::optional<Message> try_receive() = 0;
+  // Waits for a message from `source` (any source when < 0) with `tag` (any tag when < 0). Waits
+  // by polling with a growing sleep (up to 1 ms), so idle ranks do not burn a core when
+  // oversubscribed.
+  virtual Message receive(int source, int tag) = 0;
+
+  // Broadcasts a byte vector of any size from `root` (size first, then the bytes).
+  std::vector<std::byte> broadcast_bytes(std::vector<std::byte> data, int root);
 };
 
 // A communicator of one rank: every collective is a no-op.

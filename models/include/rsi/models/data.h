@@ -60,9 +60,9 @@ std::uint64_t split_fingerprint(const Split& split);
 
 // Writes `count` augmented images into out[count][pixels]: image indices[i] of `data`, shifted by
 // up to ±aug.shift pixels (zero fill) and flipped left-right with probability 1/2 when aug.flip.
-// Draws come from CounterRng(seed, stream, step) at index i, so the result is a pure function of
-// its arguments.
+// Draws come from `rng` at index first_draw + i, so the result is a pure function of its arguments
+// (a data-parallel shard passes the global batch position of its first row).
 void augment_batch(const Dataset& data, const std::int64_t* indices, std::int64_t count, const Augmentation& aug,
-                   const kernels::CounterRng& rng, float* out);
+                   const kernels::CounterRng& rng, float* out, std::uint64_t first_draw = 0);
 
 }  // namespace rsi::models

@@ -60,6 +60,7 @@ struct Recipe {
   Augmentation augmentation;
   float distill_temperature = 4.0f;  // KD temperature T
   float distill_mix = 0.5f;          // weight of the KD loss against ground truth, in [0, 1]
+  int distill_epochs = 1;            // epochs of distillation (labeled + unlabeled pool) before fine-tuning
   bool operator==(const Recipe&) const = default;
 };
 

@@ -18,8 +18,11 @@
 namespace rsi::models {
 
 // One named parameter inside the flat buffer.
+// Names are "block<I>.<kind>.<part>" with I the genome block index, e.g. "block3.dense.weight",
+// "block0.conv.bias", "block2.batchnorm.gamma", "block4.residual.conv1.weight". Weights are laid
+// out [out][in] (dense) and [K][C][k][k] (conv).
 struct ParamSegment {
-  std::string name;       // e.g. "block3.dense.weight"
+  std::string name;
   std::int64_t offset = 0;
   std::int64_t size = 0;
   bool decay = true;      // weight decay applies (weights yes; biases and norm parameters no)
@@ -45,6 +48,8 @@ class Network {
   kernels::Tensor& state() { return state_; }
   const kernels::Tensor& state() const { return state_; }
   const std::vector<ParamSegment>& segments() const { return segments_; }
+  // Segments of state(): "blockI.batchnorm.running_mean_var" holds [mean(C), var(C)].
+  const std::vector<ParamSegment>& state_segments() const { return state_segments_; }
 
   // PyTorch's default initialisation (uniform ±1/sqrt(fan_in) for weights and biases, batch-norm
   // gamma 1 and beta 0), drawn from CounterRng(seed, stream(Init, model_id)) at each parameter's
@@ -57,6 +62,7 @@ class Network {
     bool train = false;
     std::uint64_t seed = 0, model_id = 0;
     std::uint32_t step = 0;
+    std::int64_t row_offset = 0;  // global batch row of x's first row (data-parallel shards)
   };
   const kernels::Tensor& forward(const float* x, int N, const Mode& mode);
   // Backward pass from dlogits [N][classes] of the last forward (which must have been in training
@@ -70,7 +76,7 @@ class Network {
   InputSpec input_;
   kernels::Tensor params_, grads_, state_;
   kernels::Tensor grad_ping_, grad_pong_;
-  std::vector<ParamSegment> segments_;
+  std::vector<ParamSegment> segments_, state_segments_;
   std::vector<std::unique_ptr<Layer>> layers_;
   int batch_ = 0;
   const float* input_data_ = nullptr;

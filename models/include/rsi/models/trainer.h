@@ -6,6 +6,7 @@
 #include <functional>
 #include <vector>
 
+#include "rsi/collective/communicator.h"
 #include "rsi/models/data.h"
 #include "rsi/models/network.h"
 
@@ -17,10 +18,13 @@ struct Evaluation {
   double mean_loss = 0.0;
   std::vector<double> per_class;  // accuracy of each class (NaN-free: a class with no examples reads 0)
 };
-// Evaluation-mode forward over `data` in batches.
-Evaluation evaluate(Network& net, const Dataset& data, int batch_size = 256);
+// Evaluation-mode forward over `data` in batches. With a group, each rank evaluates its share of
+// the examples and the counts are summed: every rank returns the same Evaluation.
+Evaluation evaluate(Network& net, const Dataset& data, int batch_size = 256,
+                    collective::Communicator* group = nullptr);
 
 struct EpochReport {
+  enum class Phase { Distill, FineTune } phase = Phase::FineTune;
   int epoch = 0, epochs = 0;
   std::int64_t steps = 0, samples = 0;  // this epoch
   double mean_loss = 0.0;
@@ -34,13 +38,25 @@ struct EpochReport {
 // A teacher for distillation: writes logits [N][classes] for inputs x[N][pixels].
 using Teacher = std::function<void(const float* x, int N, float* logits)>;
 
+// Training runs in up to two phases. With a teacher and recipe.distill_epochs > 0, a distillation
+// phase first visits the labeled set and the unlabeled pool (augmented): labeled examples learn
+// from (1-mix)·CE + mix·KD(T), unlabeled ones from the teacher alone (mix·KD). Then recipe.epochs
+// of fine-tuning with cross-entropy on the labeled set.
+//
+// Data parallel: with a group of R ranks, every rank draws the same global batch and takes rows
+// [r·B/R, (r+1)·B/R); gradients are summed over the group in buckets and every rank applies the
+// same optimizer step. Batch norm uses each shard's statistics (as PyTorch DDP without SyncBN);
+// the running statistics are averaged over the group at the end of each epoch.
 struct TrainOptions {
   std::uint64_t seed = 0;
   std::uint64_t model_id = 0;
-  int epochs = -1;               // < 0: the recipe's
+  int epochs = -1;               // < 0: the recipe's (fine-tune phase)
   std::int64_t max_steps = -1;   // < 0: no cap (a cap ends training early, for benchmarks and tests)
   const Dataset* validation = nullptr;
-  Teacher teacher;               // when set, loss = (1-mix)·CE + mix·KD(T) with the recipe's mix and T
+  Teacher teacher;               // enables the distillation phase
+  const Dataset* unlabeled = nullptr;  // the pool the teacher labels in the distillation phase
+  collective::Communicator* group = nullptr;  // data-parallel trainer group (nullptr: this rank alone)
+  std::int64_t bucket_floats = 1 << 20;       // gradient all-reduce bucket size
   std::function<void(const EpochReport&)> on_epoch;
   // Called every `progress_every` steps within an epoch with (step, steps in epoch).
   std::function<void(std::int64_t, std::int64_t)> on_step;

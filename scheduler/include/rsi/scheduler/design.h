@@ -1,0 +1,58 @@
+// Design: a parent proposes a child genome with its designer genes. The genes are per-operator
+// probabilities and step sizes; a child inherits its parent's genes with self-adaptive (log-normal
+// / logit-normal) mutation, so the way parents design is itself under selection — the recursive
+// part of recursive self-improvement.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "rsi/kernels/rng.h"
+#include "rsi/models/genome.h"
+#include "rsi/models/morphism.h"
+
+namespace rsi::scheduler {
+
+// Names of the designer genes (keys of models::DesignerGenes).
+//   "p.<operator>"  relative weight of each operator (normalised over those applicable)
+//   "step.widen"    widen factor minus one (0.5 = +50% units), also the narrow factor
+//   "step.lr"       sigma of the log-normal learning-rate step
+//   "step.recipe"   sigma of the other recipe steps (weight decay, temperature, mix)
+//   "tau"           self-adaptation rate of the genes themselves
+// Operators: add_dense, add_conv, remove, widen, narrow, kernel, activation, residual, pool,
+//            lr, epochs, batch, weight_decay, augment, distill, crossover.
+const std::vector<std::string>& design_operators();
+models::DesignerGenes default_designer_genes();
+// Fills missing genes with defaults (seed genomes usually have none).
+models::DesignerGenes complete_designer_genes(const models::DesignerGenes& genes);
+
+struct DesignLimits {
+  std::int64_t max_parameters = 5'000'000;
+  std::int64_t max_flops = 200'000'000;
+  int max_blocks = 24;
+  int max_epochs = 10;
+  int max_units = 1024;
+  int max_channels = 256;
+};
+
+struct DesignedChild {
+  models::Genome genome;         // validated; designer genes already mutated
+  models::Morphism morphism;     // how it inherits the first parent's weights
+  std::string op;                // operator name, e.g. "widen"
+  std::string description;       // e.g. "widen block 2 dense 128 -> 192"
+  bool crossover = false;        // true when `mate` contributed (recipe taken from it)
+};
+
+// Proposes one child of `parent` (and of `mate` when the crossover operator is drawn and a mate is
+// given). Every random draw comes from `rng` at consecutive indices from 0, so the child is a pure
+// function of its arguments. The result always validates under `limits` and the input spec; an
+// operator that cannot apply (e.g. remove on a one-layer model) is skipped and another drawn.
+DesignedChild design_child(const models::Genome& parent, const models::Genome* mate, const kernels::CounterRng& rng,
+                           const DesignLimits& limits = {}, const models::InputSpec& input = {});
+
+// Mean pairwise distance between genomes (architecture edit distance + recipe distance), for the
+// population-diversity monitor. 0 for fewer than two genomes.
+double population_diversity(const std::vector<models::Genome>& genomes);
+
+}  // namespace rsi::scheduler

@@ -1,0 +1,91 @@
+// What the loop produces: one ModelRecord per child (trained, failed or refused) and one
+// GenerationRecord per generation, handed to GenerationSinks (HDF5 lineage, Prometheus, progress
+// display, in-memory for tests). The scheduler never includes HDF5 or Prometheus headers.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace rsi::scheduler {
+
+// A model's weights: the network's flat parameter buffer and its flat state (norm statistics).
+struct Weights {
+  std::vector<float> params, state;
+};
+
+struct ModelMetrics {
+  double val_accuracy = 0.0;    // the ONLY selection signal
+  double val_loss = 0.0;
+  double test_accuracy = 0.0;   // hidden test set: reported, never selected on
+  double test_loss = 0.0;
+  std::vector<double> test_per_class;
+  std::vector<double> val_per_class;
+  std::int64_t parameters = 0;
+  std::int64_t flops = 0;        // forward FLOPs per sample
+  double wall_seconds = 0.0;     // training + evaluation time of the task
+  std::int64_t samples = 0;      // training samples processed (distill + fine-tune)
+  double pseudo_label_accuracy = -1.0;  // parent's labels on the unlabeled pool vs truth; < 0 when none
+};
+
+struct ModelRecord {
+  std::uint64_t id = 0;
+  int generation = 0;
+  std::vector<std::uint64_t> parents;  // empty for seed models; two for crossover
+  std::string genome_yaml;             // canonical text (includes the designer genes)
+  std::string op = "seed";             // design operator that made it
+  std::string description;             // e.g. "widen block 2 dense 128 -> 192"
+  std::uint64_t designer_lineage = 0;  // id of the seed model its designer genes descend from
+  enum class Status { Trained, Failed, Refused } status = Status::Trained;
+  std::string failure;                 // reason, when not Trained
+  bool inherited = false;              // started from the parent's weights
+  bool function_preserving = false;    // ... through a function-preserving morphism
+  double parent_val_accuracy = 0.0;    // of parents[0], for the design gain
+  ModelMetrics metrics;
+  std::string weights_digest;          // hex digest of params + state (FNV-1a 64)
+  std::shared_ptr<const Weights> weights;  // kept while the model may be needed (population, sinks)
+
+  double gain_over_parent() const { return metrics.val_accuracy - parent_val_accuracy; }
+  bool trained() const { return status == Status::Trained; }
+};
+const char* status_name(ModelRecord::Status s);
+
+struct GenerationRecord {
+  int generation = 0;
+  std::vector<ModelRecord> children;        // in model-id order
+  std::vector<std::uint64_t> population;    // ids of the population after selection
+  double best_val = 0.0, median_val = 0.0;  // over the population after selection
+  double best_test = 0.0, median_test = 0.0;
+  double best_model_test = 0.0;             // hidden-test accuracy of the best-by-validation model
+  std::uint64_t best_id = 0;
+  double gain = 0.0;                        // capability gain per loop: best_val now - best_val before
+  double design_skill = 0.0;                // mean gain of this generation's trained children over their parent
+  std::map<std::uint64_t, double> design_skill_by_lineage;  // same, grouped by designer lineage
+  double diversity = 0.0;                   // population diversity (genome distance)
+  int trained = 0, failed = 0, refused = 0;
+  double seconds = 0.0;                     // wall time of the generation
+  double models_per_second = 0.0;
+};
+
+class GenerationSink {
+ public:
+  virtual ~GenerationSink() = default;
+  // Called once per generation on the coordinator, after selection, in generation order.
+  virtual void on_generation(const GenerationRecord& record) = 0;
+  // Called once when the run ends (normally or not), after the last generation.
+  virtual void on_finish() {}
+};
+
+// Keeps every record (tests, summaries).
+class MemorySink final : public GenerationSink {
+ public:
+  void on_generation(const GenerationRecord& record) override { records.push_back(record); }
+  std::vector<GenerationRecord> records;
+};
+
+// FNV-1a 64 over the bytes of params then state, as 16 hex digits.
+std::string weights_digest(const Weights& w);
+
+}  // namespace rsi::scheduler
