@@ -14,6 +14,7 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", std::string("rsi ") + RSI_VERSION);
   std::function<int()> run;
   rsi::runtime::add_train_command(app, run);
+  rsi::runtime::add_run_command(app, run);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

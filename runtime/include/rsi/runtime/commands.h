@@ -17,6 +17,7 @@ enum ExitCode : int {
 
 // Adds `train` to `app`; `run` is set to the function that executes it once parsed.
 void add_train_command(CLI::App& app, std::function<int()>& run);
+void add_run_command(CLI::App& app, std::function<int()>& run);
 
 // Peak resident set size of this process in MiB (getrusage).
 double peak_rss_mib();

@@ -1,0 +1,221 @@
+// Manifest loading: yaml-cpp nodes checked key by key against the schema.
+#include "rsi/runtime/manifest.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <set>
+#include <sstream>
+#include <vector>
+
+namespace rsi::runtime {
+
+namespace {
+
+std::string where(const std::string& source, const YAML::Node& node) {
+  const YAML::Mark m = node.Mark();
+  if (m.line < 0) return source;
+  return source + ":" + std::to_string(m.line + 1) + ":" + std::to_string(m.column + 1);
+}
+
+std::size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<std::size_t> prev(b.size() + 1), cur(b.size() + 1);
+  for (std::size_t j = 0; j <= b.size(); ++j) prev[j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i) {
+    cur[0] = i;
+    for (std::size_t j = 1; j <= b.size(); ++j)
+      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
+    std::swap(prev, cur);
+  }
+  return prev[b.size()];
+}
+
+class Section {
+ public:
+  Section(const std::string& source, const YAML::Node& node, std::string path, std::vector<std::string> keys)
+      : source_(source), node_(node), path_(std::move(path)), keys_(std::move(keys)) {
+    if (!node_.IsMap()) throw ManifestError(where(source_, node_) + ": " + path_ + ": expected a map");
+    std::set<std::string> seen;
+    for (const auto& kv : node_) {
+      const std::string key = kv.first.as<std::string>();
+      if (!seen.insert(key).second)
+        throw ManifestError(where(source_, kv.first) + ": " + path_ + "." + key + ": duplicate key");
+      if (std::find(keys_.begin(), keys_.end(), key) == keys_.end()) {
+        std::string best;
+        std::size_t best_d = 99;
+        for (const auto& k : keys_)
+          if (const auto d = edit_distance(key, k); d < best_d) best_d = d, best = k;
+        std::string msg = where(source_, kv.first) + ": " + path_ + ": unknown key '" + key + "'";
+        if (best_d <= 3) msg += " (did you mean '" + best + "'?)";
+        std::string valid;
+        for (const auto& k : keys_) valid += (valid.empty() ? "" : ", ") + k;
+        throw ManifestError(msg + "; valid keys: " + valid);
+      }
+    }
+  }
+  bool has(const std::string& key) const { return static_cast<bool>(node_[key]); }
+  YAML::Node get(const std::string& key) const { return node_[key]; }
+  template <typename T>
+  T value(const std::string& key, T fallback, const std::function<bool(const T&)>& ok = {},
+          const std::string& expected = "") const {
+    const YAML::Node n = node_[key];
+    if (!n) return fallback;
+    T v;
+    try {
+      v = n.as<T>();
+    } catch (const YAML::Exception&) {
+      throw ManifestError(where(source_, n) + ": " + path_ + "." + key + ": expected " +
+                          (expected.empty() ? "a value of the right type" : expected) + ", got '" + n.Scalar() + "'");
+    }
+    if (ok && !ok(v))
+      throw ManifestError(where(source_, n) + ": " + path_ + "." + key + ": expected " + expected + ", got '" +
+                          n.Scalar() + "'");
+    return v;
+  }
+  const std::string& source() const { return source_; }
+  const std::string& path() const { return path_; }
+
+ private:
+  const std::string& source_;
+  YAML::Node node_;
+  std::string path_;
+  std::vector<std::string> keys_;
+};
+
+std::string fnv_hex(const std::string& text) {
+  std::uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : text) h = (h ^ c) * 1099511628211ull;
+  char out[17];
+  std::snprintf(out, sizeof out, "%016llx", static_cast<unsigned long long>(h));
+  return out;
+}
+
+}  // namespace
+
+RunConfig parse_manifest(const std::string& text, const std::string& source, const std::string& base_dir) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(text);
+  } catch (const YAML::ParserException& e) {
+    throw ManifestError(source + ":" + std::to_string(e.mark.line + 1) + ":" + std::to_string(e.mark.column + 1) +
+                        ": invalid YAML: " + e.msg);
+  }
+  if (!root || !root.IsMap()) throw ManifestError(source + ": a manifest is a YAML map (see experiments/README.md)");
+  const Section top(source, root, "manifest",
+                    {"run", "task", "population", "selection", "design", "seeds", "cluster", "output"});
+  RunConfig rc;
+  rc.manifest_path = source;
+  rc.manifest_text = text;
+  rc.manifest_hash = fnv_hex(text);
+  scheduler::LoopConfig& loop = rc.loop;
+  const auto positive = [](const int& v) { return v > 0; };
+
+  if (top.has("run")) {
+    const Section s(source, top.get("run"), "run", {"name", "seed"});
+    rc.name = s.value<std::string>("name", rc.name);
+    loop.seed = s.value<std::uint64_t>("seed", 0, {}, "a non-negative integer");
+  }
+  if (top.has("task")) {
+    const Section s(source, top.get("task"), "task",
+                    {"kind", "data_dir", "labeled", "unlabeled", "validation", "surrogate_cost_seconds",
+                     "surrogate_noise"});
+    const std::string kind = s.value<std::string>(
+        "kind", "fashion_mnist", [](const std::string& k) { return k == "fashion_mnist" || k == "surrogate"; },
+        "one of fashion_mnist, surrogate");
+    loop.task.kind = kind == "surrogate" ? scheduler::TaskSpec::Kind::Surrogate : scheduler::TaskSpec::Kind::FashionMnist;
+    loop.task.data_dir = s.value<std::string>("data_dir", loop.task.data_dir);
+    const auto count = [](const std::int64_t& v) { return v >= 0 && v <= 60000; };
+    loop.task.split.labeled = s.value<std::int64_t>("labeled", loop.task.split.labeled, count, "an integer in [0, 60000]");
+    loop.task.split.unlabeled =
+        s.value<std::int64_t>("unlabeled", loop.task.split.unlabeled, count, "an integer in [0, 60000]");
+    loop.task.split.validation =
+        s.value<std::int64_t>("validation", loop.task.split.validation, count, "an integer in [0, 60000]");
+    if (loop.task.split.labeled + loop.task.split.unlabeled + loop.task.split.validation > 60000)
+      throw ManifestError(where(source, top.get("task")) +
+                          ": task: labeled + unlabeled + validation exceed the 60000 training images");
+    loop.task.surrogate_cost_seconds = s.value<double>(
+        "surrogate_cost_seconds", loop.task.surrogate_cost_seconds, [](const double& v) { return v >= 0 && v < 3600; },
+        "seconds in [0, 3600)");
+    loop.task.surrogate_noise =
+        s.value<double>("surrogate_noise", loop.task.surrogate_noise, [](const double& v) { return v >= 0 && v < 1; },
+                        "a number in [0, 1)");
+  }
+  if (top.has("population")) {
+    const Section s(source, top.get("population"), "population", {"size", "children", "generations"});
+    loop.population_size = s.value<int>("size", loop.population_size, positive, "a positive integer");
+    loop.children_per_generation = s.value<int>("children", loop.children_per_generation, positive, "a positive integer");
+    loop.generations =
+        s.value<int>("generations", loop.generations, [](const int& v) { return v >= 0; }, "an integer >= 0");
+  }
+  if (top.has("selection")) {
+    const Section s(source, top.get("selection"), "selection", {"kind", "tournament_size"});
+    const std::string kind = s.value<std::string>(
+        "kind", "truncation",
+        [](const std::string& k) { return k == "truncation" || k == "tournament" || k == "aging"; },
+        "one of truncation, tournament, aging");
+    loop.selection = kind == "tournament" ? scheduler::SelectionKind::Tournament
+                     : kind == "aging"    ? scheduler::SelectionKind::Aging
+                                          : scheduler::SelectionKind::Truncation;
+    loop.tournament_size = s.value<int>("tournament_size", loop.tournament_size, positive, "a positive integer");
+  }
+  if (top.has("design")) {
+    const Section s(source, top.get("design"), "design",
+                    {"max_parameters", "max_flops", "max_blocks", "max_epochs", "max_units", "max_channels"});
+    auto& l = loop.limits;
+    l.max_parameters = s.value<std::int64_t>("max_parameters", l.max_parameters,
+                                             [](const std::int64_t& v) { return v > 0; }, "a positive integer");
+    l.max_flops = s.value<std::int64_t>("max_flops", l.max_flops, [](const std::int64_t& v) { return v > 0; },
+                                        "a positive integer");
+    l.max_blocks = s.value<int>("max_blocks", l.max_blocks, positive, "a positive integer");
+    l.max_epochs = s.value<int>("max_epochs", l.max_epochs, positive, "a positive integer");
+    l.max_units = s.value<int>("max_units", l.max_units, positive, "a positive integer");
+    l.max_channels = s.value<int>("max_channels", l.max_channels, positive, "a positive integer");
+  }
+  if (top.has("cluster")) {
+    const Section s(source, top.get("cluster"), "cluster", {"group_size", "threads_per_rank"});
+    loop.group_size = s.value<int>("group_size", loop.group_size, positive, "a positive integer");
+    loop.threads_per_rank = s.value<int>("threads_per_rank", loop.threads_per_rank, positive, "a positive integer");
+  }
+  if (top.has("output")) {
+    const Section s(source, top.get("output"), "output", {"directory"});
+    rc.output_directory = s.value<std::string>("directory", "");
+  }
+  if (rc.output_directory.empty()) rc.output_directory = "runs/" + rc.name;
+
+  const YAML::Node seeds = root["seeds"];
+  if (!seeds || !seeds.IsSequence() || seeds.size() == 0)
+    throw ManifestError(where(source, seeds ? seeds : root) +
+                        ": seeds: expected a list of seed genomes (file paths relative to the manifest, or inline maps)");
+  for (std::size_t i = 0; i < seeds.size(); ++i) {
+    const YAML::Node seed = seeds[i];
+    const std::string label = "seeds[" + std::to_string(i) + "]";
+    try {
+      if (seed.IsScalar()) {
+        const std::filesystem::path p = std::filesystem::path(base_dir) / seed.as<std::string>();
+        loop.seeds.push_back(models::load_genome(p.string()));
+      } else {
+        YAML::Emitter out;
+        out << seed;
+        loop.seeds.push_back(models::from_yaml(out.c_str(), where(source, seed) + " " + label));
+      }
+      models::validate(loop.seeds.back());
+    } catch (const models::GenomeError& e) {
+      throw ManifestError(where(source, seed) + ": " + label + ": " + e.what());
+    }
+  }
+  return rc;
+}
+
+RunConfig load_manifest(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw ManifestError(path + ": cannot open the manifest (does the file exist?)");
+  std::stringstream text;
+  text << in.rdbuf();
+  return parse_manifest(text.str(), path, std::filesystem::path(path).parent_path().string());
+}
+
+}  // namespace rsi::runtime

@@ -1,0 +1,203 @@
+// `rsi run MANIFEST`: the distributed RSI loop under mpirun/srun (or alone, as one rank).
+#include <mpi.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <string>
+
+#include "rsi/collective/communicator.h"
+#include "rsi/runtime/commands.h"
+#include "rsi/runtime/manifest.h"
+#include "rsi/scheduler/loop.h"
+
+namespace rsi::runtime {
+
+namespace {
+
+struct RunArgs {
+  std::string manifest;
+  std::string out;
+  int generations = -1;
+};
+
+std::string fmt_seconds(double s) {
+  char buf[32];
+  if (s >= 3600) std::snprintf(buf, sizeof buf, "%dh%02dm", static_cast<int>(s / 3600), static_cast<int>(s / 60) % 60);
+  else if (s >= 60) std::snprintf(buf, sizeof buf, "%dm%02ds", static_cast<int>(s / 60), static_cast<int>(s) % 60);
+  else std::snprintf(buf, sizeof buf, "%.1fs", s);
+  return buf;
+}
+
+// Writes the lineage as tab-separated text: models.tsv (one row per model, deterministic fields
+// only, so two runs of the same manifest compare byte for byte) and generations.tsv (one row per
+// generation, with timings).
+class LineageFiles final : public scheduler::GenerationSink {
+ public:
+  explicit LineageFiles(const std::filesystem::path& dir)
+      : models_(dir / "models.tsv"), generations_(dir / "generations.tsv") {
+    if (!models_ || !generations_) throw std::runtime_error("cannot write the lineage files in " + dir.string());
+    models_ << "generation\tid\tparents\top\tstatus\tval_acc\ttest_acc\tparams\tflops\tinherited\tpreserving\t"
+               "weights\tdescription\tfailure\n";
+    generations_ << "generation\tbest_id\tbest_val\tbest_model_test\tmedian_val\tmedian_test\tgain\tdesign_skill\t"
+                    "diversity\ttrained\tfailed\trefused\tseconds\n";
+  }
+  void on_generation(const scheduler::GenerationRecord& g) override {
+    for (const auto& m : g.children) {
+      std::string parents;
+      for (auto p : m.parents) {
+        if (!parents.empty()) parents += ',';
+        parents += std::to_string(p);
+      }
+      char line[512];
+      std::snprintf(line, sizeof line, "%d\t%llu\t%s\t%s\t%s\t%.17g\t%.17g\t%lld\t%lld\t%d\t%d\t%s\t", m.generation,
+                    static_cast<unsigned long long>(m.id), parents.empty() ? "-" : parents.c_str(), m.op.c_str(),
+                    scheduler::status_name(m.status), m.metrics.val_accuracy, m.metrics.test_accuracy,
+                    static_cast<long long>(m.metrics.parameters), static_cast<long long>(m.metrics.flops),
+                    m.inherited, m.function_preserving, m.weights_digest.empty() ? "-" : m.weights_digest.c_str());
+      models_ << line << m.description << "\t" << (m.failure.empty() ? "-" : m.failure) << "\n";
+    }
+    char line[512];
+    std::snprintf(line, sizeof line, "%d\t%llu\t%.6f\t%.6f\t%.6f\t%.6f\t%+.6f\t%+.6f\t%.4f\t%d\t%d\t%d\t%.2f\n",
+                  g.generation, static_cast<unsigned long long>(g.best_id), g.best_val, g.best_model_test, g.median_val,
+                  g.median_test, g.gain, g.design_skill, g.diversity, g.trained, g.failed, g.refused, g.seconds);
+    generations_ << line;
+    models_.flush();
+    generations_.flush();
+  }
+
+ private:
+  std::ofstream models_, generations_;
+};
+
+// One progress line per generation (and per finished child on a terminal), then a summary table.
+class Progress final : public scheduler::GenerationSink {
+ public:
+  Progress(int generations, bool tty) : generations_(generations), tty_(tty), start_(std::chrono::steady_clock::now()) {}
+  void on_generation(const scheduler::GenerationRecord& g) override {
+    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+    const double eta = g.generation < generations_ ? elapsed / (g.generation + 1) * (generations_ - g.generation) : 0.0;
+    std::printf("%sgen %2d/%d  best val %.4f test %.4f  gain %+.4f  skill %+.4f  diversity %.2f  "
+                "trained %d failed %d  %.2f models/s  %s  ETA %s\n",
+                tty_ ? "\r\033[K" : "", g.generation, generations_, g.best_val, g.best_model_test, g.gain,
+                g.design_skill, g.diversity, g.trained, g.failed, g.models_per_second, fmt_seconds(g.seconds).c_str(),
+                fmt_seconds(eta).c_str());
+    std::fflush(stdout);
+    rows_.push_back(g);
+    for (auto& c : rows_.back().children) c.weights.reset();
+  }
+  void on_model_done(const scheduler::ModelRecord& m) {
+    ++done_;
+    if (!tty_) return;
+    std::printf("\r\033[K  model %llu %s  val %.4f  (%d/%d of this generation)",
+                static_cast<unsigned long long>(m.id), scheduler::status_name(m.status), m.metrics.val_accuracy, done_,
+                total_);
+    std::fflush(stdout);
+  }
+  void on_generation_start(int, int total) {
+    done_ = 0;
+    total_ = total;
+  }
+  void on_finish() override {
+    std::printf("\n%-4s %-6s %-9s %-9s %-9s %-9s %-8s %-8s\n", "gen", "best", "best_val", "its_test", "med_val",
+                "gain", "skill", "seconds");
+    for (const auto& g : rows_)
+      std::printf("%-4d %-6llu %-9.4f %-9.4f %-9.4f %+-9.4f %+-8.4f %-8.1f\n", g.generation,
+                  static_cast<unsigned long long>(g.best_id), g.best_val, g.best_model_test, g.median_val, g.gain,
+                  g.design_skill, g.seconds);
+    std::fflush(stdout);
+  }
+
+ private:
+  int generations_;
+  bool tty_;
+  std::chrono::steady_clock::time_point start_;
+  std::vector<scheduler::GenerationRecord> rows_;
+  int done_ = 0, total_ = 0;
+};
+
+int run_loop_command(const RunArgs& args) {
+  int provided = 0;
+  MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided);
+  int rank = 0, size = 1;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  int rc = kExitOk;
+  try {
+    RunConfig config;
+    try {
+      config = load_manifest(args.manifest);
+    } catch (const ManifestError& e) {
+      if (rank == 0) std::fprintf(stderr, "rsi run: %s\n", e.what());
+      MPI_Finalize();
+      return kExitBadInput;
+    }
+    if (args.generations >= 0) config.loop.generations = args.generations;
+    if (!args.out.empty()) config.output_directory = args.out;
+    if (size % config.loop.group_size != 0) {
+      if (rank == 0)
+        std::fprintf(stderr, "rsi run: %s: cluster.group_size %d does not divide the %d ranks of this job\n",
+                     args.manifest.c_str(), config.loop.group_size, size);
+      MPI_Finalize();
+      return kExitUsage;
+    }
+    auto world = collective::make_mpi_world_communicator();
+    std::vector<scheduler::GenerationSink*> sinks;
+    std::unique_ptr<LineageFiles> lineage;
+    std::unique_ptr<Progress> progress;
+    scheduler::LoopEvents events;
+    if (rank == 0) {
+      const std::filesystem::path dir(config.output_directory);
+      std::filesystem::create_directories(dir);
+      std::ofstream(dir / "manifest.yaml") << config.manifest_text;
+      lineage = std::make_unique<LineageFiles>(dir);
+      progress = std::make_unique<Progress>(config.loop.generations, isatty(STDOUT_FILENO));
+      sinks = {lineage.get(), progress.get()};
+      events.on_model_done = [p = progress.get()](const scheduler::ModelRecord& m) { p->on_model_done(m); };
+      events.on_generation_start = [p = progress.get()](int g, int n) { p->on_generation_start(g, n); };
+      std::printf("rsi run: %s  (%s, %d ranks in %d groups of %d, %d thread(s) per rank, seed %llu)\n",
+                  config.name.c_str(), args.manifest.c_str(), size, size / config.loop.group_size,
+                  config.loop.group_size, config.loop.threads_per_rank,
+                  static_cast<unsigned long long>(config.loop.seed));
+      std::printf("  population %d, %d children per generation, %d generations, selection %s; lineage in %s\n",
+                  config.loop.population_size, config.loop.children_per_generation, config.loop.generations,
+                  scheduler::selection_name(config.loop.selection), dir.string().c_str());
+      std::fflush(stdout);
+    }
+    const scheduler::LoopSummary summary = scheduler::run_loop(config.loop, *world, sinks, events);
+    if (rank == 0)
+      std::printf("best model %llu: validation %.4f, hidden test %.4f\n",
+                  static_cast<unsigned long long>(summary.best_id), summary.best_val, summary.best_test);
+  } catch (const std::exception& e) {
+    char host[256] = {};
+    gethostname(host, sizeof host - 1);
+    std::fprintf(stderr, "rsi run: error on %s rank %d: %s\n", host, rank, e.what());
+    std::fflush(stderr);
+    MPI_Abort(MPI_COMM_WORLD, kExitFailure);
+    rc = kExitFailure;
+  }
+  MPI_Finalize();
+  return rc;
+}
+
+}  // namespace
+
+void add_run_command(CLI::App& app, std::function<int()>& run) {
+  auto args = std::make_shared<RunArgs>();
+  CLI::App* cmd = app.add_subcommand(
+      "run",
+      "Run an RSI experiment from a manifest (under mpirun/srun for several ranks).\n"
+      "Rank 0 coordinates and trains; the world is split into trainer groups of cluster.group_size ranks.\n"
+      "Writes <output.directory>/models.tsv and generations.tsv. Example:\n"
+      "  mpirun -n 2 rsi run experiments/quickstart.yaml");
+  cmd->add_option("manifest", args->manifest, "Manifest YAML (see experiments/README.md)")->required()->check(CLI::ExistingFile);
+  cmd->add_option("--out", args->out, "Run directory (default: the manifest's output.directory, else runs/<name>)");
+  cmd->add_option("--generations", args->generations, "Override population.generations");
+  cmd->callback([&run, args] { run = [args] { return run_loop_command(*args); }; });
+}
+
+}  // namespace rsi::runtime

@@ -1,0 +1,64 @@
+// The RSI loop. Every rank of the job calls run_loop(); the world is split into trainer groups of
+// `group_size` ranks. Rank 0 coordinates (and trains with its own group between messages); the
+// leaders of the other groups pull tasks. See ../../../../shared/DESIGN.md for the data flow.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "rsi/collective/communicator.h"
+#include "rsi/models/data.h"
+#include "rsi/models/genome.h"
+#include "rsi/scheduler/design.h"
+#include "rsi/scheduler/record.h"
+
+namespace rsi::scheduler {
+
+struct TaskSpec {
+  enum class Kind { FashionMnist, Surrogate } kind = Kind::FashionMnist;
+  // fashion_mnist
+  std::string data_dir = models::kFashionMnistDir;
+  models::SplitSizes split{20'000, 10'000, 5'000};
+  // surrogate: an analytic capability landscape over the genome (see surrogate.h)
+  double surrogate_cost_seconds = 0.05;
+  double surrogate_noise = 0.005;
+};
+
+enum class SelectionKind { Truncation, Tournament, Aging };
+const char* selection_name(SelectionKind k);
+
+struct LoopConfig {
+  std::uint64_t seed = 0;
+  int generations = 5;              // generations after the seed generation (generation 0)
+  int population_size = 4;
+  int children_per_generation = 4;
+  SelectionKind selection = SelectionKind::Truncation;
+  int tournament_size = 3;
+  DesignLimits limits;
+  std::vector<models::Genome> seeds;  // generation 0
+  TaskSpec task;
+  int group_size = 1;
+  int threads_per_rank = 1;
+};
+
+// Called on rank 0 when a task is dispatched or finishes (progress display).
+struct LoopEvents {
+  std::function<void(int generation, int total_tasks)> on_generation_start;
+  std::function<void(const ModelRecord&)> on_model_done;
+};
+
+struct LoopSummary {
+  int generations_done = 0;
+  std::uint64_t best_id = 0;
+  double best_val = 0.0, best_test = 0.0;
+};
+
+// Runs seeds + `generations` generations. Collective over `world`. Sinks and events are used on
+// rank 0 only; other ranks return an empty summary. Throws on coordinator invariants only; a
+// child's failure becomes a failed ModelRecord.
+LoopSummary run_loop(const LoopConfig& config, collective::Communicator& world,
+                     const std::vector<GenerationSink*>& sinks, const LoopEvents& events = {});
+
+}  // namespace rsi::scheduler

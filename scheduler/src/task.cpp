@@ -1,0 +1,265 @@
+// Task execution on a trainer group, and the task/result wire format.
+#include "task.h"
+
+#include <chrono>
+#include <cmath>
+#include <exception>
+#include <thread>
+
+#include "rsi/kernels/ops.h"
+#include "rsi/models/network.h"
+#include "rsi/models/trainer.h"
+#include "rsi/scheduler/surrogate.h"
+#include "wire.h"
+
+namespace rsi::scheduler {
+
+namespace {
+
+void put_morphism(wire::Writer& w, const models::Morphism& m) {
+  w.put<std::uint64_t>(m.blocks.size());
+  for (const auto& b : m.blocks) {
+    w.put<std::int32_t>(static_cast<std::int32_t>(b.kind));
+    w.put<std::int32_t>(b.parent_block);
+  }
+  w.put(m.unit_map);
+  w.put<std::uint8_t>(m.function_preserving);
+}
+
+models::Morphism get_morphism(wire::Reader& r) {
+  models::Morphism m;
+  m.blocks.resize(r.get<std::uint64_t>());
+  for (auto& b : m.blocks) {
+    b.kind = static_cast<models::BlockOrigin::Kind>(r.get<std::int32_t>());
+    b.parent_block = r.get<std::int32_t>();
+  }
+  m.unit_map = r.get_vector<int>();
+  m.function_preserving = r.get<std::uint8_t>() != 0;
+  return m;
+}
+
+void put_weights(wire::Writer& w, const std::shared_ptr<const Weights>& weights) {
+  w.put<std::uint8_t>(weights != nullptr);
+  if (!weights) return;
+  w.put(weights->params);
+  w.put(weights->state);
+}
+
+std::shared_ptr<const Weights> get_weights(wire::Reader& r) {
+  if (r.get<std::uint8_t>() == 0) return nullptr;
+  auto w = std::make_shared<Weights>();
+  w->params = r.get_vector<float>();
+  w->state = r.get_vector<float>();
+  return w;
+}
+
+void load_weights(models::Network& net, const Weights& w) {
+  if (static_cast<std::int64_t>(w.params.size()) != net.parameter_count() ||
+      static_cast<std::int64_t>(w.state.size()) != net.state().numel())
+    throw std::invalid_argument("parent weights do not fit the parent genome (" + std::to_string(w.params.size()) +
+                                " parameters for a network of " + std::to_string(net.parameter_count()) + ")");
+  std::copy(w.params.begin(), w.params.end(), net.parameters().data());
+  std::copy(w.state.begin(), w.state.end(), net.state().data());
+}
+
+std::shared_ptr<const Weights> save_weights(const models::Network& net) {
+  auto w = std::make_shared<Weights>();
+  w->params.assign(net.parameters().data(), net.parameters().data() + net.parameter_count());
+  w->state.assign(net.state().data(), net.state().data() + net.state().numel());
+  return w;
+}
+
+TaskResult failed(const Task& task, std::string reason) {
+  TaskResult r;
+  r.id = task.id;
+  r.status = ModelRecord::Status::Failed;
+  r.failure = std::move(reason);
+  return r;
+}
+
+TaskResult execute_surrogate(const Task& task, const LoopConfig& config, const std::function<void()>& poll) {
+  const models::Genome genome = models::from_yaml(task.genome_yaml, "task genome");
+  const auto start = std::chrono::steady_clock::now();
+  const auto cost = std::chrono::duration<double>(config.task.surrogate_cost_seconds);
+  // The cost is spent waiting, in slices, so the coordinator keeps serving its workers.
+  while (std::chrono::steady_clock::now() - start < cost) {
+    if (poll) poll();
+    std::this_thread::sleep_for(std::min(std::chrono::duration<double>(0.0005), cost));
+  }
+  const SurrogateOutcome outcome = surrogate_evaluate(genome, config.seed, task.id, config.task.surrogate_noise);
+  if (outcome.diverged) return failed(task, "diverged: the surrogate landscape's learning rate edge was crossed");
+  TaskResult r;
+  r.id = task.id;
+  r.metrics = outcome.metrics;
+  r.metrics.wall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  r.inherited = !task.parent_yaml.empty();
+  r.function_preserving = task.morphism.function_preserving;
+  return r;
+}
+
+TaskResult execute_fashion(const Task& task, const LoopConfig& config, const TaskData& data,
+                           collective::Communicator& group, const std::function<void()>& poll) {
+  const auto start = std::chrono::steady_clock::now();
+  const models::Genome genome = models::from_yaml(task.genome_yaml, "task genome");
+  const models::GenomeStats stats = models::validate(genome);
+  models::Network child(genome);
+  child.initialize(config.seed, task.id);
+
+  TaskResult r;
+  r.id = task.id;
+  std::unique_ptr<models::Network> parent;
+  models::TrainOptions opt;
+  opt.seed = config.seed;
+  opt.model_id = task.id;
+  opt.group = &group;
+  opt.on_step = [&poll](std::int64_t, std::int64_t) {
+    if (poll) poll();
+  };
+  opt.progress_every = 1;
+  if (!task.parent_yaml.empty() && task.parent_weights) {
+    parent = std::make_unique<models::Network>(models::from_yaml(task.parent_yaml, "parent genome"));
+    load_weights(*parent, *task.parent_weights);
+    const models::InheritReport inherit = models::inherit_weights(*parent, child, task.morphism);
+    r.inherited = inherit.inherited > 0;
+    r.function_preserving = inherit.function_preserving;
+    if (data.unlabeled.size() > 0)
+      r.metrics.pseudo_label_accuracy = models::evaluate(*parent, data.unlabeled, 256, &group).accuracy;
+    models::Network* teacher = parent.get();
+    opt.teacher = [teacher](const float* x, int n, float* logits) {
+      const auto& out = teacher->forward(x, n, {});
+      std::copy_n(out.data(), static_cast<std::int64_t>(n) * teacher->input().classes, logits);
+    };
+    opt.unlabeled = &data.unlabeled;
+  }
+  const models::TrainResult trained = models::train(child, data.labeled, opt);
+  if (trained.diverged)
+    return failed(task, "diverged: loss became " + std::to_string(trained.final_loss) + " after " +
+                            std::to_string(trained.steps) + " steps");
+  const models::Evaluation val = models::evaluate(child, data.validation, 256, &group);
+  const models::Evaluation test = models::evaluate(child, data.test, 256, &group);
+  r.metrics.val_accuracy = val.accuracy;
+  r.metrics.val_loss = val.mean_loss;
+  r.metrics.val_per_class = val.per_class;
+  r.metrics.test_accuracy = test.accuracy;
+  r.metrics.test_loss = test.mean_loss;
+  r.metrics.test_per_class = test.per_class;
+  r.metrics.parameters = stats.parameters;
+  r.metrics.flops = stats.flops;
+  r.metrics.samples = trained.samples;
+  r.metrics.wall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  r.weights = save_weights(child);
+  return r;
+}
+
+}  // namespace
+
+std::vector<std::byte> encode(const Task& t) {
+  wire::Writer w;
+  w.put(t.id);
+  w.put(t.generation);
+  w.put(t.genome_yaml);
+  w.put(t.parent_yaml);
+  put_weights(w, t.parent_weights);
+  put_morphism(w, t.morphism);
+  w.put(t.estimated_cost);
+  return w.take();
+}
+
+Task decode_task(const std::vector<std::byte>& bytes) {
+  wire::Reader r(bytes);
+  Task t;
+  t.id = r.get<std::uint64_t>();
+  t.generation = r.get<int>();
+  t.genome_yaml = r.get_string();
+  t.parent_yaml = r.get_string();
+  t.parent_weights = get_weights(r);
+  t.morphism = get_morphism(r);
+  t.estimated_cost = r.get<double>();
+  return t;
+}
+
+std::vector<std::byte> encode(const TaskResult& x) {
+  wire::Writer w;
+  w.put(x.id);
+  w.put<std::int32_t>(static_cast<std::int32_t>(x.status));
+  w.put(x.failure);
+  const ModelMetrics& m = x.metrics;
+  w.put(m.val_accuracy);
+  w.put(m.val_loss);
+  w.put(m.test_accuracy);
+  w.put(m.test_loss);
+  w.put(m.test_per_class);
+  w.put(m.val_per_class);
+  w.put(m.parameters);
+  w.put(m.flops);
+  w.put(m.wall_seconds);
+  w.put(m.samples);
+  w.put(m.pseudo_label_accuracy);
+  w.put<std::uint8_t>(x.inherited);
+  w.put<std::uint8_t>(x.function_preserving);
+  put_weights(w, x.weights);
+  return w.take();
+}
+
+TaskResult decode_result(const std::vector<std::byte>& bytes) {
+  wire::Reader r(bytes);
+  TaskResult x;
+  x.id = r.get<std::uint64_t>();
+  x.status = static_cast<ModelRecord::Status>(r.get<std::int32_t>());
+  x.failure = r.get_string();
+  ModelMetrics& m = x.metrics;
+  m.val_accuracy = r.get<double>();
+  m.val_loss = r.get<double>();
+  m.test_accuracy = r.get<double>();
+  m.test_loss = r.get<double>();
+  m.test_per_class = r.get_vector<double>();
+  m.val_per_class = r.get_vector<double>();
+  m.parameters = r.get<std::int64_t>();
+  m.flops = r.get<std::int64_t>();
+  m.wall_seconds = r.get<double>();
+  m.samples = r.get<std::int64_t>();
+  m.pseudo_label_accuracy = r.get<double>();
+  x.inherited = r.get<std::uint8_t>() != 0;
+  x.function_preserving = r.get<std::uint8_t>() != 0;
+  x.weights = get_weights(r);
+  return x;
+}
+
+std::unique_ptr<TaskData> load_task_data(const TaskSpec& spec, std::uint64_t seed) {
+  if (spec.kind != TaskSpec::Kind::FashionMnist) return nullptr;
+  auto data = std::make_unique<TaskData>();
+  {
+    const models::Dataset train = models::load_fashion_mnist_train(spec.data_dir);
+    const models::Split split = models::make_split(train.size(), spec.split, seed);
+    data->labeled = models::subset(train, split.labeled);
+    data->unlabeled = models::subset(train, split.unlabeled);
+    data->validation = models::subset(train, split.validation);
+  }
+  data->test = models::load_fashion_mnist_test(spec.data_dir);
+  return data;
+}
+
+double estimate_cost(const models::Genome& genome, const TaskSpec& spec, bool has_parent) {
+  const models::GenomeStats stats = models::validate(genome);
+  if (spec.kind == TaskSpec::Kind::Surrogate) return static_cast<double>(stats.flops);
+  const double labeled = static_cast<double>(spec.split.labeled);
+  double samples = labeled * genome.recipe.epochs;
+  if (has_parent) samples += (labeled + static_cast<double>(spec.split.unlabeled)) * genome.recipe.distill_epochs;
+  return static_cast<double>(stats.flops) * samples;
+}
+
+TaskResult execute_task(const Task& task, const LoopConfig& config, const TaskData* data,
+                        collective::Communicator& group, const std::function<void()>& poll) {
+  try {
+    if (config.task.kind == TaskSpec::Kind::Surrogate) return execute_surrogate(task, config, poll);
+    return execute_fashion(task, config, *data, group, poll);
+  } catch (const collective::CollectiveError&) {
+    throw;  // a broken group is not the child's failure
+  } catch (const std::bad_alloc&) {
+    return failed(task, "out of memory while training");
+  } catch (const std::exception& e) {
+    return failed(task, std::string("training threw: ") + e.what());
+  }
+}
+
+}  // namespace rsi::scheduler

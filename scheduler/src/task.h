@@ -1,0 +1,59 @@
+// A unit of work for a trainer group: one child to build, inherit, distill, fine-tune and
+// evaluate — or, on the surrogate task, to score analytically — and its result.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "rsi/collective/communicator.h"
+#include "rsi/models/data.h"
+#include "rsi/models/morphism.h"
+#include "rsi/scheduler/loop.h"
+#include "rsi/scheduler/record.h"
+
+namespace rsi::scheduler {
+
+struct Task {
+  std::uint64_t id = 0;
+  int generation = 0;
+  std::string genome_yaml;
+  std::string parent_yaml;               // empty: no parent (seed models)
+  std::shared_ptr<const Weights> parent_weights;
+  models::Morphism morphism;             // how the child inherits from the parent
+  double estimated_cost = 0.0;
+};
+
+struct TaskResult {
+  std::uint64_t id = 0;
+  ModelRecord::Status status = ModelRecord::Status::Trained;
+  std::string failure;
+  ModelMetrics metrics;
+  bool inherited = false, function_preserving = false;
+  std::shared_ptr<const Weights> weights;
+};
+
+std::vector<std::byte> encode(const Task& t);
+Task decode_task(const std::vector<std::byte>& bytes);
+std::vector<std::byte> encode(const TaskResult& r);
+TaskResult decode_result(const std::vector<std::byte>& bytes);
+
+// The data every rank of a Fashion-MNIST run holds (loaded once per rank).
+struct TaskData {
+  models::Dataset labeled, unlabeled, validation, test;
+};
+std::unique_ptr<TaskData> load_task_data(const TaskSpec& spec, std::uint64_t seed);
+
+// Runs a task on this rank's group (every rank of the group calls it with the same task). `poll`
+// is called between training steps (the coordinator serves its workers there). Never throws for
+// a child's own failure: that becomes a Failed result with its reason.
+TaskResult execute_task(const Task& task, const LoopConfig& config, const TaskData* data,
+                        collective::Communicator& group, const std::function<void()>& poll);
+
+// Relative cost, for dispatching the largest tasks first.
+double estimate_cost(const models::Genome& genome, const TaskSpec& spec, bool has_parent);
+
+}  // namespace rsi::scheduler
