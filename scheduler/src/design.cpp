@@ -534,7 +534,7 @@ std::optional<Candidate> epochs(Context& ctx) {
   Candidate c = recipe_child(ctx, "");
   int& e = c.genome.recipe.epochs;
   const int old = e;
-  e = step_within(ctx.draws, old, 1, ctx.limits.max_epochs, [](int v, bool up) { return up ? v + 1 : v - 1; });
+  e = step_within(ctx.draws, old, 1, std::max(1, ctx.limits.max_epochs), [](int v, bool up) { return up ? v + 1 : v - 1; });
   c.description = "epochs " + std::to_string(old) + " -> " + std::to_string(e);
   return c;
 }
@@ -617,7 +617,6 @@ std::optional<Candidate> crossover(Context& ctx) {
   pick(r.distill_temperature, m.distill_temperature);
   pick(r.distill_mix, m.distill_mix);
   pick(r.distill_epochs, m.distill_epochs);
-  r.epochs = std::clamp(r.epochs, 1, ctx.limits.max_epochs);
   c.description = "crossover: parent's architecture, " + std::to_string(from_mate) + " of 12 recipe fields from the mate";
   return c;
 }
@@ -758,12 +757,17 @@ DesignedChild design_child(const models::Genome& parent, const models::Genome* m
     } catch (const models::GenomeError&) {
       candidate.reset();  // a structurally impossible edit (e.g. a kernel larger than its input)
     }
-    if (candidate && !limit_violation(candidate->genome, limits, input)) return finish(std::move(*candidate), op.name, genes, mate);
+    if (candidate) {
+      // A seed may train longer than the limits allow: every child comes back within them.
+      int& epochs_of_child = candidate->genome.recipe.epochs;
+      epochs_of_child = std::clamp(epochs_of_child, 1, std::max(1, limits.max_epochs));
+      if (!limit_violation(candidate->genome, limits, input)) return finish(std::move(*candidate), op.name, genes, mate);
+    }
     open.erase(open.begin() + static_cast<std::ptrdiff_t>(chosen));
   }
   // The learning-rate step always applies; it fails only when the parent itself breaks the limits.
   Candidate fallback = *learning_rate(ctx);
-  fallback.genome.recipe.epochs = std::clamp(fallback.genome.recipe.epochs, 1, limits.max_epochs);
+  fallback.genome.recipe.epochs = std::clamp(fallback.genome.recipe.epochs, 1, std::max(1, limits.max_epochs));
   if (const auto why = limit_violation(fallback.genome, limits, input)) {
     throw std::invalid_argument("design_child: no operator gives a child within the design limits, because the parent "
                                 "breaks them: " + *why + "; loosen the limits or start from a smaller genome");

@@ -122,14 +122,26 @@ class Coordinator {
       std::optional<models::Genome> mate_genome;
       if (mate) mate_genome = models::from_yaml(mate->genome_yaml, "population genome");
       const kernels::CounterRng rng(config_.seed, kernels::rng_stream(kernels::RngUse::Design, m.id));
-      DesignedChild child = design_child(parent_genome, mate_genome ? &*mate_genome : nullptr, rng, config_.limits);
+      m.parents = {parent->id};
+      m.designer_lineage = parent->designer_lineage;
+      m.parent_val_accuracy = parent->metrics.val_accuracy;
+      DesignedChild child;
+      try {
+        child = design_child(parent_genome, mate_genome ? &*mate_genome : nullptr, rng, config_.limits);
+      } catch (const std::invalid_argument& e) {
+        // A parent no design can bring within the limits: the child is refused, the run goes on.
+        m.genome_yaml = parent->genome_yaml;
+        m.op = "none";
+        m.description = "design refused";
+        m.status = ModelRecord::Status::Refused;
+        m.failure = std::string("design refused: ") + e.what();
+        out.push_back(std::move(m));
+        continue;
+      }
       m.genome_yaml = models::to_yaml(child.genome);
       m.op = child.op;
       m.description = child.description;
-      m.parents = {parent->id};
       if (child.crossover && mate) m.parents.push_back(mate->id);
-      m.designer_lineage = parent->designer_lineage;
-      m.parent_val_accuracy = parent->metrics.val_accuracy;
       morphisms_[m.id] = std::move(child.morphism);
       out.push_back(std::move(m));
     }
@@ -195,13 +207,15 @@ class Coordinator {
   void run_generation(const std::vector<ModelRecord>& children, int generation) {
     pending_.clear();
     results_.clear();
-    for (const auto& m : children) pending_.push_back(make_task(m));
+    std::size_t expected = 0;
+    for (const auto& m : children)
+      if (m.status != ModelRecord::Status::Refused) pending_.push_back(make_task(m)), ++expected;
     std::stable_sort(pending_.begin(), pending_.end(), [](const Task& a, const Task& b) {
       return a.estimated_cost != b.estimated_cost ? a.estimated_cost > b.estimated_cost : a.id < b.id;
     });
     if (events_.on_generation_start) events_.on_generation_start(generation, static_cast<int>(children.size()));
     auto wait = std::chrono::microseconds(2);
-    while (results_.size() < children.size()) {
+    while (results_.size() < expected) {
       serve();
       if (!pending_.empty()) {
         Task task = std::move(pending_.front());
@@ -213,7 +227,7 @@ class Coordinator {
         wait = std::chrono::microseconds(2);
         continue;
       }
-      if (results_.size() < children.size()) {
+      if (results_.size() < expected) {
         std::this_thread::sleep_for(wait);
         wait = std::min(wait * 2, std::chrono::microseconds(500));
       }
@@ -228,6 +242,10 @@ class Coordinator {
     std::vector<double> gains;
     std::map<std::uint64_t, std::vector<double>> gains_by_lineage;
     for (ModelRecord& m : children) {
+      if (m.status == ModelRecord::Status::Refused) {
+        ++record.refused;
+        continue;
+      }
       TaskResult& r = results_.at(m.id);
       m.status = r.status;
       m.failure = r.failure;
