@@ -47,10 +47,24 @@ class Coordinator {
     for (int r = config.group_size; r < world.size(); r += config.group_size) leaders_.push_back(r);
   }
 
-  LoopSummary run() {
+  LoopSummary run(const ResumeState* resume) {
     if (config_.seeds.empty()) throw std::invalid_argument("the loop needs at least one seed genome");
     LoopSummary summary;
-    for (int g = 0; g <= config_.generations; ++g) {
+    int first = 0;
+    if (resume && resume->generation >= 0) {
+      if (resume->population.empty())
+        throw std::invalid_argument("cannot resume after generation " + std::to_string(resume->generation) +
+                                    ": the stored population is empty");
+      population_ = resume->population;
+      next_id_ = resume->next_model_id;
+      first = resume->generation + 1;
+      const ModelRecord* best = best_of(population_);
+      summary.generations_done = first;
+      summary.best_id = best->id;
+      summary.best_val = best->metrics.val_accuracy;
+      summary.best_test = best->metrics.test_accuracy;
+    }
+    for (int g = first; g <= config_.generations; ++g) {
       const auto start = Clock::now();
       std::vector<ModelRecord> children = g == 0 ? seed_children() : design_children(g);
       run_generation(children, g);
@@ -302,6 +316,8 @@ class Coordinator {
     for (auto& [lineage, g] : gains_by_lineage)
       record.design_skill_by_lineage[lineage] = std::accumulate(g.begin(), g.end(), 0.0) / g.size();
     record.diversity = population_diversity(genomes);
+    record.population_models = population_;
+    record.next_model_id = next_id_;
     for (auto& m : children) morphisms_.erase(m.id);
     record.children = std::move(children);
     return record;
@@ -405,7 +421,8 @@ std::string weights_digest(const Weights& w) {
 }
 
 LoopSummary run_loop(const LoopConfig& config, collective::Communicator& world,
-                     const std::vector<GenerationSink*>& sinks, const LoopEvents& events) {
+                     const std::vector<GenerationSink*>& sinks, const LoopEvents& events,
+                     const ResumeState* resume) {
   if (config.group_size < 1 || world.size() % config.group_size != 0)
     throw std::invalid_argument("group_size " + std::to_string(config.group_size) + " does not divide the " +
                                 std::to_string(world.size()) + " ranks of the job; choose a divisor of the rank count");
@@ -415,7 +432,7 @@ LoopSummary run_loop(const LoopConfig& config, collective::Communicator& world,
   const std::unique_ptr<TaskData> data = load_task_data(config.task, config.seed);
   if (world.rank() == 0) {
     Coordinator coordinator(config, world, *group, data.get(), sinks, events);
-    return coordinator.run();
+    return coordinator.run(resume);
   }
   work(config, world, *group, data.get());
   return {};

@@ -55,10 +55,19 @@ struct LoopSummary {
   double best_val = 0.0, best_test = 0.0;
 };
 
-// Runs seeds + `generations` generations. Collective over `world`. Sinks and events are used on
+// Where a resumed run continues: the state after its last durable generation.
+struct ResumeState {
+  int generation = -1;                     // last durable generation
+  std::uint64_t next_model_id = 1;
+  std::vector<ModelRecord> population;     // with weights
+};
+
+// Runs seeds + `generations` generations (or, with `resume`, the generations after
+// resume->generation). Collective over `world`. Sinks and events are used on
 // rank 0 only; other ranks return an empty summary. Throws on coordinator invariants only; a
 // child's failure becomes a failed ModelRecord.
 LoopSummary run_loop(const LoopConfig& config, collective::Communicator& world,
-                     const std::vector<GenerationSink*>& sinks, const LoopEvents& events = {});
+                     const std::vector<GenerationSink*>& sinks, const LoopEvents& events = {},
+                     const ResumeState* resume = nullptr);
 
 }  // namespace rsi::scheduler

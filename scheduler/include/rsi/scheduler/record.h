@@ -56,6 +56,8 @@ struct GenerationRecord {
   int generation = 0;
   std::vector<ModelRecord> children;        // in model-id order
   std::vector<std::uint64_t> population;    // ids of the population after selection
+  std::vector<ModelRecord> population_models;  // the same models, with weights (a resume needs them)
+  std::uint64_t next_model_id = 1;          // the id the next designed child will get
   double best_val = 0.0, median_val = 0.0;  // over the population after selection
   double best_test = 0.0, median_test = 0.0;
   double best_model_test = 0.0;             // hidden-test accuracy of the best-by-validation model

@@ -1,0 +1,112 @@
+// rsi::checkpoints — the HDF5 lineage store. One file per generation (gen-N.h5) in the run
+// directory, written by the coordinator alone: run attributes, and one group per model with its
+// genome, weights (chunked, Fletcher32), metrics, parents, design operator and designer genes, data
+// split fingerprint, failure reason and provenance hash. A SHA-256 hash chain links models to their
+// parents and generations to the previous generation. Files are written as gen-N.h5.tmp, fsynced,
+// renamed into place and the directory fsynced; LATEST names the newest durable generation.
+// The layout is documented in checkpoints/FORMAT.md.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "rsi/scheduler/record.h"
+
+namespace rsi::checkpoints {
+
+struct CheckpointError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// Run-wide attributes written into every generation file.
+struct RunInfo {
+  std::string run_name;
+  std::string manifest_text;
+  std::string manifest_hash;
+  std::string program_version;
+  std::string git_commit;
+  int ranks = 1, group_size = 1, threads_per_rank = 1;
+  std::string hosts;          // comma-separated
+  std::string start_time;     // ISO 8601 UTC
+  std::uint64_t split_fingerprint = 0;
+};
+
+// Which models keep their weights in a generation file. Lineage metadata is never dropped.
+struct Retention {
+  int keep_last_generations = 2;  // weights of every model of the last K generations (0 = all)
+  bool keep_population = true;    // weights of every member of the population after selection
+};
+
+// The state the loop needs to continue after generation `generation`.
+struct ResumePoint {
+  int generation = -1;                     // last durable generation (-1: none)
+  std::uint64_t next_model_id = 1;
+  std::vector<scheduler::ModelRecord> population;  // with weights
+  std::string generation_hash;             // hex SHA-256 of that generation (the chain's head)
+};
+
+class LineageStore final : public scheduler::GenerationSink {
+ public:
+  // Opens (creating) the run directory. Existing generation files are left as they are; writing
+  // continues after the chain head `resume.generation_hash`.
+  LineageStore(std::filesystem::path dir, RunInfo info, Retention retention, const ResumePoint& resume = {});
+  void on_generation(const scheduler::GenerationRecord& record) override;
+  // Seconds and bytes spent writing the last generation (for monitoring and benchmarks).
+  double last_write_seconds() const { return last_seconds_; }
+  std::uint64_t last_write_bytes() const { return last_bytes_; }
+
+ private:
+  std::filesystem::path dir_;
+  RunInfo info_;
+  Retention retention_;
+  std::string chain_head_;
+  std::vector<std::uint64_t> population_;
+  double last_seconds_ = 0.0;
+  std::uint64_t last_bytes_ = 0;
+};
+
+// ---- reading ----
+
+struct StoredModel {
+  scheduler::ModelRecord record;  // weights set when the file kept them
+  std::string provenance_hash;    // hex SHA-256 as stored
+};
+
+struct StoredGeneration {
+  int generation = 0;
+  RunInfo run;
+  scheduler::GenerationRecord record;  // children (without weights) and generation metrics
+  std::vector<StoredModel> models;     // children of this generation, in id order
+  std::vector<scheduler::ModelRecord> population;  // after selection, with weights
+  std::uint64_t next_model_id = 1;
+  std::string previous_hash, generation_hash;
+};
+
+// Reads one generation file (throws CheckpointError naming the file and what is wrong).
+StoredGeneration read_generation(const std::filesystem::path& file);
+
+// Generation files present in a run directory, in order.
+std::vector<std::filesystem::path> generation_files(const std::filesystem::path& dir);
+
+// Recomputes every hash from the stored bytes. Each problem names generation, model and field.
+struct VerifyReport {
+  int generations = 0;
+  int last_good_generation = -1;  // the longest verified prefix of the chain
+  std::vector<std::string> problems;
+  bool ok() const { return problems.empty(); }
+};
+VerifyReport verify_run(const std::filesystem::path& dir);
+
+// The newest generation whose file and chain verify; falls back past a truncated or corrupted
+// newest file (reporting it in `warnings`).
+ResumePoint find_resume_point(const std::filesystem::path& dir, std::vector<std::string>* warnings = nullptr);
+
+// Standalone model file (rsi export) and reading it back (rsi eval).
+void export_model(const std::filesystem::path& run_dir, std::uint64_t model_id, const std::filesystem::path& out);
+scheduler::ModelRecord read_exported_model(const std::filesystem::path& file);
+
+}  // namespace rsi::checkpoints
