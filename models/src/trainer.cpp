@@ -170,6 +170,11 @@ TrainResult train(Network& net, const Dataset& data, const TrainOptions& options
       for (std::int64_t b = 0; b < steps_per_epoch && step < total_steps; ++b, ++step) {
         const std::int64_t start = b * batch;
         const int global_n = static_cast<int>(std::min<std::int64_t>(batch, examples - start));
+        // Labeled rows first in the global batch, so every draw keyed by the global row (dropout,
+        // augmentation) is the same whatever the shard layout.
+        if (phase.unlabeled > 0)
+          std::stable_partition(order.begin() + start, order.begin() + start + global_n,
+                                [&](std::int64_t id) { return id < phase.labeled; });
         const std::int64_t* global = order.data() + start;
         int labeled_in_batch = 0;
         for (int i = 0; i < global_n; ++i) labeled_in_batch += global[i] < phase.labeled;

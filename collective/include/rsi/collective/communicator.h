@@ -33,8 +33,9 @@ class Communicator {
   virtual int rank() const = 0;
   virtual int size() const = 0;
   virtual const char* backend() const = 0;
-  // In place over every rank's `data`; the reduction order is fixed (rank order) so results are
-  // bitwise identical on every run with the same layout.
+  // In place over every rank's `data`. The result is bitwise identical on every rank and on every
+  // run with the same communicator size and message size (Open MPI's algorithm choice depends on
+  // those alone); it is not necessarily the left-to-right sum over ranks.
   virtual void allreduce(std::span<float> data, ReduceOp op) = 0;
   virtual void allreduce(std::span<double> data, ReduceOp op) = 0;
   virtual void broadcast(std::span<std::byte> data, int root) = 0;
