@@ -47,7 +47,25 @@ class Coordinator {
     for (int r = config.group_size; r < world.size(); r += config.group_size) leaders_.push_back(r);
   }
 
+  // Workers are stopped and sinks finished however the run ends; a coordinator error is rethrown.
   LoopSummary run(const ResumeState* resume) {
+    try {
+      LoopSummary summary = run_generations(resume);
+      stop_workers();
+      for (GenerationSink* sink : sinks_) sink->on_finish();
+      return summary;
+    } catch (const collective::CollectiveError&) {
+      for (GenerationSink* sink : sinks_) sink->on_finish();
+      throw;  // the world is broken: stopping the workers would hang
+    } catch (...) {
+      stop_workers();
+      for (GenerationSink* sink : sinks_) sink->on_finish();
+      throw;
+    }
+  }
+
+ private:
+  LoopSummary run_generations(const ResumeState* resume) {
     if (config_.seeds.empty()) throw std::invalid_argument("the loop needs at least one seed genome");
     LoopSummary summary;
     int first = 0;
@@ -56,6 +74,7 @@ class Coordinator {
         throw std::invalid_argument("cannot resume after generation " + std::to_string(resume->generation) +
                                     ": the stored population is empty");
       population_ = resume->population;
+      for (const ModelRecord& m : population_) genomes_[m.id] = models::from_yaml(m.genome_yaml, "population genome");
       next_id_ = resume->next_model_id;
       first = resume->generation + 1;
       const ModelRecord* best = best_of(population_);
@@ -77,12 +96,9 @@ class Coordinator {
       summary.best_val = record.best_val;
       summary.best_test = record.best_model_test;
     }
-    stop_workers();
-    for (GenerationSink* sink : sinks_) sink->on_finish();
     return summary;
   }
 
- private:
   std::vector<ModelRecord> seed_children() {
     std::vector<ModelRecord> out;
     for (const models::Genome& seed : config_.seeds) {
@@ -92,6 +108,7 @@ class Coordinator {
       models::Genome g = seed;
       g.designer = complete_designer_genes(g.designer);
       m.genome_yaml = models::to_yaml(g);
+      genomes_[m.id] = g;
       m.op = "seed";
       m.description = "seed genome";
       m.designer_lineage = m.id;
@@ -114,13 +131,13 @@ class Coordinator {
     auto tournament = [&](std::uint64_t at) {
       const ModelRecord* best = nullptr;
       for (int k = 0; k < config_.tournament_size; ++k) {
-        const ModelRecord* c = ranked[rng.below(at + k, static_cast<std::uint32_t>(ranked.size()))];
+        const ModelRecord* c = ranked[rng.below(at + static_cast<std::uint64_t>(k), static_cast<std::uint32_t>(ranked.size()))];
         if (!best || ranks_before(*c, *best)) best = c;
       }
       return best;
     };
     const ModelRecord* parent = tournament(0);
-    const ModelRecord* mate = ranked.size() > 1 ? tournament(100) : nullptr;
+    const ModelRecord* mate = ranked.size() > 1 ? tournament(1u << 20) : nullptr;  // a disjoint range of draws
     if (mate == parent) mate = nullptr;
     return {parent, mate};
   }
@@ -132,16 +149,15 @@ class Coordinator {
       m.id = next_id_++;
       m.generation = generation;
       const auto [parent, mate] = choose_parents(static_cast<std::size_t>(i), m.id);
-      const models::Genome parent_genome = models::from_yaml(parent->genome_yaml, "population genome");
-      std::optional<models::Genome> mate_genome;
-      if (mate) mate_genome = models::from_yaml(mate->genome_yaml, "population genome");
+      const models::Genome& parent_genome = genomes_.at(parent->id);
+      const models::Genome* mate_genome = mate ? &genomes_.at(mate->id) : nullptr;
       const kernels::CounterRng rng(config_.seed, kernels::rng_stream(kernels::RngUse::Design, m.id));
       m.parents = {parent->id};
       m.designer_lineage = parent->designer_lineage;
       m.parent_val_accuracy = parent->metrics.val_accuracy;
       DesignedChild child;
       try {
-        child = design_child(parent_genome, mate_genome ? &*mate_genome : nullptr, rng, config_.limits);
+        child = design_child(parent_genome, mate_genome, rng, config_.limits);
       } catch (const std::invalid_argument& e) {
         // A parent no design can bring within the limits: the child is refused, the run goes on.
         m.genome_yaml = parent->genome_yaml;
@@ -153,6 +169,7 @@ class Coordinator {
         continue;
       }
       m.genome_yaml = models::to_yaml(child.genome);
+      genomes_[m.id] = child.genome;
       m.op = child.op;
       m.description = child.description;
       if (child.crossover && mate) m.parents.push_back(mate->id);
@@ -167,7 +184,7 @@ class Coordinator {
     t.id = m.id;
     t.generation = m.generation;
     t.genome_yaml = m.genome_yaml;
-    const models::Genome genome = models::from_yaml(m.genome_yaml, "child genome");
+    const models::Genome& genome = genomes_.at(m.id);
     if (!m.parents.empty()) {
       const ModelRecord& parent = *find_population(m.parents[0]);
       t.parent_yaml = parent.genome_yaml;
@@ -302,7 +319,7 @@ class Coordinator {
       vals.push_back(m.metrics.val_accuracy);
       tests.push_back(m.metrics.test_accuracy);
       record.population.push_back(m.id);
-      genomes.push_back(models::from_yaml(m.genome_yaml, "population genome"));
+      genomes.push_back(genomes_.at(m.id));
     }
     const ModelRecord* best = best_of(population_);
     record.best_id = best->id;
@@ -319,6 +336,11 @@ class Coordinator {
     record.population_models = population_;
     record.next_model_id = next_id_;
     for (auto& m : children) morphisms_.erase(m.id);
+    // Keep parsed genomes of the population only.
+    for (auto it = genomes_.begin(); it != genomes_.end();) {
+      const bool member = std::any_of(population_.begin(), population_.end(), [&](auto& p) { return p.id == it->first; });
+      it = member ? std::next(it) : genomes_.erase(it);
+    }
     record.children = std::move(children);
     return record;
   }
@@ -356,6 +378,7 @@ class Coordinator {
   std::uint64_t next_id_ = 1;
   std::vector<ModelRecord> population_;
   std::map<std::uint64_t, models::Morphism> morphisms_;
+  std::map<std::uint64_t, models::Genome> genomes_;  // parsed genomes of the population and the children in flight
   std::deque<Task> pending_;
   std::deque<int> idle_;
   std::map<std::uint64_t, TaskResult> results_;

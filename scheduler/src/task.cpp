@@ -82,9 +82,11 @@ TaskResult execute_surrogate(const Task& task, const LoopConfig& config, const s
   const auto start = std::chrono::steady_clock::now();
   const auto cost = std::chrono::duration<double>(config.task.surrogate_cost_seconds);
   // The cost is spent waiting, in slices, so the coordinator keeps serving its workers.
-  while (std::chrono::steady_clock::now() - start < cost) {
+  for (;;) {
+    const std::chrono::duration<double> left = cost - (std::chrono::steady_clock::now() - start);
+    if (left <= std::chrono::duration<double>::zero()) break;
     if (poll) poll();
-    std::this_thread::sleep_for(std::min(std::chrono::duration<double>(0.0005), cost));
+    std::this_thread::sleep_for(poll ? std::min(std::chrono::duration<double>(0.0005), left) : left);
   }
   const SurrogateOutcome outcome = surrogate_evaluate(genome, config.seed, task.id, config.task.surrogate_noise);
   if (outcome.diverged) return failed(task, "diverged: the surrogate landscape's learning rate edge was crossed");
