@@ -170,8 +170,8 @@ float kd_loss(const float* student, const float* teacher, int N, int K, float te
 
 // ---- optimizers ----
 
-void adam_step(float* param, const float* grad, float* m, float* v, std::int64_t n, const AdamConfig& c,
-               std::int64_t step) {
+void adam_step(float* __restrict param, const float* __restrict grad, float* __restrict m, float* __restrict v,
+               std::int64_t n, const AdamConfig& c, std::int64_t step) {
   const double bias1 = 1.0 - std::pow(static_cast<double>(c.beta1), static_cast<double>(step));
   const double bias2 = 1.0 - std::pow(static_cast<double>(c.beta2), static_cast<double>(step));
   const float step_size = static_cast<float>(c.lr / bias1);
@@ -189,7 +189,8 @@ void adam_step(float* param, const float* grad, float* m, float* v, std::int64_t
   }
 }
 
-void sgd_step(float* param, const float* grad, float* velocity, std::int64_t n, const SgdConfig& c) {
+void sgd_step(float* __restrict param, const float* __restrict grad, float* __restrict velocity, std::int64_t n,
+              const SgdConfig& c) {
 #pragma omp parallel for schedule(static) if (n > kParallelMin)
   for (std::int64_t i = 0; i < n; ++i) {
     const float g = grad[i] + c.weight_decay * param[i];

@@ -96,7 +96,8 @@ std::string fnv_hex(const std::string& text) {
 
 }  // namespace
 
-RunConfig parse_manifest(const std::string& text, const std::string& source, const std::string& base_dir) {
+RunConfig parse_manifest(const std::string& text, const std::string& source, const std::string& base_dir,
+                         bool load_seeds) {
   YAML::Node root;
   try {
     root = YAML::Load(text);
@@ -106,7 +107,7 @@ RunConfig parse_manifest(const std::string& text, const std::string& source, con
   }
   if (!root || !root.IsMap()) throw ManifestError(source + ": a manifest is a YAML map (see experiments/README.md)");
   const Section top(source, root, "manifest",
-                    {"run", "task", "population", "selection", "design", "seeds", "cluster", "output"});
+                    {"run", "task", "population", "selection", "design", "seeds", "cluster", "output", "checkpoints"});
   RunConfig rc;
   rc.manifest_path = source;
   rc.manifest_text = text;
@@ -185,12 +186,18 @@ RunConfig parse_manifest(const std::string& text, const std::string& source, con
     rc.output_directory = s.value<std::string>("directory", "");
   }
   if (rc.output_directory.empty()) rc.output_directory = "runs/" + rc.name;
+  if (top.has("checkpoints")) {
+    const Section s(source, top.get("checkpoints"), "checkpoints", {"keep_last_generations", "keep_population"});
+    rc.retention.keep_last_generations = s.value<int>("keep_last_generations", rc.retention.keep_last_generations,
+                                                      [](const int& v) { return v >= 0; }, "an integer >= 0 (0 = all)");
+    rc.retention.keep_population = s.value<bool>("keep_population", rc.retention.keep_population, {}, "true or false");
+  }
 
   const YAML::Node seeds = root["seeds"];
   if (!seeds || !seeds.IsSequence() || seeds.size() == 0)
     throw ManifestError(where(source, seeds ? seeds : root) +
                         ": seeds: expected a list of seed genomes (file paths relative to the manifest, or inline maps)");
-  for (std::size_t i = 0; i < seeds.size(); ++i) {
+  for (std::size_t i = 0; load_seeds && i < seeds.size(); ++i) {
     const YAML::Node seed = seeds[i];
     const std::string label = "seeds[" + std::to_string(i) + "]";
     try {
@@ -208,6 +215,39 @@ RunConfig parse_manifest(const std::string& text, const std::string& source, con
     }
   }
   return rc;
+}
+
+namespace {
+void flatten(const YAML::Node& node, const std::string& prefix, std::map<std::string, std::string>& out) {
+  if (node.IsMap()) {
+    for (const auto& kv : node) flatten(kv.second, prefix.empty() ? kv.first.as<std::string>() : prefix + "." + kv.first.as<std::string>(), out);
+  } else if (node.IsSequence()) {
+    for (std::size_t i = 0; i < node.size(); ++i) flatten(node[i], prefix + "[" + std::to_string(i) + "]", out);
+  } else if (node.IsScalar()) {
+    out[prefix] = node.Scalar();
+  } else {
+    out[prefix] = "~";
+  }
+}
+}  // namespace
+
+std::string manifest_differences(const std::string& stored, const std::string& current) {
+  std::map<std::string, std::string> a, b;
+  try {
+    flatten(YAML::Load(stored), "", a);
+    flatten(YAML::Load(current), "", b);
+  } catch (const YAML::Exception& e) {
+    return std::string("  (a manifest does not parse: ") + e.what() + ")\n";
+  }
+  std::string out;
+  for (const auto& [key, value] : a) {
+    const auto it = b.find(key);
+    if (it == b.end()) out += "  " + key + ": " + value + " -> (absent)\n";
+    else if (it->second != value) out += "  " + key + ": " + value + " -> " + it->second + "\n";
+  }
+  for (const auto& [key, value] : b)
+    if (!a.count(key)) out += "  " + key + ": (absent) -> " + value + "\n";
+  return out;
 }
 
 RunConfig load_manifest(const std::string& path) {

@@ -7,6 +7,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "rsi/checkpoints/store.h"
 #include "rsi/scheduler/loop.h"
 
 namespace rsi::runtime {
@@ -21,10 +22,17 @@ struct RunConfig {
   std::string manifest_text;
   std::string manifest_hash;   // FNV-1a 64 of the text, hex
   std::string output_directory;  // default runs/<name>
+  checkpoints::Retention retention;
   scheduler::LoopConfig loop;
 };
 
 RunConfig load_manifest(const std::string& path);
-RunConfig parse_manifest(const std::string& text, const std::string& source, const std::string& base_dir);
+// With load_seeds false the seed genomes are not read (rsi reproduce takes them from the stored run).
+RunConfig parse_manifest(const std::string& text, const std::string& source, const std::string& base_dir,
+                         bool load_seeds = true);
+
+// The keys whose values differ between two manifest texts, one "  key: old -> new" line each
+// (empty when the manifests agree on every key).
+std::string manifest_differences(const std::string& stored, const std::string& current);
 
 }  // namespace rsi::runtime

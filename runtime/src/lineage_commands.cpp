@@ -1,0 +1,314 @@
+// Commands that read a run's HDF5 lineage: verify, lineage, show, export, eval.
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+#include <string>
+
+#include "rsi/checkpoints/store.h"
+#include "rsi/kernels/ops.h"
+#include "rsi/models/data.h"
+#include "rsi/models/network.h"
+#include "rsi/models/trainer.h"
+#include "rsi/runtime/commands.h"
+
+namespace rsi::runtime {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+// Every model of a run, by id (metadata; weights only where stored).
+std::map<std::uint64_t, checkpoints::StoredModel> all_models(const fs::path& run, int* generations = nullptr,
+                                                            std::uint64_t* best_id = nullptr) {
+  std::map<std::uint64_t, checkpoints::StoredModel> models;
+  int count = 0;
+  for (const auto& file : checkpoints::generation_files(run)) {
+    const auto g = checkpoints::read_generation(file);
+    for (const auto& m : g.models) models[m.record.id] = m;
+    for (const auto& p : g.population)
+      if (p.weights) models[p.id].record.weights = p.weights;
+    if (best_id) *best_id = g.record.best_id;
+    ++count;
+  }
+  if (count == 0) throw checkpoints::CheckpointError(run.string() + ": no generation files (gen-*.h5): is this a run directory?");
+  if (generations) *generations = count;
+  return models;
+}
+
+int verify(const std::string& run) {
+  const checkpoints::VerifyReport report = checkpoints::verify_run(run);
+  for (const auto& p : report.problems) std::printf("PROBLEM %s\n", p.c_str());
+  if (report.ok()) {
+    std::printf("verified %d generation(s) of %s: every hash recomputes and the chain is intact\n", report.generations,
+                run.c_str());
+    return kExitOk;
+  }
+  std::printf("%zu problem(s); the chain verifies up to generation %d\n", report.problems.size(),
+              report.last_good_generation);
+  return kExitFailure;
+}
+
+std::string dot_escape(const std::string& s) {
+  std::string out;
+  for (char c : s) out += (c == '"' || c == '\\') ? std::string("\\") + c : std::string(1, c);
+  return out;
+}
+
+int lineage(const std::string& run, const std::string& format, const std::string& out_path) {
+  int generations = 0;
+  std::uint64_t best = 0;
+  const auto models = all_models(run, &generations, &best);
+  // The best path: the best model and its first parents back to a seed.
+  std::set<std::uint64_t> path;
+  for (std::uint64_t id = best; id != 0;) {
+    path.insert(id);
+    const auto it = models.find(id);
+    id = (it == models.end() || it->second.record.parents.empty()) ? 0 : it->second.record.parents[0];
+  }
+  std::ostringstream text;
+  if (format == "text") {
+    for (const auto& [id, m] : models) {
+      const auto& r = m.record;
+      text << (path.count(id) ? "* " : "  ") << "gen " << r.generation << "  model " << id << "  " << r.op;
+      if (!r.parents.empty()) {
+        text << " of";
+        for (auto p : r.parents) text << " " << p;
+      }
+      char acc[96];
+      std::snprintf(acc, sizeof acc, "  val %.4f test %.4f  %s", r.metrics.val_accuracy, r.metrics.test_accuracy,
+                    scheduler::status_name(r.status));
+      text << acc << "\n";
+    }
+    text << "(* = the path to the best model " << best << ")\n";
+  } else {
+    text << "digraph lineage {\n  rankdir=TB;\n  node [shape=box, fontname=\"Helvetica\", fontsize=10];\n";
+    for (const auto& [id, m] : models) {
+      const auto& r = m.record;
+      char label[256];
+      std::snprintf(label, sizeof label, "%llu: %s\\ngen %d  val %.4f\\ntest %.4f", static_cast<unsigned long long>(id),
+                    dot_escape(r.op).c_str(), r.generation, r.metrics.val_accuracy, r.metrics.test_accuracy);
+      text << "  m" << id << " [label=\"" << label << "\"";
+      if (path.count(id)) text << ", style=filled, fillcolor=\"#ffd54f\", penwidth=2";
+      if (!r.trained()) text << ", color=\"#c62828\", fontcolor=\"#c62828\"";
+      text << "];\n";
+      for (std::size_t i = 0; i < r.parents.size(); ++i) {
+        text << "  m" << r.parents[i] << " -> m" << id;
+        if (path.count(id) && path.count(r.parents[i]) && i == 0) text << " [color=\"#f57f17\", penwidth=2.5]";
+        else if (i > 0) text << " [style=dashed]";
+        text << ";\n";
+      }
+    }
+    text << "}\n";
+  }
+  std::string output = text.str();
+  if (format == "svg") {
+    const fs::path dot_file = fs::temp_directory_path() / ("rsi-lineage-" + std::to_string(::getpid()) + ".dot");
+    const fs::path svg_file = fs::path(dot_file).replace_extension(".svg");
+    std::ofstream(dot_file) << output;
+    const std::string cmd = "dot -Tsvg '" + dot_file.string() + "' -o '" + svg_file.string() + "'";
+    const int rc = std::system(cmd.c_str());
+    fs::remove(dot_file);
+    if (rc != 0) {
+      std::fprintf(stderr, "rsi lineage: Graphviz 'dot' failed (is the Debian package 'graphviz' installed?)\n");
+      return kExitFailure;
+    }
+    std::ifstream in(svg_file);
+    std::stringstream svg;
+    svg << in.rdbuf();
+    output = svg.str();
+    fs::remove(svg_file);
+  }
+  if (out_path.empty()) {
+    std::fputs(output.c_str(), stdout);
+  } else {
+    std::ofstream(out_path) << output;
+    std::printf("wrote %s (%zu models, %d generations)\n", out_path.c_str(), models.size(), generations);
+  }
+  return kExitOk;
+}
+
+// Line-by-line difference of two genome texts (the design diff).
+std::string genome_diff(const std::string& parent, const std::string& child) {
+  std::vector<std::string> a, b;
+  std::string line;
+  for (std::istringstream in(parent); std::getline(in, line);) a.push_back(line);
+  for (std::istringstream in(child); std::getline(in, line);) b.push_back(line);
+  // Longest common subsequence, then walk it.
+  std::vector<std::vector<int>> lcs(a.size() + 1, std::vector<int>(b.size() + 1, 0));
+  for (std::size_t i = a.size(); i-- > 0;)
+    for (std::size_t j = b.size(); j-- > 0;)
+      lcs[i][j] = a[i] == b[j] ? lcs[i + 1][j + 1] + 1 : std::max(lcs[i + 1][j], lcs[i][j + 1]);
+  std::string out;
+  std::size_t i = 0, j = 0;
+  while (i < a.size() || j < b.size()) {
+    if (i < a.size() && j < b.size() && a[i] == b[j]) ++i, ++j;
+    else if (j < b.size() && (i == a.size() || lcs[i][j + 1] >= lcs[i + 1][j])) out += "  + " + b[j++] + "\n";
+    else out += "  - " + a[i++] + "\n";
+  }
+  return out.empty() ? "  (no change: same genome)\n" : out;
+}
+
+int show(const std::string& run, std::uint64_t id) {
+  const auto models = all_models(run);
+  const auto it = models.find(id);
+  if (it == models.end()) {
+    std::fprintf(stderr, "rsi show: model %llu is not in %s (models %llu..%llu)\n", static_cast<unsigned long long>(id),
+                 run.c_str(), static_cast<unsigned long long>(models.begin()->first),
+                 static_cast<unsigned long long>(models.rbegin()->first));
+    return kExitBadInput;
+  }
+  const auto& r = it->second.record;
+  const auto& m = r.metrics;
+  std::printf("model %llu  generation %d  %s  (%s)\n", static_cast<unsigned long long>(id), r.generation,
+              scheduler::status_name(r.status), r.op.c_str());
+  if (!r.failure.empty()) std::printf("failure: %s\n", r.failure.c_str());
+  std::printf("design: %s\n", r.description.c_str());
+  std::printf("parents:");
+  for (auto p : r.parents) std::printf(" %llu", static_cast<unsigned long long>(p));
+  std::printf("%s\n", r.parents.empty() ? " none (seed)" : "");
+  std::printf("validation %.4f  hidden test %.4f  parameters %lld  FLOPs/sample %lld  wall %.1f s  samples %lld\n",
+              m.val_accuracy, m.test_accuracy, static_cast<long long>(m.parameters), static_cast<long long>(m.flops),
+              m.wall_seconds, static_cast<long long>(m.samples));
+  if (!m.test_per_class.empty()) {
+    std::printf("per-class test accuracy:");
+    for (double c : m.test_per_class) std::printf(" %.3f", c);
+    std::printf("\n");
+  }
+  std::printf("inherited weights: %s%s\n", r.inherited ? "yes" : "no",
+              r.function_preserving ? " (function-preserving morphism)" : "");
+  std::printf("provenance %s  weights %s\n", it->second.provenance_hash.c_str(), r.weights_digest.c_str());
+  if (!r.parents.empty()) {
+    const auto parent = models.find(r.parents[0]);
+    if (parent != models.end()) {
+      std::printf("gain over parent %llu: %+.4f validation, %+.4f hidden test\n",
+                  static_cast<unsigned long long>(r.parents[0]), m.val_accuracy - parent->second.record.metrics.val_accuracy,
+                  m.test_accuracy - parent->second.record.metrics.test_accuracy);
+      std::printf("design diff against parent %llu:\n%s", static_cast<unsigned long long>(r.parents[0]),
+                  genome_diff(parent->second.record.genome_yaml, r.genome_yaml).c_str());
+    }
+  }
+  std::printf("genome:\n%s", r.genome_yaml.c_str());
+  return kExitOk;
+}
+
+int export_model(const std::string& run, std::uint64_t id, const std::string& out) {
+  checkpoints::export_model(run, id, out);
+  std::printf("wrote model %llu of %s to %s\n", static_cast<unsigned long long>(id), run.c_str(), out.c_str());
+  return kExitOk;
+}
+
+int eval(const std::string& file, const std::string& data_dir, int threads) {
+  const scheduler::ModelRecord r = checkpoints::read_exported_model(file);
+  if (!r.weights) {
+    std::fprintf(stderr, "rsi eval: %s holds no weights for model %llu\n", file.c_str(), static_cast<unsigned long long>(r.id));
+    return kExitBadInput;
+  }
+  kernels::set_num_threads(threads);
+  models::Network net(models::from_yaml(r.genome_yaml, file));
+  if (static_cast<std::int64_t>(r.weights->params.size()) != net.parameter_count() ||
+      static_cast<std::int64_t>(r.weights->state.size()) != net.state().numel()) {
+    std::fprintf(stderr, "rsi eval: %s: the weights (%zu values) do not fit the genome (%lld parameters)\n",
+                 file.c_str(), r.weights->params.size(), static_cast<long long>(net.parameter_count()));
+    return kExitBadInput;
+  }
+  std::copy(r.weights->params.begin(), r.weights->params.end(), net.parameters().data());
+  std::copy(r.weights->state.begin(), r.weights->state.end(), net.state().data());
+  const models::Dataset test = models::load_fashion_mnist_test(data_dir);
+  const models::Evaluation e = models::evaluate(net, test);
+  std::printf("model %llu: hidden test accuracy %.4f (recorded %.4f) on %lld images, mean loss %.4f\n",
+              static_cast<unsigned long long>(r.id), e.accuracy, r.metrics.test_accuracy,
+              static_cast<long long>(e.count), e.mean_loss);
+  std::printf("per-class:");
+  for (double c : e.per_class) std::printf(" %.3f", c);
+  std::printf("\n");
+  if (std::abs(e.accuracy - r.metrics.test_accuracy) > 1e-9) {
+    std::fprintf(stderr, "rsi eval: the accuracy differs from the recorded one\n");
+    return kExitFailure;
+  }
+  return kExitOk;
+}
+
+template <typename F>
+int guarded(const char* name, F&& f) {
+  try {
+    return f();
+  } catch (const checkpoints::CheckpointError& e) {
+    std::fprintf(stderr, "rsi %s: %s\n", name, e.what());
+    return kExitBadInput;
+  } catch (const models::DataError& e) {
+    std::fprintf(stderr, "rsi %s: %s\n", name, e.what());
+    return kExitBadInput;
+  }
+}
+
+}  // namespace
+
+void add_lineage_commands(CLI::App& app, std::function<int()>& run) {
+  {
+    auto dir = std::make_shared<std::string>();
+    CLI::App* cmd = app.add_subcommand("verify",
+                                       "Recompute a run's hash chain from the stored bytes. Any changed byte in a genome,\n"
+                                       "weight or metric is named (generation, model, field); exit code 1 then.");
+    cmd->add_option("run", *dir, "Run directory")->required()->check(CLI::ExistingDirectory);
+    cmd->callback([&run, dir] { run = [dir] { return guarded("verify", [&] { return verify(*dir); }); }; });
+  }
+  {
+    struct A {
+      std::string dir, format = "text", out;
+    };
+    auto a = std::make_shared<A>();
+    CLI::App* cmd = app.add_subcommand("lineage", "Print a run's family tree (text, Graphviz dot, or SVG through 'dot'),\n"
+                                                  "with the path to the best model highlighted.");
+    cmd->add_option("run", a->dir, "Run directory")->required()->check(CLI::ExistingDirectory);
+    cmd->add_option("--format", a->format, "text | dot | svg")->capture_default_str()->check(CLI::IsMember({"text", "dot", "svg"}));
+    cmd->add_option("--out", a->out, "Write to this file instead of standard output");
+    cmd->callback([&run, a] { run = [a] { return guarded("lineage", [&] { return lineage(a->dir, a->format, a->out); }); }; });
+  }
+  {
+    struct A {
+      std::string dir;
+      std::uint64_t id = 0;
+    };
+    auto a = std::make_shared<A>();
+    CLI::App* cmd = app.add_subcommand("show", "Show one model: genome, metrics, parents, and the design diff against its\n"
+                                               "parent with the gain it brought.");
+    cmd->add_option("run", a->dir, "Run directory")->required()->check(CLI::ExistingDirectory);
+    cmd->add_option("model", a->id, "Model id")->required();
+    cmd->callback([&run, a] { run = [a] { return guarded("show", [&] { return show(a->dir, a->id); }); }; });
+  }
+  {
+    struct A {
+      std::string dir, out;
+      std::uint64_t id = 0;
+    };
+    auto a = std::make_shared<A>();
+    CLI::App* cmd = app.add_subcommand("export", "Write one model (genome, weights, metrics, provenance) to a standalone HDF5 file.");
+    cmd->add_option("run", a->dir, "Run directory")->required()->check(CLI::ExistingDirectory);
+    cmd->add_option("model", a->id, "Model id")->required();
+    cmd->add_option("--out", a->out, "Output .h5 file")->required();
+    cmd->callback([&run, a] { run = [a] { return guarded("export", [&] { return export_model(a->dir, a->id, a->out); }); }; });
+  }
+  {
+    struct A {
+      std::string file, data_dir = models::kFashionMnistDir;
+      int threads = 0;
+    };
+    auto a = std::make_shared<A>();
+    CLI::App* cmd = app.add_subcommand("eval", "Evaluate an exported model file on the hidden test set; exit code 1 when the\n"
+                                               "accuracy differs from the one recorded in the file.");
+    cmd->add_option("file", a->file, "Exported model (.h5, from rsi export)")->required()->check(CLI::ExistingFile);
+    cmd->add_option("--data-dir", a->data_dir, "Directory with the Fashion-MNIST IDX files")->capture_default_str();
+    cmd->add_option("--threads", a->threads, "CPU threads (0 = all cores)")->capture_default_str();
+    cmd->callback([&run, a] { run = [a] { return guarded("eval", [&] { return eval(a->file, a->data_dir, a->threads); }); }; });
+  }
+}
+
+}  // namespace rsi::runtime

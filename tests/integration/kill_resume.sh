@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# "Nothing lost", end to end: a small Fashion-MNIST run on 2 ranks is killed with SIGKILL (the
+# whole job: mpirun and every rank) at several random moments — mid-training and, through
+# RSI_FAULT_KILL_DURING_CHECKPOINT, in the middle of a checkpoint write — and resumed each time
+# with the same command. The final lineage must be identical to an undisturbed run: the same
+# models.tsv (genomes, metrics, weight digests), the same generation hashes, and `rsi verify`
+# passes. Also: a bit-flipped newest file is detected and resume falls back to the last good one.
+#   RSI=build/runtime/rsi bash tests/integration/kill_resume.sh BUILD_DIR SOURCE_DIR
+set -euo pipefail
+
+build_dir=${1:?usage: kill_resume.sh BUILD_DIR SOURCE_DIR}
+source_dir=${2:?usage: kill_resume.sh BUILD_DIR SOURCE_DIR}
+rsi=${RSI:-$build_dir/runtime/rsi}
+[[ -x $rsi ]] || { echo "kill_resume.sh: no rsi executable at $rsi" >&2; exit 1; }
+export OMPI_ALLOW_RUN_AS_ROOT=${OMPI_ALLOW_RUN_AS_ROOT:-1} OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=${OMPI_ALLOW_RUN_AS_ROOT_CONFIRM:-1}
+manifest=$source_dir/tests/manifests/resume-fashion.yaml
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/rsi-kill-resume.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+RANDOM=${RSI_TEST_SEED:-4242}
+
+run() {  # run OUT [extra env...]: the whole job in its own process group, in the background
+  local out=$1
+  shift
+  env "$@" setsid mpirun -n 2 "$rsi" run "$manifest" --out "$out" >>"$out.log" 2>&1 &
+  echo $!
+}
+
+generation_hashes() {  # the chain, one line per generation
+  for f in "$1"/gen-*.h5; do
+    h5dump -a /generation_hash "$f" 2>/dev/null | grep -o '"[0-9a-f]\{64\}"' || echo "unreadable $f"
+  done
+}
+
+echo "== undisturbed reference run"
+start=$SECONDS
+pid=$(run "$tmp/reference")
+wait "$pid" || { echo "FAIL: the reference run failed:" >&2; tail -30 "$tmp/reference.log" >&2; exit 1; }
+reference_seconds=$((SECONDS - start))
+echo "   $reference_seconds s, $(($(wc -l <"$tmp/reference/models.tsv") - 1)) models"
+
+echo "== killed and resumed run"
+out=$tmp/killed
+kills=0
+# 1. A kill in the middle of a checkpoint write (the store kills its own job after writing the .tmp
+#    file of generation 2, before the rename).
+pid=$(run "$out" RSI_FAULT_KILL_DURING_CHECKPOINT=2)
+wait "$pid" && { echo "FAIL: the fault-injected run was not killed" >&2; exit 1; }
+pkill -9 -f "rsi run $manifest --out $out" 2>/dev/null || true
+kills=$((kills + 1))
+echo "   killed during the checkpoint write of generation 2: $(ls "$out" | grep -c '^gen-.*\.h5$') durable file(s), leftover: $(ls "$out" | grep '\.tmp$' | tr '\n' ' ')"
+# 2. Kills at random moments.
+for i in 1 2 3; do
+  pid=$(run "$out")
+  delay=$(awk -v r=$RANDOM -v t="$reference_seconds" 'BEGIN { printf "%.2f", 1 + (r / 32767) * t * 0.6 }')
+  sleep "$delay"
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -9 -- "-$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    kills=$((kills + 1))
+    echo "   SIGKILL after ${delay} s: $(ls "$out" | grep -c '^gen-.*\.h5$') durable generation file(s)"
+  else
+    wait "$pid" || true
+    echo "   run finished before the kill at ${delay} s"
+  fi
+done
+# 3. Resume to the end.
+pid=$(run "$out")
+wait "$pid" || { echo "FAIL: the final resume failed:" >&2; tail -30 "$out.log" >&2; exit 1; }
+grep -q "resuming after generation" "$out.log" || { echo "FAIL: no run ever resumed" >&2; exit 1; }
+echo "   $kills kill(s); resumed to the end"
+
+failures=0
+if ! cmp -s "$tmp/reference/models.tsv" "$out/models.tsv"; then
+  echo "FAIL: models.tsv differs from the undisturbed run:" >&2
+  diff "$tmp/reference/models.tsv" "$out/models.tsv" >&2 || true
+  failures=$((failures + 1))
+fi
+if ! diff <(generation_hashes "$tmp/reference") <(generation_hashes "$out") >/dev/null; then
+  echo "FAIL: generation hashes differ from the undisturbed run" >&2
+  diff <(generation_hashes "$tmp/reference") <(generation_hashes "$out") >&2 || true
+  failures=$((failures + 1))
+fi
+"$rsi" verify "$out" || { echo "FAIL: rsi verify failed on the resumed run" >&2; failures=$((failures + 1)); }
+echo "   lineage identical to the undisturbed run: $(generation_hashes "$out" | wc -l) generation hashes"
+
+echo "== a bit-flipped newest file"
+flipped=$tmp/flipped
+cp -r "$tmp/reference" "$flipped"
+newest=$(ls "$flipped"/gen-*.h5 | tail -1)
+size=$(stat -c %s "$newest")
+offset=$((size / 2))
+byte=$(od -An -tu1 -j "$offset" -N1 "$newest" | tr -d ' ')
+printf "$(printf '\\%03o' $(((byte + 1) % 256)))" | dd of="$newest" bs=1 seek="$offset" conv=notrunc status=none
+if "$rsi" verify "$flipped" >"$tmp/verify.log" 2>&1; then
+  echo "FAIL: rsi verify did not notice a flipped byte at offset $offset of $newest" >&2
+  failures=$((failures + 1))
+else
+  echo "   rsi verify: $(grep -m1 PROBLEM "$tmp/verify.log")"
+fi
+pid=$(run "$flipped")
+wait "$pid" || { echo "FAIL: resume after a bit flip failed:" >&2; tail -30 "$flipped.log" >&2; failures=$((failures + 1)); }
+if grep -q "warning" "$flipped.log" && grep -q "resuming after generation" "$flipped.log"; then
+  echo "   resume: $(grep -m1 warning "$flipped.log")"
+  cmp -s "$tmp/reference/models.tsv" "$flipped/models.tsv" ||
+    { echo "FAIL: the run resumed past a bit flip differs from the reference" >&2; failures=$((failures + 1)); }
+else
+  echo "FAIL: resume did not report the damaged file and fall back" >&2
+  tail -20 "$flipped.log" >&2
+  failures=$((failures + 1))
+fi
+
+((failures == 0)) && echo "kill_resume: all checks passed" || { echo "kill_resume: $failures failure(s)" >&2; exit 1; }
