@@ -18,22 +18,23 @@ tmp=$(mktemp -d "${TMPDIR:-/tmp}/rsi-kill-resume.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 RANDOM=${RSI_TEST_SEED:-4242}
 
-run() {  # run OUT [extra env...]: the whole job in its own process group, in the background
+pid=
+run() {  # run OUT [extra env...]: the whole job in its own process group, in the background; sets pid
   local out=$1
   shift
   env "$@" setsid mpirun -n 2 "$rsi" run "$manifest" --out "$out" >>"$out.log" 2>&1 &
-  echo $!
+  pid=$!
 }
 
 generation_hashes() {  # the chain, one line per generation
-  for f in "$1"/gen-*.h5; do
+  for f in "$1"/gen-??????.h5; do
     h5dump -a /generation_hash "$f" 2>/dev/null | grep -o '"[0-9a-f]\{64\}"' || echo "unreadable $f"
   done
 }
 
 echo "== undisturbed reference run"
 start=$SECONDS
-pid=$(run "$tmp/reference")
+run "$tmp/reference"
 wait "$pid" || { echo "FAIL: the reference run failed:" >&2; tail -30 "$tmp/reference.log" >&2; exit 1; }
 reference_seconds=$((SECONDS - start))
 echo "   $reference_seconds s, $(($(wc -l <"$tmp/reference/models.tsv") - 1)) models"
@@ -43,31 +44,32 @@ out=$tmp/killed
 kills=0
 # 1. A kill in the middle of a checkpoint write (the store kills its own job after writing the .tmp
 #    file of generation 2, before the rename).
-pid=$(run "$out" RSI_FAULT_KILL_DURING_CHECKPOINT=2)
+run "$out" RSI_FAULT_KILL_DURING_CHECKPOINT=2
 wait "$pid" && { echo "FAIL: the fault-injected run was not killed" >&2; exit 1; }
 pkill -9 -f "rsi run $manifest --out $out" 2>/dev/null || true
 kills=$((kills + 1))
-echo "   killed during the checkpoint write of generation 2: $(ls "$out" | grep -c '^gen-.*\.h5$') durable file(s), leftover: $(ls "$out" | grep '\.tmp$' | tr '\n' ' ')"
+echo "   killed during the checkpoint write of generation 2: $(ls "$out" | grep -c '^gen-[0-9]*\.h5$') durable file(s), leftover: $(ls "$out" | grep '\.tmp$' | tr '\n' ' ')"
 # 2. Kills at random moments.
 for i in 1 2 3; do
-  pid=$(run "$out")
+  run "$out"
   delay=$(awk -v r=$RANDOM -v t="$reference_seconds" 'BEGIN { printf "%.2f", 1 + (r / 32767) * t * 0.6 }')
   sleep "$delay"
   if kill -0 "$pid" 2>/dev/null; then
     kill -9 -- "-$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
     kills=$((kills + 1))
-    echo "   SIGKILL after ${delay} s: $(ls "$out" | grep -c '^gen-.*\.h5$') durable generation file(s)"
+    echo "   SIGKILL after ${delay} s: $(ls "$out" | grep -c '^gen-[0-9]*\.h5$') durable generation file(s)"
   else
     wait "$pid" || true
     echo "   run finished before the kill at ${delay} s"
   fi
 done
 # 3. Resume to the end.
-pid=$(run "$out")
+run "$out"
 wait "$pid" || { echo "FAIL: the final resume failed:" >&2; tail -30 "$out.log" >&2; exit 1; }
 grep -q "resuming after generation" "$out.log" || { echo "FAIL: no run ever resumed" >&2; exit 1; }
 echo "   $kills kill(s); resumed to the end"
+((kills >= 2)) || { echo "FAIL: only $kills kill(s) landed; the test proves little" >&2; exit 1; }
 
 failures=0
 if ! cmp -s "$tmp/reference/models.tsv" "$out/models.tsv"; then
@@ -86,7 +88,7 @@ echo "   lineage identical to the undisturbed run: $(generation_hashes "$out" | 
 echo "== a bit-flipped newest file"
 flipped=$tmp/flipped
 cp -r "$tmp/reference" "$flipped"
-newest=$(ls "$flipped"/gen-*.h5 | tail -1)
+newest=$(ls "$flipped"/gen-??????.h5 | tail -1)
 size=$(stat -c %s "$newest")
 offset=$((size / 2))
 byte=$(od -An -tu1 -j "$offset" -N1 "$newest" | tr -d ' ')
@@ -97,7 +99,7 @@ if "$rsi" verify "$flipped" >"$tmp/verify.log" 2>&1; then
 else
   echo "   rsi verify: $(grep -m1 PROBLEM "$tmp/verify.log")"
 fi
-pid=$(run "$flipped")
+run "$flipped"
 wait "$pid" || { echo "FAIL: resume after a bit flip failed:" >&2; tail -30 "$flipped.log" >&2; failures=$((failures + 1)); }
 if grep -q "warning" "$flipped.log" && grep -q "resuming after generation" "$flipped.log"; then
   echo "   resume: $(grep -m1 warning "$flipped.log")"

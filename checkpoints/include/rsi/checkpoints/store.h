@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -65,6 +66,13 @@ class LineageStore final : public scheduler::GenerationSink {
   Retention retention_;
   std::string chain_head_;
   std::vector<std::uint64_t> population_;
+  // Provenance of the population after the last generation written: children name these hashes.
+  struct Provenance {
+    std::string hash;
+    std::vector<std::string> parent_hashes;
+  };
+  std::map<std::uint64_t, Provenance> provenance_;
+  int last_generation_ = -1;
   double last_seconds_ = 0.0;
   std::uint64_t last_bytes_ = 0;
 };

@@ -1,0 +1,557 @@
+// The lineage store's on-disk layout (see layout.h and FORMAT.md).
+#include "layout.h"
+
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <unistd.h>
+
+#include <bit>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <regex>
+
+#include "h5.h"
+
+namespace rsi::checkpoints::detail {
+
+static_assert(std::endian::native == std::endian::little,
+              "weights are hashed as little-endian float32 bytes, as HDF5 stores them");
+
+using scheduler::GenerationRecord;
+using scheduler::ModelRecord;
+using scheduler::Weights;
+
+namespace {
+
+std::string hex(const unsigned char* bytes, std::size_t n) {
+  static const char* digits = "0123456789abcdef";
+  std::string out(2 * n, '0');
+  for (std::size_t i = 0; i < n; ++i) {
+    out[2 * i] = digits[bytes[i] >> 4];
+    out[2 * i + 1] = digits[bytes[i] & 15];
+  }
+  return out;
+}
+
+// A canonical text serialisation ("key=value\n" lines after a tag line) for hashing. Strings are
+// length-prefixed ("5:hello"), reals are the 16 hex digits of their IEEE-754 bits, so the text is
+// unambiguous and identical wherever the same values are.
+class Canon {
+ public:
+  explicit Canon(const char* tag) : text_(std::string(tag) + "\n") {}
+  Canon& str(const char* key, const std::string& v) {
+    line(key, std::to_string(v.size()) + ":" + v);
+    return *this;
+  }
+  template <typename T>
+  Canon& num(const char* key, T v) {
+    line(key, std::to_string(v));
+    return *this;
+  }
+  Canon& real(const char* key, double v) {
+    line(key, bits(v));
+    return *this;
+  }
+  Canon& reals(const char* key, const std::vector<double>& v) {
+    std::string s;
+    for (std::size_t i = 0; i < v.size(); ++i) {
+      if (i) s += ',';
+      s += bits(v[i]);
+    }
+    line(key, s);
+    return *this;
+  }
+  Canon& ids(const char* key, const std::vector<std::uint64_t>& v) {
+    std::string s;
+    for (std::size_t i = 0; i < v.size(); ++i) {
+      if (i) s += ',';
+      s += std::to_string(v[i]);
+    }
+    line(key, s);
+    return *this;
+  }
+  Canon& raw(const char* key, const std::string& v) {
+    line(key, v);
+    return *this;
+  }
+  std::string digest() const { return sha256_hex(text_); }
+
+ private:
+  static std::string bits(double v) {
+    char buf[17];
+    std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(std::bit_cast<std::uint64_t>(v)));
+    return buf;
+  }
+  void line(const char* key, const std::string& value) {
+    text_ += key;
+    text_ += '=';
+    text_ += value;
+    text_ += '\n';
+  }
+  std::string text_;
+};
+
+ModelRecord::Status parse_status(const std::string& s) {
+  if (s == "trained") return ModelRecord::Status::Trained;
+  if (s == "failed") return ModelRecord::Status::Failed;
+  if (s == "refused") return ModelRecord::Status::Refused;
+  throw CheckpointError("attribute 'status': '" + s + "' is none of trained, failed, refused");
+}
+
+std::string errno_text() { return std::strerror(errno); }
+
+}  // namespace
+
+std::string generation_file_name(int generation) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "gen-%06d.h5", generation);
+  return buf;
+}
+
+std::string sidecar_file_name(int generation) {
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "gen-%06d.weights.h5", generation);
+  return buf;
+}
+
+std::optional<int> generation_of(const fs::path& file) {
+  static const std::regex pattern("gen-([0-9]{6,9})\\.h5");
+  std::smatch m;
+  const std::string name = file.filename().string();
+  if (!std::regex_match(name, m, pattern)) return std::nullopt;
+  return std::stoi(m[1].str());
+}
+
+std::optional<int> sidecar_generation_of(const fs::path& file) {
+  static const std::regex pattern("gen-([0-9]{6,9})\\.weights\\.h5");
+  std::smatch m;
+  const std::string name = file.filename().string();
+  if (!std::regex_match(name, m, pattern)) return std::nullopt;
+  return std::stoi(m[1].str());
+}
+
+std::string sha256_hex(const void* data, std::size_t size) {
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  if (EVP_Digest(data, size, md, &len, EVP_sha256(), nullptr) != 1)
+    throw CheckpointError("SHA-256 (OpenSSL EVP_Digest) failed");
+  return hex(md, len);
+}
+
+std::string sha256_hex(const std::string& text) { return sha256_hex(text.data(), text.size()); }
+
+std::string floats_digest(const std::vector<float>& v) { return sha256_hex(v.data(), v.size() * sizeof(float)); }
+
+ModelHashes field_hashes(const ModelRecord& m, const ModelHashes* stored) {
+  ModelHashes h;
+  h.metadata = Canon("rsi-model-metadata/1")
+                   .num("id", m.id)
+                   .num("generation", m.generation)
+                   .str("op", m.op)
+                   .str("description", m.description)
+                   .num("designer_lineage", m.designer_lineage)
+                   .str("status", scheduler::status_name(m.status))
+                   .str("failure", m.failure)
+                   .num("inherited", int{m.inherited})
+                   .num("function_preserving", int{m.function_preserving})
+                   .real("parent_val_accuracy", m.parent_val_accuracy)
+                   .ids("parents", m.parents)
+                   .digest();
+  h.genome = sha256_hex(m.genome_yaml);
+  const auto& x = m.metrics;
+  // Wall time differs from run to run: it has its own digest, outside the provenance hash.
+  h.metrics = Canon("rsi-model-metrics/1")
+                  .real("val_accuracy", x.val_accuracy)
+                  .real("val_loss", x.val_loss)
+                  .real("test_accuracy", x.test_accuracy)
+                  .real("test_loss", x.test_loss)
+                  .reals("val_per_class", x.val_per_class)
+                  .reals("test_per_class", x.test_per_class)
+                  .num("parameters", x.parameters)
+                  .num("flops", x.flops)
+                  .num("samples", x.samples)
+                  .real("pseudo_label_accuracy", x.pseudo_label_accuracy)
+                  .digest();
+  h.timing = Canon("rsi-model-timing/1").real("wall_seconds", x.wall_seconds).digest();
+  if (m.weights) {
+    h.params = floats_digest(m.weights->params);
+    h.state = floats_digest(m.weights->state);
+  } else if (stored) {
+    h.params = stored->params;
+    h.state = stored->state;
+  }
+  return h;
+}
+
+std::string provenance_hash(const ModelRecord& m, const ModelHashes& f, const std::vector<std::string>& parent_hashes) {
+  if (parent_hashes.size() != m.parents.size())
+    throw CheckpointError("model " + std::to_string(m.id) + ": " + std::to_string(m.parents.size()) + " parents but " +
+                          std::to_string(parent_hashes.size()) + " parent hashes");
+  Canon c("rsi-model/1");
+  c.raw("metadata", f.metadata)
+      .raw("genome", f.genome)
+      .raw("metrics", f.metrics)
+      .raw("params", f.params)
+      .raw("state", f.state)
+      .str("weights_digest", m.weights_digest);
+  for (std::size_t i = 0; i < m.parents.size(); ++i) c.raw("parent", std::to_string(m.parents[i]) + ":" + parent_hashes[i]);
+  return c.digest();
+}
+
+std::string storable(const std::string& s) {
+  if (s.find('\0') == std::string::npos) return s;
+  std::string out;
+  for (char c : s) out += c == '\0' ? std::string("\\0") : std::string(1, c);
+  return out;
+}
+
+ModelRecord storable(const ModelRecord& m) {
+  ModelRecord out = m;
+  out.genome_yaml = storable(m.genome_yaml);
+  out.op = storable(m.op);
+  out.description = storable(m.description);
+  out.failure = storable(m.failure);
+  out.weights_digest = storable(m.weights_digest);
+  return out;
+}
+
+void write_model(hid_t parent, const std::string& name, const ModelRecord& m,
+                 const std::vector<std::string>& parent_hashes, const ModelHashes& h, bool with_weights) {
+  h5::Handle g = h5::create_group(parent, name);
+  const hid_t id = g.get();
+  h5::write_u64(id, "id", m.id);
+  h5::write_int(id, "generation", m.generation);
+  h5::write_string(id, "op", m.op);
+  h5::write_string(id, "description", m.description);
+  h5::write_string(id, "status", scheduler::status_name(m.status));
+  h5::write_string(id, "failure", m.failure);
+  h5::write_u64s(id, "parents", m.parents);
+  h5::write_strings(id, "parent_hashes", parent_hashes);
+  h5::write_u64(id, "designer_lineage", m.designer_lineage);
+  h5::write_bool(id, "inherited", m.inherited);
+  h5::write_bool(id, "function_preserving", m.function_preserving);
+  h5::write_f64(id, "parent_val_accuracy", m.parent_val_accuracy);
+  h5::write_string(id, "weights_digest", m.weights_digest);
+  h5::write_string(id, "metadata_sha256", h.metadata);
+  h5::write_string(id, "genome_sha256", h.genome);
+  h5::write_string(id, "metrics_sha256", h.metrics);
+  h5::write_string(id, "timing_sha256", h.timing);
+  h5::write_string(id, "params_sha256", h.params);
+  h5::write_string(id, "state_sha256", h.state);
+  h5::write_string(id, "provenance_hash", h.provenance);
+  h5::write_text(id, "genome", m.genome_yaml);
+  {
+    h5::Handle mg = h5::create_group(id, "metrics");
+    const hid_t x = mg.get();
+    const auto& v = m.metrics;
+    h5::write_f64(x, "val_accuracy", v.val_accuracy);
+    h5::write_f64(x, "val_loss", v.val_loss);
+    h5::write_f64(x, "test_accuracy", v.test_accuracy);
+    h5::write_f64(x, "test_loss", v.test_loss);
+    h5::write_f64s(x, "val_per_class", v.val_per_class);
+    h5::write_f64s(x, "test_per_class", v.test_per_class);
+    h5::write_i64(x, "parameters", v.parameters);
+    h5::write_i64(x, "flops", v.flops);
+    h5::write_f64(x, "wall_seconds", v.wall_seconds);
+    h5::write_i64(x, "samples", v.samples);
+    h5::write_f64(x, "pseudo_label_accuracy", v.pseudo_label_accuracy);
+  }
+  if (with_weights && m.weights) {
+    h5::write_floats(id, "params", m.weights->params);
+    h5::write_floats(id, "state", m.weights->state);
+  }
+}
+
+ModelGroup read_model(hid_t group) {
+  ModelGroup out;
+  ModelRecord& m = out.record;
+  m.id = h5::read_u64(group, "id");
+  m.generation = h5::read_int(group, "generation");
+  m.op = h5::read_string(group, "op");
+  m.description = h5::read_string(group, "description");
+  m.status = parse_status(h5::read_string(group, "status"));
+  m.failure = h5::read_string(group, "failure");
+  m.parents = h5::read_u64s(group, "parents");
+  out.parent_hashes = h5::read_strings(group, "parent_hashes");
+  m.designer_lineage = h5::read_u64(group, "designer_lineage");
+  m.inherited = h5::read_bool(group, "inherited");
+  m.function_preserving = h5::read_bool(group, "function_preserving");
+  m.parent_val_accuracy = h5::read_f64(group, "parent_val_accuracy");
+  m.weights_digest = h5::read_string(group, "weights_digest");
+  out.stored.metadata = h5::read_string(group, "metadata_sha256");
+  out.stored.genome = h5::read_string(group, "genome_sha256");
+  out.stored.metrics = h5::read_string(group, "metrics_sha256");
+  out.stored.timing = h5::read_string(group, "timing_sha256");
+  out.stored.params = h5::read_string(group, "params_sha256");
+  out.stored.state = h5::read_string(group, "state_sha256");
+  out.stored.provenance = h5::read_string(group, "provenance_hash");
+  try {
+    m.genome_yaml = h5::read_text(group, "genome");
+  } catch (const CheckpointError& e) {
+    throw CheckpointError(std::string("genome: ") + e.what());
+  }
+  try {
+    h5::Handle mg = h5::open_group(group, "metrics");
+    const hid_t x = mg.get();
+    auto& v = m.metrics;
+    v.val_accuracy = h5::read_f64(x, "val_accuracy");
+    v.val_loss = h5::read_f64(x, "val_loss");
+    v.test_accuracy = h5::read_f64(x, "test_accuracy");
+    v.test_loss = h5::read_f64(x, "test_loss");
+    v.val_per_class = h5::read_f64s(x, "val_per_class");
+    v.test_per_class = h5::read_f64s(x, "test_per_class");
+    v.parameters = h5::read_i64(x, "parameters");
+    v.flops = h5::read_i64(x, "flops");
+    v.wall_seconds = h5::read_f64(x, "wall_seconds");
+    v.samples = h5::read_i64(x, "samples");
+    v.pseudo_label_accuracy = h5::read_f64(x, "pseudo_label_accuracy");
+  } catch (const CheckpointError& e) {
+    throw CheckpointError(std::string("metrics: ") + e.what());
+  }
+  out.has_weights = h5::has_link(group, "params") || h5::has_link(group, "state");
+  return out;
+}
+
+std::shared_ptr<const Weights> read_weights(hid_t group) {
+  auto w = std::make_shared<Weights>();
+  try {
+    w->params = h5::read_floats(group, "params");
+  } catch (const CheckpointError& e) {
+    throw CheckpointError(std::string("weights/params: ") + e.what());
+  }
+  try {
+    w->state = h5::read_floats(group, "state");
+  } catch (const CheckpointError& e) {
+    throw CheckpointError(std::string("weights/state: ") + e.what());
+  }
+  return w;
+}
+
+void write_sidecar_model(hid_t parent, const ModelRecord& m, const ModelHashes& h) {
+  h5::Handle g = h5::create_group(parent, std::to_string(m.id));
+  h5::write_u64(g.get(), "id", m.id);
+  h5::write_string(g.get(), "weights_digest", m.weights_digest);
+  h5::write_string(g.get(), "params_sha256", h.params);
+  h5::write_string(g.get(), "state_sha256", h.state);
+  h5::write_string(g.get(), "provenance_hash", h.provenance);
+  h5::write_floats(g.get(), "params", m.weights->params);
+  h5::write_floats(g.get(), "state", m.weights->state);
+}
+
+std::string summary_digest(const GenerationRecord& g) {
+  std::vector<std::uint64_t> lineages;
+  std::vector<double> skills;
+  for (const auto& [lineage, skill] : g.design_skill_by_lineage) {
+    lineages.push_back(lineage);
+    skills.push_back(skill);
+  }
+  return Canon("rsi-generation-summary/1")
+      .num("generation", g.generation)
+      .ids("population", g.population)
+      .num("next_model_id", g.next_model_id)
+      .real("best_val", g.best_val)
+      .real("median_val", g.median_val)
+      .real("best_test", g.best_test)
+      .real("median_test", g.median_test)
+      .real("best_model_test", g.best_model_test)
+      .num("best_id", g.best_id)
+      .real("gain", g.gain)
+      .real("design_skill", g.design_skill)
+      .ids("design_skill_lineages", lineages)
+      .reals("design_skill_values", skills)
+      .real("diversity", g.diversity)
+      .num("trained", g.trained)
+      .num("failed", g.failed)
+      .num("refused", g.refused)
+      .digest();
+}
+
+std::string run_digest(const RunInfo& run, const Retention& retention, const GenerationRecord& g) {
+  return Canon("rsi-run/1")
+      .str("run_name", run.run_name)
+      .str("manifest_text", run.manifest_text)
+      .str("manifest_hash", run.manifest_hash)
+      .str("program_version", run.program_version)
+      .str("git_commit", run.git_commit)
+      .num("ranks", run.ranks)
+      .num("group_size", run.group_size)
+      .num("threads_per_rank", run.threads_per_rank)
+      .str("hosts", run.hosts)
+      .str("start_time", run.start_time)
+      .num("split_fingerprint", run.split_fingerprint)
+      .num("keep_last_generations", retention.keep_last_generations)
+      .num("keep_population", int{retention.keep_population})
+      .real("seconds", g.seconds)
+      .real("models_per_second", g.models_per_second)
+      .digest();
+}
+
+std::string generation_hash(int generation, const std::string& previous, const std::vector<IdHash>& children,
+                            const std::vector<IdHash>& population, const std::string& summary_sha256) {
+  Canon c("rsi-generation/1");
+  c.num("generation", generation).raw("previous", previous);
+  for (const auto& m : children) c.raw("model", std::to_string(m.id) + ":" + m.hash);
+  for (const auto& m : population) c.raw("population", std::to_string(m.id) + ":" + m.hash);
+  c.raw("summary", summary_sha256);
+  return c.digest();
+}
+
+void write_run(hid_t loc, const RunInfo& run) {
+  h5::write_string(loc, "run_name", storable(run.run_name));
+  h5::write_string(loc, "manifest_text", storable(run.manifest_text));
+  h5::write_string(loc, "manifest_hash", storable(run.manifest_hash));
+  h5::write_string(loc, "program_version", storable(run.program_version));
+  h5::write_string(loc, "git_commit", storable(run.git_commit));
+  h5::write_int(loc, "ranks", run.ranks);
+  h5::write_int(loc, "group_size", run.group_size);
+  h5::write_int(loc, "threads_per_rank", run.threads_per_rank);
+  h5::write_string(loc, "hosts", storable(run.hosts));
+  h5::write_string(loc, "start_time", storable(run.start_time));
+  h5::write_u64(loc, "split_fingerprint", run.split_fingerprint);
+}
+
+RunInfo read_run(hid_t loc) {
+  RunInfo run;
+  run.run_name = h5::read_string(loc, "run_name");
+  run.manifest_text = h5::read_string(loc, "manifest_text");
+  run.manifest_hash = h5::read_string(loc, "manifest_hash");
+  run.program_version = h5::read_string(loc, "program_version");
+  run.git_commit = h5::read_string(loc, "git_commit");
+  run.ranks = h5::read_int(loc, "ranks");
+  run.group_size = h5::read_int(loc, "group_size");
+  run.threads_per_rank = h5::read_int(loc, "threads_per_rank");
+  run.hosts = h5::read_string(loc, "hosts");
+  run.start_time = h5::read_string(loc, "start_time");
+  run.split_fingerprint = h5::read_u64(loc, "split_fingerprint");
+  return run;
+}
+
+void write_root(hid_t f, const Root& root) {
+  const GenerationRecord& g = root.summary;
+  h5::write_string(f, "format", kFormatName);
+  h5::write_int(f, "format_version", kFormatVersion);
+  write_run(f, root.run);
+  h5::write_int(f, "keep_last_generations", root.retention.keep_last_generations);
+  h5::write_bool(f, "keep_population", root.retention.keep_population);
+  h5::write_int(f, "generation", g.generation);
+  h5::write_u64s(f, "population", g.population);
+  h5::write_u64(f, "next_model_id", g.next_model_id);
+  h5::write_f64(f, "best_val", g.best_val);
+  h5::write_f64(f, "median_val", g.median_val);
+  h5::write_f64(f, "best_test", g.best_test);
+  h5::write_f64(f, "median_test", g.median_test);
+  h5::write_f64(f, "best_model_test", g.best_model_test);
+  h5::write_u64(f, "best_id", g.best_id);
+  h5::write_f64(f, "gain", g.gain);
+  h5::write_f64(f, "design_skill", g.design_skill);
+  std::vector<std::uint64_t> lineages;
+  std::vector<double> skills;
+  for (const auto& [lineage, skill] : g.design_skill_by_lineage) {
+    lineages.push_back(lineage);
+    skills.push_back(skill);
+  }
+  h5::write_u64s(f, "design_skill_lineages", lineages);
+  h5::write_f64s(f, "design_skill_values", skills);
+  h5::write_f64(f, "diversity", g.diversity);
+  h5::write_int(f, "trained", g.trained);
+  h5::write_int(f, "failed", g.failed);
+  h5::write_int(f, "refused", g.refused);
+  h5::write_f64(f, "seconds", g.seconds);
+  h5::write_f64(f, "models_per_second", g.models_per_second);
+  h5::write_string(f, "summary_sha256", root.summary_sha256);
+  h5::write_string(f, "run_sha256", root.run_sha256);
+  h5::write_string(f, "previous_hash", root.previous_hash);
+  h5::write_string(f, "generation_hash", root.generation_hash);
+}
+
+Root read_root(hid_t f) {
+  Root root;
+  const std::string format = h5::read_string(f, "format");
+  const int version = h5::read_int(f, "format_version");
+  if (format != kFormatName)
+    throw CheckpointError("attribute 'format' is '" + format + "', not '" + kFormatName + "': not an rsi generation file");
+  if (version > kFormatVersion)
+    throw CheckpointError("format version " + std::to_string(version) + " is newer than this rsi reads (" +
+                          std::to_string(kFormatVersion) + "): use a newer rsi");
+  root.run = read_run(f);
+  root.retention.keep_last_generations = h5::read_int(f, "keep_last_generations");
+  root.retention.keep_population = h5::read_bool(f, "keep_population");
+  GenerationRecord& g = root.summary;
+  g.generation = h5::read_int(f, "generation");
+  g.population = h5::read_u64s(f, "population");
+  g.next_model_id = h5::read_u64(f, "next_model_id");
+  g.best_val = h5::read_f64(f, "best_val");
+  g.median_val = h5::read_f64(f, "median_val");
+  g.best_test = h5::read_f64(f, "best_test");
+  g.median_test = h5::read_f64(f, "median_test");
+  g.best_model_test = h5::read_f64(f, "best_model_test");
+  g.best_id = h5::read_u64(f, "best_id");
+  g.gain = h5::read_f64(f, "gain");
+  g.design_skill = h5::read_f64(f, "design_skill");
+  const auto lineages = h5::read_u64s(f, "design_skill_lineages");
+  const auto skills = h5::read_f64s(f, "design_skill_values");
+  if (lineages.size() != skills.size())
+    throw CheckpointError("attributes 'design_skill_lineages' and 'design_skill_values' differ in length");
+  for (std::size_t i = 0; i < lineages.size(); ++i) g.design_skill_by_lineage[lineages[i]] = skills[i];
+  g.diversity = h5::read_f64(f, "diversity");
+  g.trained = h5::read_int(f, "trained");
+  g.failed = h5::read_int(f, "failed");
+  g.refused = h5::read_int(f, "refused");
+  g.seconds = h5::read_f64(f, "seconds");
+  g.models_per_second = h5::read_f64(f, "models_per_second");
+  root.summary_sha256 = h5::read_string(f, "summary_sha256");
+  root.run_sha256 = h5::read_string(f, "run_sha256");
+  root.previous_hash = h5::read_string(f, "previous_hash");
+  root.generation_hash = h5::read_string(f, "generation_hash");
+  return root;
+}
+
+void fsync_path(const fs::path& path, bool directory) {
+  const fs::path p = path.empty() ? fs::path(".") : path;
+  const int fd = ::open(p.c_str(), directory ? (O_RDONLY | O_DIRECTORY) : O_RDONLY);
+  if (fd < 0) throw CheckpointError(p.string() + ": cannot open to fsync: " + errno_text());
+  if (::fsync(fd) != 0) {
+    const std::string why = errno_text();
+    ::close(fd);
+    throw CheckpointError(p.string() + ": fsync failed: " + why + " (is the disk full or failing?)");
+  }
+  ::close(fd);
+}
+
+void commit(const fs::path& tmp, const fs::path& final) {
+  fsync_path(tmp, false);
+  std::error_code ec;
+  fs::rename(tmp, final, ec);
+  if (ec) throw CheckpointError(tmp.string() + ": cannot rename to " + final.filename().string() + ": " + ec.message());
+  fsync_path(final.parent_path(), true);
+}
+
+void write_file_durably(const fs::path& path, const std::string& text) {
+  const fs::path tmp = path.string() + ".tmp";
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0) throw CheckpointError(tmp.string() + ": cannot create: " + errno_text());
+  std::size_t done = 0;
+  while (done < text.size()) {
+    const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      const std::string why = errno_text();
+      ::close(fd);
+      throw CheckpointError(tmp.string() + ": write failed: " + why);
+    }
+    done += static_cast<std::size_t>(n);
+  }
+  if (::fsync(fd) != 0) {
+    const std::string why = errno_text();
+    ::close(fd);
+    throw CheckpointError(tmp.string() + ": fsync failed: " + why);
+  }
+  ::close(fd);
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  if (ec) throw CheckpointError(tmp.string() + ": cannot rename to " + path.filename().string() + ": " + ec.message());
+  fsync_path(path.parent_path(), true);
+}
+
+}  // namespace rsi::checkpoints::detail

@@ -1,0 +1,98 @@
+// The lineage store's on-disk layout, shared by the writer (store.cpp) and the readers
+// (reader.cpp): file names, canonical serialisations and SHA-256 digests, model groups, root
+// attributes, and durable (fsync + rename) commits. FORMAT.md documents the same layout.
+#pragma once
+
+#include <hdf5.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "rsi/checkpoints/store.h"
+#include "rsi/scheduler/record.h"
+
+namespace rsi::checkpoints::detail {
+
+namespace fs = std::filesystem;
+
+inline constexpr const char* kFormatName = "rsi-lineage";
+inline constexpr const char* kSidecarFormatName = "rsi-lineage-weights";
+inline constexpr const char* kModelFormatName = "rsi-model";
+inline constexpr int kFormatVersion = 1;
+
+std::string generation_file_name(int generation);  // gen-000003.h5
+std::string sidecar_file_name(int generation);     // gen-000003.weights.h5
+// The generation number of a file named gen-NNNNNN.h5 (nothing for any other name).
+std::optional<int> generation_of(const fs::path& file);
+// The generation number of a sidecar named gen-NNNNNN.weights.h5.
+std::optional<int> sidecar_generation_of(const fs::path& file);
+
+std::string sha256_hex(const void* data, std::size_t size);
+std::string sha256_hex(const std::string& text);
+
+// The digests of one model's fields (hex SHA-256; params/state empty when the model had no weights).
+struct ModelHashes {
+  std::string metadata, genome, metrics, timing, params, state, provenance;
+};
+// Field digests of `m`; params/state come from m.weights, or from `stored` when m has none loaded.
+ModelHashes field_hashes(const scheduler::ModelRecord& m, const ModelHashes* stored = nullptr);
+// The provenance hash from field digests, the weights digest and the parents' provenance hashes.
+std::string provenance_hash(const scheduler::ModelRecord& m, const ModelHashes& fields,
+                            const std::vector<std::string>& parent_hashes);
+
+// Strings as they can be stored (HDF5 strings end at a NUL byte: NULs become "\0").
+std::string storable(const std::string& s);
+scheduler::ModelRecord storable(const scheduler::ModelRecord& m);
+
+// ---- model groups ----
+// Writes group `name` (the model id in /models and /population, "model" in an exported file).
+void write_model(hid_t parent, const std::string& name, const scheduler::ModelRecord& m,
+                 const std::vector<std::string>& parent_hashes, const ModelHashes& hashes, bool with_weights);
+struct ModelGroup {
+  scheduler::ModelRecord record;  // weights not loaded
+  std::vector<std::string> parent_hashes;
+  ModelHashes stored;             // the digests as stored
+  bool has_weights = false;       // params and state datasets are in this group
+};
+// Attributes, genome and metrics (throws CheckpointError naming the field).
+ModelGroup read_model(hid_t group);
+// The params and state datasets (throws CheckpointError "weights/params: ..." etc.).
+std::shared_ptr<const scheduler::Weights> read_weights(hid_t group);
+// Sidecar groups: the weights and the digests that identify them.
+void write_sidecar_model(hid_t parent, const scheduler::ModelRecord& m, const ModelHashes& hashes);
+
+// SHA-256 of a float32 buffer's bytes.
+std::string floats_digest(const std::vector<float>& values);
+
+// ---- root attributes of a generation file ----
+struct Root {
+  RunInfo run;
+  Retention retention;
+  scheduler::GenerationRecord summary;  // generation metrics, population ids, next_model_id; no models
+  std::string previous_hash, generation_hash, summary_sha256, run_sha256;
+};
+std::string summary_digest(const scheduler::GenerationRecord& g);
+std::string run_digest(const RunInfo& run, const Retention& retention, const scheduler::GenerationRecord& g);
+struct IdHash {
+  std::uint64_t id;
+  std::string hash;
+};
+std::string generation_hash(int generation, const std::string& previous, const std::vector<IdHash>& children,
+                            const std::vector<IdHash>& population, const std::string& summary_sha256);
+void write_run(hid_t loc, const RunInfo& run);
+RunInfo read_run(hid_t loc);
+void write_root(hid_t file, const Root& root);
+Root read_root(hid_t file);
+
+// ---- durability ----
+void fsync_path(const fs::path& path, bool directory);
+// fsync `tmp`, rename it to `final`, fsync the directory.
+void commit(const fs::path& tmp, const fs::path& final);
+// Writes `text` to path + ".tmp" and commits it.
+void write_file_durably(const fs::path& path, const std::string& text);
+
+}  // namespace rsi::checkpoints::detail

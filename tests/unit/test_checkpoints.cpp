@@ -1,0 +1,602 @@
+// Tests of the HDF5 lineage store (checkpoints/store.h) on synthetic GenerationRecords: round trip
+// (genome, metrics, weights bitwise, parents, status), hash chain and verify, a changed metric and a
+// flipped weight byte named by generation, model and field, a truncated newest file skipped on
+// resume, leftover .tmp files, retention of weights (sidecars, population), resume continuity and
+// export / read_exported_model.
+//   build-dir/tests/test_checkpoints            (about 1 s)
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "rsi/checkpoints/store.h"
+#include "rsi/scheduler/record.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using rsi::checkpoints::CheckpointError;
+using rsi::checkpoints::LineageStore;
+using rsi::checkpoints::ResumePoint;
+using rsi::checkpoints::Retention;
+using rsi::checkpoints::RunInfo;
+using rsi::scheduler::GenerationRecord;
+using rsi::scheduler::ModelRecord;
+using rsi::scheduler::Weights;
+
+class TempDir {
+ public:
+  TempDir() {
+    std::string tmpl = (fs::temp_directory_path() / "rsi-ckpt-XXXXXX").string();
+    if (!mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed");
+    path_ = tmpl;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  const fs::path& path() const { return path_; }
+
+ private:
+  fs::path path_;
+};
+
+RunInfo run_info(const std::string& host = "node01") {
+  RunInfo r;
+  r.run_name = "synthetic";
+  r.manifest_text = "name: synthetic\nseed: 7\n";
+  r.manifest_hash = "abc123";
+  r.program_version = "0.1.0";
+  r.git_commit = "deadbeef";
+  r.ranks = 4;
+  r.group_size = 2;
+  r.threads_per_rank = 1;
+  r.hosts = host;
+  r.start_time = "2024-01-01T00:00:00Z";
+  r.split_fingerprint = 0x1234567890abcdefULL;
+  return r;
+}
+
+// Weights whose bytes are unique to the model (so a test can find them in a file).
+std::shared_ptr<const Weights> weights_for(std::uint64_t id) {
+  auto w = std::make_shared<Weights>();
+  const std::size_t n = id == 1 ? 300'000 : 2'000 + 37 * id;  // model 1 spans two chunks
+  w->params.resize(n);
+  for (std::size_t i = 0; i < n; ++i) w->params[i] = std::sin(static_cast<float>(id * 100'003 + i)) * 0.5f;
+  w->state.resize(id % 3 == 0 ? 0 : 64);  // some models have no state
+  for (std::size_t i = 0; i < w->state.size(); ++i) w->state[i] = 1.0f + static_cast<float>(id) / (i + 1.0f);
+  return w;
+}
+
+ModelRecord make_model(std::uint64_t id, int generation, std::vector<std::uint64_t> parents, double parent_val) {
+  ModelRecord m;
+  m.id = id;
+  m.generation = generation;
+  m.parents = std::move(parents);
+  m.op = m.parents.empty() ? "seed" : (m.parents.size() == 2 ? "crossover" : "widen");
+  m.description = m.parents.empty() ? "seed genome" : "widen block 1 dense 64 -> " + std::to_string(64 + id);
+  m.genome_yaml = "name: m" + std::to_string(id) + "\nlayers:\n  - dense: " + std::to_string(64 + id) + "\n";
+  m.designer_lineage = m.parents.empty() ? id : 1;
+  m.inherited = !m.parents.empty();
+  m.function_preserving = m.parents.size() == 1;
+  m.parent_val_accuracy = parent_val;
+  auto& x = m.metrics;
+  x.val_accuracy = 0.5 + 0.0371 * static_cast<double>((id * 7) % 11) + 1e-9 * static_cast<double>(id);
+  x.val_loss = 1.0 / (1.0 + static_cast<double>(id));
+  x.test_accuracy = x.val_accuracy - 0.01;
+  x.test_loss = x.val_loss + 0.02;
+  for (int c = 0; c < 10; ++c) {
+    x.val_per_class.push_back(0.4 + 0.05 * c + 1e-6 * static_cast<double>(id));
+    x.test_per_class.push_back(0.41 + 0.05 * c + 1e-6 * static_cast<double>(id));
+  }
+  x.parameters = static_cast<std::int64_t>(1000 * id);
+  x.flops = static_cast<std::int64_t>(2000 * id + 1);
+  x.wall_seconds = 1.5 + static_cast<double>(id);
+  x.samples = static_cast<std::int64_t>(50'000 + id);
+  x.pseudo_label_accuracy = m.parents.empty() ? -1.0 : 0.75;
+  m.weights = weights_for(id);
+  m.weights_digest = rsi::scheduler::weights_digest(*m.weights);
+  return m;
+}
+
+// A small run: three children per generation; one child of every generation fails (no weights),
+// generation 1 also has a refused child; the population keeps the two best by validation.
+std::vector<GenerationRecord> synthetic_run(int generations, double wall_offset = 0.0) {
+  std::vector<GenerationRecord> out;
+  std::vector<ModelRecord> population;
+  std::uint64_t next = 1;
+  for (int g = 0; g < generations; ++g) {
+    GenerationRecord r;
+    r.generation = g;
+    for (int k = 0; k < 3; ++k) {
+      std::vector<std::uint64_t> parents;
+      double parent_val = 0.0;
+      if (g > 0) {
+        parents = {population[static_cast<std::size_t>(k) % population.size()].id};
+        if (k == 1) parents = {population[0].id, population[1].id};
+        parent_val = population[static_cast<std::size_t>(k) % population.size()].metrics.val_accuracy;
+      }
+      ModelRecord m = make_model(next++, g, parents, parent_val);
+      m.metrics.wall_seconds += wall_offset;
+      if (k == 2) {
+        m.status = g == 1 ? ModelRecord::Status::Refused : ModelRecord::Status::Failed;
+        m.failure = g == 1 ? "red line: 2.1e9 FLOPs > 1e9" : "diverged: loss is NaN at step 17";
+        m.weights.reset();
+        m.weights_digest.clear();
+        m.metrics = {};
+      }
+      r.children.push_back(m);
+    }
+    std::vector<ModelRecord> pool = population;
+    for (const auto& c : r.children)
+      if (c.trained()) pool.push_back(c);
+    std::sort(pool.begin(), pool.end(),
+              [](const ModelRecord& a, const ModelRecord& b) { return a.metrics.val_accuracy > b.metrics.val_accuracy; });
+    pool.resize(2);
+    std::sort(pool.begin(), pool.end(), [](const ModelRecord& a, const ModelRecord& b) { return a.id < b.id; });
+    population = pool;
+    for (const auto& m : population) r.population.push_back(m.id);
+    r.population_models = population;
+    r.next_model_id = next;
+    r.best_val = std::max(population[0].metrics.val_accuracy, population[1].metrics.val_accuracy);
+    r.best_id = population[0].metrics.val_accuracy > population[1].metrics.val_accuracy ? population[0].id : population[1].id;
+    r.median_val = (population[0].metrics.val_accuracy + population[1].metrics.val_accuracy) / 2;
+    r.best_test = r.best_val - 0.01;
+    r.median_test = r.median_val - 0.01;
+    r.best_model_test = r.best_test;
+    r.gain = g == 0 ? 0.0 : 0.001 * g;
+    r.design_skill = 0.002 * g;
+    if (g > 0) r.design_skill_by_lineage = {{1, 0.003}, {2, -0.001}};
+    r.diversity = 0.25 + 0.01 * g;
+    r.trained = 2;
+    r.failed = g == 1 ? 0 : 1;
+    r.refused = g == 1 ? 1 : 0;
+    r.seconds = 12.5 + g + wall_offset;
+    r.models_per_second = 0.24;
+    out.push_back(r);
+  }
+  return out;
+}
+
+void write_run(const fs::path& dir, const std::vector<GenerationRecord>& records, Retention retention = {},
+               RunInfo info = run_info()) {
+  LineageStore store(dir, info, retention);
+  for (const auto& r : records) store.on_generation(r);
+}
+
+void expect_same_model(const ModelRecord& want, const ModelRecord& got, bool with_weights) {
+  SCOPED_TRACE("model " + std::to_string(want.id));
+  EXPECT_EQ(got.id, want.id);
+  EXPECT_EQ(got.generation, want.generation);
+  EXPECT_EQ(got.parents, want.parents);
+  EXPECT_EQ(got.genome_yaml, want.genome_yaml);
+  EXPECT_EQ(got.op, want.op);
+  EXPECT_EQ(got.description, want.description);
+  EXPECT_EQ(got.designer_lineage, want.designer_lineage);
+  EXPECT_EQ(got.status, want.status);
+  EXPECT_EQ(got.failure, want.failure);
+  EXPECT_EQ(got.inherited, want.inherited);
+  EXPECT_EQ(got.function_preserving, want.function_preserving);
+  EXPECT_EQ(got.parent_val_accuracy, want.parent_val_accuracy);
+  EXPECT_EQ(got.weights_digest, want.weights_digest);
+  const auto &a = want.metrics, &b = got.metrics;
+  EXPECT_EQ(b.val_accuracy, a.val_accuracy);
+  EXPECT_EQ(b.val_loss, a.val_loss);
+  EXPECT_EQ(b.test_accuracy, a.test_accuracy);
+  EXPECT_EQ(b.test_loss, a.test_loss);
+  EXPECT_EQ(b.val_per_class, a.val_per_class);
+  EXPECT_EQ(b.test_per_class, a.test_per_class);
+  EXPECT_EQ(b.parameters, a.parameters);
+  EXPECT_EQ(b.flops, a.flops);
+  EXPECT_EQ(b.wall_seconds, a.wall_seconds);
+  EXPECT_EQ(b.samples, a.samples);
+  EXPECT_EQ(b.pseudo_label_accuracy, a.pseudo_label_accuracy);
+  if (!with_weights) return;
+  ASSERT_EQ(static_cast<bool>(got.weights), static_cast<bool>(want.weights));
+  if (!want.weights) return;
+  ASSERT_EQ(got.weights->params.size(), want.weights->params.size());
+  ASSERT_EQ(got.weights->state.size(), want.weights->state.size());
+  EXPECT_EQ(0, std::memcmp(got.weights->params.data(), want.weights->params.data(), want.weights->params.size() * 4));
+  EXPECT_EQ(0, std::memcmp(got.weights->state.data(), want.weights->state.data(), want.weights->state.size() * 4));
+}
+
+std::string slurp(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+void spit(const fs::path& p, const std::string& bytes) {
+  std::ofstream out(p, std::ios::binary | std::ios::trunc);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+// Offset of the only occurrence of `needle` in the file (fails the test otherwise).
+std::size_t unique_offset(const std::string& haystack, const void* needle, std::size_t n) {
+  const std::string pattern(static_cast<const char*>(needle), n);
+  const std::size_t first = haystack.find(pattern);
+  EXPECT_NE(first, std::string::npos);
+  EXPECT_EQ(haystack.find(pattern, first + 1), std::string::npos) << "the pattern is not unique in the file";
+  return first;
+}
+
+bool contains(const std::vector<std::string>& lines, const std::string& a, const std::string& b = "") {
+  for (const auto& l : lines)
+    if (l.find(a) != std::string::npos && l.find(b) != std::string::npos) return true;
+  return false;
+}
+
+std::string joined(const std::vector<std::string>& lines) {
+  std::string s;
+  for (const auto& l : lines) s += l + "\n";
+  return s;
+}
+
+TEST(Checkpoints, RoundTripThreeGenerations) {
+  TempDir tmp;
+  const auto records = synthetic_run(3);
+  write_run(tmp.path(), records, Retention{0, true});
+
+  const auto files = rsi::checkpoints::generation_files(tmp.path());
+  ASSERT_EQ(files.size(), 3u);
+  EXPECT_EQ(files[0].filename(), "gen-000000.h5");
+  EXPECT_EQ(files[2].filename(), "gen-000002.h5");
+  for (const auto& e : fs::directory_iterator(tmp.path()))
+    EXPECT_NE(e.path().extension(), ".tmp") << e.path() << " left behind";
+
+  std::string previous;
+  for (int g = 0; g < 3; ++g) {
+    SCOPED_TRACE("generation " + std::to_string(g));
+    const auto& want = records[static_cast<std::size_t>(g)];
+    const auto got = rsi::checkpoints::read_generation(files[static_cast<std::size_t>(g)]);
+    EXPECT_EQ(got.generation, g);
+    EXPECT_EQ(got.run.hosts, "node01");
+    EXPECT_EQ(got.run.manifest_text, run_info().manifest_text);
+    EXPECT_EQ(got.run.split_fingerprint, run_info().split_fingerprint);
+    EXPECT_EQ(got.run.ranks, 4);
+    EXPECT_EQ(got.next_model_id, want.next_model_id);
+    EXPECT_EQ(got.previous_hash, previous);
+    EXPECT_EQ(got.generation_hash.size(), 64u);
+    previous = got.generation_hash;
+    EXPECT_EQ(got.record.population, want.population);
+    EXPECT_EQ(got.record.best_val, want.best_val);
+    EXPECT_EQ(got.record.best_id, want.best_id);
+    EXPECT_EQ(got.record.design_skill_by_lineage, want.design_skill_by_lineage);
+    EXPECT_EQ(got.record.seconds, want.seconds);
+    EXPECT_EQ(got.record.refused, want.refused);
+    ASSERT_EQ(got.models.size(), want.children.size());
+    ASSERT_EQ(got.record.children.size(), want.children.size());
+    for (std::size_t i = 0; i < want.children.size(); ++i) {
+      expect_same_model(want.children[i], got.models[i].record, true);  // keep_last_generations 0: all weights
+      expect_same_model(want.children[i], got.record.children[i], false);
+      EXPECT_EQ(got.models[i].provenance_hash.size(), 64u);
+    }
+    ASSERT_EQ(got.population.size(), want.population_models.size());
+    for (std::size_t i = 0; i < want.population_models.size(); ++i)
+      expect_same_model(want.population_models[i], got.population[i], true);
+  }
+  const std::string latest = slurp(tmp.path() / "LATEST");
+  EXPECT_EQ(latest, "2 gen-000002.h5 " + previous + "\n");
+
+  const auto report = rsi::checkpoints::verify_run(tmp.path());
+  EXPECT_TRUE(report.ok()) << joined(report.problems);
+  EXPECT_EQ(report.generations, 3);
+  EXPECT_EQ(report.last_good_generation, 2);
+}
+
+TEST(Checkpoints, HashesIgnoreHostsAndTimingButNotResults) {
+  TempDir a, b, c;
+  write_run(a.path(), synthetic_run(2));
+  write_run(b.path(), synthetic_run(2, /*wall_offset=*/3.25), {}, run_info("node07,node08"));
+  auto changed = synthetic_run(2);
+  changed[1].children[0].metrics.val_accuracy += 1e-12;  // a result, not a timing
+  write_run(c.path(), changed);
+  const auto fa = rsi::checkpoints::read_generation(rsi::checkpoints::generation_files(a.path()).back());
+  const auto fb = rsi::checkpoints::read_generation(rsi::checkpoints::generation_files(b.path()).back());
+  const auto fc = rsi::checkpoints::read_generation(rsi::checkpoints::generation_files(c.path()).back());
+  EXPECT_EQ(fa.generation_hash, fb.generation_hash);
+  EXPECT_NE(fa.generation_hash, fc.generation_hash);
+  EXPECT_EQ(fa.previous_hash, fc.previous_hash);
+}
+
+TEST(Checkpoints, VerifyNamesAChangedMetric) {
+  TempDir tmp;
+  const auto records = synthetic_run(3);
+  write_run(tmp.path(), records);
+  // A child of generation 1 that was not selected: its val accuracy is stored once in gen-000001.h5.
+  const ModelRecord* victim = nullptr;
+  for (const auto& c : records[1].children)
+    if (c.trained() && std::find(records[1].population.begin(), records[1].population.end(), c.id) == records[1].population.end())
+      victim = &c;
+  ASSERT_NE(victim, nullptr);
+  const fs::path file = tmp.path() / "gen-000001.h5";
+  std::string bytes = slurp(file);
+  const double value = victim->metrics.val_accuracy;
+  const std::size_t at = unique_offset(bytes, &value, sizeof value);
+  const double changed = value + 0.25;
+  std::memcpy(bytes.data() + at, &changed, sizeof changed);
+  spit(file, bytes);
+
+  const auto g = rsi::checkpoints::read_generation(file);
+  bool seen = false;
+  for (const auto& m : g.models)
+    if (m.record.id == victim->id) {
+      EXPECT_EQ(m.record.metrics.val_accuracy, changed);  // the file really says something else now
+      seen = true;
+    }
+  EXPECT_TRUE(seen);
+  const auto report = rsi::checkpoints::verify_run(tmp.path());
+  ASSERT_FALSE(report.ok());
+  const std::string where = "gen-000001.h5: model " + std::to_string(victim->id) + ": metrics: digest mismatch";
+  EXPECT_TRUE(contains(report.problems, where)) << joined(report.problems);
+  EXPECT_EQ(report.problems.size(), 1u) << joined(report.problems);
+  EXPECT_EQ(report.last_good_generation, 0);
+}
+
+TEST(Checkpoints, VerifyNamesAChangedGenome) {
+  TempDir tmp;
+  const auto records = synthetic_run(2);
+  write_run(tmp.path(), records);
+  const fs::path file = tmp.path() / "gen-000000.h5";
+  std::string bytes = slurp(file);
+  const std::string genome = records[0].children[0].genome_yaml;  // "name: m1\n..."
+  const std::size_t at = unique_offset(bytes, genome.data(), genome.size());
+  bytes[at + 7] = '9';
+  spit(file, bytes);
+  const auto report = rsi::checkpoints::verify_run(tmp.path());
+  EXPECT_TRUE(contains(report.problems, "gen-000000.h5: model 1: genome: digest mismatch")) << joined(report.problems);
+  EXPECT_EQ(report.last_good_generation, -1);
+}
+
+TEST(Checkpoints, FlippedWeightByteIsCaughtAndResumeFallsBack) {
+  TempDir tmp;
+  const auto records = synthetic_run(3);
+  write_run(tmp.path(), records);
+  // A member of generation 2's population, carried over from generation 1: the newest file holds a
+  // copy of its weights (a resume needs only that file).
+  const ModelRecord* victim = &records[2].population_models.back();
+  ASSERT_LT(victim->generation, 2);
+  const fs::path file = tmp.path() / "gen-000002.h5";
+  std::string bytes = slurp(file);
+  const std::size_t at = unique_offset(bytes, victim->weights->params.data() + 100, 32);
+  bytes[at + 1] = static_cast<char>(bytes[at + 1] ^ 0x01);
+  spit(file, bytes);
+
+  const auto report = rsi::checkpoints::verify_run(tmp.path());
+  ASSERT_FALSE(report.ok());
+  EXPECT_TRUE(contains(report.problems, "gen-000002.h5: population model " + std::to_string(victim->id) + ": weights/params"))
+      << joined(report.problems);
+  EXPECT_TRUE(contains(report.problems, "Fletcher32")) << joined(report.problems);
+  EXPECT_EQ(report.last_good_generation, 1);
+  EXPECT_THROW(rsi::checkpoints::read_generation(file), CheckpointError);
+
+  std::vector<std::string> warnings;
+  const ResumePoint point = rsi::checkpoints::find_resume_point(tmp.path(), &warnings);
+  EXPECT_EQ(point.generation, 1);
+  EXPECT_EQ(point.next_model_id, records[1].next_model_id);
+  EXPECT_TRUE(contains(warnings, "gen-000002.h5", "skipped")) << joined(warnings);
+  EXPECT_TRUE(contains(warnings, "gen-000002.h5", "moved aside")) << joined(warnings);
+  EXPECT_TRUE(fs::exists(tmp.path() / "gen-000002.h5.corrupt"));
+  ASSERT_EQ(point.population.size(), records[1].population_models.size());
+  for (std::size_t i = 0; i < point.population.size(); ++i)
+    expect_same_model(records[1].population_models[i], point.population[i], true);
+  EXPECT_TRUE(slurp(tmp.path() / "LATEST").rfind("1 gen-000001.h5 " + point.generation_hash, 0) == 0);
+}
+
+TEST(Checkpoints, TruncatedNewestFileFallsBackAndResumeContinuesTheSameChain) {
+  TempDir tmp, reference;
+  const auto records = synthetic_run(4);
+  write_run(reference.path(), records);
+  write_run(tmp.path(), std::vector<GenerationRecord>(records.begin(), records.begin() + 3));
+  const fs::path newest = tmp.path() / "gen-000002.h5";
+  fs::resize_file(newest, fs::file_size(newest) / 2);
+
+  std::vector<std::string> warnings;
+  const ResumePoint point = rsi::checkpoints::find_resume_point(tmp.path(), &warnings);
+  EXPECT_EQ(point.generation, 1);
+  EXPECT_TRUE(contains(warnings, "gen-000002.h5", "skipped")) << joined(warnings);
+  EXPECT_EQ(rsi::checkpoints::generation_files(tmp.path()).size(), 2u);
+  EXPECT_TRUE(rsi::checkpoints::verify_run(tmp.path()).ok());
+
+  // Resume with the resume point's population (read back from the file) and write on.
+  {
+    LineageStore store(tmp.path(), run_info("other-host"), Retention{}, point);
+    auto r2 = records[2];
+    r2.population_models = records[2].population_models;
+    // Carried-over members come from the resume point, as the loop would pass them on.
+    for (auto& m : r2.population_models)
+      for (const auto& p : point.population)
+        if (p.id == m.id) m = p;
+    store.on_generation(r2);
+    store.on_generation(records[3]);
+    EXPECT_GT(store.last_write_bytes(), 0u);
+    EXPECT_GE(store.last_write_seconds(), 0.0);
+  }
+  const auto report = rsi::checkpoints::verify_run(tmp.path());
+  EXPECT_TRUE(report.ok()) << joined(report.problems);
+  EXPECT_EQ(report.last_good_generation, 3);
+  const auto a = rsi::checkpoints::generation_files(tmp.path());
+  const auto b = rsi::checkpoints::generation_files(reference.path());
+  ASSERT_EQ(a.size(), b.size());
+  for (std::size_t i = 0; i < a.size(); ++i)
+    EXPECT_EQ(rsi::checkpoints::read_generation(a[i]).generation_hash, rsi::checkpoints::read_generation(b[i]).generation_hash)
+        << "generation " << i;
+}
+
+TEST(Checkpoints, StoreRefusesGapsAndUnknownParents) {
+  TempDir tmp;
+  const auto records = synthetic_run(3);
+  LineageStore store(tmp.path(), run_info(), Retention{});
+  EXPECT_THROW(store.on_generation(records[1]), CheckpointError);  // generation 1 before 0
+  store.on_generation(records[0]);
+  auto bad = records[1];
+  bad.children[0].parents = {999};
+  try {
+    store.on_generation(bad);
+    FAIL() << "an unknown parent was accepted";
+  } catch (const CheckpointError& e) {
+    EXPECT_NE(std::string(e.what()).find("parent 999"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Checkpoints, LeftoverTmpFilesAreIgnored) {
+  TempDir tmp;
+  const auto records = synthetic_run(3);
+  write_run(tmp.path(), records);
+  spit(tmp.path() / "gen-000003.h5.tmp", "half a file");
+  spit(tmp.path() / "LATEST.tmp", "3 gen-000003.h5 0000");
+  EXPECT_EQ(rsi::checkpoints::generation_files(tmp.path()).size(), 3u);
+  EXPECT_TRUE(rsi::checkpoints::verify_run(tmp.path()).ok());
+  std::vector<std::string> warnings;
+  const ResumePoint point = rsi::checkpoints::find_resume_point(tmp.path(), &warnings);
+  EXPECT_EQ(point.generation, 2);
+  EXPECT_TRUE(warnings.empty()) << joined(warnings);
+  LineageStore store(tmp.path(), run_info(), Retention{}, point);  // the writer clears them
+  EXPECT_FALSE(fs::exists(tmp.path() / "gen-000003.h5.tmp"));
+  EXPECT_FALSE(fs::exists(tmp.path() / "LATEST.tmp"));
+}
+
+TEST(Checkpoints, RetentionKeepsTheLastGenerationsAndThePopulation) {
+  TempDir tmp;
+  const auto records = synthetic_run(5);
+  LineageStore store(tmp.path(), run_info(), Retention{2, true});
+  for (const auto& r : records) {
+    store.on_generation(r);
+    const int g = r.generation;
+    for (int k = 0; k <= g; ++k) {
+      // Generation k has a sidecar when a trained child of it was not selected.
+      bool unselected = false;
+      for (const auto& c : records[static_cast<std::size_t>(k)].children)
+        unselected |= c.trained() && std::find(records[static_cast<std::size_t>(k)].population.begin(),
+                                               records[static_cast<std::size_t>(k)].population.end(),
+                                               c.id) == records[static_cast<std::size_t>(k)].population.end();
+      EXPECT_EQ(fs::exists(tmp.path() / ("gen-00000" + std::to_string(k) + ".weights.h5")), unselected && k > g - 2)
+          << "sidecar of generation " << k << " after generation " << g;
+    }
+  }
+  for (const auto& file : rsi::checkpoints::generation_files(tmp.path())) {
+    const auto got = rsi::checkpoints::read_generation(file);
+    for (const auto& p : got.population) EXPECT_TRUE(p.weights) << file << ": population model " << p.id;
+    for (const auto& m : got.models) {
+      const bool selected = std::find(got.record.population.begin(), got.record.population.end(), m.record.id) !=
+                            got.record.population.end();
+      const bool recent = got.generation >= 3;
+      EXPECT_EQ(static_cast<bool>(m.record.weights), m.record.trained() && (selected || recent))
+          << file << ": model " << m.record.id;
+    }
+  }
+  EXPECT_TRUE(rsi::checkpoints::verify_run(tmp.path()).ok());
+}
+
+TEST(Checkpoints, ExportAndReadBack) {
+  TempDir tmp;
+  const auto records = synthetic_run(4);
+  write_run(tmp.path(), records, Retention{1, true});
+  // A population member of the last generation and a child whose weights only its sidecar holds.
+  const ModelRecord& member = records[3].population_models.front();
+  const ModelRecord* recent = nullptr;
+  for (const auto& c : records[3].children)
+    if (c.trained() && std::find(records[3].population.begin(), records[3].population.end(), c.id) == records[3].population.end())
+      recent = &c;
+  ASSERT_NE(recent, nullptr);
+  for (const ModelRecord* want : {&member, recent}) {
+    const fs::path out = tmp.path() / ("model-" + std::to_string(want->id) + ".h5");
+    rsi::checkpoints::export_model(tmp.path(), want->id, out);
+    EXPECT_FALSE(fs::exists(out.string() + ".tmp"));
+    const ModelRecord got = rsi::checkpoints::read_exported_model(out);
+    expect_same_model(*want, got, true);
+  }
+  // A child of generation 1 that was not selected: retention dropped its weights.
+  const ModelRecord* dropped = nullptr;
+  for (const auto& c : records[1].children)
+    if (c.trained() && std::find(records[1].population.begin(), records[1].population.end(), c.id) == records[1].population.end())
+      dropped = &c;
+  ASSERT_NE(dropped, nullptr);
+  try {
+    rsi::checkpoints::export_model(tmp.path(), dropped->id, tmp.path() / "dropped.h5");
+    FAIL() << "exported a model without weights";
+  } catch (const CheckpointError& e) {
+    EXPECT_NE(std::string(e.what()).find("not kept"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(rsi::checkpoints::export_model(tmp.path(), 4242, tmp.path() / "none.h5"), CheckpointError);
+
+  // A changed byte in an exported file is refused with the field named.
+  const fs::path out = tmp.path() / ("model-" + std::to_string(member.id) + ".h5");
+  std::string bytes = slurp(out);
+  const std::size_t at = unique_offset(bytes, member.genome_yaml.data(), member.genome_yaml.size());
+  bytes[at] = 'N';
+  spit(out, bytes);
+  try {
+    rsi::checkpoints::read_exported_model(out);
+    FAIL() << "a changed genome was accepted";
+  } catch (const CheckpointError& e) {
+    EXPECT_NE(std::string(e.what()).find("genome: digest mismatch"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Checkpoints, VerifyNamesAMissingGeneration) {
+  TempDir tmp;
+  write_run(tmp.path(), synthetic_run(4));
+  fs::remove(tmp.path() / "gen-000001.h5");
+  const auto report = rsi::checkpoints::verify_run(tmp.path());
+  EXPECT_EQ(report.generations, 3);
+  EXPECT_EQ(report.last_good_generation, 0);
+  ASSERT_EQ(report.problems.size(), 1u) << joined(report.problems);
+  EXPECT_TRUE(contains(report.problems, "gen-000001.h5: missing")) << joined(report.problems);
+  // The newest file and its predecessor are intact: a resume needs nothing older.
+  EXPECT_EQ(rsi::checkpoints::find_resume_point(tmp.path()).generation, 3);
+}
+
+TEST(Checkpoints, ModelsWithoutWeightsResumeAndExport) {
+  // The surrogate task trains no networks: its models never have weights.
+  TempDir tmp;
+  auto records = synthetic_run(3);
+  auto strip = [](ModelRecord& m) {
+    m.weights.reset();
+    m.weights_digest.clear();
+  };
+  for (auto& r : records) {
+    for (auto& m : r.children) strip(m);
+    for (auto& m : r.population_models) strip(m);
+  }
+  write_run(tmp.path(), records);
+  EXPECT_TRUE(rsi::checkpoints::verify_run(tmp.path()).ok());
+  const ResumePoint point = rsi::checkpoints::find_resume_point(tmp.path());
+  EXPECT_EQ(point.generation, 2);
+  ASSERT_EQ(point.population.size(), 2u);
+  EXPECT_FALSE(point.population[0].weights);
+  const fs::path out = tmp.path() / "m.h5";
+  rsi::checkpoints::export_model(tmp.path(), records[2].children[0].id, out);
+  const ModelRecord got = rsi::checkpoints::read_exported_model(out);
+  expect_same_model(records[2].children[0], got, true);
+}
+
+TEST(Checkpoints, ClearErrorsForBadFiles) {
+  TempDir tmp;
+  spit(tmp.path() / "gen-000000.h5", "this is not an HDF5 file");
+  try {
+    rsi::checkpoints::read_generation(tmp.path() / "gen-000000.h5");
+    FAIL() << "read a non-HDF5 file";
+  } catch (const CheckpointError& e) {
+    EXPECT_NE(std::string(e.what()).find("gen-000000.h5"), std::string::npos) << e.what();
+  }
+  const auto report = rsi::checkpoints::verify_run(tmp.path());
+  EXPECT_FALSE(report.ok());
+  EXPECT_EQ(report.last_good_generation, -1);
+  std::vector<std::string> warnings;
+  EXPECT_EQ(rsi::checkpoints::find_resume_point(tmp.path(), &warnings).generation, -1);
+  EXPECT_FALSE(warnings.empty());
+  EXPECT_TRUE(rsi::checkpoints::generation_files(tmp.path() / "missing").empty());
+  EXPECT_FALSE(rsi::checkpoints::verify_run(tmp.path() / "missing").ok());
+}
+
+}  // namespace
