@@ -493,7 +493,7 @@ TEST(Design, PopulationDiversity) {
   EXPECT_EQ(scheduler::population_diversity({cnn, cnn, cnn}), 0.0);
   EXPECT_GT(scheduler::population_diversity({cnn, mlp}), 0.0);
   auto faster = cnn;
-  faster.recipe.learning_rate = 0.01f;  // one decade: distance 1
+  faster.recipe.learning_rate = cnn.recipe.learning_rate * 10.0f;  // one decade: distance 1
   EXPECT_NEAR(scheduler::population_diversity({cnn, faster}), 1.0, 1e-6);
   auto wider = cnn;
   wider.blocks[0].channels = 48;  // one substitution
