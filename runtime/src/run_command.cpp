@@ -90,8 +90,9 @@ class LineageFiles final : public scheduler::GenerationSink {
     models_ << "generation\tid\tparents\top\tstatus\tval_acc\ttest_acc\tparams\tflops\tinherited\tpreserving\t"
                "weights\tdescription\tfailure\n";
     generations_ << "generation\tbest_id\tbest_val\tbest_model_test\tmedian_val\tmedian_test\tgain\tdesign_skill\t"
-                    "diversity\ttrained\tfailed\trefused\tseconds\n";
+                    "diversity\ttrained\tfailed\trefused\tseconds\tcheckpoint_seconds\tcheckpoint_bytes\n";
   }
+  void set_store(const checkpoints::LineageStore* store) { store_ = store; }
   void on_generation(const scheduler::GenerationRecord& g) override {
     for (const auto& m : g.children) {
       std::string parents;
@@ -108,9 +109,13 @@ class LineageFiles final : public scheduler::GenerationSink {
       models_ << line << m.description << "\t" << (m.failure.empty() ? "-" : m.failure) << "\n";
     }
     char line[512];
-    std::snprintf(line, sizeof line, "%d\t%llu\t%.6f\t%.6f\t%.6f\t%.6f\t%+.6f\t%+.6f\t%.4f\t%d\t%d\t%d\t%.2f\n",
+    // The store is the first sink: its figures are those of this generation's write.
+    std::snprintf(line, sizeof line,
+                  "%d\t%llu\t%.6f\t%.6f\t%.6f\t%.6f\t%+.6f\t%+.6f\t%.4f\t%d\t%d\t%d\t%.2f\t%.4f\t%llu\n",
                   g.generation, static_cast<unsigned long long>(g.best_id), g.best_val, g.best_model_test, g.median_val,
-                  g.median_test, g.gain, g.design_skill, g.diversity, g.trained, g.failed, g.refused, g.seconds);
+                  g.median_test, g.gain, g.design_skill, g.diversity, g.trained, g.failed, g.refused, g.seconds,
+                  store_ ? store_->last_write_seconds() : 0.0,
+                  static_cast<unsigned long long>(store_ ? store_->last_write_bytes() : 0));
     generations_ << line;
     models_.flush();
     generations_.flush();
@@ -118,6 +123,7 @@ class LineageFiles final : public scheduler::GenerationSink {
 
  private:
   std::ofstream models_, generations_;
+  const checkpoints::LineageStore* store_ = nullptr;
 };
 
 // One progress line per generation (and per finished child on a terminal), then a summary table.
@@ -281,6 +287,7 @@ int run_loop_command(const RunArgs& args) {
         info.hosts = hosts;
         info.start_time = utc_now();
         store = std::make_unique<checkpoints::LineageStore>(dir, info, config.retention, point);
+        lineage->set_store(store.get());
         progress = std::make_unique<Progress>(config.loop.generations, isatty(STDOUT_FILENO));
         sinks = {store.get(), lineage.get(), progress.get()};
         events.on_model_done = [p = progress.get()](const scheduler::ModelRecord& m) { p->on_model_done(m); };
