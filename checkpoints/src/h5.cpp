@@ -34,7 +34,8 @@ void check_fits(hid_t obj, std::uint64_t count, std::uint64_t element_size, cons
   if (!file.valid() || H5Fget_filesize(file.get(), &file_size) < 0) fail(what + ": file size");
   if (element_size > 0 && count > file_size / element_size)
     throw CheckpointError(what + ": claims " + std::to_string(count) + " values of " + std::to_string(element_size) +
-                          " bytes, more than the whole file (" + std::to_string(file_size) + " bytes): the file is damaged");
+                          " bytes, more than the whole file (" + std::to_string(file_size) +
+                          " bytes): the file is damaged");
 }
 
 // Strings are stored fixed-length (NUL-padded UTF-8), inline in the object: variable-length
@@ -63,7 +64,8 @@ std::size_t longest(const std::vector<std::string>& values) {
 // Reads `n` strings of type `file_type` through read(mem_type, buffer): fixed-length (as written
 // here) or variable-length (as written by other tools, h5py for one).
 template <typename Read>
-std::vector<std::string> read_string_values(hid_t obj, hid_t file_type, std::size_t n, const std::string& what, Read read) {
+std::vector<std::string> read_string_values(hid_t obj, hid_t file_type, std::size_t n, const std::string& what,
+                                            Read read) {
   if (H5Tget_class(file_type) != H5T_STRING) throw CheckpointError(what + ": not a string");
   check_fits(obj, n, H5Tis_variable_str(file_type) > 0 ? 1 : H5Tget_size(file_type), what);
   std::vector<std::string> out;
@@ -113,10 +115,9 @@ void write_attr(hid_t loc, const std::string& name, hid_t file_type, hid_t mem_t
 }
 
 Handle open_attr(hid_t loc, const std::string& name) {
-  if (H5Aexists(loc, name.c_str()) <= 0) {
-    take_error_stack();
-    throw CheckpointError(attr_what(name) + ": missing");
-  }
+  const htri_t exists = H5Aexists(loc, name.c_str());
+  if (exists < 0) fail("looking up " + attr_what(name));
+  if (exists == 0) throw CheckpointError(attr_what(name) + ": missing");
   Handle a(H5Aopen(loc, name.c_str(), H5P_DEFAULT), H5Aclose);
   if (!a.valid()) fail("opening " + attr_what(name));
   return a;
@@ -200,17 +201,14 @@ void Handle::reset() noexcept {
 }
 
 namespace {
-// File access: HDF5's file locks where the file system has them, and no failure where it has none
-// (NFS and Lustre run directories on clusters often do not).
+// File access: the 1.10 format, and HDF5's file locks where the file system has them but no failure
+// where it has none (NFS and Lustre run directories on clusters often do not).
 Handle file_access() {
   Handle fapl(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
   if (!fapl.valid()) fail("file access properties");
-  if (const char* e = std::getenv("RSI_H5_LIBVER_EXPERIMENT")) {
-    const int v = std::atoi(e);
-    if (v == 1) H5Pset_libver_bounds(fapl.get(), H5F_LIBVER_V18, H5F_LIBVER_V18);
-    if (v == 2) H5Pset_libver_bounds(fapl.get(), H5F_LIBVER_V18, H5F_LIBVER_V110);
-    if (v == 3) H5Pset_libver_bounds(fapl.get(), H5F_LIBVER_V110, H5F_LIBVER_V110);
-  }
+  // The HDF5 1.10 file format: checksummed metadata (object headers, B-trees, heaps, chunk
+  // indexes), so that a damaged file is an error when read rather than a crash or silent garbage.
+  if (H5Pset_libver_bounds(fapl.get(), H5F_LIBVER_V110, H5F_LIBVER_V110) < 0) fail("file format version");
 #if H5_VERSION_GE(1, 10, 7)
   if (H5Pset_file_locking(fapl.get(), true, true) < 0) fail("file locking properties");
 #endif
@@ -326,19 +324,28 @@ std::vector<std::string> read_strings(hid_t loc, const std::string& name) {
 
 std::string read_string(hid_t loc, const std::string& name) {
   std::vector<std::string> v = read_strings(loc, name);
-  if (v.size() != 1) throw CheckpointError(attr_what(name) + ": expected one string, found " + std::to_string(v.size()));
+  if (v.size() != 1)
+    throw CheckpointError(attr_what(name) + ": expected one string, found " + std::to_string(v.size()));
   return std::move(v.front());
 }
 
-std::uint64_t read_u64(hid_t loc, const std::string& name) { return read_scalar<std::uint64_t>(loc, name, H5T_NATIVE_UINT64); }
-std::int64_t read_i64(hid_t loc, const std::string& name) { return read_scalar<std::int64_t>(loc, name, H5T_NATIVE_INT64); }
+std::uint64_t read_u64(hid_t loc, const std::string& name) {
+  return read_scalar<std::uint64_t>(loc, name, H5T_NATIVE_UINT64);
+}
+std::int64_t read_i64(hid_t loc, const std::string& name) {
+  return read_scalar<std::int64_t>(loc, name, H5T_NATIVE_INT64);
+}
 int read_int(hid_t loc, const std::string& name) { return read_scalar<int>(loc, name, H5T_NATIVE_INT); }
-bool read_bool(hid_t loc, const std::string& name) { return read_scalar<std::uint8_t>(loc, name, H5T_NATIVE_UINT8) != 0; }
+bool read_bool(hid_t loc, const std::string& name) {
+  return read_scalar<std::uint8_t>(loc, name, H5T_NATIVE_UINT8) != 0;
+}
 double read_f64(hid_t loc, const std::string& name) { return read_scalar<double>(loc, name, H5T_NATIVE_DOUBLE); }
 std::vector<std::uint64_t> read_u64s(hid_t loc, const std::string& name) {
   return read_array<std::uint64_t>(loc, name, H5T_NATIVE_UINT64);
 }
-std::vector<double> read_f64s(hid_t loc, const std::string& name) { return read_array<double>(loc, name, H5T_NATIVE_DOUBLE); }
+std::vector<double> read_f64s(hid_t loc, const std::string& name) {
+  return read_array<double>(loc, name, H5T_NATIVE_DOUBLE);
+}
 
 void write_text(hid_t loc, const std::string& name, const std::string& text) {
   Handle type = fixed_string_type(text.size());
@@ -346,7 +353,8 @@ void write_text(hid_t loc, const std::string& name, const std::string& text) {
   Handle d(H5Dcreate2(loc, name.c_str(), type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Dclose);
   if (!d.valid()) fail("creating dataset '" + name + "'");
   const std::string buf = pack({text}, std::max<std::size_t>(text.size(), 1));
-  if (H5Dwrite(d.get(), type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, buf.data()) < 0) fail("writing dataset '" + name + "'");
+  if (H5Dwrite(d.get(), type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, buf.data()) < 0)
+    fail("writing dataset '" + name + "'");
 }
 
 std::string read_text(hid_t loc, const std::string& name) {
@@ -358,9 +366,10 @@ std::string read_text(hid_t loc, const std::string& name) {
   Handle space(H5Dget_space(d.get()), H5Sclose);
   if (!file_type.valid() || !space.valid()) fail(what);
   if (points(space.get(), what) != 1) throw CheckpointError(what + ": expected one string");
-  return read_string_values(loc, file_type.get(), 1, what, [&d](hid_t mem, void* buf) {
-           return H5Dread(d.get(), mem, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf);
-         }).front();
+  return read_string_values(
+             loc, file_type.get(), 1, what,
+             [&d](hid_t mem, void* buf) { return H5Dread(d.get(), mem, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf); })
+      .front();
 }
 
 void write_floats(hid_t loc, const std::string& name, const std::vector<float>& values) {

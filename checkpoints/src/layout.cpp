@@ -9,6 +9,8 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
+#include <memory>
 #include <regex>
 
 #include "h5.h"
@@ -195,7 +197,8 @@ std::string provenance_hash(const ModelRecord& m, const ModelHashes& f, const st
       .raw("params", f.params)
       .raw("state", f.state)
       .str("weights_digest", m.weights_digest);
-  for (std::size_t i = 0; i < m.parents.size(); ++i) c.raw("parent", std::to_string(m.parents[i]) + ":" + parent_hashes[i]);
+  for (std::size_t i = 0; i < m.parents.size(); ++i)
+    c.raw("parent", std::to_string(m.parents[i]) + ":" + parent_hashes[i]);
   return c.digest();
 }
 
@@ -367,7 +370,10 @@ std::string summary_digest(const GenerationRecord& g) {
       .digest();
 }
 
-std::string run_digest(const RunInfo& run, const Retention& retention, const GenerationRecord& g) {
+std::string run_digest(const Root& root) {
+  const RunInfo& run = root.run;
+  const Retention& retention = root.retention;
+  const GenerationRecord& g = root.summary;
   return Canon("rsi-run/1")
       .str("run_name", run.run_name)
       .str("manifest_text", run.manifest_text)
@@ -384,6 +390,8 @@ std::string run_digest(const RunInfo& run, const Retention& retention, const Gen
       .num("keep_population", int{retention.keep_population})
       .real("seconds", g.seconds)
       .real("models_per_second", g.models_per_second)
+      .raw("previous_file_sha256", root.previous_file_sha256)
+      .raw("sidecar_sha256", root.sidecar_sha256)
       .digest();
 }
 
@@ -461,6 +469,8 @@ void write_root(hid_t f, const Root& root) {
   h5::write_f64(f, "models_per_second", g.models_per_second);
   h5::write_string(f, "summary_sha256", root.summary_sha256);
   h5::write_string(f, "run_sha256", root.run_sha256);
+  h5::write_string(f, "previous_file_sha256", root.previous_file_sha256);
+  h5::write_string(f, "sidecar_sha256", root.sidecar_sha256);
   h5::write_string(f, "previous_hash", root.previous_hash);
   h5::write_string(f, "generation_hash", root.generation_hash);
 }
@@ -470,7 +480,8 @@ Root read_root(hid_t f) {
   const std::string format = h5::read_string(f, "format");
   const int version = h5::read_int(f, "format_version");
   if (format != kFormatName)
-    throw CheckpointError("attribute 'format' is '" + format + "', not '" + kFormatName + "': not an rsi generation file");
+    throw CheckpointError("attribute 'format' is '" + format + "', not '" + kFormatName +
+                          "': not an rsi generation file");
   if (version > kFormatVersion)
     throw CheckpointError("format version " + std::to_string(version) + " is newer than this rsi reads (" +
                           std::to_string(kFormatVersion) + "): use a newer rsi");
@@ -502,9 +513,43 @@ Root read_root(hid_t f) {
   g.models_per_second = h5::read_f64(f, "models_per_second");
   root.summary_sha256 = h5::read_string(f, "summary_sha256");
   root.run_sha256 = h5::read_string(f, "run_sha256");
+  root.previous_file_sha256 = h5::read_string(f, "previous_file_sha256");
+  root.sidecar_sha256 = h5::read_string(f, "sidecar_sha256");
   root.previous_hash = h5::read_string(f, "previous_hash");
   root.generation_hash = h5::read_string(f, "generation_hash");
   return root;
+}
+
+std::string file_sha256(const fs::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  if (!in) throw CheckpointError(file.string() + ": cannot open to hash: " + errno_text());
+  std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
+  if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1)
+    throw CheckpointError("SHA-256 (OpenSSL) failed");
+  std::vector<char> buf(1 << 20);
+  while (in) {
+    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+    if (in.gcount() > 0 && EVP_DigestUpdate(ctx.get(), buf.data(), static_cast<std::size_t>(in.gcount())) != 1)
+      throw CheckpointError("SHA-256 (OpenSSL) failed");
+  }
+  if (in.bad()) throw CheckpointError(file.string() + ": read failed while hashing");
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  if (EVP_DigestFinal_ex(ctx.get(), md, &len) != 1) throw CheckpointError("SHA-256 (OpenSSL) failed");
+  return hex(md, len);
+}
+
+std::string latest_text(int generation, const std::string& generation_hash, const std::string& file_sha256) {
+  return std::to_string(generation) + " " + generation_file_name(generation) + " " + generation_hash + " " +
+         file_sha256 + "\n";
+}
+
+std::optional<Latest> read_latest(const fs::path& dir) {
+  std::ifstream in(dir / "LATEST");
+  if (!in) return std::nullopt;
+  Latest l;
+  if (!(in >> l.generation >> l.file >> l.hash >> l.file_sha256)) return Latest{};
+  return l;
 }
 
 void fsync_path(const fs::path& path, bool directory) {

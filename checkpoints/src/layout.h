@@ -55,8 +55,8 @@ void write_model(hid_t parent, const std::string& name, const scheduler::ModelRe
 struct ModelGroup {
   scheduler::ModelRecord record;  // weights not loaded
   std::vector<std::string> parent_hashes;
-  ModelHashes stored;             // the digests as stored
-  bool has_weights = false;       // params and state datasets are in this group
+  ModelHashes stored;        // the digests as stored
+  bool has_weights = false;  // params and state datasets are in this group
 };
 // Attributes, genome and metrics (throws CheckpointError naming the field).
 ModelGroup read_model(hid_t group);
@@ -74,9 +74,13 @@ struct Root {
   Retention retention;
   scheduler::GenerationRecord summary;  // generation metrics, population ids, next_model_id; no models
   std::string previous_hash, generation_hash, summary_sha256, run_sha256;
+  // SHA-256 of the previous generation file's bytes and of this generation's sidecar ("" if none):
+  // any changed byte of a file, even where no data lives, is noticed.
+  std::string previous_file_sha256, sidecar_sha256;
 };
 std::string summary_digest(const scheduler::GenerationRecord& g);
-std::string run_digest(const RunInfo& run, const Retention& retention, const scheduler::GenerationRecord& g);
+// Run attributes, retention, timing and the file digests: verified, not chained.
+std::string run_digest(const Root& root);
 struct IdHash {
   std::uint64_t id;
   std::string hash;
@@ -87,6 +91,17 @@ void write_run(hid_t loc, const RunInfo& run);
 RunInfo read_run(hid_t loc);
 void write_root(hid_t file, const Root& root);
 Root read_root(hid_t file);
+
+// SHA-256 of a whole file's bytes.
+std::string file_sha256(const fs::path& file);
+
+// LATEST: "<generation> <file> <generation hash> <file sha256>\n".
+struct Latest {
+  int generation = -1;  // -1: unreadable
+  std::string file, hash, file_sha256;
+};
+std::string latest_text(int generation, const std::string& generation_hash, const std::string& file_sha256);
+std::optional<Latest> read_latest(const fs::path& dir);  // nothing when there is no LATEST
 
 // ---- durability ----
 void fsync_path(const fs::path& path, bool directory);

@@ -37,6 +37,12 @@ std::vector<std::uint64_t> member_ids(hid_t group) {
   return ids;
 }
 
+// "<file>: file digest mismatch (recorded in <where> X, computed Y)": bytes changed since written.
+std::string file_mismatch(const std::string& where, const std::string& recorded, const std::string& computed) {
+  return "file digest mismatch (recorded in " + where + " " + (recorded.empty() ? "none" : recorded) + ", computed " +
+         computed + ")";
+}
+
 std::string mismatch(const std::string& field, const std::string& stored, const std::string& computed) {
   return field + ": digest mismatch (stored " + (stored.empty() ? "none" : stored) + ", computed " +
          (computed.empty() ? "none" : computed) + ")";
@@ -76,6 +82,8 @@ struct FileCheck {
   int generation = -1;
   std::uint64_t next_model_id = 1;
   std::string generation_hash, previous_hash;
+  std::string file_sha256;                          // computed from the file's bytes
+  std::string previous_file_sha256;                 // as recorded for the previous file
   std::map<std::uint64_t, std::string> population;  // id -> provenance hash as stored
   std::vector<std::string> problems;                // of the generation file (each starts with its name)
   std::vector<std::string> sidecar_problems;        // of its weights sidecar
@@ -113,6 +121,7 @@ FileCheck check_file(const fs::path& file, const FileCheck* previous) {
   h5::Handle f;
   detail::Root root;
   try {
+    c.file_sha256 = detail::file_sha256(file);
     f = h5::open_file(file.string());
     root = detail::read_root(f.get());
   } catch (const CheckpointError& e) {
@@ -125,11 +134,12 @@ FileCheck check_file(const fs::path& file, const FileCheck* previous) {
   c.generation_hash = root.generation_hash;
   c.previous_hash = root.previous_hash;
   c.next_model_id = root.summary.next_model_id;
+  c.previous_file_sha256 = root.previous_file_sha256;
   if (const auto named = detail::generation_of(file); named && *named != gen)
     problem("attribute 'generation' is " + std::to_string(gen) + " but the file name says " + std::to_string(*named));
   const std::string summary = detail::summary_digest(root.summary);
   if (summary != root.summary_sha256) problem(mismatch("generation metrics", root.summary_sha256, summary));
-  const std::string run = detail::run_digest(root.run, root.retention, root.summary);
+  const std::string run = detail::run_digest(root);
   if (run != root.run_sha256) problem(mismatch("run attributes", root.run_sha256, run));
 
   // The sidecar, when retention kept it.
@@ -138,8 +148,14 @@ FileCheck check_file(const fs::path& file, const FileCheck* previous) {
   h5::Handle sidecar, sidecar_models;
   if (fs::exists(sidecar_path)) {
     try {
+      const std::string digest = detail::file_sha256(sidecar_path);
+      if (root.sidecar_sha256.empty())
+        c.sidecar_problems.push_back(sidecar_name + ": " + c.name + " records no sidecar: it belongs to another run");
+      else if (digest != root.sidecar_sha256)
+        c.sidecar_problems.push_back(sidecar_name + ": " + file_mismatch(c.name, root.sidecar_sha256, digest));
       sidecar = h5::open_file(sidecar_path.string());
-      if (h5::read_string(sidecar.get(), "format") != detail::kSidecarFormatName || h5::read_int(sidecar.get(), "generation") != gen)
+      if (h5::read_string(sidecar.get(), "format") != detail::kSidecarFormatName ||
+          h5::read_int(sidecar.get(), "generation") != gen)
         throw CheckpointError("not the weights sidecar of generation " + std::to_string(gen));
       sidecar_models = h5::open_group(sidecar.get(), "models");
     } catch (const CheckpointError& e) {
@@ -148,7 +164,8 @@ FileCheck check_file(const fs::path& file, const FileCheck* previous) {
   }
 
   // Verifies the group `label` at loc/id; returns its stored provenance hash when it could be read.
-  auto check_model = [&](hid_t loc, std::uint64_t id, const std::string& label, bool child) -> std::optional<std::string> {
+  auto check_model = [&](hid_t loc, std::uint64_t id, const std::string& label,
+                         bool child) -> std::optional<std::string> {
     detail::ModelGroup mg;
     h5::Handle g;
     try {
@@ -156,7 +173,12 @@ FileCheck check_file(const fs::path& file, const FileCheck* previous) {
       mg = detail::read_model(g.get());
     } catch (const CheckpointError& e) {
       problem(label + ": " + e.what());
-      return std::nullopt;
+      // Its stored hash, where still readable, keeps the checks of the chain from repeating this.
+      try {
+        return h5::read_string(g.get(), "provenance_hash");
+      } catch (const CheckpointError&) {
+        return std::nullopt;
+      }
     }
     if (mg.record.id != id) problem(label + ": attribute 'id' is " + std::to_string(mg.record.id));
     if (child && mg.record.generation != gen)
@@ -192,11 +214,12 @@ FileCheck check_file(const fs::path& file, const FileCheck* previous) {
         if (it == previous->population.end())
           problem(label + ": parents: parent " + std::to_string(p) + " is not in the population of " + previous->name);
         else if (it->second != mg.parent_hashes[i])
-          problem(label + ": parents: the hash of parent " + std::to_string(p) + " is " + mg.parent_hashes[i] + " but " +
-                  previous->name + " has " + it->second);
+          problem(label + ": parents: the hash of parent " + std::to_string(p) + " is " + mg.parent_hashes[i] +
+                  " but " + previous->name + " has " + it->second);
       }
     }
-    if (child && gen == 0 && !mg.record.parents.empty()) problem(label + ": parents: a model of generation 0 has parents");
+    if (child && gen == 0 && !mg.record.parents.empty())
+      problem(label + ": parents: a model of generation 0 has parents");
     return mg.stored.provenance;
   };
 
@@ -276,22 +299,6 @@ FileCheck guarded_check(const fs::path& file, const FileCheck* previous) {
   }
 }
 
-struct Latest {
-  int generation = -1;
-  std::string file, hash;
-};
-std::optional<Latest> read_latest(const fs::path& dir) {
-  std::ifstream in(dir / "LATEST");
-  if (!in) return std::nullopt;
-  Latest l;
-  if (!(in >> l.generation >> l.file >> l.hash)) return Latest{};
-  return l;
-}
-
-std::string latest_text(int generation, const std::string& hash) {
-  return std::to_string(generation) + " " + detail::generation_file_name(generation) + " " + hash + "\n";
-}
-
 // Weights of model `id` born in generation `born`: its group there, or its sidecar.
 std::shared_ptr<const Weights> find_birth_weights(const fs::path& dir, std::uint64_t id, int born) {
   const std::string key = std::to_string(id);
@@ -362,8 +369,9 @@ StoredGeneration read_generation(const fs::path& file) {
             try {
               mg.record.weights = detail::read_weights(sg.get());
             } catch (const CheckpointError& e) {
-              throw CheckpointError(sidecar_path.filename().string() + ": " + e.what() +
-                                    " (the weights sidecar is damaged: delete it to keep the lineage without those weights)");
+              throw CheckpointError(
+                  sidecar_path.filename().string() + ": " + e.what() +
+                  " (the weights sidecar is damaged: delete it to keep the lineage without those weights)");
             }
           }
           ModelRecord without = mg.record;
@@ -422,44 +430,69 @@ VerifyReport verify_run(const fs::path& dir) {
     report.problems.push_back(dir.string() + ": no generation files (gen-NNNNNN.h5): is this a run directory?");
     return report;
   }
-  std::optional<FileCheck> previous;
-  bool prefix_good = true;
-  std::map<int, std::string> hashes;
+  struct Entry {
+    FileCheck check;
+    bool in_sequence = true;
+    std::string missing;  // the problem of a gap before this file
+  };
+  std::vector<Entry> entries;
+  entries.reserve(files.size());  // `prev` points into it
+  std::optional<std::size_t> prev_index;
+  const char* unreached = ": a byte changed where no data check reaches (HDF5 metadata or free space)";
   int expected = 0;
-  for (std::size_t i = 0; i < files.size(); ++i) {
-    const int named = *detail::generation_of(files[i]);
-    const bool in_sequence = named == expected;
-    if (!in_sequence) {
-      report.problems.push_back(detail::generation_file_name(expected) +
-                                (named - 1 > expected ? " .. " + detail::generation_file_name(named - 1) : "") +
-                                ": missing (the next file is " + files[i].filename().string() + "): the chain is broken");
-      prefix_good = false;
-      previous.reset();
+  for (const auto& file : files) {
+    const int named = *detail::generation_of(file);
+    Entry e;
+    e.in_sequence = named == expected;
+    if (!e.in_sequence) {
+      e.missing = detail::generation_file_name(expected) +
+                  (named - 1 > expected ? " .. " + detail::generation_file_name(named - 1) : "") +
+                  ": missing (the next file is " + file.filename().string() + "): the chain is broken";
+      prev_index.reset();
     }
     expected = named + 1;
-    const FileCheck* prev = (previous && previous->opened && previous->generation == named - 1) ? &*previous : nullptr;
-    FileCheck c = guarded_check(files[i], prev);
-    ++report.generations;
-    report.problems.insert(report.problems.end(), c.problems.begin(), c.problems.end());
-    report.problems.insert(report.problems.end(), c.sidecar_problems.begin(), c.sidecar_problems.end());
-    if (prefix_good && in_sequence && c.problems.empty() && c.sidecar_problems.empty())
-      report.last_good_generation = named;
-    else
-      prefix_good = false;
-    if (c.opened) hashes[c.generation] = c.generation_hash;
-    previous = std::move(c);
+    FileCheck* prev = nullptr;
+    if (prev_index && entries[*prev_index].check.opened && entries[*prev_index].check.generation == named - 1)
+      prev = &entries[*prev_index].check;
+    e.check = guarded_check(file, prev);
+    // The previous file's bytes must be those this file recorded (reported when nothing else is).
+    if (prev && e.check.opened && prev->problems.empty() && e.check.previous_file_sha256 != prev->file_sha256)
+      prev->problems.push_back(
+          prev->name + ": " + file_mismatch(e.check.name, e.check.previous_file_sha256, prev->file_sha256) + unreached);
+    entries.push_back(std::move(e));
+    prev_index = entries.size() - 1;
   }
-  if (const auto latest = read_latest(dir)) {
+  std::vector<std::string> latest_problems;
+  if (const auto latest = detail::read_latest(dir)) {
+    Entry* named = nullptr;
+    for (auto& e : entries)
+      if (e.check.opened && e.check.generation == latest->generation) named = &e;
     if (latest->generation < 0) {
-      report.problems.push_back("LATEST: unreadable (expected \"<generation> <file> <hash>\")");
-    } else if (const auto it = hashes.find(latest->generation); it == hashes.end()) {
-      report.problems.push_back("LATEST: names generation " + std::to_string(latest->generation) +
+      latest_problems.push_back(
+          "LATEST: unreadable (expected \"<generation> <file> <generation hash> <file sha256>\")");
+    } else if (!named) {
+      latest_problems.push_back("LATEST: names generation " + std::to_string(latest->generation) +
                                 " but its file is missing or unreadable");
-    } else if (it->second != latest->hash) {
-      report.problems.push_back("LATEST: names generation " + std::to_string(latest->generation) + " with hash " +
-                                latest->hash + " but " + latest->file + " has " + it->second);
+    } else if (named->check.generation_hash != latest->hash) {
+      latest_problems.push_back("LATEST: names generation " + std::to_string(latest->generation) + " with hash " +
+                                latest->hash + " but " + latest->file + " has " + named->check.generation_hash);
+    } else if (named->check.problems.empty() && latest->file_sha256 != named->check.file_sha256) {
+      named->check.problems.push_back(named->check.name + ": " +
+                                      file_mismatch("LATEST", latest->file_sha256, named->check.file_sha256) +
+                                      unreached);
     }
   }
+  bool prefix_good = true;
+  for (const auto& e : entries) {
+    const FileCheck& c = e.check;
+    if (!e.missing.empty()) report.problems.push_back(e.missing);
+    report.problems.insert(report.problems.end(), c.problems.begin(), c.problems.end());
+    report.problems.insert(report.problems.end(), c.sidecar_problems.begin(), c.sidecar_problems.end());
+    ++report.generations;
+    prefix_good = prefix_good && e.in_sequence && c.problems.empty() && c.sidecar_problems.empty();
+    if (prefix_good) report.last_good_generation = c.generation;
+  }
+  report.problems.insert(report.problems.end(), latest_problems.begin(), latest_problems.end());
   return report;
 }
 
@@ -471,13 +504,15 @@ ResumePoint find_resume_point(const fs::path& dir, std::vector<std::string>* war
   ResumePoint point;
   const auto files = generation_files(dir);
   std::size_t chosen = files.size();
+  std::string chosen_file_sha256;
   for (std::size_t i = files.size(); i-- > 0;) {
     const std::string name = files[i].filename().string();
     const int gen = *detail::generation_of(files[i]);
     std::optional<FileCheck> prev;
     if (gen > 0) {
       if (i == 0 || *detail::generation_of(files[i - 1]) != gen - 1) {
-        warn(name + ": skipped: " + detail::generation_file_name(gen - 1) + " is missing, so its chain cannot be checked");
+        warn(name + ": skipped: " + detail::generation_file_name(gen - 1) +
+             " is missing, so its chain cannot be checked");
         continue;
       }
       prev = summarize(files[i - 1]);
@@ -494,8 +529,15 @@ ResumePoint find_resume_point(const fs::path& dir, std::vector<std::string>* war
       warn(w + "; skipped: it cannot be resumed from");
       continue;
     }
+    if (const auto l = detail::read_latest(dir);
+        l && l->generation == c.generation && l->file_sha256 != c.file_sha256) {
+      warn(name + ": " + file_mismatch("LATEST", l->file_sha256, c.file_sha256) +
+           ": a byte changed where no data check reaches; skipped: it cannot be resumed from");
+      continue;
+    }
     // A damaged sidecar costs only those children's weights, never the resume.
     for (const auto& p : c.sidecar_problems) warn(p + " (the weights sidecar is damaged; resuming anyway)");
+    chosen_file_sha256 = c.file_sha256;
     point.generation = c.generation;
     point.generation_hash = c.generation_hash;
     point.next_model_id = c.next_model_id;
@@ -542,11 +584,13 @@ ResumePoint find_resume_point(const fs::path& dir, std::vector<std::string>* war
                                   : "; no generation is usable, the run starts again"));
   }
   if (first_bad < files.size() || (point.generation >= 0 && [&] {
-        const auto l = read_latest(dir);
-        return !l || l->generation != point.generation || l->hash != point.generation_hash;
+        const auto l = detail::read_latest(dir);
+        return !l || l->generation != point.generation || l->hash != point.generation_hash ||
+               l->file_sha256 != chosen_file_sha256;
       }())) {
     if (point.generation >= 0) {
-      detail::write_file_durably(dir / "LATEST", latest_text(point.generation, point.generation_hash));
+      detail::write_file_durably(dir / "LATEST",
+                                 detail::latest_text(point.generation, point.generation_hash, chosen_file_sha256));
     } else {
       std::error_code ec;
       fs::remove(dir / "LATEST", ec);
@@ -558,7 +602,8 @@ ResumePoint find_resume_point(const fs::path& dir, std::vector<std::string>* war
 void export_model(const fs::path& run_dir, std::uint64_t model_id, const fs::path& out) {
   h5::silence();
   const auto files = generation_files(run_dir);
-  if (files.empty()) throw CheckpointError(run_dir.string() + ": no generation files (gen-NNNNNN.h5): is this a run directory?");
+  if (files.empty())
+    throw CheckpointError(run_dir.string() + ": no generation files (gen-NNNNNN.h5): is this a run directory?");
   const std::string key = std::to_string(model_id);
   const std::string label = run_dir.string() + ": model " + key;
   std::optional<std::size_t> birth;
@@ -573,8 +618,10 @@ void export_model(const fs::path& run_dir, std::uint64_t model_id, const fs::pat
     }
   }
   if (!birth) {
-    std::string msg = label + ": not found in " + files.front().filename().string() + " .. " + files.back().filename().string();
-    if (!unreadable.empty()) msg += " (unreadable: " + unreadable.front() + (unreadable.size() > 1 ? " and others" : "") + ")";
+    std::string msg =
+        label + ": not found in " + files.front().filename().string() + " .. " + files.back().filename().string();
+    if (!unreadable.empty())
+      msg += " (unreadable: " + unreadable.front() + (unreadable.size() > 1 ? " and others" : "") + ")";
     throw CheckpointError(msg);
   }
   const fs::path& file = files[*birth];
@@ -641,8 +688,8 @@ ModelRecord read_exported_model(const fs::path& file) {
       throw CheckpointError("attribute 'format' is '" + format + "', not '" + detail::kModelFormatName +
                             "': not a model exported by 'rsi export'");
     if (h5::read_int(f.get(), "format_version") > detail::kFormatVersion)
-      throw CheckpointError("written by a newer rsi (format version " + std::to_string(h5::read_int(f.get(), "format_version")) +
-                            "): use a newer rsi");
+      throw CheckpointError("written by a newer rsi (format version " +
+                            std::to_string(h5::read_int(f.get(), "format_version")) + "): use a newer rsi");
     h5::Handle g = h5::open_group(f.get(), "model");
     try {
       auto [mg, w] = read_checked(g.get(), true);

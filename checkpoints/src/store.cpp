@@ -3,6 +3,8 @@
 // and the hash chain; the weights of the other children go to a sidecar gen-N.weights.h5 that is
 // deleted once it leaves the last-K window. Files are written under a .tmp name, fsynced, renamed
 // into place and the directory fsynced: a generation is durable once its file has its final name.
+#include "rsi/checkpoints/store.h"
+
 #include <algorithm>
 #include <chrono>
 #include <csignal>
@@ -13,7 +15,6 @@
 
 #include "h5.h"
 #include "layout.h"
-#include "rsi/checkpoints/store.h"
 
 namespace rsi::checkpoints {
 
@@ -122,6 +123,7 @@ LineageStore::LineageStore(fs::path dir, RunInfo info, Retention retention, cons
     chain_head_ = root.generation_hash;
     population_ = root.summary.population;
     last_generation_ = resume.generation;
+    last_file_sha256_ = detail::file_sha256(file);
   } catch (const CheckpointError& e) {
     throw CheckpointError(file.string() + ": cannot resume after this generation: " + e.what());
   }
@@ -135,13 +137,15 @@ void LineageStore::on_generation(const GenerationRecord& record) {
   const fs::path final_path = dir_ / name;
   const std::string where = (dir_ / name).string();
   if (g != last_generation_ + 1)
-    throw CheckpointError(where + ": generation " + std::to_string(g) + " handed to the lineage store after generation " +
-                          std::to_string(last_generation_) + "; generations must be written in order without gaps");
+    throw CheckpointError(where + ": generation " + std::to_string(g) +
+                          " handed to the lineage store after generation " + std::to_string(last_generation_) +
+                          "; generations must be written in order without gaps");
 
   // Children, in id order, with their parents' hashes from the previous population.
   std::vector<Prepared> children;
   for (const ModelRecord& c : record.children) children.push_back({detail::storable(c), {}, {}});
-  std::sort(children.begin(), children.end(), [](const Prepared& a, const Prepared& b) { return a.record.id < b.record.id; });
+  std::sort(children.begin(), children.end(),
+            [](const Prepared& a, const Prepared& b) { return a.record.id < b.record.id; });
   std::map<std::uint64_t, const Prepared*> child_by_id;
   for (Prepared& c : children) {
     ModelRecord& m = c.record;
@@ -187,9 +191,9 @@ void LineageStore::on_generation(const GenerationRecord& record) {
     p.hashes = detail::field_hashes(p.record);
     p.hashes.provenance = detail::provenance_hash(p.record, p.hashes, p.parent_hashes);
     if (p.hashes.provenance != known->second.hash)
-      throw CheckpointError(where + ": population member " + std::to_string(id) + " differs from the model written earlier " +
-                            "(provenance " + p.hashes.provenance + ", recorded " + known->second.hash +
-                            "); the loop changed a model after it was recorded");
+      throw CheckpointError(where + ": population member " + std::to_string(id) +
+                            " differs from the model written earlier " + "(provenance " + p.hashes.provenance +
+                            ", recorded " + known->second.hash + "); the loop changed a model after it was recorded");
     next_provenance[id] = known->second;
     carried.push_back(std::move(p));
   }
@@ -199,6 +203,7 @@ void LineageStore::on_generation(const GenerationRecord& record) {
   };
 
   std::uint64_t bytes = 0;
+  std::string sidecar_sha256;
   // 1. The sidecar (before the generation file, so that a durable generation has its sidecar).
   std::vector<const Prepared*> sidecar_models;
   for (const Prepared& c : children)
@@ -222,6 +227,7 @@ void LineageStore::on_generation(const GenerationRecord& record) {
       }
       models.reset();
       f.close("closing the file");
+      sidecar_sha256 = detail::file_sha256(tmp);
       detail::commit(tmp, side);
     } catch (const CheckpointError& e) {
       remove_quietly(tmp);
@@ -236,13 +242,16 @@ void LineageStore::on_generation(const GenerationRecord& record) {
   root.retention = retention_;
   root.summary = summary_of(record);
   root.summary_sha256 = detail::summary_digest(root.summary);
-  root.run_sha256 = detail::run_digest(info_, retention_, root.summary);
+  root.previous_file_sha256 = last_file_sha256_;
+  root.sidecar_sha256 = sidecar_sha256;
+  root.run_sha256 = detail::run_digest(root);
   root.previous_hash = chain_head_;
   std::vector<detail::IdHash> child_hashes, population_hashes;
   for (const Prepared& c : children) child_hashes.push_back({c.record.id, c.hashes.provenance});
   for (const auto& [id, p] : next_provenance) population_hashes.push_back({id, p.hash});
   root.generation_hash = detail::generation_hash(g, chain_head_, child_hashes, population_hashes, root.summary_sha256);
   const fs::path tmp = final_path.string() + ".tmp";
+  std::string file_sha256;
   try {
     h5::Handle f = h5::create_file(tmp.string());
     detail::write_root(f.get(), root);
@@ -260,7 +269,8 @@ void LineageStore::on_generation(const GenerationRecord& record) {
     {
       h5::Handle population = h5::create_group(f.get(), "population");
       for (std::uint64_t id : record.population)
-        if (child_by_id.count(id)) h5::hard_link(f.get(), "models/" + std::to_string(id), population.get(), std::to_string(id));
+        if (child_by_id.count(id))
+          h5::hard_link(f.get(), "models/" + std::to_string(id), population.get(), std::to_string(id));
       for (const Prepared& p : carried) {
         try {
           detail::write_model(population.get(), std::to_string(p.record.id), p.record, p.parent_hashes, p.hashes,
@@ -271,6 +281,9 @@ void LineageStore::on_generation(const GenerationRecord& record) {
       }
     }
     f.close("closing the file");
+    // Read back from the page cache: the digest of every byte, recorded in LATEST and in the next
+    // generation file.
+    file_sha256 = detail::file_sha256(tmp);
     fault_kill_during_checkpoint(g);
     detail::commit(tmp, final_path);
   } catch (const CheckpointError& e) {
@@ -280,7 +293,7 @@ void LineageStore::on_generation(const GenerationRecord& record) {
   bytes += size_of(final_path);
 
   // 3. LATEST names the newest durable generation.
-  detail::write_file_durably(dir_ / "LATEST", std::to_string(g) + " " + name + " " + root.generation_hash + "\n");
+  detail::write_file_durably(dir_ / "LATEST", detail::latest_text(g, root.generation_hash, file_sha256));
 
   // 4. Retention: sidecars that left the last-K window.
   if (retention_.keep_last_generations > 0) {
@@ -294,6 +307,7 @@ void LineageStore::on_generation(const GenerationRecord& record) {
   }
 
   chain_head_ = root.generation_hash;
+  last_file_sha256_ = file_sha256;
   provenance_ = std::move(next_provenance);
   population_ = record.population;
   last_generation_ = g;

@@ -5,6 +5,7 @@
 // export / read_exported_model.
 //   build-dir/tests/test_checkpoints            (about 1 s)
 #include <gtest/gtest.h>
+#include <hdf5.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -140,8 +141,9 @@ std::vector<GenerationRecord> synthetic_run(int generations, double wall_offset 
     std::vector<ModelRecord> pool = population;
     for (const auto& c : r.children)
       if (c.trained()) pool.push_back(c);
-    std::sort(pool.begin(), pool.end(),
-              [](const ModelRecord& a, const ModelRecord& b) { return a.metrics.val_accuracy > b.metrics.val_accuracy; });
+    std::sort(pool.begin(), pool.end(), [](const ModelRecord& a, const ModelRecord& b) {
+      return a.metrics.val_accuracy > b.metrics.val_accuracy;
+    });
     pool.resize(2);
     std::sort(pool.begin(), pool.end(), [](const ModelRecord& a, const ModelRecord& b) { return a.id < b.id; });
     population = pool;
@@ -149,7 +151,8 @@ std::vector<GenerationRecord> synthetic_run(int generations, double wall_offset 
     r.population_models = population;
     r.next_model_id = next;
     r.best_val = std::max(population[0].metrics.val_accuracy, population[1].metrics.val_accuracy);
-    r.best_id = population[0].metrics.val_accuracy > population[1].metrics.val_accuracy ? population[0].id : population[1].id;
+    r.best_id =
+        population[0].metrics.val_accuracy > population[1].metrics.val_accuracy ? population[0].id : population[1].id;
     r.median_val = (population[0].metrics.val_accuracy + population[1].metrics.val_accuracy) / 2;
     r.best_test = r.best_val - 0.01;
     r.median_test = r.median_val - 0.01;
@@ -284,8 +287,10 @@ TEST(Checkpoints, RoundTripThreeGenerations) {
     for (std::size_t i = 0; i < want.population_models.size(); ++i)
       expect_same_model(want.population_models[i], got.population[i], true);
   }
+  // LATEST: generation, file, generation hash, SHA-256 of the file's bytes.
   const std::string latest = slurp(tmp.path() / "LATEST");
-  EXPECT_EQ(latest, "2 gen-000002.h5 " + previous + "\n");
+  EXPECT_EQ(latest.rfind("2 gen-000002.h5 " + previous + " ", 0), 0u) << latest;
+  EXPECT_EQ(latest.size(), std::string("2 gen-000002.h5 ").size() + 64 + 1 + 64 + 1) << latest;
 
   const auto report = rsi::checkpoints::verify_run(tmp.path());
   EXPECT_TRUE(report.ok()) << joined(report.problems);
@@ -308,38 +313,66 @@ TEST(Checkpoints, HashesIgnoreHostsAndTimingButNotResults) {
   EXPECT_EQ(fa.previous_hash, fc.previous_hash);
 }
 
+// A child of generation 1 that was not selected (its values are stored once, in gen-000001.h5).
+const ModelRecord& unselected_child(const GenerationRecord& r) {
+  for (const auto& c : r.children)
+    if (c.trained() && std::find(r.population.begin(), r.population.end(), c.id) == r.population.end()) return c;
+  throw std::runtime_error("no unselected child");
+}
+
 TEST(Checkpoints, VerifyNamesAChangedMetric) {
   TempDir tmp;
   const auto records = synthetic_run(3);
   write_run(tmp.path(), records);
-  // A child of generation 1 that was not selected: its val accuracy is stored once in gen-000001.h5.
-  const ModelRecord* victim = nullptr;
-  for (const auto& c : records[1].children)
-    if (c.trained() && std::find(records[1].population.begin(), records[1].population.end(), c.id) == records[1].population.end())
-      victim = &c;
-  ASSERT_NE(victim, nullptr);
+  const ModelRecord& victim = unselected_child(records[1]);
   const fs::path file = tmp.path() / "gen-000001.h5";
-  std::string bytes = slurp(file);
-  const double value = victim->metrics.val_accuracy;
-  const std::size_t at = unique_offset(bytes, &value, sizeof value);
-  const double changed = value + 0.25;
-  std::memcpy(bytes.data() + at, &changed, sizeof changed);
-  spit(file, bytes);
-
+  const double changed = victim.metrics.val_accuracy + 0.25;
+  {  // An edit through the HDF5 API: the file stays a valid HDF5 file, only the value differs.
+    const hid_t f = H5Fopen(file.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+    ASSERT_GE(f, 0);
+    const std::string path = "models/" + std::to_string(victim.id) + "/metrics";
+    const hid_t metrics = H5Gopen2(f, path.c_str(), H5P_DEFAULT);
+    ASSERT_GE(metrics, 0);
+    const hid_t a = H5Aopen(metrics, "val_accuracy", H5P_DEFAULT);
+    ASSERT_GE(a, 0);
+    EXPECT_GE(H5Awrite(a, H5T_NATIVE_DOUBLE, &changed), 0);
+    H5Aclose(a);
+    H5Gclose(metrics);
+    EXPECT_GE(H5Fclose(f), 0);
+  }
   const auto g = rsi::checkpoints::read_generation(file);
   bool seen = false;
   for (const auto& m : g.models)
-    if (m.record.id == victim->id) {
+    if (m.record.id == victim.id) {
       EXPECT_EQ(m.record.metrics.val_accuracy, changed);  // the file really says something else now
       seen = true;
     }
   EXPECT_TRUE(seen);
   const auto report = rsi::checkpoints::verify_run(tmp.path());
   ASSERT_FALSE(report.ok());
-  const std::string where = "gen-000001.h5: model " + std::to_string(victim->id) + ": metrics: digest mismatch";
+  const std::string where = "gen-000001.h5: model " + std::to_string(victim.id) + ": metrics: digest mismatch";
   EXPECT_TRUE(contains(report.problems, where)) << joined(report.problems);
   EXPECT_EQ(report.problems.size(), 1u) << joined(report.problems);
   EXPECT_EQ(report.last_good_generation, 0);
+}
+
+TEST(Checkpoints, VerifyNamesAFlippedMetricByte) {
+  // A byte flipped in the file itself: HDF5's metadata checksum catches it, named all the same.
+  TempDir tmp;
+  const auto records = synthetic_run(3);
+  write_run(tmp.path(), records);
+  const ModelRecord& victim = unselected_child(records[1]);
+  const fs::path file = tmp.path() / "gen-000001.h5";
+  std::string bytes = slurp(file);
+  const double value = victim.metrics.val_accuracy;
+  const std::size_t at = unique_offset(bytes, &value, sizeof value);
+  bytes[at + 3] = static_cast<char>(bytes[at + 3] ^ 0x10);
+  spit(file, bytes);
+  const auto report = rsi::checkpoints::verify_run(tmp.path());
+  EXPECT_TRUE(contains(report.problems, "gen-000001.h5: model " + std::to_string(victim.id) + ": metrics"))
+      << joined(report.problems);
+  EXPECT_EQ(report.last_good_generation, 0);
+  EXPECT_THROW(rsi::checkpoints::read_generation(file), CheckpointError);
 }
 
 TEST(Checkpoints, VerifyNamesAChangedGenome) {
@@ -373,7 +406,8 @@ TEST(Checkpoints, FlippedWeightByteIsCaughtAndResumeFallsBack) {
 
   const auto report = rsi::checkpoints::verify_run(tmp.path());
   ASSERT_FALSE(report.ok());
-  EXPECT_TRUE(contains(report.problems, "gen-000002.h5: population model " + std::to_string(victim->id) + ": weights/params"))
+  EXPECT_TRUE(
+      contains(report.problems, "gen-000002.h5: population model " + std::to_string(victim->id) + ": weights/params"))
       << joined(report.problems);
   EXPECT_TRUE(contains(report.problems, "Fletcher32")) << joined(report.problems);
   EXPECT_EQ(report.last_good_generation, 1);
@@ -390,6 +424,42 @@ TEST(Checkpoints, FlippedWeightByteIsCaughtAndResumeFallsBack) {
   for (std::size_t i = 0; i < point.population.size(); ++i)
     expect_same_model(records[1].population_models[i], point.population[i], true);
   EXPECT_TRUE(slurp(tmp.path() / "LATEST").rfind("1 gen-000001.h5 " + point.generation_hash, 0) == 0);
+}
+
+TEST(Checkpoints, EveryFlippedByteIsNoticed) {
+  // Flips bytes all over a generation file (metadata, attributes, free space, data): verify names
+  // the file every time (HDF5 checksums, the data digests, or the file digest recorded in the next
+  // file), and never crashes. Small models keep the file small.
+  TempDir tmp;
+  auto records = synthetic_run(3);
+  for (auto& r : records)
+    for (auto* models : {&r.children, &r.population_models})
+      for (auto& m : *models)
+        if (m.weights) {
+          auto w = std::make_shared<Weights>(*m.weights);
+          w->params.resize(16);
+          m.weights = w;
+          m.weights_digest = rsi::scheduler::weights_digest(*w);
+        }
+  write_run(tmp.path(), records);
+  for (const char* name : {"gen-000001.h5", "gen-000002.h5"}) {
+    const fs::path file = tmp.path() / name;
+    const std::string original = slurp(file);
+    int by_file_digest = 0, flips = 0;
+    for (std::size_t at = 0; at < original.size(); at += 211, ++flips) {
+      std::string bytes = original;
+      bytes[at] = static_cast<char>(bytes[at] ^ 0x04);
+      spit(file, bytes);
+      const auto report = rsi::checkpoints::verify_run(tmp.path());
+      ASSERT_TRUE(contains(report.problems, name))
+          << "a flipped byte at offset " << at << " of " << name << " went unnoticed";
+      by_file_digest += contains(report.problems, name, "file digest mismatch");
+    }
+    spit(file, original);
+    EXPECT_GT(by_file_digest, 0) << name;  // some bytes are read by no data check at all
+    EXPECT_LT(by_file_digest, flips) << name;
+  }
+  EXPECT_TRUE(rsi::checkpoints::verify_run(tmp.path()).ok());
 }
 
 TEST(Checkpoints, TruncatedNewestFileFallsBackAndResumeContinuesTheSameChain) {
@@ -428,7 +498,8 @@ TEST(Checkpoints, TruncatedNewestFileFallsBackAndResumeContinuesTheSameChain) {
   const auto b = rsi::checkpoints::generation_files(reference.path());
   ASSERT_EQ(a.size(), b.size());
   for (std::size_t i = 0; i < a.size(); ++i)
-    EXPECT_EQ(rsi::checkpoints::read_generation(a[i]).generation_hash, rsi::checkpoints::read_generation(b[i]).generation_hash)
+    EXPECT_EQ(rsi::checkpoints::read_generation(a[i]).generation_hash,
+              rsi::checkpoints::read_generation(b[i]).generation_hash)
         << "generation " << i;
 }
 
@@ -505,7 +576,8 @@ TEST(Checkpoints, ExportAndReadBack) {
   const ModelRecord& member = records[3].population_models.front();
   const ModelRecord* recent = nullptr;
   for (const auto& c : records[3].children)
-    if (c.trained() && std::find(records[3].population.begin(), records[3].population.end(), c.id) == records[3].population.end())
+    if (c.trained() &&
+        std::find(records[3].population.begin(), records[3].population.end(), c.id) == records[3].population.end())
       recent = &c;
   ASSERT_NE(recent, nullptr);
   for (const ModelRecord* want : {&member, recent}) {
@@ -518,7 +590,8 @@ TEST(Checkpoints, ExportAndReadBack) {
   // A child of generation 1 that was not selected: retention dropped its weights.
   const ModelRecord* dropped = nullptr;
   for (const auto& c : records[1].children)
-    if (c.trained() && std::find(records[1].population.begin(), records[1].population.end(), c.id) == records[1].population.end())
+    if (c.trained() &&
+        std::find(records[1].population.begin(), records[1].population.end(), c.id) == records[1].population.end())
       dropped = &c;
   ASSERT_NE(dropped, nullptr);
   try {

@@ -73,6 +73,7 @@ class LineageStore final : public scheduler::GenerationSink {
   };
   std::map<std::uint64_t, Provenance> provenance_;
   int last_generation_ = -1;
+  std::string last_file_sha256_;  // of the newest generation file's bytes
   double last_seconds_ = 0.0;
   std::uint64_t last_bytes_ = 0;
 };
