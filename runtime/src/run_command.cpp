@@ -286,6 +286,9 @@ int run_loop_command(const RunArgs& args) {
         info.threads_per_rank = config.loop.threads_per_rank;
         info.hosts = hosts;
         info.start_time = utc_now();
+        if (config.loop.task.kind == scheduler::TaskSpec::Kind::FashionMnist)  // the 60k training images
+          info.split_fingerprint =
+              models::split_fingerprint(models::make_split(60'000, config.loop.task.split, config.loop.seed));
         store = std::make_unique<checkpoints::LineageStore>(dir, info, config.retention, point);
         lineage->set_store(store.get());
         progress = std::make_unique<Progress>(config.loop.generations, isatty(STDOUT_FILENO));
