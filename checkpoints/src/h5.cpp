@@ -380,7 +380,9 @@ void write_floats(hid_t loc, const std::string& name, const std::vector<float>& 
   if (!space.valid()) fail("dataspace of dataset '" + name + "'");
   Handle dcpl(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
   const hsize_t chunk = n == 0 ? 1024 : std::min(n, kChunkFloats);
-  if (!dcpl.valid() || H5Pset_chunk(dcpl.get(), 1, &chunk) < 0 || H5Pset_fletcher32(dcpl.get()) < 0)
+  // Every chunk is written whole right away: no fill values to write first.
+  if (!dcpl.valid() || H5Pset_chunk(dcpl.get(), 1, &chunk) < 0 || H5Pset_fletcher32(dcpl.get()) < 0 ||
+      H5Pset_fill_time(dcpl.get(), H5D_FILL_TIME_NEVER) < 0)
     fail("chunking and Fletcher32 for dataset '" + name + "'");
   Handle d(H5Dcreate2(loc, name.c_str(), H5T_IEEE_F32LE, space.get(), H5P_DEFAULT, dcpl.get(), H5P_DEFAULT), H5Dclose);
   if (!d.valid()) fail("creating dataset '" + name + "'");

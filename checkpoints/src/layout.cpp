@@ -523,6 +523,10 @@ Root read_root(hid_t f) {
 std::string file_sha256(const fs::path& file) {
   std::ifstream in(file, std::ios::binary);
   if (!in) throw CheckpointError(file.string() + ": cannot open to hash: " + errno_text());
+  return stream_sha256(in, file);
+}
+
+std::string stream_sha256(std::ifstream& in, const fs::path& file) {
   std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
   if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1)
     throw CheckpointError("SHA-256 (OpenSSL) failed");

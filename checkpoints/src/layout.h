@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <fstream>
 #include <memory>
 #include <optional>
 #include <string>
@@ -94,6 +95,8 @@ Root read_root(hid_t file);
 
 // SHA-256 of a whole file's bytes.
 std::string file_sha256(const fs::path& file);
+// The same from a stream opened earlier (the file may have been renamed since).
+std::string stream_sha256(std::ifstream& in, const fs::path& file);
 
 // LATEST: "<generation> <file> <generation hash> <file sha256>\n".
 struct Latest {

@@ -6,6 +6,9 @@
 #include "rsi/checkpoints/store.h"
 
 #include <algorithm>
+#include <exception>
+#include <fstream>
+#include <future>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
@@ -160,10 +163,21 @@ void LineageStore::on_generation(const GenerationRecord& record) {
                               "; the lineage cannot link it");
       c.parent_hashes.push_back(it->second.hash);
     }
-    c.hashes = detail::field_hashes(m);
-    c.hashes.provenance = detail::provenance_hash(m, c.hashes, c.parent_hashes);
     child_by_id[m.id] = &c;
   }
+  // The weights' SHA-256 is the bulk of the work: the children are hashed in parallel.
+  std::vector<std::exception_ptr> errors(children.size());
+#pragma omp parallel for schedule(dynamic, 1)
+  for (std::size_t i = 0; i < children.size(); ++i) {
+    try {
+      children[i].hashes = detail::field_hashes(children[i].record);
+    } catch (...) {
+      errors[i] = std::current_exception();
+    }
+  }
+  for (const auto& e : errors)
+    if (e) std::rethrow_exception(e);
+  for (Prepared& c : children) c.hashes.provenance = detail::provenance_hash(c.record, c.hashes, c.parent_hashes);
 
   // The population after selection: new children (linked) and members carried over.
   std::map<std::uint64_t, const ModelRecord*> population_records;
@@ -188,7 +202,19 @@ void LineageStore::on_generation(const GenerationRecord& record) {
                             " has no record in population_models (the loop must hand over the population's records)");
     Prepared p{detail::storable(*rec->second), known->second.parent_hashes, {}};
     fill_weights_digest(p.record);
-    p.hashes = detail::field_hashes(p.record);
+    // A member carried over unchanged (the same weights object) is not hashed again: the weight
+    // digests it had are reused through `stored`.
+    const auto cached = weight_digests_.find(id);
+    if (cached != weight_digests_.end() && p.record.weights && cached->second.weights == p.record.weights.get()) {
+      detail::ModelHashes known_digests;
+      known_digests.params = cached->second.params;
+      known_digests.state = cached->second.state;
+      const auto weights = std::move(p.record.weights);
+      p.hashes = detail::field_hashes(p.record, &known_digests);
+      p.record.weights = weights;
+    } else {
+      p.hashes = detail::field_hashes(p.record);
+    }
     p.hashes.provenance = detail::provenance_hash(p.record, p.hashes, p.parent_hashes);
     if (p.hashes.provenance != known->second.hash)
       throw CheckpointError(where + ": population member " + std::to_string(id) +
@@ -281,11 +307,20 @@ void LineageStore::on_generation(const GenerationRecord& record) {
       }
     }
     f.close("closing the file");
-    // Read back from the page cache: the digest of every byte, recorded in LATEST and in the next
-    // generation file.
-    file_sha256 = detail::file_sha256(tmp);
+    // The digest of every byte, recorded in LATEST and in the next generation file: read back from
+    // the page cache on a second thread while this one waits for fsync. The stream is opened
+    // before the rename, so it reads the same inode whatever its name.
+    std::ifstream in(tmp, std::ios::binary);
+    if (!in) throw CheckpointError("cannot open to hash");
+    auto digest = std::async(std::launch::async, [&in, &tmp] { return detail::stream_sha256(in, tmp); });
     fault_kill_during_checkpoint(g);
-    detail::commit(tmp, final_path);
+    try {
+      detail::commit(tmp, final_path);
+    } catch (...) {
+      digest.wait();
+      throw;
+    }
+    file_sha256 = digest.get();
   } catch (const CheckpointError& e) {
     remove_quietly(tmp);
     throw CheckpointError(tmp.string() + ": " + e.what());
@@ -309,6 +344,13 @@ void LineageStore::on_generation(const GenerationRecord& record) {
   chain_head_ = root.generation_hash;
   last_file_sha256_ = file_sha256;
   provenance_ = std::move(next_provenance);
+  std::map<std::uint64_t, WeightDigests> digests;
+  for (const Prepared& c : children)
+    if (provenance_.count(c.record.id) && c.record.weights)
+      digests[c.record.id] = {c.record.weights.get(), c.hashes.params, c.hashes.state};
+  for (const Prepared& p : carried)
+    if (p.record.weights) digests[p.record.id] = {p.record.weights.get(), p.hashes.params, p.hashes.state};
+  weight_digests_ = std::move(digests);
   population_ = record.population;
   last_generation_ = g;
   last_bytes_ = bytes;

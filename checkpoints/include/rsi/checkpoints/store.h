@@ -72,6 +72,13 @@ class LineageStore final : public scheduler::GenerationSink {
     std::vector<std::string> parent_hashes;
   };
   std::map<std::uint64_t, Provenance> provenance_;
+  // Digests of the weights of population members, by id, with the weights object they were taken
+  // from: a member carried over unchanged is not hashed again.
+  struct WeightDigests {
+    const scheduler::Weights* weights = nullptr;
+    std::string params, state;
+  };
+  std::map<std::uint64_t, WeightDigests> weight_digests_;
   int last_generation_ = -1;
   std::string last_file_sha256_;  // of the newest generation file's bytes
   double last_seconds_ = 0.0;
