@@ -15,6 +15,7 @@ int main(int argc, char** argv) {
   std::function<int()> run;
   rsi::runtime::add_train_command(app, run);
   rsi::runtime::add_run_command(app, run);
+  rsi::runtime::add_validate_command(app, run);
   rsi::runtime::add_lineage_commands(app, run);
   try {
     app.parse(argc, argv);

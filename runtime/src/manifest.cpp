@@ -231,6 +231,49 @@ void flatten(const YAML::Node& node, const std::string& prefix, std::map<std::st
 }
 }  // namespace
 
+std::string resolved_yaml(const RunConfig& rc) {
+  const scheduler::LoopConfig& l = rc.loop;
+  YAML::Emitter out;
+  out.SetDoublePrecision(10);
+  out << YAML::BeginMap;
+  out << YAML::Key << "run" << YAML::Value << YAML::BeginMap << YAML::Key << "name" << YAML::Value << rc.name
+      << YAML::Key << "seed" << YAML::Value << l.seed << YAML::EndMap;
+  out << YAML::Key << "task" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "kind" << YAML::Value
+      << (l.task.kind == scheduler::TaskSpec::Kind::Surrogate ? "surrogate" : "fashion_mnist");
+  out << YAML::Key << "data_dir" << YAML::Value << l.task.data_dir;
+  out << YAML::Key << "labeled" << YAML::Value << l.task.split.labeled;
+  out << YAML::Key << "unlabeled" << YAML::Value << l.task.split.unlabeled;
+  out << YAML::Key << "validation" << YAML::Value << l.task.split.validation;
+  out << YAML::Key << "surrogate_cost_seconds" << YAML::Value << l.task.surrogate_cost_seconds;
+  out << YAML::Key << "surrogate_noise" << YAML::Value << l.task.surrogate_noise << YAML::EndMap;
+  out << YAML::Key << "population" << YAML::Value << YAML::BeginMap << YAML::Key << "size" << YAML::Value
+      << l.population_size << YAML::Key << "children" << YAML::Value << l.children_per_generation << YAML::Key
+      << "generations" << YAML::Value << l.generations << YAML::EndMap;
+  out << YAML::Key << "selection" << YAML::Value << YAML::BeginMap << YAML::Key << "kind" << YAML::Value
+      << scheduler::selection_name(l.selection) << YAML::Key << "tournament_size" << YAML::Value << l.tournament_size
+      << YAML::EndMap;
+  out << YAML::Key << "design" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "max_parameters" << YAML::Value << l.limits.max_parameters;
+  out << YAML::Key << "max_flops" << YAML::Value << l.limits.max_flops;
+  out << YAML::Key << "max_blocks" << YAML::Value << l.limits.max_blocks;
+  out << YAML::Key << "max_epochs" << YAML::Value << l.limits.max_epochs;
+  out << YAML::Key << "max_units" << YAML::Value << l.limits.max_units;
+  out << YAML::Key << "max_channels" << YAML::Value << l.limits.max_channels << YAML::EndMap;
+  out << YAML::Key << "seeds" << YAML::Value << YAML::BeginSeq;
+  for (const auto& g : l.seeds) out << YAML::Load(models::to_yaml(g));  // inline: loads without the files
+  out << YAML::EndSeq;
+  out << YAML::Key << "cluster" << YAML::Value << YAML::BeginMap << YAML::Key << "group_size" << YAML::Value
+      << l.group_size << YAML::Key << "threads_per_rank" << YAML::Value << l.threads_per_rank << YAML::EndMap;
+  out << YAML::Key << "output" << YAML::Value << YAML::BeginMap << YAML::Key << "directory" << YAML::Value
+      << rc.output_directory << YAML::EndMap;
+  out << YAML::Key << "checkpoints" << YAML::Value << YAML::BeginMap << YAML::Key << "keep_last_generations"
+      << YAML::Value << rc.retention.keep_last_generations << YAML::Key << "keep_population" << YAML::Value
+      << rc.retention.keep_population << YAML::EndMap;
+  out << YAML::EndMap;
+  return std::string(out.c_str()) + "\n";
+}
+
 std::string manifest_differences(const std::string& stored, const std::string& current) {
   std::map<std::string, std::string> a, b;
   try {

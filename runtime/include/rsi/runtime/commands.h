@@ -18,6 +18,7 @@ enum ExitCode : int {
 // Adds `train` to `app`; `run` is set to the function that executes it once parsed.
 void add_train_command(CLI::App& app, std::function<int()>& run);
 void add_run_command(CLI::App& app, std::function<int()>& run);
+void add_validate_command(CLI::App& app, std::function<int()>& run);
 // verify, lineage, show, export, eval
 void add_lineage_commands(CLI::App& app, std::function<int()>& run);
 

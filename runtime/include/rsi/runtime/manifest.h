@@ -31,6 +31,10 @@ RunConfig load_manifest(const std::string& path);
 RunConfig parse_manifest(const std::string& text, const std::string& source, const std::string& base_dir,
                          bool load_seeds = true);
 
+// The resolved manifest: every key of the schema with its value (defaults filled in), as YAML.
+// Seeds are listed as their canonical genome text.
+std::string resolved_yaml(const RunConfig& config);
+
 // The keys whose values differ between two manifest texts, one "  key: old -> new" line each
 // (empty when the manifests agree on every key).
 std::string manifest_differences(const std::string& stored, const std::string& current);
