@@ -5,6 +5,8 @@
 //   ctest --test-dir build -R Design
 #include <gtest/gtest.h>
 
+#include "blocks.h"
+
 #include <algorithm>
 #include <cmath>
 #include <functional>
@@ -21,42 +23,13 @@ using models::Block;
 using models::BlockOrigin;
 using scheduler::DesignLimits;
 
+using namespace rsi::test_blocks;
+
 namespace {
 
 const models::InputSpec kSmall{1, 8, 8, 3};
 const models::InputSpec kReal{1, 28, 28, 10};
 
-Block conv(int c, int k = 3) {
-  Block b;
-  b.kind = Block::Kind::Conv, b.channels = c, b.kernel = k;
-  return b;
-}
-Block dense(int u) {
-  Block b;
-  b.kind = Block::Kind::Dense, b.units = u;
-  return b;
-}
-Block relu() {
-  Block b;
-  b.kind = Block::Kind::Activation;
-  return b;
-}
-Block pool() {
-  Block b;
-  b.kind = Block::Kind::Pool, b.size = 2, b.stride = 2;
-  return b;
-}
-Block batchnorm() {
-  Block b;
-  b.kind = Block::Kind::BatchNorm;
-  return b;
-}
-
-models::Genome genome_of(std::vector<Block> blocks) {
-  models::Genome g;
-  g.blocks = std::move(blocks);
-  return g;
-}
 
 models::Genome seed(const std::string& name) { return models::load_genome(std::string(RSI_SOURCE_DIR) + "/experiments/genomes/" + name + ".yaml"); }
 models::Genome linear_seed() { return models::from_yaml("architecture:\n  - dense: {units: 10}\n"); }
@@ -81,27 +54,6 @@ scheduler::DesignedChild design_as(models::Genome parent, const std::string& op,
   return {};
 }
 
-// Fresh weights with non-trivial norm parameters and running statistics.
-models::Network random_network(const models::Genome& genome, const models::InputSpec& input, std::uint64_t seed_value) {
-  models::Network net(genome, input);
-  net.initialize(seed_value, 7);
-  const kernels::CounterRng rng(seed_value, 99);
-  std::uint64_t i = 0;
-  for (const auto& s : net.segments()) {
-    const bool gamma = s.name.ends_with(".gamma"), beta = s.name.ends_with(".beta");
-    if (!gamma && !beta) continue;
-    for (std::int64_t j = 0; j < s.size; ++j)
-      net.parameters()[s.offset + j] = gamma ? 0.5f + rng.uniform(i++) : rng.uniform(i++) - 0.5f;
-  }
-  for (const auto& s : net.state_segments()) {
-    const std::int64_t C = s.size / 2;
-    for (std::int64_t c = 0; c < C; ++c) {
-      net.state()[s.offset + c] = 0.4f * (rng.uniform(i++) - 0.5f);
-      net.state()[s.offset + C + c] = 0.5f + rng.uniform(i++);
-    }
-  }
-  return net;
-}
 
 double relative_difference(models::Network& parent, models::Network& child, int N = 4) {
   const kernels::CounterRng rng(11, 77);

@@ -5,6 +5,8 @@
 //   ctest --test-dir build -R Morphism
 #include <gtest/gtest.h>
 
+#include "blocks.h"
+
 #include <algorithm>
 #include <cmath>
 
@@ -17,74 +19,14 @@ using models::Block;
 using models::BlockOrigin;
 using models::Morphism;
 using Origin = BlockOrigin::Kind;
+using namespace rsi::test_blocks;
 
 namespace {
 
 const models::InputSpec kSmall{1, 8, 8, 3};
 
-Block conv(int c, int k = 3, int s = 1) {
-  Block b;
-  b.kind = Block::Kind::Conv, b.channels = c, b.kernel = k, b.stride = s;
-  return b;
-}
-Block dense(int u) {
-  Block b;
-  b.kind = Block::Kind::Dense, b.units = u;
-  return b;
-}
-Block act(kernels::Activation a = kernels::Activation::ReLU) {
-  Block b;
-  b.kind = Block::Kind::Activation, b.activation = a;
-  return b;
-}
-Block pool() {
-  Block b;
-  b.kind = Block::Kind::Pool, b.size = 2, b.stride = 2;
-  return b;
-}
-Block residual(int k = 3) {
-  Block b;
-  b.kind = Block::Kind::Residual, b.kernel = k;
-  return b;
-}
-Block batchnorm() {
-  Block b;
-  b.kind = Block::Kind::BatchNorm;
-  return b;
-}
-Block dropout(float rate) {
-  Block b;
-  b.kind = Block::Kind::Dropout, b.rate = rate;
-  return b;
-}
-
-models::Genome genome_of(std::vector<Block> blocks) {
-  models::Genome g;
-  g.blocks = std::move(blocks);
-  return g;
-}
-
-// Fresh weights, then non-trivial norm parameters (residual bn2.gamma too, so residual branches
-// contribute) and running statistics, so copies and replications are really exercised.
 models::Network random_network(const models::Genome& genome, std::uint64_t seed, const models::InputSpec& input = kSmall) {
-  models::Network net(genome, input);
-  net.initialize(seed, 7);
-  const kernels::CounterRng rng(seed, 99);
-  std::uint64_t i = 0;
-  for (const auto& s : net.segments()) {
-    const bool gamma = s.name.ends_with(".gamma"), beta = s.name.ends_with(".beta");
-    if (!gamma && !beta) continue;
-    for (std::int64_t j = 0; j < s.size; ++j)
-      net.parameters()[s.offset + j] = gamma ? 0.5f + rng.uniform(i++) : rng.uniform(i++) - 0.5f;
-  }
-  for (const auto& s : net.state_segments()) {
-    const std::int64_t C = s.size / 2;
-    for (std::int64_t c = 0; c < C; ++c) {
-      net.state()[s.offset + c] = 0.4f * (rng.uniform(i++) - 0.5f);
-      net.state()[s.offset + C + c] = 0.5f + rng.uniform(i++);
-    }
-  }
-  return net;
+  return test_blocks::random_network(genome, input, seed);
 }
 
 std::vector<float> random_inputs(int N, int pixels, std::uint64_t seed) {

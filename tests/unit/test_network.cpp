@@ -2,6 +2,8 @@
 // layout, determinism of initialisation and training, and that training learns.
 #include <gtest/gtest.h>
 
+#include "blocks.h"
+
 #include <cmath>
 #include <cstring>
 
@@ -12,40 +14,11 @@
 using namespace rsi;
 using models::Block;
 
+using namespace rsi::test_blocks;
+
 namespace {
 
 const models::InputSpec kSmall{1, 8, 8, 3};
-
-Block conv(int c, int k = 3, int s = 1) {
-  Block b;
-  b.kind = Block::Kind::Conv, b.channels = c, b.kernel = k, b.stride = s;
-  return b;
-}
-Block dense(int u) {
-  Block b;
-  b.kind = Block::Kind::Dense, b.units = u;
-  return b;
-}
-Block act(kernels::Activation a) {
-  Block b;
-  b.kind = Block::Kind::Activation, b.activation = a;
-  return b;
-}
-Block pool(Block::PoolKind k) {
-  Block b;
-  b.kind = Block::Kind::Pool, b.pool_kind = k, b.size = 2, b.stride = 2;
-  return b;
-}
-Block residual(int k) {
-  Block b;
-  b.kind = Block::Kind::Residual, b.kernel = k;
-  return b;
-}
-Block batchnorm() {
-  Block b;
-  b.kind = Block::Kind::BatchNorm;
-  return b;
-}
 
 models::Genome every_block_genome() {
   models::Genome g;
