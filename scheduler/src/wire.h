@@ -62,7 +62,7 @@ class Reader {
     const auto n = get<std::uint64_t>();
     need(n * sizeof(T));
     std::vector<T> v(n);
-    std::memcpy(v.data(), bytes_.data() + at_, n * sizeof(T));
+    if (n > 0) std::memcpy(v.data(), bytes_.data() + at_, n * sizeof(T));  // an empty vector's data() may be null
     at_ += n * sizeof(T);
     return v;
   }
