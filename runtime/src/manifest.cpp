@@ -96,8 +96,34 @@ std::string fnv_hex(const std::string& text) {
 
 }  // namespace
 
+namespace {
+constexpr std::size_t kMaxManifestBytes = 1 << 20;
+constexpr int kMaxManifestDepth = 16;
+
+int depth_of(const YAML::Node& node, int depth = 0) {
+  int deepest = depth;
+  if (node.IsMap())
+    for (const auto& kv : node) deepest = std::max(deepest, depth_of(kv.second, depth + 1));
+  else if (node.IsSequence())
+    for (const auto& item : node) deepest = std::max(deepest, depth_of(item, depth + 1));
+  return deepest;
+}
+}  // namespace
+
 RunConfig parse_manifest(const std::string& text, const std::string& source, const std::string& base_dir,
                          bool load_seeds) {
+  if (text.size() > kMaxManifestBytes)
+    throw ManifestError(source + ": the manifest is " + std::to_string(text.size()) + " bytes; the limit is " +
+                        std::to_string(kMaxManifestBytes) + " (is this the right file?)");
+  // yaml-cpp parses recursively: refuse absurd flow nesting before it does.
+  int open = 0, deepest_flow = 0;
+  for (char c : text) {
+    if (c == '[' || c == '{') deepest_flow = std::max(deepest_flow, ++open);
+    if (c == ']' || c == '}') --open;
+  }
+  if (deepest_flow > 4 * kMaxManifestDepth)
+    throw ManifestError(source + ": brackets nested " + std::to_string(deepest_flow) + " deep; the limit is " +
+                        std::to_string(4 * kMaxManifestDepth));
   YAML::Node root;
   try {
     root = YAML::Load(text);
@@ -106,6 +132,9 @@ RunConfig parse_manifest(const std::string& text, const std::string& source, con
                         ": invalid YAML: " + e.msg);
   }
   if (!root || !root.IsMap()) throw ManifestError(source + ": a manifest is a YAML map (see experiments/README.md)");
+  if (const int depth = depth_of(root); depth > kMaxManifestDepth)
+    throw ManifestError(source + ": the manifest nests " + std::to_string(depth) + " levels deep; the limit is " +
+                        std::to_string(kMaxManifestDepth));
   const Section top(source, root, "manifest",
                     {"run", "task", "population", "selection", "design", "seeds", "cluster", "output", "checkpoints"});
   RunConfig rc;
@@ -296,6 +325,10 @@ std::string manifest_differences(const std::string& stored, const std::string& c
 RunConfig load_manifest(const std::string& path) {
   std::ifstream in(path);
   if (!in) throw ManifestError(path + ": cannot open the manifest (does the file exist?)");
+  std::error_code ec;
+  if (const auto size = std::filesystem::file_size(path, ec); !ec && size > kMaxManifestBytes)
+    throw ManifestError(path + ": the manifest is " + std::to_string(size) + " bytes; the limit is " +
+                        std::to_string(kMaxManifestBytes) + " (is this the right file?)");
   std::stringstream text;
   text << in.rdbuf();
   return parse_manifest(text.str(), path, std::filesystem::path(path).parent_path().string());

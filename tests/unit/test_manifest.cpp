@@ -77,7 +77,8 @@ TEST(Manifest, DocumentedKeysAreExactlyTheLoadersKeys) {
 }
 
 TEST(Manifest, ShippedManifestsValidate) {
-  for (const char* m : {"experiments/quickstart.yaml", "tests/manifests/surrogate-small.yaml",
+  for (const char* m : {"experiments/quickstart.yaml", "experiments/semi-supervised.yaml",
+                        "experiments/surrogate-scale.yaml", "tests/manifests/surrogate-small.yaml",
                         "tests/manifests/determinism-fashion.yaml", "tests/manifests/resume-fashion.yaml"}) {
     EXPECT_NO_THROW(rsi::runtime::load_manifest(kSource + "/" + m)) << m;
   }
@@ -110,6 +111,10 @@ TEST(Manifest, BadManifestsGetTheirMessages) {
       {"seeds: [genomes/missing.yaml]\n", "seeds[0]"},
       {"seeds: [{architecture: [{dense: {units: 7}}]}]\n", "seeds[0]"},
       {kSeeds + "task: {kind: [1, 2]\n", "bad.yaml:3:1: invalid YAML"},
+      {kSeeds + "run: {name: " + std::string(2 << 20, 'x') + "}\n", "bytes; the limit is 1048576"},
+      {kSeeds + "run: {name: " + std::string(200, '[') + std::string(200, ']') + "}\n", "brackets nested"},
+      {kSeeds + "design: {a: {b: {c: {d: {e: {f: {g: {h: {i: {j: {k: {l: {m: {n: {o: {p: {q: 1}}}}}}}}}}}}}}}}}\n",
+       "levels deep; the limit is 16"},
       {kSeeds + "task: {kind: cifar}\n", "task.kind: expected one of fashion_mnist, surrogate, got 'cifar'"},
   };
   for (const auto& c : cases) {
