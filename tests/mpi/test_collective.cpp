@@ -331,6 +331,7 @@ TEST(PointToPoint, RingWithTagsAndSizes) {
   }
   comm.barrier();
   EXPECT_FALSE(comm.try_receive().has_value()) << "rank " << r << ": a message was left over";
+  comm.barrier();  // nobody starts the next test's sends before every rank has checked
 }
 
 // Every other rank sends to rank 0, which takes them from any source, polling try_receive for the
@@ -362,6 +363,7 @@ TEST(PointToPoint, AnySourceToRankZero) {
   }
   comm.barrier();
   EXPECT_FALSE(comm.try_receive().has_value()) << "rank " << r;
+  comm.barrier();  // nobody starts the next test's sends before every rank has checked
 }
 
 // ---------------------------------------------------------------------------------------------
