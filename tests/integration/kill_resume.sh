@@ -52,7 +52,7 @@ echo "   killed during the checkpoint write of generation 2: $(ls "$out" | grep 
 # 2. Kills at random moments.
 for i in 1 2 3; do
   run "$out"
-  delay=$(awk -v r=$RANDOM -v t="$reference_seconds" 'BEGIN { printf "%.2f", 1 + (r / 32767) * t * 0.6 }')
+  delay=$(awk -v r=$RANDOM -v t="$reference_seconds" 'BEGIN { printf "%.2f", 1 + (r / 32767) * t * 0.3 }')
   sleep "$delay"
   if kill -0 "$pid" 2>/dev/null; then
     kill -9 -- "-$pid" 2>/dev/null || true
