@@ -3,6 +3,8 @@
 // experiments/genomes/*.yaml and in genome.h; validate()'s counting conventions are next to it below.
 #include "rsi/models/genome.h"
 
+#include "rsi/models/edit_distance.h"
+
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -189,19 +191,6 @@ std::string expect_distill_mix(float value) {
 // ---------------------------------------------------------------------------------------------
 // Did-you-mean.
 
-std::size_t levenshtein(std::string_view a, std::string_view b) {
-  std::vector<std::size_t> previous(b.size() + 1), current(b.size() + 1);
-  for (std::size_t j = 0; j <= b.size(); ++j) previous[j] = j;
-  for (std::size_t i = 1; i <= a.size(); ++i) {
-    current[0] = i;
-    for (std::size_t j = 1; j <= b.size(); ++j) {
-      const std::size_t substitution = previous[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1);
-      current[j] = std::min({previous[j] + 1, current[j - 1] + 1, substitution});
-    }
-    std::swap(previous, current);
-  }
-  return previous[b.size()];
-}
 
 std::string join(const std::vector<std::string>& words) {
   std::string text;
@@ -216,7 +205,7 @@ std::string suggestion(const std::string& given, const std::vector<std::string>&
   std::string best;
   std::size_t best_distance = std::numeric_limits<std::size_t>::max();
   for (const auto& candidate : valid) {
-    const std::size_t distance = levenshtein(given, candidate);
+    const std::size_t distance = edit_distance(given, candidate);
     if (distance < best_distance) {
       best_distance = distance;
       best = candidate;

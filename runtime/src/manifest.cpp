@@ -1,6 +1,8 @@
 // Manifest loading: yaml-cpp nodes checked key by key against the schema.
 #include "rsi/runtime/manifest.h"
 
+#include "rsi/models/edit_distance.h"
+
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -22,17 +24,6 @@ std::string where(const std::string& source, const YAML::Node& node) {
   return source + ":" + std::to_string(m.line + 1) + ":" + std::to_string(m.column + 1);
 }
 
-std::size_t edit_distance(const std::string& a, const std::string& b) {
-  std::vector<std::size_t> prev(b.size() + 1), cur(b.size() + 1);
-  for (std::size_t j = 0; j <= b.size(); ++j) prev[j] = j;
-  for (std::size_t i = 1; i <= a.size(); ++i) {
-    cur[0] = i;
-    for (std::size_t j = 1; j <= b.size(); ++j)
-      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
-    std::swap(prev, cur);
-  }
-  return prev[b.size()];
-}
 
 class Section {
  public:
@@ -48,7 +39,7 @@ class Section {
         std::string best;
         std::size_t best_d = 99;
         for (const auto& k : keys_)
-          if (const auto d = edit_distance(key, k); d < best_d) best_d = d, best = k;
+          if (const auto d = models::edit_distance(key, k); d < best_d) best_d = d, best = k;
         std::string msg = where(source_, kv.first) + ": " + path_ + ": unknown key '" + key + "'";
         if (best_d <= 3) msg += " (did you mean '" + best + "'?)";
         std::string valid;

@@ -8,6 +8,8 @@
 // (parent, mate, rng, limits, input).
 #include "rsi/scheduler/design.h"
 
+#include "rsi/models/edit_distance.h"
+
 #include <algorithm>
 #include <cmath>
 #include <functional>
@@ -796,19 +798,6 @@ Signature signature_of(const Block& b) {
   return {b.kind, 0};
 }
 
-std::size_t edit_distance(const std::vector<Signature>& a, const std::vector<Signature>& b) {
-  std::vector<std::size_t> previous(b.size() + 1), current(b.size() + 1);
-  for (std::size_t j = 0; j <= b.size(); ++j) previous[j] = j;
-  for (std::size_t i = 1; i <= a.size(); ++i) {
-    current[0] = i;
-    for (std::size_t j = 1; j <= b.size(); ++j) {
-      const std::size_t substitution = previous[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1);
-      current[j] = std::min({previous[j] + 1, current[j - 1] + 1, substitution});
-    }
-    std::swap(previous, current);
-  }
-  return previous[b.size()];
-}
 
 }  // namespace
 
@@ -826,7 +815,7 @@ double population_diversity(const std::vector<models::Genome>& genomes) {
     for (std::size_t j = i + 1; j < genomes.size(); ++j) {
       const models::Recipe& a = genomes[i].recipe;
       const models::Recipe& b = genomes[j].recipe;
-      sum += static_cast<double>(edit_distance(signatures[i], signatures[j])) +
+      sum += static_cast<double>(models::edit_distance(signatures[i], signatures[j])) +
              std::abs(std::log10(static_cast<double>(a.learning_rate) / static_cast<double>(b.learning_rate))) +
              std::abs(a.epochs - b.epochs) / 5.0;
       ++pairs;
