@@ -84,6 +84,10 @@ class Coordinator {
       summary.best_test = best->metrics.test_accuracy;
     }
     for (int g = first; g <= config_.generations; ++g) {
+      if (config_.stop_requested && config_.stop_requested()) {
+        summary.stopped = true;
+        break;
+      }
       const auto start = Clock::now();
       std::vector<ModelRecord> children = g == 0 ? seed_children() : design_children(g);
       run_generation(children, g);
@@ -333,6 +337,16 @@ class Coordinator {
     for (auto& [lineage, g] : gains_by_lineage)
       record.design_skill_by_lineage[lineage] = std::accumulate(g.begin(), g.end(), 0.0) / g.size();
     record.diversity = population_diversity(genomes);
+    record.goodhart_gap = best->metrics.val_accuracy - best->metrics.test_accuracy;
+    if (!best->metrics.test_per_class.empty()) {
+      const auto [lo, hi] = std::minmax_element(best->metrics.test_per_class.begin(), best->metrics.test_per_class.end());
+      record.worst_class_accuracy = *lo;
+      record.class_disparity = *hi - *lo;
+    }
+    std::vector<double> pseudo;
+    for (const ModelRecord& m : children)
+      if (m.trained() && m.metrics.pseudo_label_accuracy >= 0) pseudo.push_back(m.metrics.pseudo_label_accuracy);
+    if (!pseudo.empty()) record.pseudo_label_accuracy = std::accumulate(pseudo.begin(), pseudo.end(), 0.0) / pseudo.size();
     record.population_models = population_;
     record.next_model_id = next_id_;
     for (auto& m : children) morphisms_.erase(m.id);
@@ -411,15 +425,6 @@ void work(const LoopConfig& config, collective::Communicator& world, collective:
 }
 
 }  // namespace
-
-const char* selection_name(SelectionKind k) {
-  switch (k) {
-    case SelectionKind::Truncation: return "truncation";
-    case SelectionKind::Tournament: return "tournament";
-    case SelectionKind::Aging: return "aging";
-  }
-  return "?";
-}
 
 const char* status_name(ModelRecord::Status s) {
   switch (s) {

@@ -13,7 +13,12 @@ enum ExitCode : int {
   kExitFailure = 1,      // the work itself failed (diverged training, ...)
   kExitUsage = 2,        // bad command line
   kExitBadInput = 3,     // a genome, manifest, data or checkpoint file is invalid or missing
+  kExitStopped = 4,      // stopped at a safe point (signal, `rsi stop`): run the same command again to resume
 };
+
+// The name of the file whose presence in a run directory asks a running `rsi run` to stop at its next
+// safe point (`rsi stop RUN` creates it; the run removes it when it honours it).
+inline constexpr const char* kStopFileName = "STOP";
 
 // Adds `train` to `app`; `run` is set to the function that executes it once parsed.
 void add_train_command(CLI::App& app, std::function<int()>& run);

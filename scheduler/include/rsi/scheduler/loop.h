@@ -41,6 +41,10 @@ struct LoopConfig {
   TaskSpec task;
   int group_size = 1;
   int threads_per_rank = 1;
+  // Polled on the coordinator at every generation boundary (after the last generation is durable in
+  // the sinks): true ends the run there, cleanly (kill switch, preemption). Workers follow the
+  // coordinator's stop, so all ranks agree on where the run ended.
+  std::function<bool()> stop_requested;
 };
 
 // Called on rank 0 when a task is dispatched or finishes (progress display).
@@ -51,6 +55,7 @@ struct LoopEvents {
 
 struct LoopSummary {
   int generations_done = 0;
+  bool stopped = false;  // ended early by stop_requested (a resume continues from there)
   std::uint64_t best_id = 0;
   double best_val = 0.0, best_test = 0.0;
 };

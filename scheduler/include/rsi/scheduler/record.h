@@ -52,6 +52,17 @@ struct ModelRecord {
 };
 const char* status_name(ModelRecord::Status s);
 
+// Something governance did or saw: a gate, an approval or rejection, a refused design, a stop, a
+// monitor's alert. Recorded in the lineage (and its hash chain) in the order it happened.
+struct GovernanceEvent {
+  int generation = 0;
+  std::string kind;        // e.g. "gate", "approved", "rejected", "red_line", "stop", "budget", "alert"
+  std::uint64_t model_id = 0;  // the model it concerns; 0 when it concerns the generation
+  std::string reason;      // human-readable: what triggered it, with the figures
+  std::string who;         // user@host for human decisions; "rsi" for the loop's own
+  std::string when;        // UTC ISO 8601 (left out of the determinism comparison)
+};
+
 struct GenerationRecord {
   int generation = 0;
   std::vector<ModelRecord> children;        // in model-id order
@@ -67,6 +78,12 @@ struct GenerationRecord {
   std::map<std::uint64_t, double> design_skill_by_lineage;  // same, grouped by designer lineage
   double diversity = 0.0;                   // population diversity (genome distance)
   int trained = 0, failed = 0, refused = 0;
+  // Monitors (see DESIGN.md step 5), all on the hidden test set, never fed back into selection:
+  double goodhart_gap = 0.0;           // best-by-validation model: validation minus hidden-test accuracy
+  double worst_class_accuracy = 0.0;   // its lowest per-class hidden-test accuracy
+  double class_disparity = 0.0;        // its max minus min per-class hidden-test accuracy
+  double pseudo_label_accuracy = -1.0; // mean over trained children that distilled on the unlabeled pool; < 0 when none
+  std::vector<GovernanceEvent> events;
   double seconds = 0.0;                     // wall time of the generation
   double models_per_second = 0.0;
 };
