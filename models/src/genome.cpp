@@ -422,7 +422,8 @@ class GenomeParser {
       return block;
     }
 
-    const auto expect_fields = [&](const std::vector<std::string>& fields) {
+    // Init-captures: clang before 16 cannot capture structured bindings (tests/fuzz builds with clang 14).
+    const auto expect_fields = [&, &body = body, &kind_name = kind_name](const std::vector<std::string>& fields) {
       return read_map(body.value, body_path, fields, std::string("the fields of a ") + kind_name + " block");
     };
     switch (block.kind) {
