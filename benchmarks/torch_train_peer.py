@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""PyTorch CPU peer for benchmarks/train_throughput.
+"""PyTorch peer for benchmarks/train_throughput (CPU) and benchmarks/train_throughput_gpu (--device cuda).
 
 Trains the same Fashion-MNIST models as `rsi train` (experiments/genomes/{mlp,cnn}.yaml)
 with Adam(lr=1e-3), batch 128, cross-entropy, reshuffling every epoch, and prints one line:
@@ -13,6 +13,11 @@ batch is an index into a shuffled permutation (no DataLoader), which is how a ca
 write this loop. Run with the Debian interpreter that has torch:
 
   /usr/bin/python3 benchmarks/torch_train_peer.py --model mlp --threads 1 [--epochs 1] [--max-steps N]
+
+On a GPU (--device cuda) the data set lives on the device (uploaded once, like ours), the
+permutation is drawn there, and the timer is read after torch.cuda.synchronize() on both ends.
+Without the Fashion-MNIST files (or with --synthetic) it trains on uniform random images of the
+same shape and says data=synthetic: the work per step does not depend on pixel values.
 """
 
 import argparse
@@ -36,6 +41,8 @@ def parse_args():
     p.add_argument("--max-steps", type=int, default=None, help="cap on timed optimizer steps")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default=DATA_DIR)
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--synthetic", action="store_true", help="random images even if the data set is there")
     return p.parse_args()
 
 
@@ -78,6 +85,17 @@ def load(split, limit=None):
     return x.contiguous(), y.contiguous()
 
 
+def have_data():
+    return not args.synthetic and os.path.exists(os.path.join(args.data_dir, "train-images-idx3-ubyte.gz"))
+
+
+def synthetic(count, seed):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(count, 1, 28, 28, generator=g)
+    y = torch.randint(0, 10, (count,), generator=g)
+    return x.contiguous(), y.contiguous()
+
+
 def build_model(name):
     if name == "mlp":
         return nn.Sequential(
@@ -100,11 +118,31 @@ def main():
     torch.set_num_interop_threads(1)
     torch.manual_seed(args.seed)
 
-    x_train, y_train = load("train", TRAIN_SAMPLES)
-    x_test, y_test = load("test")
+    if have_data():
+        data_kind = "fashion-mnist"
+        x_train, y_train = load("train", TRAIN_SAMPLES)
+        x_test, y_test = load("test")
+    else:
+        data_kind = "synthetic"
+        print(f"torch_train_peer: no Fashion-MNIST under {args.data_dir} (or --synthetic): synthetic data",
+              file=sys.stderr)
+        x_train, y_train = synthetic(TRAIN_SAMPLES, 1)
+        x_test, y_test = synthetic(10000, 2)
     n = x_train.shape[0]
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    if cuda:
+        if not torch.cuda.is_available():
+            sys.exit("torch_train_peer: --device cuda but torch.cuda.is_available() is False")
+        print(f"torch_train_peer: torch {torch.__version__} on {torch.cuda.get_device_name(0)}", file=sys.stderr)
+        x_train, y_train = x_train.to(device), y_train.to(device)
+        x_test, y_test = x_test.to(device), y_test.to(device)
 
-    model = build_model(args.model)
+    def sync():
+        if cuda:
+            torch.cuda.synchronize()
+
+    model = build_model(args.model).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss_fn = nn.CrossEntropyLoss()
 
@@ -118,16 +156,17 @@ def main():
 
     # Warm-up: allocator, oneDNN primitive caches, Adam state. Not timed, not counted.
     model.train()
-    warm = torch.randperm(n)
+    warm = torch.randperm(n, device=device)
     for s in range(WARMUP_STEPS):
         step(warm[s * BATCH:(s + 1) * BATCH])
 
+    sync()
     samples = 0
     steps = 0
     done = False
     t0 = time.perf_counter()
     for _ in range(args.epochs):
-        perm = torch.randperm(n)
+        perm = torch.randperm(n, device=device)
         for start in range(0, n, BATCH):
             idx = perm[start:start + BATCH]
             loss = step(idx)
@@ -139,6 +178,7 @@ def main():
         if done:
             break
     loss.item()  # make sure the last step has fully completed
+    sync()
     train_seconds = time.perf_counter() - t0
 
     model.eval()
@@ -150,9 +190,9 @@ def main():
     test_acc = correct / x_test.shape[0]
 
     peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    print(f"train_summary model={args.model} threads={args.threads} "
-          f"samples_per_s={samples / train_seconds:.1f} train_seconds={train_seconds:.2f} "
-          f"samples={samples} peak_rss_mib={peak_rss_mib:.1f} test_acc={test_acc:.4f}",
+    print(f"train_summary model={args.model} threads={args.threads} device={args.device} "
+          f"samples_per_s={samples / train_seconds:.1f} train_seconds={train_seconds:.3f} "
+          f"samples={samples} peak_rss_mib={peak_rss_mib:.1f} test_acc={test_acc:.4f} data={data_kind}",
           flush=True)
 
 

@@ -1,6 +1,8 @@
 // Tensor storage: 64-byte aligned, zero-filled owning buffers and non-owning views.
 #include "rsi/kernels/tensor.h"
 
+#include "rsi/kernels/cuda.h"
+
 #include <algorithm>
 #include <cstdlib>
 #include <new>
@@ -28,7 +30,12 @@ std::int64_t shape_numel(const Shape& shape) {
   return n;
 }
 
-void Tensor::FreeAligned::operator()(float* p) const { std::free(p); }
+void Tensor::FreeAligned::operator()(float* p) const {
+  if (device == Device::CUDA)
+    detail::cuda_free(p);
+  else
+    std::free(p);
+}
 
 namespace {
 float* allocate_aligned(std::int64_t count) {
@@ -40,11 +47,15 @@ float* allocate_aligned(std::int64_t count) {
 }  // namespace
 
 Tensor::Tensor(Shape shape, Device device) : shape_(std::move(shape)), numel_(shape_numel(shape_)), device_(device) {
-  if (device_ != Device::CPU) throw std::invalid_argument("this build of rsi allocates tensors on the CPU only");
-  capacity_ = numel_;
-  storage_.reset(allocate_aligned(capacity_));
+  allocate(numel_);
+  fill(0.0f);
+}
+
+void Tensor::allocate(std::int64_t count) {
+  storage_ = std::unique_ptr<float, FreeAligned>(
+      device_ == Device::CUDA ? detail::cuda_alloc_floats(count) : allocate_aligned(count), FreeAligned{device_});
   data_ = storage_.get();
-  std::fill_n(data_, numel_, 0.0f);
+  capacity_ = count;
 }
 
 Tensor Tensor::view(float* data, Shape shape, Device device) {
@@ -59,7 +70,7 @@ Tensor Tensor::view(float* data, Shape shape, Device device) {
 
 Tensor Tensor::clone() const {
   Tensor t(shape_, device_);
-  std::copy_n(data_, numel_, t.data_);
+  copy_floats(t.data_, device_, data_, device_, numel_);
   return t;
 }
 
@@ -73,14 +84,17 @@ void Tensor::resize(Shape shape) {
   const std::int64_t n = shape_numel(shape);
   if (n > capacity_) {
     if (!owns() && data_) throw std::invalid_argument("cannot grow a tensor view to " + shape_string(shape));
-    storage_.reset(allocate_aligned(n));
-    data_ = storage_.get();
-    capacity_ = n;
+    allocate(n);
   }
   shape_ = std::move(shape);
   numel_ = n;
 }
 
-void Tensor::fill(float value) { std::fill_n(data_, numel_, value); }
+void Tensor::fill(float value) {
+  if (device_ == Device::CUDA)
+    detail::cuda_fill(data_, numel_, value);
+  else
+    std::fill_n(data_, numel_, value);
+}
 
 }  // namespace rsi::kernels

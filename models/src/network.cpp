@@ -3,14 +3,18 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <sstream>
 #include <stdexcept>
 
+#include "rsi/kernels/dispatch.h"
 #include "rsi/kernels/ops.h"
 #include "rsi/kernels/rng.h"
 
 namespace rsi::models {
 
+using kernels::Device;
+using kernels::Exec;
 using kernels::Tensor;
 
 // Shape of an activation per sample.
@@ -39,16 +43,30 @@ struct Registry {
   }
 };
 
+// Pointers into the network's flat buffers and where they live; every op a layer runs goes to
+// `exec` (kernels/dispatch.h), so one layer implementation serves the CPU and the GPU.
 struct Buffers {
   float* params;
   float* grads;
   float* state;
+  Exec exec;
 };
 
 class Layer {
  public:
   virtual ~Layer() = default;
-  virtual void bind(const Buffers&) {}
+  virtual void bind(const Buffers& b) { exec = b.exec; }
+  // Writes the layer's initial non-trainable state into `state` (host memory, the flat state layout).
+  virtual void reset_state(float*) const {}
+  // Re-creates the layer's scratch tensors (activations, masks, saved statistics) on `device`.
+  virtual void set_device(Device device) { out = Tensor(kernels::Shape{0}, device); }
+  // GPU fusion: a dense or conv layer whose bias the following activation applies leaves it out of
+  // `out` on the GPU and returns it here with its layout (see kernels::bias_activation_forward).
+  virtual const float* deferred_bias(int /*N*/, std::int64_t& /*rows*/, std::int64_t& /*cols*/,
+                                     bool& /*per_row*/) const {
+    return nullptr;
+  }
+  bool defer_bias = false;  // set by the network when the next layer is a ReLU or tanh
   // x holds N samples of in_shape; writes out.
   virtual void forward(const float* x, int N, const Network::Mode& mode) = 0;
   // dy: gradient of out; dx (may be null): gradient of x. Overwrites parameter gradients.
@@ -58,6 +76,7 @@ class Layer {
   ActShape in_shape, out_shape;
   std::int64_t param_count = 0;
   Tensor out;
+  Exec exec;
 
  protected:
   void prepare_out(int N) { out.resize({static_cast<std::int64_t>(N) * out_shape.features()}); }
@@ -76,13 +95,22 @@ class DenseLayer final : public Layer {
     b_ = r.add_param(name + ".bias", units, false, inputs_);
     param_count = static_cast<std::int64_t>(units) * inputs_ + units;
   }
-  void bind(const Buffers& b) override { buf_ = b; }
+  void bind(const Buffers& b) override {
+    Layer::bind(b);
+    buf_ = b;
+  }
   void forward(const float* x, int N, const Network::Mode&) override {
     prepare_out(N);
-    kernels::linear_forward(x, buf_.params + w_, buf_.params + b_, out.data(), N, inputs_, units_);
+    const float* bias = defer_bias && exec.cuda() ? nullptr : buf_.params + b_;
+    kernels::linear_forward(exec, x, buf_.params + w_, bias, out.data(), N, inputs_, units_);
+  }
+  const float* deferred_bias(int N, std::int64_t& rows, std::int64_t& cols, bool& per_row) const override {
+    if (!defer_bias || !exec.cuda()) return nullptr;
+    rows = N, cols = units_, per_row = false;
+    return buf_.params + b_;
   }
   void backward(const float* x, const float* dy, float* dx, int N) override {
-    kernels::linear_backward(x, buf_.params + w_, dy, dx, buf_.grads + w_, buf_.grads + b_, N, inputs_, units_);
+    kernels::linear_backward(exec, x, buf_.params + w_, dy, dx, buf_.grads + w_, buf_.grads + b_, N, inputs_, units_);
   }
   std::string kind() const override { return "dense(" + std::to_string(units_) + ")"; }
 
@@ -104,16 +132,29 @@ class ConvLayer final : public Layer {
     b_ = r.add_param(name + ".bias", channels, false, fan_in);
     param_count = channels * fan_in + channels;
   }
-  void bind(const Buffers& b) override { buf_ = b; }
+  void bind(const Buffers& b) override {
+    Layer::bind(b);
+    buf_ = b;
+  }
+  void set_device(Device device) override {
+    Layer::set_device(device);
+    col_ = Tensor(kernels::Shape{0}, device);
+  }
   void forward(const float* x, int N, const Network::Mode&) override {
     shape_.N = N;
     prepare_out(N);
     col_.resize({std::max<std::int64_t>(shape_.col_size(), 1)});
-    kernels::conv2d_forward(shape_, x, buf_.params + w_, buf_.params + b_, out.data(), col_.data());
+    const float* bias = defer_bias && exec.cuda() ? nullptr : buf_.params + b_;
+    kernels::conv2d_forward(exec, shape_, x, buf_.params + w_, bias, out.data(), col_.data());
+  }
+  const float* deferred_bias(int N, std::int64_t& rows, std::int64_t& cols, bool& per_row) const override {
+    if (!defer_bias || !exec.cuda()) return nullptr;
+    rows = shape_.K, cols = static_cast<std::int64_t>(N) * shape_.OH() * shape_.OW(), per_row = true;
+    return buf_.params + b_;
   }
   void backward(const float* x, const float* dy, float* dx, int N) override {
     shape_.N = N;
-    kernels::conv2d_backward(shape_, x, buf_.params + w_, dy, dx, buf_.grads + w_, buf_.grads + b_, col_.data());
+    kernels::conv2d_backward(exec, shape_, x, buf_.params + w_, dy, dx, buf_.grads + w_, buf_.grads + b_, col_.data());
   }
   std::string kind() const override {
     return "conv(" + std::to_string(shape_.K) + ", k" + std::to_string(shape_.kernel) + ", s" +
@@ -138,37 +179,54 @@ class PoolLayer final : public Layer {
     shape_.planes = static_cast<std::int64_t>(in_shape.C) * N;
     prepare_out(N);
     if (max_) {
-      argmax_.resize(static_cast<std::size_t>(out.numel()));
-      kernels::maxpool2d_forward(shape_, x, out.data(), argmax_.data());
+      argmax_.resize({out.numel()});
+      kernels::maxpool2d_forward(exec, shape_, x, out.data(), argmax());
     } else {
-      kernels::avgpool2d_forward(shape_, x, out.data());
+      kernels::avgpool2d_forward(exec, shape_, x, out.data());
     }
+  }
+  void set_device(Device device) override {
+    Layer::set_device(device);
+    argmax_ = Tensor(kernels::Shape{0}, device);
   }
   void backward(const float*, const float* dy, float* dx, int N) override {
     if (!dx) return;
     shape_.planes = static_cast<std::int64_t>(in_shape.C) * N;
     if (max_)
-      kernels::maxpool2d_backward(shape_, dy, argmax_.data(), dx);
+      kernels::maxpool2d_backward(exec, shape_, dy, argmax(), dx);
     else
-      kernels::avgpool2d_backward(shape_, dy, dx);
+      kernels::avgpool2d_backward(exec, shape_, dy, dx);
   }
   std::string kind() const override { return std::string(max_ ? "maxpool(" : "avgpool(") + std::to_string(shape_.size) + ")"; }
 
  private:
+  // Window argmax indices: int32 stored in a float tensor's memory (same size), so they live on
+  // the layer's device like everything else.
+  std::int32_t* argmax() { return reinterpret_cast<std::int32_t*>(argmax_.data()); }
   bool max_;
   kernels::Pool2dShape shape_;
-  std::vector<std::int32_t> argmax_;
+  Tensor argmax_;
 };
 
 class ActivationLayer final : public Layer {
  public:
   ActivationLayer(ActShape in, kernels::Activation a) : act_(a) { in_shape = out_shape = in; }
+  // ReLU and tanh backward read only the output, so the layer before may leave its bias to us;
+  // GELU's backward reads its input, which must then include the bias.
+  bool can_take_bias() const { return act_ == kernels::Activation::ReLU || act_ == kernels::Activation::Tanh; }
+  const Layer* bias_source = nullptr;
   void forward(const float* x, int N, const Network::Mode&) override {
     prepare_out(N);
-    kernels::activation_forward(act_, x, out.data(), out.numel());
+    std::int64_t rows = 0, cols = 0;
+    bool per_row = false;
+    if (const float* bias = bias_source ? bias_source->deferred_bias(N, rows, cols, per_row) : nullptr) {
+      kernels::bias_activation_forward(exec, act_, x, bias, out.data(), rows, cols, per_row);
+      return;
+    }
+    kernels::activation_forward(exec, act_, x, out.data(), out.numel());
   }
   void backward(const float* x, const float* dy, float* dx, int) override {
-    if (dx) kernels::activation_backward(act_, x, out.data(), dy, dx, out.numel());
+    if (dx) kernels::activation_backward(exec, act_, x, out.data(), dy, dx, out.numel());
   }
   std::string kind() const override { return kernels::activation_name(act_); }
 
@@ -183,7 +241,7 @@ class DropoutLayer final : public Layer {
     prepare_out(N);
     train_ = mode.train && rate_ > 0.0f;
     if (!train_) {
-      std::copy_n(x, out.numel(), out.data());
+      kernels::copy(exec, out.data(), x, out.numel());
       return;
     }
     mask_.resize({out.numel()});
@@ -193,24 +251,24 @@ class DropoutLayer final : public Layer {
     const std::uint64_t base = index_ << 40;
     const std::int64_t features = in_shape.features();
     if (!in_shape.spatial) {
-      kernels::dropout_forward(x, out.data(), mask_.data(), out.numel(), rate_, rng,
+      kernels::dropout_forward(exec, x, out.data(), mask_.data(), out.numel(), rate_, rng,
                                base + static_cast<std::uint64_t>(mode.row_offset * features));
       return;
     }
-    const std::int64_t C = in_shape.C, HW = static_cast<std::int64_t>(in_shape.H) * in_shape.W;
-    for (std::int64_t c = 0; c < C; ++c)
-      for (std::int64_t n = 0; n < N; ++n) {
-        const std::int64_t at = (c * N + n) * HW;
-        kernels::dropout_forward(x + at, out.data() + at, mask_.data() + at, HW, rate_, rng,
-                                 base + static_cast<std::uint64_t>(((mode.row_offset + n) * C + c) * HW));
-      }
+    kernels::dropout_forward_cnhw(exec, x, out.data(), mask_.data(), in_shape.C, N,
+                                  static_cast<std::int64_t>(in_shape.H) * in_shape.W, rate_, rng, base,
+                                  mode.row_offset);
+  }
+  void set_device(Device device) override {
+    Layer::set_device(device);
+    mask_ = Tensor(kernels::Shape{0}, device);
   }
   void backward(const float*, const float* dy, float* dx, int) override {
     if (!dx) return;
     if (train_)
-      kernels::dropout_backward(dy, mask_.data(), dx, out.numel());
+      kernels::dropout_backward(exec, dy, mask_.data(), dx, out.numel());
     else
-      std::copy_n(dy, out.numel(), dx);
+      kernels::copy(exec, dx, dy, out.numel());
   }
   std::string kind() const override {
     std::ostringstream s;
@@ -239,8 +297,15 @@ class BatchNormLayer final : public Layer {
     save_.resize({2 * channels_});
   }
   void bind(const Buffers& b) override {
+    Layer::bind(b);
     buf_ = b;
-    std::fill_n(buf_.state + running_ + channels_, channels_, 1.0f);  // running variance starts at 1
+  }
+  void reset_state(float* state) const override {
+    std::fill_n(state + running_ + channels_, channels_, 1.0f);  // running variance starts at 1
+  }
+  void set_device(Device device) override {
+    Layer::set_device(device);
+    save_ = Tensor({2 * channels_}, device);
   }
   kernels::BatchNormShape shape(int N) const {
     if (in_shape.spatial) return {1, channels_, static_cast<std::int64_t>(N) * in_shape.H * in_shape.W};
@@ -250,14 +315,14 @@ class BatchNormLayer final : public Layer {
     prepare_out(N);
     float* running = buf_.state + running_;
     if (mode.train)
-      kernels::batchnorm_forward_train(shape(N), x, buf_.params + gamma_, buf_.params + beta_, out.data(), save_.data(),
+      kernels::batchnorm_forward_train(exec, shape(N), x, buf_.params + gamma_, buf_.params + beta_, out.data(), save_.data(),
                                        save_.data() + channels_, running, running + channels_, kMomentum, kEps);
     else
-      kernels::batchnorm_forward_eval(shape(N), x, buf_.params + gamma_, buf_.params + beta_, running,
+      kernels::batchnorm_forward_eval(exec, shape(N), x, buf_.params + gamma_, buf_.params + beta_, running,
                                       running + channels_, kEps, out.data());
   }
   void backward(const float* x, const float* dy, float* dx, int N) override {
-    kernels::batchnorm_backward(shape(N), x, buf_.params + gamma_, save_.data(), save_.data() + channels_, dy, dx,
+    kernels::batchnorm_backward(exec, shape(N), x, buf_.params + gamma_, save_.data(), save_.data() + channels_, dy, dx,
                                 buf_.grads + gamma_, buf_.grads + beta_);
   }
   std::string kind() const override { return "batchnorm"; }
@@ -276,10 +341,10 @@ class FlattenLayer final : public Layer {
   }
   void forward(const float* x, int N, const Network::Mode&) override {
     prepare_out(N);
-    kernels::cnhw_to_dense(x, out.data(), in_shape.C, N, in_shape.H * in_shape.W);
+    kernels::cnhw_to_dense(exec, x, out.data(), in_shape.C, N, in_shape.H * in_shape.W);
   }
   void backward(const float*, const float* dy, float* dx, int N) override {
-    if (dx) kernels::dense_to_cnhw(dy, dx, in_shape.C, N, in_shape.H * in_shape.W);
+    if (dx) kernels::dense_to_cnhw(exec, dy, dx, in_shape.C, N, in_shape.H * in_shape.W);
   }
   std::string kind() const override { return "flatten"; }
 };
@@ -298,7 +363,17 @@ class ResidualLayer final : public Layer {
     for (auto& p : parts_) param_count += p->param_count;
   }
   void bind(const Buffers& b) override {
+    Layer::bind(b);
     for (auto& p : parts_) p->bind(b);
+  }
+  void reset_state(float* state) const override {
+    for (const auto& p : parts_) p->reset_state(state);
+  }
+  void set_device(Device device) override {
+    Layer::set_device(device);
+    for (auto& p : parts_) p->set_device(device);
+    grad_a_ = Tensor(kernels::Shape{0}, device);
+    grad_b_ = Tensor(kernels::Shape{0}, device);
   }
   void forward(const float* x, int N, const Network::Mode& mode) override {
     const float* h = x;
@@ -307,7 +382,7 @@ class ResidualLayer final : public Layer {
       h = p->out.data();
     }
     prepare_out(N);
-    kernels::add(x, h, out.data(), out.numel());
+    kernels::add(exec, x, h, out.data(), out.numel());
   }
   void backward(const float* x, const float* dy, float* dx, int N) override {
     const std::int64_t n = out.numel();
@@ -320,7 +395,7 @@ class ResidualLayer final : public Layer {
       parts_[i]->backward(in, g, gin, N);
       g = gin;
     }
-    if (dx) kernels::add(dy, g, dx, n);
+    if (dx) kernels::add(exec, dy, g, dx, n);
   }
   std::string kind() const override { return "residual(k" + std::to_string(kernel_) + ")"; }
 
@@ -360,13 +435,43 @@ Network::Network(const Genome& genome, const InputSpec& input) : genome_(genome)
     }
     shape = layers_.back()->out_shape;
   }
+  // Dense/conv followed by ReLU or tanh: on the GPU the activation applies the bias (one pass less).
+  // RSI_CUDA_FUSE=0 turns that off (A/B timing); the CPU never fuses, so its results are unchanged.
+  const char* fuse_env = std::getenv("RSI_CUDA_FUSE");
+  const bool fuse = !(fuse_env && std::string(fuse_env) == "0");
+  for (std::size_t i = 0; fuse && i + 1 < layers_.size(); ++i) {
+    auto* act = dynamic_cast<ActivationLayer*>(layers_[i + 1].get());
+    const bool biased = dynamic_cast<DenseLayer*>(layers_[i].get()) || dynamic_cast<ConvLayer*>(layers_[i].get());
+    if (!act || !biased || !act->can_take_bias()) continue;
+    layers_[i]->defer_bias = true;
+    act->bias_source = layers_[i].get();
+  }
   segments_ = std::move(registry.params);
   state_segments_ = std::move(registry.states);
   params_ = Tensor({registry.param_size});
   grads_ = Tensor({registry.param_size});
   state_ = Tensor({registry.state_size});
-  const Buffers buffers{params_.data(), grads_.data(), state_.data()};
+  bind_layers();
+  for (auto& layer : layers_) layer->reset_state(state_.data());
+}
+
+void Network::bind_layers() {
+  const Buffers buffers{params_.data(), grads_.data(), state_.data(), exec_};
   for (auto& layer : layers_) layer->bind(buffers);
+}
+
+void Network::to(Device device) {
+  if (device == exec_.device) return;
+  const Exec exec = device == Device::CUDA ? Exec::gpu() : Exec::cpu();
+  params_ = kernels::to_device(params_, device);
+  grads_ = kernels::to_device(grads_, device);
+  state_ = kernels::to_device(state_, device);
+  exec_ = exec;
+  for (auto& layer : layers_) layer->set_device(device);
+  grad_ping_ = Tensor(kernels::Shape{0}, device);
+  grad_pong_ = Tensor(kernels::Shape{0}, device);
+  input_data_ = nullptr;
+  bind_layers();
 }
 
 Network::~Network() = default;
@@ -374,6 +479,13 @@ Network::Network(Network&&) noexcept = default;
 Network& Network::operator=(Network&&) noexcept = default;
 
 void Network::initialize(std::uint64_t seed, std::uint64_t model_id) {
+  if (exec_.cuda()) {
+    // Drawn on the host (the same numbers as a CPU network), then copied to the device.
+    to(Device::CPU);
+    initialize(seed, model_id);
+    to(Device::CUDA);
+    return;
+  }
   const kernels::CounterRng rng(seed, kernels::rng_stream(kernels::RngUse::Init, model_id));
   for (const ParamSegment& s : segments_) {
     float* p = params_.data() + s.offset;
@@ -389,9 +501,8 @@ void Network::initialize(std::uint64_t seed, std::uint64_t model_id) {
     }
   }
   // Running statistics back to mean 0, variance 1.
-  const Buffers buffers{params_.data(), grads_.data(), state_.data()};
   state_.zero();
-  for (auto& layer : layers_) layer->bind(buffers);
+  for (auto& layer : layers_) layer->reset_state(state_.data());
 }
 
 const Tensor& Network::forward(const float* x, int N, const Mode& mode) {

@@ -5,10 +5,13 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <numbers>
 #include <numeric>
 #include <span>
 
+#include "rsi/kernels/cuda.h"
+#include "rsi/kernels/dispatch.h"
 #include "rsi/kernels/ops.h"
 #include "rsi/kernels/rng.h"
 
@@ -31,16 +34,43 @@ void shuffle_indices(std::vector<std::int64_t>& order, std::uint64_t seed, std::
 }
 
 // Applies one optimizer step to every parameter segment (weight decay only where it applies).
+// On the GPU, neighbouring segments with the same weight decay are updated by one launch (the
+// update is element-wise, so the result is the same); the CPU keeps its per-segment loop.
 class Optimizer {
  public:
   Optimizer(Network& net, const Recipe& recipe) : net_(net), recipe_(recipe) {
     const std::int64_t n = net.parameter_count();
-    m_ = kernels::Tensor({n});
-    if (recipe.optimizer != Recipe::Optimizer::Sgd) v_ = kernels::Tensor({n});
+    m_ = kernels::Tensor({n}, net.device());
+    if (recipe.optimizer != Recipe::Optimizer::Sgd) v_ = kernels::Tensor({n}, net.device());
+    // Segments only differ in their weight decay: with none in the recipe, one run covers them all.
+    auto decay_of = [&](const ParamSegment& s) { return s.decay ? recipe.weight_decay : 0.0f; };
+    for (const ParamSegment& s : net.segments()) {
+      if (!runs_.empty() && decay_of(runs_.back()) == decay_of(s) && runs_.back().offset + runs_.back().size == s.offset)
+        runs_.back().size += s.size;
+      else
+        runs_.push_back(s);
+    }
   }
   void step(double lr, std::int64_t t) {
     float* p = net_.parameters().data();
     const float* g = net_.gradients().data();
+    if (net_.device() == kernels::Device::CUDA) {
+      const kernels::Exec& e = net_.exec();
+      for (const ParamSegment& s : runs_) {
+        const float wd = s.decay ? recipe_.weight_decay : 0.0f;
+        if (recipe_.optimizer == Recipe::Optimizer::Sgd) {
+          kernels::SgdConfig c{static_cast<float>(lr), recipe_.momentum, wd, false};
+          kernels::sgd_step(e, p + s.offset, g + s.offset, m_.data() + s.offset, s.size, c);
+        } else {
+          kernels::AdamConfig c;
+          c.lr = static_cast<float>(lr);
+          c.weight_decay = wd;
+          c.decoupled = recipe_.optimizer == Recipe::Optimizer::AdamW;
+          kernels::adam_step(e, p + s.offset, g + s.offset, m_.data() + s.offset, v_.data() + s.offset, s.size, c, t);
+        }
+      }
+      return;
+    }
     for (const ParamSegment& s : net_.segments()) {
       const float wd = s.decay ? recipe_.weight_decay : 0.0f;
       if (recipe_.optimizer == Recipe::Optimizer::Sgd) {
@@ -60,7 +90,65 @@ class Optimizer {
   Network& net_;
   const Recipe& recipe_;
   kernels::Tensor m_, v_;
+  std::vector<ParamSegment> runs_;
 };
+
+// Moves a network to the training device for the scope of train() and back where it was after,
+// also when training throws.
+class DevicePlacement {
+ public:
+  DevicePlacement(Network& net, kernels::Device device) : net_(net), original_(net.device()) { net.to(device); }
+  ~DevicePlacement() {
+    try {
+      net_.to(original_);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "rsi: could not move the network back to the %s after training: %s\n",
+                   kernels::device_name(original_), e.what());
+    }
+  }
+  DevicePlacement(const DevicePlacement&) = delete;
+  DevicePlacement& operator=(const DevicePlacement&) = delete;
+
+ private:
+  Network& net_;
+  kernels::Device original_;
+};
+
+// A host-memory collective over a tensor that may live on the GPU: staged through the host.
+void allreduce_tensor(collective::Communicator& group, kernels::Tensor& t, collective::ReduceOp op,
+                      std::int64_t bucket) {
+  if (t.device() == kernels::Device::CPU) {
+    for (std::int64_t at = 0; at < t.numel(); at += bucket)
+      group.allreduce(std::span<float>(t.data() + at, static_cast<std::size_t>(std::min(bucket, t.numel() - at))), op);
+    return;
+  }
+  std::vector<float> host(static_cast<std::size_t>(t.numel()));
+  kernels::copy_floats(host.data(), kernels::Device::CPU, t.data(), t.device(), t.numel());
+  for (std::int64_t at = 0; at < t.numel(); at += bucket)
+    group.allreduce(std::span<float>(host.data() + at, static_cast<std::size_t>(std::min(bucket, t.numel() - at))), op);
+  kernels::copy_floats(t.data(), t.device(), host.data(), kernels::Device::CPU, t.numel());
+}
+
+// Sums a GPU network's gradients over the group: on the network's stream through the device
+// collective (NCCL) where the communicator has one — the optimizer step queued after it on the same
+// stream reads the sums — else staged through the host.
+void allreduce_gradients(collective::Communicator& group, Network& net, std::int64_t bucket) {
+  kernels::Tensor& grads = net.gradients();
+  if (!group.supports_device_buffers()) {
+    allreduce_tensor(group, grads, collective::ReduceOp::Sum, bucket);
+    return;
+  }
+  for (std::int64_t at = 0; at < grads.numel(); at += bucket)
+    group.allreduce_async(grads.data() + at, static_cast<std::size_t>(std::min(bucket, grads.numel() - at)),
+                          collective::ReduceOp::Sum, net.exec().ctx->stream());
+}
+
+// Copies n int32 values between devices (labels and row ids share the float copy path: 4 bytes each).
+void copy_int32(std::int32_t* dst, kernels::Device dst_device, const std::int32_t* src, kernels::Device src_device,
+                std::int64_t n, kernels::cuda::Context* ctx = nullptr) {
+  kernels::copy_floats(reinterpret_cast<float*>(dst), dst_device, reinterpret_cast<const float*>(src), src_device, n,
+                       ctx);
+}
 
 void allreduce_buckets(collective::Communicator& group, float* data, std::int64_t n, std::int64_t bucket) {
   for (std::int64_t at = 0; at < n; at += bucket)
@@ -97,13 +185,30 @@ Evaluation evaluate(Network& net, const Dataset& data, int batch_size, collectiv
   std::vector<double> counts(2 * static_cast<std::size_t>(classes) + 1, 0.0);
   const std::int64_t lo = data.size() * rank / ranks, hi = data.size() * (rank + 1) / ranks;
   const Network::Mode mode{};
+  // A network on the GPU gets each batch uploaded and its logits read back; the counting below is
+  // the same host code for both devices.
+  const bool gpu = net.device() == kernels::Device::CUDA;
+  kernels::Tensor x_device;
+  std::vector<float> host_logits;
+  if (gpu) x_device = kernels::Tensor({static_cast<std::int64_t>(batch_size) * data.pixels()}, net.device());
   for (std::int64_t start = lo; start < hi; start += batch_size) {
     const int n = static_cast<int>(std::min<std::int64_t>(batch_size, hi - start));
-    const kernels::Tensor& logits = net.forward(data.image(start), n, mode);
-    counts.back() += static_cast<double>(kernels::softmax_cross_entropy(logits.data(), data.labels.data() + start, n,
+    const float* logits = nullptr;
+    if (gpu) {
+      kernels::copy_floats(x_device.data(), net.device(), data.image(start), kernels::Device::CPU,
+                           static_cast<std::int64_t>(n) * data.pixels());
+      const kernels::Tensor& out = net.forward(x_device.data(), n, mode);
+      host_logits.resize(static_cast<std::size_t>(n) * classes);
+      kernels::copy_floats(host_logits.data(), kernels::Device::CPU, out.data(), net.device(),
+                           static_cast<std::int64_t>(n) * classes);
+      logits = host_logits.data();
+    } else {
+      logits = net.forward(data.image(start), n, mode).data();
+    }
+    counts.back() += static_cast<double>(kernels::softmax_cross_entropy(logits, data.labels.data() + start, n,
                                                                          classes, nullptr)) * n;
     for (int i = 0; i < n; ++i) {
-      const float* row = logits.data() + static_cast<std::int64_t>(i) * classes;
+      const float* row = logits + static_cast<std::int64_t>(i) * classes;
       const int predicted = static_cast<int>(std::max_element(row, row + classes) - row);
       const int label = data.labels[start + i];
       counts[classes + label] += 1.0;
@@ -143,13 +248,48 @@ TrainResult train(Network& net, const Dataset& data, const TrainOptions& options
   for (const Phase& p : phases) total_steps += p.epochs * ((p.labeled + p.unlabeled + batch - 1) / batch);
   if (options.max_steps >= 0) total_steps = std::min(total_steps, options.max_steps);
 
+  const DevicePlacement placement(net, options.device);
+  const bool gpu = net.device() == kernels::Device::CUDA || options.gpu_path_on_cpu;
+  const kernels::Device device = net.device();
+  const kernels::Exec& exec = net.exec();
+
   Optimizer optimizer(net, recipe);
   const std::int64_t local_capacity = (batch + ranks - 1) / ranks;
   std::vector<float> inputs(static_cast<std::size_t>(local_capacity) * pixels);
   std::vector<std::int32_t> labels(local_capacity);
   std::vector<std::int64_t> rows(local_capacity);
-  kernels::Tensor dlogits({local_capacity * classes});
+  kernels::Tensor dlogits({local_capacity * classes}, device);
   kernels::Tensor teacher_logits({distill ? local_capacity * classes : 0});
+
+  // GPU state. Batches of a phase without augmentation or distillation are gathered on the device
+  // from the data set uploaded once (the epoch's order goes up once per epoch); other batches are
+  // prepared on the host as on the CPU and uploaded. Losses go to a device array read back every
+  // loss_check_every steps, so the host queues steps ahead of the GPU instead of waiting on each.
+  struct PendingStep {
+    bool ce = false, kd = false;
+    float ce_scale = 0.0f, kd_scale = 0.0f;
+    int global_n = 0;
+  };
+  const int loss_window = gpu ? std::max(1, options.loss_check_every) : 1;
+  kernels::Tensor x_device, teacher_device, data_device, order_device, losses_device;
+  kernels::Tensor labels_device, data_labels_device;  // int32 in float storage
+  std::vector<PendingStep> pending;
+  std::vector<float> host_losses;
+  if (gpu) {
+    x_device = kernels::Tensor({local_capacity * pixels}, device);
+    labels_device = kernels::Tensor({local_capacity}, device);
+    teacher_device = kernels::Tensor({distill ? local_capacity * classes : 0}, device);
+    losses_device = kernels::Tensor({2 * static_cast<std::int64_t>(loss_window)}, device);
+    host_losses.resize(2 * static_cast<std::size_t>(loss_window));
+    if (!augment && data.size() > 0) {
+      data_device = kernels::Tensor({data.size() * pixels}, device);
+      kernels::copy_floats(data_device.data(), device, data.images.data(), kernels::Device::CPU, data.size() * pixels);
+      data_labels_device = kernels::Tensor({data.size()}, device);
+      copy_int32(reinterpret_cast<std::int32_t*>(data_labels_device.data()), device, data.labels.data(),
+                 kernels::Device::CPU, data.size());
+    }
+  }
+  auto as_int32 = [](kernels::Tensor& t) { return reinterpret_cast<std::int32_t*>(t.data()); };
 
   TrainResult result;
   std::int64_t step = 0;
@@ -158,15 +298,45 @@ TrainResult train(Network& net, const Dataset& data, const TrainOptions& options
     const std::int64_t examples = phase.labeled + phase.unlabeled;
     if (examples == 0) continue;
     const std::int64_t steps_per_epoch = (examples + batch - 1) / batch;
+    const bool resident = gpu && !augment && !phase.distill && phase.unlabeled == 0;
     std::vector<std::int64_t> order(static_cast<std::size_t>(examples));
     for (int epoch = 0; epoch < phase.epochs && step < total_steps && !result.diverged; ++epoch, ++epoch_counter) {
       shuffle_indices(order, options.seed, options.model_id, epoch_counter);
       const auto epoch_start = Clock::now();
+      if (resident) {
+        const std::vector<std::int32_t> order32(order.begin(), order.end());
+        order_device = kernels::Tensor({examples}, device);
+        copy_int32(as_int32(order_device), device, order32.data(), kernels::Device::CPU, examples);
+      }
       EpochReport report;
       report.phase = phase.kind;
       report.epoch = epoch + 1;
       report.epochs = phase.epochs;
       double loss_sum = 0.0;
+      // Reads back the pending steps' losses (GPU), sums them over the group and books them; stops
+      // at the first non-finite one.
+      auto flush_losses = [&] {
+        if (pending.empty()) return;
+        const std::int64_t k = static_cast<std::int64_t>(pending.size());
+        kernels::copy_floats(host_losses.data(), kernels::Device::CPU, losses_device.data(), device, 2 * k);
+        std::vector<double> losses(pending.size(), 0.0);
+        for (std::size_t j = 0; j < pending.size(); ++j) {
+          if (pending[j].ce) losses[j] += pending[j].ce_scale * host_losses[2 * j];
+          if (pending[j].kd) losses[j] += pending[j].kd_scale * host_losses[2 * j + 1];
+        }
+        if (group) group->allreduce(std::span<double>(losses), collective::ReduceOp::Sum);
+        for (std::size_t j = 0; j < pending.size(); ++j) {
+          if (!std::isfinite(losses[j])) {
+            result.diverged = true;
+            result.final_loss = losses[j];
+            break;
+          }
+          loss_sum += losses[j];
+          ++report.steps;
+          report.samples += pending[j].global_n;
+        }
+        pending.clear();
+      };
       for (std::int64_t b = 0; b < steps_per_epoch && step < total_steps; ++b, ++step) {
         const std::int64_t start = b * batch;
         const int global_n = static_cast<int>(std::min<std::int64_t>(batch, examples - start));
@@ -187,23 +357,76 @@ TrainResult train(Network& net, const Dataset& data, const TrainOptions& options
         n_labeled = n;
         for (int i = lo; i < hi; ++i)
           if (global[i] >= phase.labeled) rows[n++] = i;
-        const kernels::CounterRng augment_rng(options.seed, kernels::rng_stream(kernels::RngUse::Augment, options.model_id),
-                                              static_cast<std::uint32_t>(step));
-        for (int r = 0; r < n; ++r) {
-          const std::int64_t id = global[rows[r]];
-          const bool is_labeled = id < phase.labeled;
-          const Dataset& source = is_labeled ? data : *options.unlabeled;
-          const std::int64_t index = is_labeled ? id : id - phase.labeled;
-          float* out = inputs.data() + static_cast<std::int64_t>(r) * pixels;
-          if (augment)
-            augment_batch(source, &index, 1, recipe.augmentation, augment_rng, out, static_cast<std::uint64_t>(rows[r]));
-          else
-            std::copy_n(source.image(index), pixels, out);
-          labels[r] = is_labeled ? source.labels[index] : -1;
+        if (resident) {
+          // All rows are labeled and in order: this rank's ids are order[start + lo, start + hi).
+          const std::int32_t* ids = as_int32(order_device) + start + lo;
+          kernels::gather_rows(exec, data_device.data(), ids, n, pixels, x_device.data());
+          kernels::gather_rows(exec, as_int32(data_labels_device), ids, n, 1, as_int32(labels_device));
+        } else {
+          const kernels::CounterRng augment_rng(options.seed,
+                                                kernels::rng_stream(kernels::RngUse::Augment, options.model_id),
+                                                static_cast<std::uint32_t>(step));
+          for (int r = 0; r < n; ++r) {
+            const std::int64_t id = global[rows[r]];
+            const bool is_labeled = id < phase.labeled;
+            const Dataset& source = is_labeled ? data : *options.unlabeled;
+            const std::int64_t index = is_labeled ? id : id - phase.labeled;
+            float* out = inputs.data() + static_cast<std::int64_t>(r) * pixels;
+            if (augment)
+              augment_batch(source, &index, 1, recipe.augmentation, augment_rng, out,
+                            static_cast<std::uint64_t>(rows[r]));
+            else
+              std::copy_n(source.image(index), pixels, out);
+            labels[r] = is_labeled ? source.labels[index] : -1;
+          }
+          if (phase.distill && n > 0) options.teacher(inputs.data(), n, teacher_logits.data());
+          if (gpu) {
+            kernels::copy_floats(x_device.data(), device, inputs.data(), kernels::Device::CPU,
+                                 static_cast<std::int64_t>(n) * pixels, exec.ctx);
+            copy_int32(as_int32(labels_device), device, labels.data(), kernels::Device::CPU, n, exec.ctx);
+            if (phase.distill && n > 0)
+              kernels::copy_floats(teacher_device.data(), device, teacher_logits.data(), kernels::Device::CPU,
+                                   static_cast<std::int64_t>(n) * classes, exec.ctx);
+          }
         }
-        if (phase.distill && n > 0) options.teacher(inputs.data(), n, teacher_logits.data());
 
         const Network::Mode mode{true, options.seed, options.model_id, static_cast<std::uint32_t>(step), lo};
+        if (gpu) {
+          // The same objective as the CPU branch below, with the losses left on the device.
+          PendingStep p;
+          p.global_n = global_n;
+          kernels::fill(exec, dlogits.data(), static_cast<std::int64_t>(n) * classes, 0.0f);
+          if (n > 0) {
+            float* slot = losses_device.data() + 2 * static_cast<std::int64_t>(pending.size());
+            const kernels::Tensor& logits = net.forward(x_device.data(), n, mode);
+            const float mix = phase.distill ? recipe.distill_mix : 0.0f;
+            if (n_labeled > 0 && mix < 1.0f) {
+              p.ce = true;
+              p.ce_scale = (1.0f - mix) * static_cast<float>(n_labeled) / static_cast<float>(labeled_in_batch);
+              kernels::softmax_cross_entropy(exec, logits.data(), as_int32(labels_device), n_labeled, classes,
+                                             dlogits.data(), p.ce_scale, slot);
+            }
+            if (phase.distill && mix > 0.0f) {
+              p.kd = true;
+              p.kd_scale = mix * static_cast<float>(n) / static_cast<float>(global_n);
+              kernels::kd_loss(exec, logits.data(), teacher_device.data(), n, classes, recipe.distill_temperature,
+                               dlogits.data(), p.kd_scale, slot + 1);
+            }
+            net.backward(dlogits.data());
+          } else {
+            net.gradients().zero();
+          }
+          if (group) allreduce_gradients(*group, net, options.bucket_floats);
+          optimizer.step(scheduled_learning_rate(recipe, step, total_steps), step + 1);
+          pending.push_back(p);
+          if (static_cast<int>(pending.size()) == loss_window || b + 1 == steps_per_epoch || step + 1 == total_steps) {
+            flush_losses();
+            if (result.diverged) break;
+          }
+          if (options.on_step && options.progress_every > 0 && (b + 1) % options.progress_every == 0)
+            options.on_step(b + 1, steps_per_epoch);
+          continue;
+        }
         std::fill_n(dlogits.data(), static_cast<std::int64_t>(n) * classes, 0.0f);
         double loss = 0.0;
         if (n > 0) {
@@ -240,8 +463,16 @@ TrainResult train(Network& net, const Dataset& data, const TrainOptions& options
         if (options.on_step && options.progress_every > 0 && (b + 1) % options.progress_every == 0)
           options.on_step(b + 1, steps_per_epoch);
       }
-      if (group && net.state().numel() > 0)
-        group->allreduce(net.state().span(), collective::ReduceOp::Average);
+      flush_losses();
+      if (group && net.state().numel() > 0) {
+        if (gpu && group->supports_device_buffers())
+          group->allreduce_async(net.state().data(), static_cast<std::size_t>(net.state().numel()),
+                                 collective::ReduceOp::Average, exec.ctx->stream());
+        else if (gpu)
+          allreduce_tensor(*group, net.state(), collective::ReduceOp::Average, net.state().numel());
+        else
+          group->allreduce(net.state().span(), collective::ReduceOp::Average);
+      }
       report.seconds = seconds_since(epoch_start);
       report.mean_loss = report.steps ? loss_sum / static_cast<double>(report.steps) : 0.0;
       report.samples_per_second = report.seconds > 0 ? static_cast<double>(report.samples) / report.seconds : 0.0;

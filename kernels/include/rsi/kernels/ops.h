@@ -33,8 +33,8 @@ struct Conv2dShape {
   int N = 0, C = 0, H = 0, W = 0;  // input
   int K = 0;                       // output channels
   int kernel = 3, stride = 1, pad = 1;
-  int OH() const { return (H + 2 * pad - kernel) / stride + 1; }
-  int OW() const { return (W + 2 * pad - kernel) / stride + 1; }
+  RSI_HOST_DEVICE int OH() const { return (H + 2 * pad - kernel) / stride + 1; }
+  RSI_HOST_DEVICE int OW() const { return (W + 2 * pad - kernel) / stride + 1; }
   // Elements of the im2col workspace: [C*k*k][N*OH*OW]; zero when the conv is a plain GEMM (1×1, stride 1).
   std::int64_t col_size() const;
 };
@@ -49,8 +49,8 @@ void conv2d_backward(const Conv2dShape& s, const float* X, const float* Wt, cons
 struct Pool2dShape {
   std::int64_t planes = 0;
   int H = 0, W = 0, size = 2, stride = 2;
-  int OH() const { return (H - size) / stride + 1; }
-  int OW() const { return (W - size) / stride + 1; }
+  RSI_HOST_DEVICE int OH() const { return (H - size) / stride + 1; }
+  RSI_HOST_DEVICE int OW() const { return (W - size) / stride + 1; }
 };
 void maxpool2d_forward(const Pool2dShape& s, const float* X, float* Y, std::int32_t* argmax);
 void maxpool2d_backward(const Pool2dShape& s, const float* dY, const std::int32_t* argmax, float* dX);

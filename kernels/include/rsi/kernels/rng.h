@@ -7,13 +7,20 @@
 #include <cmath>
 #include <cstdint>
 
+// The generator is shared with the CUDA kernels (dropout masks on the GPU equal the CPU's).
+#if defined(__CUDACC__)
+#define RSI_HOST_DEVICE __host__ __device__
+#else
+#define RSI_HOST_DEVICE
+#endif
+
 namespace rsi::kernels {
 
 class Philox {
  public:
   using Block = std::array<std::uint32_t, 4>;
 
-  static Block generate(std::uint64_t key, Block counter) {
+  RSI_HOST_DEVICE static Block generate(std::uint64_t key, Block counter) {
     std::uint32_t k0 = static_cast<std::uint32_t>(key);
     std::uint32_t k1 = static_cast<std::uint32_t>(key >> 32);
     for (int round = 0; round < 10; ++round) {
@@ -32,17 +39,17 @@ class Philox {
 // `stream` separates uses (weight init, shuffling, dropout, augmentation, ...) and models.
 class CounterRng {
  public:
-  CounterRng(std::uint64_t seed, std::uint64_t stream, std::uint32_t step = 0)
+  RSI_HOST_DEVICE CounterRng(std::uint64_t seed, std::uint64_t stream, std::uint32_t step = 0)
       : seed_(seed), stream_(stream), step_(step) {}
 
   // Four independent 32-bit words for `index`.
-  Philox::Block block(std::uint64_t index) const {
+  RSI_HOST_DEVICE Philox::Block block(std::uint64_t index) const {
     return Philox::generate(seed_, {static_cast<std::uint32_t>(stream_), static_cast<std::uint32_t>(stream_ >> 32),
                                     step_ ^ static_cast<std::uint32_t>(index >> 32), static_cast<std::uint32_t>(index)});
   }
-  std::uint32_t u32(std::uint64_t index) const { return block(index)[0]; }
+  RSI_HOST_DEVICE std::uint32_t u32(std::uint64_t index) const { return block(index)[0]; }
   // Uniform in [0, 1) with 24 random bits.
-  float uniform(std::uint64_t index) const { return static_cast<float>(u32(index) >> 8) * (1.0f / 16777216.0f); }
+  RSI_HOST_DEVICE float uniform(std::uint64_t index) const { return static_cast<float>(u32(index) >> 8) * (1.0f / 16777216.0f); }
   // Uniform integer in [0, n).
   std::uint32_t below(std::uint64_t index, std::uint32_t n) const {
     return static_cast<std::uint32_t>((std::uint64_t{u32(index)} * n) >> 32);

@@ -1,6 +1,8 @@
-// rsi::kernels::Tensor — an f32 tensor with a shape, an owning 64-byte aligned buffer and a device
-// tag. Views (non-owning) alias another tensor's memory, e.g. one parameter inside a network's flat
-// parameter buffer.
+// rsi::kernels::Tensor — an f32 tensor with a shape, an owning buffer (64-byte aligned host memory,
+// or device memory from cudaMalloc for Device::CUDA) and a device tag. Views (non-owning) alias
+// another tensor's memory, e.g. one parameter inside a network's flat parameter buffer. Element
+// access (operator[], span) is for CPU tensors only; move CUDA tensors with copy_tensor/to_device
+// (cuda.h).
 #pragma once
 
 #include <cstddef>
@@ -60,8 +62,12 @@ class Tensor {
 
  private:
   struct FreeAligned {
+    FreeAligned() noexcept : device(Device::CPU) {}
+    explicit FreeAligned(Device d) noexcept : device(d) {}
+    Device device;
     void operator()(float* p) const;
   };
+  void allocate(std::int64_t count);
   Shape shape_;
   std::int64_t numel_ = 0;
   std::int64_t capacity_ = 0;

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "rsi/kernels/dispatch.h"
 #include "rsi/kernels/tensor.h"
 #include "rsi/models/genome.h"
 
@@ -40,6 +41,15 @@ class Network {
   Network& operator=(Network&&) noexcept;
 
   const Genome& genome() const { return genome_; }
+
+  // Where the buffers live and the ops run. A network is built on the CPU; to() moves parameters,
+  // gradients, state and scratch to another device (Device::CUDA needs a usable GPU: see
+  // kernels::cuda_available). forward/backward then take and return memory on that device, and
+  // parameters()/state() are device tensors: move back to the CPU before reading them on the host.
+  kernels::Device device() const { return exec_.device; }
+  const kernels::Exec& exec() const { return exec_; }
+  void to(kernels::Device device);
+
   const InputSpec& input() const { return input_; }
   std::int64_t parameter_count() const { return params_.numel(); }
   kernels::Tensor& parameters() { return params_; }
@@ -56,7 +66,7 @@ class Network {
   // index in the flat buffer: a pure function of (genome, seed, model id).
   void initialize(std::uint64_t seed, std::uint64_t model_id);
 
-  // Forward pass of N inputs x[N][H*W]; returns the logits [N][classes]. In training mode batch
+  // Forward pass of N inputs x[N][H*W] (in the network's device memory); returns the logits [N][classes]. In training mode batch
   // norm uses batch statistics and dropout draws masks from (seed, model_id, step).
   struct Mode {
     bool train = false;
@@ -72,6 +82,8 @@ class Network {
   std::string summary() const;  // one line per layer: kind, output shape, parameters
 
  private:
+  void bind_layers();
+  kernels::Exec exec_;
   Genome genome_;
   InputSpec input_;
   kernels::Tensor params_, grads_, state_;

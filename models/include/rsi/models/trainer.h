@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "rsi/collective/communicator.h"
+#include "rsi/kernels/cuda.h"
 #include "rsi/models/data.h"
 #include "rsi/models/network.h"
 
@@ -61,6 +62,17 @@ struct TrainOptions {
   // Called every `progress_every` steps within an epoch with (step, steps in epoch).
   std::function<void(std::int64_t, std::int64_t)> on_step;
   std::int64_t progress_every = 20;
+  // Where to train (default: kernels::default_device(), which the runtime sets for a GPU run).
+  // Device::CUDA moves the network to the current GPU for the call (back to where it
+  // was at the end) and keeps weights, activations and batches there: a data set without
+  // augmentation is uploaded once and batches are gathered on the device. GPU results match the CPU
+  // to a float tolerance, not bitwise (tests/gpu/test_parity.cpp), and divergence is detected up to
+  // `loss_check_every` steps late (the losses are read back in groups, so the GPU never waits).
+  kernels::Device device = kernels::default_device();
+  int loss_check_every = 32;
+  // Testing: run the GPU code path (device-resident batches, deferred loss read-back) with the CPU
+  // ops, so its bookkeeping is checked bit-for-bit against the CPU path on machines without a GPU.
+  bool gpu_path_on_cpu = false;
 };
 
 struct TrainResult {

@@ -1,0 +1,87 @@
+// rsi::kernels CUDA runtime: is a GPU usable, device selection, execution contexts (an explicit
+// stream with a cuBLAS handle bound to it) and host <-> device copies. This header never includes
+// CUDA headers, so every target can include it; in a build without nvcc (RSI_HAVE_CUDA=0)
+// cuda_available() is false with "built without CUDA" and the rest throws with that reason.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "rsi/kernels/tensor.h"
+
+namespace rsi::kernels {
+
+// True when this build contains the CUDA backend (nvcc was found at configure time).
+bool cuda_built();
+// True when a CUDA device can be used now. Otherwise false, and `reason` (if given) says why:
+// built without CUDA, no driver, or cudaGetDeviceCount's error string. Never throws.
+bool cuda_available(std::string* reason = nullptr);
+// Number of visible devices (0 when cuda_available() is false).
+int cuda_device_count();
+// Makes `device` current for this thread (the runtime picks it by local rank).
+void cuda_set_device(int device);
+int cuda_current_device();
+// "NVIDIA H100 80GB HBM3 (sm_90, 79 GiB)" for the current device.
+std::string cuda_device_description();
+
+// The process-wide device that training uses when a caller does not say (models::TrainOptions::device
+// starts from it). CPU unless the runtime sets it after choosing this rank's GPU; setting CUDA
+// without a usable GPU throws with cuda_available()'s reason.
+void set_default_device(Device device);
+Device default_device();
+
+// Per-op GPU time (RSI_PROFILE_OPS=1 in the environment before the first CUDA op): every op that
+// dispatch.h runs on the GPU is bracketed by CUDA events. The report waits for the device, lists
+// calls, total and mean time per op (largest first) and forgets what it reported. Off: one line
+// saying how to turn it on. For tuning runs only (the events cost a few µs per op).
+std::string cuda_op_profile_report();
+
+namespace cuda {
+
+// Where CUDA work is queued: one stream, a cuBLAS handle bound to it and a small pinned host
+// buffer for scalar read-backs (losses). Ops take the context explicitly, so nothing runs on the
+// legacy default stream. Not thread-safe: one context per thread of work.
+class Context {
+ public:
+  Context();  // a new non-blocking stream on the current device
+  ~Context();
+  Context(const Context&) = delete;
+  Context& operator=(const Context&) = delete;
+
+  void* stream() const;  // cudaStream_t
+  void* cublas() const;  // cublasHandle_t
+  // Waits for all work queued so far; throws with the CUDA error if any op failed.
+  void synchronize() const;
+  // Pinned host scalars, valid after synchronize(); `count` ≤ 64.
+  float* host_scalars() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// The calling thread's context (created on first use on the current device).
+Context& default_context();
+
+}  // namespace cuda
+
+// Copies n floats between any two devices' memory (cpu<->cuda, cuda<->cuda, cpu<->cpu). With a
+// context the copy is queued on its stream (asynchronous unless it goes to pageable host memory);
+// without one it is synchronous.
+void copy_floats(float* dst, Device dst_device, const float* src, Device src_device, std::int64_t n,
+                 cuda::Context* ctx = nullptr);
+// Copies src into dst (same element count; any devices). Synchronous.
+void copy_tensor(const Tensor& src, Tensor& dst);
+// A new owning tensor with src's shape and contents on `device`.
+Tensor to_device(const Tensor& src, Device device);
+
+namespace detail {
+// Device memory for Tensor (kernels/cuda/ or kernels/nocuda/).
+float* cuda_alloc_floats(std::int64_t count);
+void cuda_free(void* p) noexcept;
+void cuda_fill(float* p, std::int64_t n, float value);
+}  // namespace detail
+
+}  // namespace rsi::kernels
