@@ -31,13 +31,69 @@ if(NOT RSI_CBLAS_INCLUDE_DIR)
   message(FATAL_ERROR "rsi needs cblas.h: install the Debian package 'libopenblas-dev'")
 endif()
 
-# CUDA is optional: looked for under /usr/local/cuda.
-if(NOT DEFINED CUDAToolkit_ROOT AND EXISTS /usr/local/cuda)
-  set(CUDAToolkit_ROOT /usr/local/cuda)
+# CUDA is optional: looked for under /usr/local/cuda. RSI_CUDA=AUTO builds the CUDA backend
+# whenever nvcc is found (a machine without a GPU or driver still compiles and links it; the GPU
+# tests then skip), ON requires it, OFF leaves it out. (CUDA language and toolkit: owned by kernels/.)
+set(RSI_CUDA AUTO CACHE STRING "CUDA backend: AUTO (when nvcc is found), ON (required) or OFF")
+set_property(CACHE RSI_CUDA PROPERTY STRINGS AUTO ON OFF)
+set(RSI_HAVE_CUDA OFF)
+if(NOT RSI_CUDA STREQUAL "OFF")
+  if(NOT DEFINED CUDAToolkit_ROOT AND EXISTS /usr/local/cuda)
+    set(CUDAToolkit_ROOT /usr/local/cuda)
+  endif()
+  if(NOT CMAKE_CUDA_COMPILER AND DEFINED CUDAToolkit_ROOT AND EXISTS ${CUDAToolkit_ROOT}/bin/nvcc)
+    set(CMAKE_CUDA_COMPILER ${CUDAToolkit_ROOT}/bin/nvcc)
+  endif()
+  include(CheckLanguage)
+  check_language(CUDA)
+  if(CMAKE_CUDA_COMPILER)
+    # sm_90 (H100/H200) machine code plus compute_90 PTX, which the driver JIT-compiles for newer GPUs.
+    if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
+      set(CMAKE_CUDA_ARCHITECTURES 90)
+    endif()
+    enable_language(CUDA)
+    # C++20 in device code too; CMake 3.25 does not know nvcc's flag for it, so say it here (after
+    # enable_language: its compiler checks must not ask for a dialect they cannot test).
+    set(CMAKE_CUDA20_STANDARD_COMPILE_OPTION "-std=c++20")
+    set(CMAKE_CUDA20_EXTENSION_COMPILE_OPTION "-std=c++20")
+    set(CMAKE_CUDA_STANDARD 20)
+    set(CMAKE_CUDA_STANDARD_REQUIRED ON)
+    find_package(CUDAToolkit REQUIRED)
+    set(RSI_HAVE_CUDA ON)
+  elseif(RSI_CUDA STREQUAL "ON")
+    message(FATAL_ERROR "RSI_CUDA=ON but nvcc was not found: install the CUDA toolkit under /usr/local/cuda "
+                        "or pass -DCMAKE_CUDA_COMPILER=/path/to/nvcc (or configure with -DRSI_CUDA=AUTO)")
+  endif()
 endif()
-find_package(CUDAToolkit QUIET)
-if(CUDAToolkit_FOUND)
-  set(RSI_CUDA_SUMMARY "found ${CUDAToolkit_VERSION} at ${CUDAToolkit_BIN_DIR}; the CUDA backend is not part of this build yet (CPU backend only)")
+if(RSI_HAVE_CUDA)
+  set(RSI_CUDA_SUMMARY "CUDA ${CUDAToolkit_VERSION} backend built (nvcc ${CMAKE_CUDA_COMPILER}, architectures ${CMAKE_CUDA_ARCHITECTURES}; cuBLAS)")
+elseif(RSI_CUDA STREQUAL "OFF")
+  set(RSI_CUDA_SUMMARY "off (RSI_CUDA=OFF); CPU backend only")
 else()
-  set(RSI_CUDA_SUMMARY "not found; CPU backend only")
+  set(RSI_CUDA_SUMMARY "nvcc not found; CPU backend only")
+endif()
+
+# --- NCCL (collective/'s nccl backend; owned by collective/) ---------------------------------
+# Looked for next to the CUDA toolkit. With CUDA built and NCCL found, rsi_collective gets the
+# nccl backend (RSI_HAVE_NCCL); a build without a GPU or driver still compiles and links it.
+set(RSI_HAVE_NCCL OFF)
+if(RSI_HAVE_CUDA)
+  find_path(RSI_NCCL_INCLUDE_DIR nccl.h HINTS ${CUDAToolkit_INCLUDE_DIRS} ${CUDAToolkit_ROOT}/include ENV NCCL_HOME
+            PATH_SUFFIXES include)
+  find_library(RSI_NCCL_LIBRARY nccl HINTS ${CUDAToolkit_LIBRARY_DIR} ${CUDAToolkit_ROOT}/lib64 ENV NCCL_HOME
+               PATH_SUFFIXES lib lib64)
+  if(RSI_NCCL_INCLUDE_DIR AND RSI_NCCL_LIBRARY)
+    file(STRINGS ${RSI_NCCL_INCLUDE_DIR}/nccl.h nccl_version_lines REGEX "^#define NCCL_(MAJOR|MINOR|PATCH) ")
+    string(REGEX REPLACE ".*NCCL_MAJOR ([0-9]+).*NCCL_MINOR ([0-9]+).*NCCL_PATCH ([0-9]+).*" "\\1.\\2.\\3"
+           RSI_NCCL_VERSION "${nccl_version_lines}")
+    add_library(RSI::nccl SHARED IMPORTED)
+    set_target_properties(RSI::nccl PROPERTIES IMPORTED_LOCATION ${RSI_NCCL_LIBRARY}
+                                               INTERFACE_INCLUDE_DIRECTORIES ${RSI_NCCL_INCLUDE_DIR})
+    set(RSI_HAVE_NCCL ON)
+    set(RSI_NCCL_SUMMARY "NCCL ${RSI_NCCL_VERSION} backend built (${RSI_NCCL_LIBRARY})")
+  else()
+    set(RSI_NCCL_SUMMARY "CUDA found but not NCCL (nccl.h / libnccl under ${CUDAToolkit_ROOT} or NCCL_HOME); MPI backend only")
+  endif()
+else()
+  set(RSI_NCCL_SUMMARY "no CUDA backend; MPI backend only")
 endif()

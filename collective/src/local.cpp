@@ -55,4 +55,22 @@ std::vector<std::byte> Communicator::broadcast_bytes(std::vector<std::byte> data
   return data;
 }
 
+// Device buffers on a backend without them: one rank's reduction or broadcast is the identity;
+// more ranks need the nccl backend.
+namespace {
+void require_one_rank(const Communicator& c, const char* op) {
+  if (c.size() != 1)
+    throw CollectiveError(std::string(op) + " of device buffers needs the nccl backend; the '" + c.backend() +
+                          "' communicator of " + std::to_string(c.size()) +
+                          " ranks has none (build with CUDA and NCCL, and run with cluster.device: cuda or auto)");
+}
+}  // namespace
+void Communicator::allreduce_async(float*, std::size_t, ReduceOp, void*) { require_one_rank(*this, "allreduce_async"); }
+void Communicator::allreduce_async(double*, std::size_t, ReduceOp, void*) { require_one_rank(*this, "allreduce_async"); }
+void Communicator::broadcast_async(void*, std::size_t, int root, void*) {
+  require_one_rank(*this, "broadcast_async");
+  if (root != 0)
+    throw CollectiveError("broadcast_async: root " + std::to_string(root) + " does not exist (size 1)");
+}
+
 }  // namespace rsi::collective

@@ -1,6 +1,6 @@
 // rsi::collective::Communicator — the collective operations a trainer group needs (allreduce,
 // broadcast, barrier, split), behind one interface with build-time backends: `local` (one rank,
-// no MPI), `mpi` (Open MPI) and, with the GPU issue, `nccl`.
+// no MPI), `mpi` (Open MPI) and `nccl` (device buffers over NCCL, host work over another backend).
 #pragma once
 
 #include <cstddef>
@@ -54,11 +54,34 @@ class Communicator {
 
   // Broadcasts a byte vector of any size from `root` (size first, then the bytes).
   std::vector<std::byte> broadcast_bytes(std::vector<std::byte> data, int root);
+
+  // Device (GPU) buffers, stream-ordered: the operation is enqueued on `stream` (a cudaStream_t;
+  // nullptr = the legacy default stream) and these calls return before it completes, so a trainer
+  // can all-reduce one gradient bucket while the backward pass computes the next. Every rank of the
+  // communicator must enqueue the same operations in the same order. `void*` keeps CUDA headers out
+  // of this interface (a cudaStream_t converts to it). The `nccl` backend has them; on the others
+  // a one-rank communicator leaves the data as it is (the reduction of one rank is the identity)
+  // and a larger one throws CollectiveError (check supports_device_buffers()).
+  virtual bool supports_device_buffers() const { return size() == 1; }
+  virtual void allreduce_async(float* device_data, std::size_t count, ReduceOp op, void* stream);
+  virtual void allreduce_async(double* device_data, std::size_t count, ReduceOp op, void* stream);
+  virtual void broadcast_async(void* device_data, std::size_t bytes, int root, void* stream);
 };
 
 // A communicator of one rank: every collective is a no-op.
 std::unique_ptr<Communicator> make_local_communicator();
 // MPI_COMM_WORLD (MPI must be initialised by the caller).
 std::unique_ptr<Communicator> make_mpi_world_communicator();
+
+// True when this build has the NCCL backend (CUDA and NCCL were found at configure time).
+bool nccl_available_in_build();
+// The NCCL backend on top of `host` (usually the MPI world): host buffers and point-to-point go to
+// `host`; device buffers (the *_async calls, and allreduce/broadcast spans that point into device
+// memory) go to NCCL on GPU `device` of this rank. Each communicator, and each one split() returns,
+// creates its NCCL communicator on its first device operation: its rank 0 calls ncclGetUniqueId
+// and broadcasts the id over `host`, so every trainer group gets its own NCCL communicator and the
+// world gets none unless it is used for device buffers. NCCL refuses two ranks of one communicator
+// on the same GPU. Throws CollectiveError in a build without NCCL.
+std::unique_ptr<Communicator> make_nccl_communicator(std::unique_ptr<Communicator> host, int device);
 
 }  // namespace rsi::collective
