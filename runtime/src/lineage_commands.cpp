@@ -1,11 +1,7 @@
 // Commands that read a run's HDF5 lineage: verify, lineage, show, export, eval.
-#include <unistd.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <cstdlib>
-#include <filesystem>
 #include <fstream>
 #include <map>
 #include <set>
@@ -18,30 +14,11 @@
 #include "rsi/models/network.h"
 #include "rsi/models/trainer.h"
 #include "rsi/runtime/commands.h"
+#include "lineage_graph.h"
 
 namespace rsi::runtime {
 
 namespace {
-
-namespace fs = std::filesystem;
-
-// Every model of a run, by id (metadata; weights only where stored).
-std::map<std::uint64_t, checkpoints::StoredModel> all_models(const fs::path& run, int* generations = nullptr,
-                                                            std::uint64_t* best_id = nullptr) {
-  std::map<std::uint64_t, checkpoints::StoredModel> models;
-  int count = 0;
-  for (const auto& file : checkpoints::generation_files(run)) {
-    const auto g = checkpoints::read_generation(file);
-    for (const auto& m : g.models) models[m.record.id] = m;
-    for (const auto& p : g.population)
-      if (p.weights) models[p.id].record.weights = p.weights;
-    if (best_id) *best_id = g.record.best_id;
-    ++count;
-  }
-  if (count == 0) throw checkpoints::CheckpointError(run.string() + ": no generation files (gen-*.h5): is this a run directory?");
-  if (generations) *generations = count;
-  return models;
-}
 
 int verify(const std::string& run) {
   const checkpoints::VerifyReport report = checkpoints::verify_run(run);
@@ -56,23 +33,11 @@ int verify(const std::string& run) {
   return kExitFailure;
 }
 
-std::string dot_escape(const std::string& s) {
-  std::string out;
-  for (char c : s) out += (c == '"' || c == '\\') ? std::string("\\") + c : std::string(1, c);
-  return out;
-}
-
 int lineage(const std::string& run, const std::string& format, const std::string& out_path) {
   int generations = 0;
   std::uint64_t best = 0;
   const auto models = all_models(run, &generations, &best);
-  // The best path: the best model and its first parents back to a seed.
-  std::set<std::uint64_t> path;
-  for (std::uint64_t id = best; id != 0;) {
-    path.insert(id);
-    const auto it = models.find(id);
-    id = (it == models.end() || it->second.record.parents.empty()) ? 0 : it->second.record.parents[0];
-  }
+  const std::set<std::uint64_t> path = best_path(models, best);
   std::ostringstream text;
   if (format == "text") {
     for (const auto& [id, m] : models) {
@@ -89,43 +54,10 @@ int lineage(const std::string& run, const std::string& format, const std::string
     }
     text << "(* = the path to the best model " << best << ")\n";
   } else {
-    text << "digraph lineage {\n  rankdir=TB;\n  node [shape=box, fontname=\"Helvetica\", fontsize=10];\n";
-    for (const auto& [id, m] : models) {
-      const auto& r = m.record;
-      char label[256];
-      std::snprintf(label, sizeof label, "%llu: %s\\ngen %d  val %.4f\\ntest %.4f", static_cast<unsigned long long>(id),
-                    dot_escape(r.op).c_str(), r.generation, r.metrics.val_accuracy, r.metrics.test_accuracy);
-      text << "  m" << id << " [label=\"" << label << "\"";
-      if (path.count(id)) text << ", style=filled, fillcolor=\"#ffd54f\", penwidth=2";
-      if (!r.trained()) text << ", color=\"#c62828\", fontcolor=\"#c62828\"";
-      text << "];\n";
-      for (std::size_t i = 0; i < r.parents.size(); ++i) {
-        text << "  m" << r.parents[i] << " -> m" << id;
-        if (path.count(id) && path.count(r.parents[i]) && i == 0) text << " [color=\"#f57f17\", penwidth=2.5]";
-        else if (i > 0) text << " [style=dashed]";
-        text << ";\n";
-      }
-    }
-    text << "}\n";
+    text << lineage_dot(models, best);
   }
   std::string output = text.str();
-  if (format == "svg") {
-    const fs::path dot_file = fs::temp_directory_path() / ("rsi-lineage-" + std::to_string(::getpid()) + ".dot");
-    const fs::path svg_file = fs::path(dot_file).replace_extension(".svg");
-    std::ofstream(dot_file) << output;
-    const std::string cmd = "dot -Tsvg '" + dot_file.string() + "' -o '" + svg_file.string() + "'";
-    const int rc = std::system(cmd.c_str());
-    fs::remove(dot_file);
-    if (rc != 0) {
-      std::fprintf(stderr, "rsi lineage: Graphviz 'dot' failed (is the Debian package 'graphviz' installed?)\n");
-      return kExitFailure;
-    }
-    std::ifstream in(svg_file);
-    std::stringstream svg;
-    svg << in.rdbuf();
-    output = svg.str();
-    fs::remove(svg_file);
-  }
+  if (format == "svg") output = dot_to_svg(output);
   if (out_path.empty()) {
     std::fputs(output.c_str(), stdout);
   } else {
@@ -234,19 +166,6 @@ int eval(const std::string& file, const std::string& data_dir, int threads) {
     return kExitFailure;
   }
   return kExitOk;
-}
-
-template <typename F>
-int guarded(const char* name, F&& f) {
-  try {
-    return f();
-  } catch (const checkpoints::CheckpointError& e) {
-    std::fprintf(stderr, "rsi %s: %s\n", name, e.what());
-    return kExitBadInput;
-  } catch (const models::DataError& e) {
-    std::fprintf(stderr, "rsi %s: %s\n", name, e.what());
-    return kExitBadInput;
-  }
 }
 
 }  // namespace

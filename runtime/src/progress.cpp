@@ -1,0 +1,228 @@
+#include "progress.h"
+
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+
+namespace rsi::runtime {
+
+std::string fmt_seconds(double s) {
+  if (s < 0 || !std::isfinite(s)) return "--";
+  char buf[32];
+  if (s >= 3600)
+    std::snprintf(buf, sizeof buf, "%dh%02dm", static_cast<int>(s / 3600), static_cast<int>(s / 60) % 60);
+  else if (s >= 60)
+    std::snprintf(buf, sizeof buf, "%dm%02ds", static_cast<int>(s / 60), static_cast<int>(s) % 60);
+  else
+    std::snprintf(buf, sizeof buf, "%.1fs", s);
+  return buf;
+}
+
+std::string progress_bar(double fraction, int width) {
+  if (!std::isfinite(fraction)) fraction = 0;
+  fraction = std::clamp(fraction, 0.0, 1.0);
+  width = std::max(width, 1);
+  const int full = static_cast<int>(std::floor(fraction * width + 1e-9));
+  std::string bar = "[";
+  bar.append(static_cast<std::size_t>(full), '=');
+  if (full < width) {
+    bar.push_back('>');
+    bar.append(static_cast<std::size_t>(width - full - 1), ' ');
+  }
+  bar.push_back(']');
+  return bar;
+}
+
+double eta_seconds(double elapsed, double fraction) {
+  if (!(fraction > 0) || !std::isfinite(elapsed)) return -1;
+  if (fraction >= 1) return 0;
+  return elapsed / fraction * (1 - fraction);
+}
+
+std::string rank_tag(int rank) { return "[rank " + std::to_string(rank) + "]"; }
+
+std::string log_prefix(int rank, std::time_t when) {
+  char buf[32];
+  std::tm tm{};
+  gmtime_r(&when, &tm);
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return std::string(buf) + " " + rank_tag(rank) + " ";
+}
+
+std::string children_line(const std::vector<ChildState>& done, int total, int width) {
+  int trained = 0, failed = 0;
+  for (const auto& c : done) (c.status == scheduler::ModelRecord::Status::Trained ? trained : failed)++;
+  const int pending = std::max(total - static_cast<int>(done.size()), 0);
+  char head[160];
+  std::snprintf(head, sizeof head, "  children %d/%d: %d trained, %d failed, %d running or queued |",
+                static_cast<int>(done.size()), total, trained, failed, pending);
+  std::string line = head;
+  for (const auto& c : done) {
+    char item[64];
+    if (c.status == scheduler::ModelRecord::Status::Trained)
+      std::snprintf(item, sizeof item, " %llu ok %.3f", static_cast<unsigned long long>(c.id), c.val_accuracy);
+    else
+      std::snprintf(item, sizeof item, " %llu %s", static_cast<unsigned long long>(c.id),
+                    c.status == scheduler::ModelRecord::Status::Failed ? "FAILED" : "REFUSED");
+    line += item;
+  }
+  if (width > 3 && static_cast<int>(line.size()) > width)
+    line = line.substr(0, static_cast<std::size_t>(width - 3)) + "...";
+  return line;
+}
+
+std::string bar_line(int generation, int last_generation, double fraction, double elapsed, int width) {
+  char tail[128];
+  std::snprintf(tail, sizeof tail, " %3d%%  elapsed %s  ETA %s",
+                static_cast<int>(std::floor(std::clamp(fraction, 0.0, 1.0) * 100)), fmt_seconds(elapsed).c_str(),
+                fmt_seconds(eta_seconds(elapsed, fraction)).c_str());
+  char head[64];
+  std::snprintf(head, sizeof head, "gen %d/%d ", generation, last_generation);
+  // The bar takes what the text leaves of the line, between 10 and 40 cells.
+  const int cells =
+      std::clamp(width - static_cast<int>(std::string(head).size() + std::string(tail).size()) - 2, 10, 40);
+  return head + progress_bar(fraction, cells) + tail;
+}
+
+bool interactive_output(int fd) {
+  if (const char* forced = std::getenv("RSI_PROGRESS")) {
+    if (std::string(forced) == "tty") return true;
+    if (std::string(forced) == "plain") return false;
+  }
+  for (const char* launcher :
+       {"OMPI_COMM_WORLD_SIZE", "PMI_RANK", "SLURM_STEP_ID"})  // not PMIX_RANK: a singleton sets it
+    if (std::getenv(launcher)) return false;
+  return isatty(fd) == 1;
+}
+
+namespace {
+
+int terminal_width(std::FILE* out) {
+  winsize ws{};
+  if (ioctl(fileno(out), TIOCGWINSZ, &ws) == 0 && ws.ws_col >= 20) return ws.ws_col - 1;
+  return 100;
+}
+
+}  // namespace
+
+Progress::Progress(int generations, bool tty, int rank, std::FILE* out)
+    : generations_(generations), tty_(tty), rank_(rank), out_(out), start_(std::chrono::steady_clock::now()) {}
+
+double Progress::elapsed() const {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+}
+
+double Progress::fraction() const {
+  const int first = first_generation_ < 0 ? 0 : first_generation_;
+  const int count = generations_ - first + 1;
+  if (count <= 0 || current_ < 0) return 0;
+  const double in_flight = total_ > 0 ? static_cast<double>(done_) / total_ : 0.0;
+  return std::clamp((current_ - first + in_flight) / count, 0.0, 1.0);
+}
+
+void Progress::log(const std::string& line) {
+  std::fprintf(out_, "%s%s\n", log_prefix(rank_, std::time(nullptr)).c_str(), line.c_str());
+  std::fflush(out_);
+}
+
+void Progress::clear_live() {
+  if (!tty_ || live_lines_ == 0) return;
+  // Up to the first line of the display, then clear to the end of the screen.
+  if (live_lines_ > 1) std::fprintf(out_, "\033[%dA", live_lines_ - 1);
+  std::fprintf(out_, "\r\033[J");
+  live_lines_ = 0;
+}
+
+void Progress::draw_live() {
+  if (!tty_ || current_ < 0) return;
+  clear_live();
+  const int width = terminal_width(out_);
+  std::fprintf(out_, "%s\n%s", bar_line(current_, generations_, fraction(), elapsed(), width).c_str(),
+               children_line(children_, total_, width).c_str());
+  live_lines_ = 2;
+  std::fflush(out_);
+}
+
+void Progress::on_generation_start(int generation, int total) {
+  if (first_generation_ < 0) first_generation_ = generation;
+  current_ = generation;
+  done_ = 0;
+  total_ = total;
+  children_.clear();
+  if (tty_)
+    draw_live();
+  else
+    log("gen " + std::to_string(generation) + "/" + std::to_string(generations_) +
+        " started: " + std::to_string(total) + " children");
+}
+
+void Progress::on_model_done(const scheduler::ModelRecord& m) {
+  ++done_;
+  children_.push_back({m.id, m.status, m.metrics.val_accuracy});
+  if (tty_) {
+    draw_live();
+    return;
+  }
+  char line[256];
+  // The loop's preview of a finished child does not carry its generation: the one in flight does.
+  std::snprintf(line, sizeof line, "gen %d child %llu %s  val %.4f  (%d/%d)", current_,
+                static_cast<unsigned long long>(m.id), scheduler::status_name(m.status), m.metrics.val_accuracy, done_,
+                total_);
+  log(line + (m.failure.empty() ? std::string() : "  reason: " + m.failure));
+}
+
+void Progress::on_generation(const scheduler::GenerationRecord& g) {
+  if (current_ != g.generation) {  // a generation without a start event (e.g. a decision-only record)
+    if (first_generation_ < 0) first_generation_ = g.generation;
+    current_ = g.generation;
+  }
+  done_ = total_;  // the generation is complete, whatever was refused
+  const double eta = eta_seconds(elapsed(), g.generation >= generations_ ? 1.0 : fraction());
+  char line[512];
+  std::snprintf(line, sizeof line,
+                "gen %2d/%d  best val %.4f test %.4f  gain %+.4f  skill %+.4f  diversity %.2f  "
+                "trained %d failed %d refused %d  %.2f models/s  %s  ETA %s",
+                g.generation, generations_, g.best_val, g.best_model_test, g.gain, g.design_skill, g.diversity,
+                g.trained, g.failed, g.refused, g.models_per_second, fmt_seconds(g.seconds).c_str(),
+                fmt_seconds(eta).c_str());
+  if (tty_) {
+    clear_live();
+    std::fprintf(out_, "%s\n", line);
+    std::fflush(out_);
+  } else {
+    log(line);
+  }
+  children_.clear();
+  total_ = 0;
+  current_ = -1;
+  rows_.push_back(g);
+  for (auto& c : rows_.back().children) c.weights.reset();
+  rows_.back().population_models.clear();
+}
+
+void Progress::on_finish() {
+  clear_live();
+  std::vector<std::string> lines;
+  char buf[256];
+  std::snprintf(buf, sizeof buf, "%-4s %-6s %-9s %-9s %-9s %-9s %-8s %-8s", "gen", "best", "best_val", "its_test",
+                "med_val", "gain", "skill", "seconds");
+  lines.push_back(buf);
+  for (const auto& g : rows_) {
+    std::snprintf(buf, sizeof buf, "%-4d %-6llu %-9.4f %-9.4f %-9.4f %+-9.4f %+-8.4f %-8.1f", g.generation,
+                  static_cast<unsigned long long>(g.best_id), g.best_val, g.best_model_test, g.median_val, g.gain,
+                  g.design_skill, g.seconds);
+    lines.push_back(buf);
+  }
+  if (tty_) {
+    std::fprintf(out_, "\n");
+    for (const auto& l : lines) std::fprintf(out_, "%s\n", l.c_str());
+    std::fflush(out_);
+  } else {
+    for (const auto& l : lines) log(l);
+  }
+}
+
+}  // namespace rsi::runtime

@@ -1,0 +1,88 @@
+// Progress display of `rsi run` on the coordinator. On a terminal: a generation bar with elapsed time
+// and ETA over the whole run and a line of per-child status (trained, failed, still running or
+// queued), redrawn in place, above one permanent summary line per generation. Otherwise (a log file,
+// Slurm output): plain lines, each prefixed with the UTC time and the rank, one per generation start,
+// finished child and generation. A summary table at the end either way.
+//
+// The formatting is made of pure functions (bar, ETA, status line) so tests/unit/test_progress.cpp
+// checks them without a terminal.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <ctime>
+#include <string>
+#include <vector>
+
+#include "rsi/scheduler/record.h"
+
+namespace rsi::runtime {
+
+// "12.3s", "4m05s", "2h07m"; "--" for a negative (unknown) time.
+std::string fmt_seconds(double s);
+
+// "[=========>          ]" of `width` cells between the brackets; the fraction is clamped to [0, 1].
+std::string progress_bar(double fraction, int width);
+
+// Seconds left when `fraction` of the work took `elapsed` seconds, at the same pace; -1 (unknown)
+// before any work is done.
+double eta_seconds(double elapsed, double fraction);
+
+// "[rank 3]": every line a rank writes to a log carries it (several ranks share one Slurm log).
+std::string rank_tag(int rank);
+
+// "2026-11-26T01:40:02Z [rank 0] ": the prefix of a plain log line.
+std::string log_prefix(int rank, std::time_t when);
+
+// Whether the display may redraw in place on `fd`: a terminal, and no MPI launcher in between (Open
+// MPI hands each rank a pseudo-terminal even when mpirun's own output goes to a file, so a rank cannot
+// tell). RSI_PROGRESS=tty or RSI_PROGRESS=plain in the environment overrides the guess.
+bool interactive_output(int fd);
+
+// What is known of one child of the generation in flight.
+struct ChildState {
+  std::uint64_t id = 0;
+  scheduler::ModelRecord::Status status = scheduler::ModelRecord::Status::Trained;
+  double val_accuracy = 0.0;
+};
+
+// The per-child status line: counts, then each finished child in the order it finished, cut to
+// `width` characters (ending in "...") so it never wraps on the terminal.
+std::string children_line(const std::vector<ChildState>& done, int total, int width);
+
+// The generation bar line: generation g of [first, last], how far the whole run (in this process)
+// is, elapsed and ETA.
+std::string bar_line(int generation, int last_generation, double fraction, double elapsed, int width);
+
+class Progress final : public scheduler::GenerationSink {
+ public:
+  // Generations 0..`generations` are run; `tty` picks the redrawn display over plain log lines.
+  Progress(int generations, bool tty, int rank = 0, std::FILE* out = stdout);
+  void on_generation(const scheduler::GenerationRecord& g) override;
+  void on_model_done(const scheduler::ModelRecord& m);
+  void on_generation_start(int generation, int total);
+  void on_finish() override;
+
+ private:
+  double elapsed() const;
+  // Fraction of this process's generations done, counting the children finished in the one in flight.
+  double fraction() const;
+  void clear_live();
+  void draw_live();
+  void log(const std::string& line);
+
+  int generations_;
+  bool tty_;
+  int rank_;
+  std::FILE* out_;
+  std::chrono::steady_clock::time_point start_;
+  std::vector<scheduler::GenerationRecord> rows_;
+  int first_generation_ = -1;  // the first generation this process runs (> 0 after a resume)
+  int current_ = -1;
+  int done_ = 0, total_ = 0;
+  std::vector<ChildState> children_;
+  int live_lines_ = 0;  // lines of the in-place display now on the terminal
+};
+
+}  // namespace rsi::runtime

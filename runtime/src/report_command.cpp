@@ -1,0 +1,704 @@
+// `rsi report RUN --out FILE`: one self-contained HTML page about a run — capability per generation
+// (validation and hidden test), gain per loop, design skill, accuracy against parameters with the
+// Pareto front, per-class hidden-test accuracy of the best model, the monitors (Goodhart gap, class
+// disparity), governance events, failures and the lineage tree (Graphviz SVG).
+//
+// Every chart is drawn here as inline SVG, so the page needs no network, no script and no font
+// download to be read, and the same lineage gives the same page byte for byte. Each chart is a
+// <figure class="chart" data-chart=NAME> whose data points carry class "mark": the browser test
+// (tests/integration/report.sh) counts them and fails on an empty chart.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <map>
+#include <memory>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "lineage_graph.h"
+#include "progress.h"
+#include "rsi/runtime/commands.h"
+
+namespace rsi::runtime {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string html_escape(const std::string& s) {
+  std::string out;
+  out.reserve(s.size());
+  for (char c : s) {
+    switch (c) {
+      case '&': out += "&amp;"; break;
+      case '<': out += "&lt;"; break;
+      case '>': out += "&gt;"; break;
+      case '"': out += "&quot;"; break;
+      case '\'': out += "&#39;"; break;
+      default: out += c;
+    }
+  }
+  return out;
+}
+
+std::string num(double v, int precision = 4) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.*f", precision, v);
+  return buf;
+}
+
+// Coordinates in SVG user units: 1 decimal is finer than a screen pixel.
+std::string px(double v) { return num(v, 1); }
+
+std::string signed_num(double v, int precision = 4) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%+.*f", precision, v);
+  return buf;
+}
+
+// "1.2k", "35k", "1.1M": parameter counts on a log axis.
+std::string short_count(double v) {
+  char buf[32];
+  if (v >= 1e6)
+    std::snprintf(buf, sizeof buf, "%gM", std::round(v / 1e5) / 10);
+  else if (v >= 1e3)
+    std::snprintf(buf, sizeof buf, "%gk", std::round(v / 1e2) / 10);
+  else
+    std::snprintf(buf, sizeof buf, "%g", v);
+  return buf;
+}
+
+// Ticks at 1, 2 or 5 times a power of ten, about `count` of them over [lo, hi].
+std::vector<double> nice_ticks(double lo, double hi, int count, bool integers) {
+  const double raw = (hi - lo) / std::max(count, 1);
+  const double mag = std::pow(10.0, std::floor(std::log10(raw)));
+  double step = mag;
+  for (double m : {1.0, 2.0, 5.0, 10.0})
+    if (m * mag >= raw) {
+      step = m * mag;
+      break;
+    }
+  if (integers) step = std::max(1.0, std::round(step));
+  std::vector<double> ticks;
+  for (double t = std::ceil(lo / step - 1e-9) * step; t <= hi + step * 1e-9; t += step) ticks.push_back(t);
+  return ticks;
+}
+
+const char* const kPalette[] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+                                "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"};
+
+// A lighter-to-darker blue by generation, for scatter points.
+std::string generation_color(int generation, int last) {
+  const double t = last > 0 ? static_cast<double>(generation) / last : 1.0;
+  char buf[16];
+  std::snprintf(buf, sizeof buf, "#%02x%02x%02x", static_cast<int>(190 - 160 * t), static_cast<int>(215 - 130 * t),
+                static_cast<int>(240 - 60 * t));
+  return buf;
+}
+
+struct LegendEntry {
+  std::string label, color;
+  bool dashed = false;
+};
+
+// One chart's SVG: a plot area with axes, ticks and grid, and marks added by the caller.
+class Plot {
+ public:
+  static constexpr double kWidth = 640, kHeight = 300, kLeft = 62, kRight = 16, kTop = 14, kBottom = 46;
+
+  Plot(double x0, double x1, double y0, double y1, bool log_x = false) : log_x_(log_x) {
+    if (log_x_) {
+      x0 = std::log10(std::max(x0, 1.0));
+      x1 = std::log10(std::max(x1, 1.0));
+    }
+    if (!(x1 > x0)) x0 -= 0.5, x1 += 0.5;
+    if (!(y1 > y0)) {
+      const double pad = std::max(std::abs(y0) * 0.05, 0.01);
+      y0 -= pad, y1 += pad;
+    }
+    x0_ = x0, x1_ = x1, y0_ = y0, y1_ = y1;
+  }
+
+  double x(double v) const {
+    const double t = ((log_x_ ? std::log10(std::max(v, 1.0)) : v) - x0_) / (x1_ - x0_);
+    return kLeft + t * (kWidth - kLeft - kRight);
+  }
+  double y(double v) const { return kHeight - kBottom - (v - y0_) / (y1_ - y0_) * (kHeight - kTop - kBottom); }
+  double y_min() const { return y0_; }
+
+  // Grid, tick labels and axis titles.
+  std::string axes(const std::string& x_title, const std::string& y_title, bool integer_x) const {
+    std::ostringstream s;
+    const double bottom = kHeight - kBottom, right = kWidth - kRight;
+    for (double t : nice_ticks(y0_, y1_, 5, false)) {
+      s << "<line class=\"grid\" x1=\"" << px(kLeft) << "\" x2=\"" << px(right) << "\" y1=\"" << px(y(t)) << "\" y2=\""
+        << px(y(t)) << "\"/><text class=\"tick\" x=\"" << px(kLeft - 6) << "\" y=\"" << px(y(t) + 4)
+        << "\" text-anchor=\"end\">" << tick_label(t) << "</text>";
+    }
+    std::vector<std::pair<double, std::string>> xt;
+    if (log_x_) {
+      const bool fine = x1_ - x0_ < 2.5;  // under 2.5 decades, 2 and 5 times each power too
+      for (int e = static_cast<int>(std::floor(x0_)); e <= static_cast<int>(std::ceil(x1_)); ++e)
+        for (double m : fine ? std::vector<double>{1, 2, 5} : std::vector<double>{1}) {
+          const double v = m * std::pow(10.0, e);
+          if (std::log10(v) >= x0_ - 1e-9 && std::log10(v) <= x1_ + 1e-9) xt.emplace_back(v, short_count(v));
+        }
+    } else {
+      for (double t : nice_ticks(x0_, x1_, 8, integer_x)) {
+        if (std::abs(t) < 1e-9) t = 0;  // never "-0"
+        xt.emplace_back(t, integer_x ? num(t, 0) : tick_label(t));
+      }
+    }
+    for (const auto& [v, label] : xt)
+      s << "<line class=\"grid\" x1=\"" << px(x(v)) << "\" x2=\"" << px(x(v)) << "\" y1=\"" << px(kTop) << "\" y2=\""
+        << px(bottom) << "\"/><text class=\"tick\" x=\"" << px(x(v)) << "\" y=\"" << px(bottom + 16)
+        << "\" text-anchor=\"middle\">" << html_escape(label) << "</text>";
+    s << "<line class=\"axis\" x1=\"" << px(kLeft) << "\" x2=\"" << px(right) << "\" y1=\"" << px(bottom) << "\" y2=\""
+      << px(bottom) << "\"/><line class=\"axis\" x1=\"" << px(kLeft) << "\" x2=\"" << px(kLeft) << "\" y1=\""
+      << px(kTop) << "\" y2=\"" << px(bottom) << "\"/>";
+    s << "<text class=\"title\" x=\"" << px((kLeft + right) / 2) << "\" y=\"" << px(kHeight - 6)
+      << "\" text-anchor=\"middle\">" << html_escape(x_title) << "</text>";
+    s << "<text class=\"title\" transform=\"translate(14," << px((kTop + bottom) / 2)
+      << ") rotate(-90)\" text-anchor=\"middle\">" << html_escape(y_title) << "</text>";
+    return s.str();
+  }
+
+  // A polyline through the points with a circle mark (and tooltip) on each.
+  std::string line(const std::vector<std::pair<double, double>>& points, const std::string& color, bool dashed,
+                   const std::string& name, int* marks) const {
+    std::ostringstream s;
+    s << "<polyline fill=\"none\" stroke=\"" << color << "\" stroke-width=\"2\""
+      << (dashed ? " stroke-dasharray=\"6 4\"" : "") << " points=\"";
+    for (const auto& [a, b] : points) s << px(x(a)) << "," << px(y(b)) << " ";
+    s << "\"/>";
+    for (const auto& [a, b] : points) {
+      s << "<circle class=\"mark\" cx=\"" << px(x(a)) << "\" cy=\"" << px(y(b)) << "\" r=\"3\" fill=\"" << color
+        << "\"><title>" << html_escape(name) << ": generation " << num(a, 0) << ", " << num(b) << "</title></circle>";
+      ++*marks;
+    }
+    return s.str();
+  }
+
+ private:
+  std::string tick_label(double t) const {
+    const double span = y1_ - y0_;
+    const int precision = span >= 5 ? 0 : span >= 0.5 ? 1 : span >= 0.05 ? 2 : span >= 0.005 ? 3 : 4;
+    return num(std::abs(t) < 1e-12 ? 0.0 : t, precision);
+  }
+
+  bool log_x_;
+  double x0_ = 0, x1_ = 1, y0_ = 0, y1_ = 1;
+};
+
+std::string svg_open(double height = Plot::kHeight) {
+  return "<svg viewBox=\"0 0 " + px(Plot::kWidth) + " " + px(height) +
+         "\" role=\"img\" preserveAspectRatio=\"xMidYMid meet\">";
+}
+
+std::string legend_html(const std::vector<LegendEntry>& entries) {
+  std::string s = "<div class=\"legend\">";
+  for (const auto& e : entries)
+    s += "<span><i style=\"border-top:3px " + std::string(e.dashed ? "dashed " : "solid ") + e.color + "\"></i>" +
+         html_escape(e.label) + "</span>";
+  return s + "</div>";
+}
+
+// A chart's figure. `marks` is the number of data marks drawn: 0 shows why the chart is empty.
+std::string figure(const std::string& name, const std::string& title, const std::string& caption,
+                   const std::string& svg, int marks, const std::string& legend = "",
+                   const std::string& empty_reason = "no data") {
+  std::ostringstream s;
+  s << "<figure class=\"chart\" data-chart=\"" << name << "\" data-marks=\"" << marks << "\"><h3>" << html_escape(title)
+    << "</h3>";
+  if (marks > 0)
+    s << svg << legend;
+  else
+    s << "<p class=\"empty\">" << html_escape(empty_reason) << "</p>";
+  s << "<figcaption>" << caption << "</figcaption></figure>\n";
+  return s.str();
+}
+
+// The range of the values, padded by 5% on each side (and kept within [lo_limit, hi_limit]).
+std::pair<double, double> padded_range(const std::vector<double>& values, double lo_limit, double hi_limit) {
+  double lo = std::numeric_limits<double>::infinity(), hi = -lo;
+  for (double v : values)
+    if (std::isfinite(v)) lo = std::min(lo, v), hi = std::max(hi, v);
+  if (!std::isfinite(lo)) return {0, 1};
+  const double pad = std::max((hi - lo) * 0.05, 1e-3);
+  return {std::max(lo - pad, lo_limit), std::min(hi + pad, hi_limit)};
+}
+
+struct Report {
+  const RunLineage& run;
+  std::vector<int> generations;  // generation numbers, in order
+  int last_generation = 0;
+
+  const scheduler::ModelRecord* model(std::uint64_t id) const {
+    const auto it = run.models.find(id);
+    return it == run.models.end() ? nullptr : &it->second.record;
+  }
+
+  std::string capability() const {
+    std::vector<std::pair<double, double>> best_val, best_test, median_val, median_test;
+    std::vector<double> all;
+    for (const auto& g : run.generations) {
+      best_val.emplace_back(g.generation, g.best_val);
+      best_test.emplace_back(g.generation, g.best_model_test);
+      median_val.emplace_back(g.generation, g.median_val);
+      median_test.emplace_back(g.generation, g.median_test);
+      all.insert(all.end(), {g.best_val, g.best_model_test, g.median_val, g.median_test});
+    }
+    const auto [lo, hi] = padded_range(all, 0.0, 1.0);
+    Plot p(generations.front(), generations.back(), lo, hi);
+    int marks = 0;
+    std::string svg = svg_open() + p.axes("generation", "accuracy", true);
+    svg += p.line(median_val, kPalette[0], true, "median validation", &marks);
+    svg += p.line(median_test, kPalette[1], true, "median hidden test", &marks);
+    svg += p.line(best_val, kPalette[0], false, "best validation", &marks);
+    svg += p.line(best_test, kPalette[1], false, "hidden test of the best", &marks);
+    svg += "</svg>";
+    return figure("capability", "Capability per generation",
+                  "Population after selection. The best model is chosen on validation accuracy only; its hidden-test "
+                  "accuracy (the official test set, never used for selection) is the honest capability.",
+                  svg, marks,
+                  legend_html({{"best validation", kPalette[0]},
+                               {"hidden test of the best", kPalette[1]},
+                               {"median validation", kPalette[0], true},
+                               {"median hidden test", kPalette[1], true}}));
+  }
+
+  // Bars from zero, green up and red down, one per designed generation.
+  std::string gain() const {
+    std::vector<double> values{0.0};
+    for (const auto& g : run.generations)
+      if (g.generation > 0) values.push_back(g.gain);
+    const auto [lo, hi] = padded_range(values, -1.0, 1.0);
+    int marks = 0;
+    std::string svg;
+    if (values.size() > 1) {
+      const int first_designed = std::max(generations.front(), 1);
+      Plot p(first_designed - 0.5, generations.back() + 0.5, lo, hi);
+      svg = svg_open() + p.axes("generation", "gain in best validation accuracy", true);
+      const double step = p.x(1) - p.x(0), zero = p.y(0);
+      for (const auto& g : run.generations) {
+        if (g.generation == 0) continue;
+        const double top = std::min(zero, p.y(g.gain)), height = std::max(std::abs(p.y(g.gain) - zero), 1.0);
+        svg += "<rect class=\"mark\" x=\"" + px(p.x(g.generation) - step * 0.35) + "\" y=\"" + px(top) + "\" width=\"" +
+               px(step * 0.7) + "\" height=\"" + px(height) + "\" fill=\"" + (g.gain < 0 ? "#d62728" : "#2ca02c") +
+               "\"><title>generation " + std::to_string(g.generation) + ": gain " + signed_num(g.gain) +
+               "</title></rect>";
+        ++marks;
+      }
+      svg += "<line class=\"axis\" x1=\"" + px(Plot::kLeft) + "\" x2=\"" + px(Plot::kWidth - Plot::kRight) +
+             "\" y1=\"" + px(zero) + "\" y2=\"" + px(zero) + "\"/></svg>";
+    }
+    return figure("gain", "Capability gain per loop",
+                  "Best validation accuracy of the population minus that of the generation before (elitist selection "
+                  "keeps it at or above zero; other selections may lose ground).",
+                  svg, marks, "", "no designed generation yet (only the seeds were evaluated)");
+  }
+
+  std::string design_skill() const {
+    std::vector<std::pair<double, double>> overall;
+    std::map<std::uint64_t, std::vector<std::pair<double, double>>> by_lineage;
+    std::vector<double> all{0.0};
+    for (const auto& g : run.generations) {
+      if (g.generation == 0) continue;
+      overall.emplace_back(g.generation, g.design_skill);
+      all.push_back(g.design_skill);
+      for (const auto& [lineage, skill] : g.design_skill_by_lineage) {
+        by_lineage[lineage].emplace_back(g.generation, skill);
+        all.push_back(skill);
+      }
+    }
+    int marks = 0;
+    std::string svg;
+    std::vector<LegendEntry> legend{{"all designed children", "#222222"}};
+    if (!overall.empty()) {
+      const auto [lo, hi] = padded_range(all, -1.0, 1.0);
+      Plot p(generations.front(), generations.back(), lo, hi);
+      svg = svg_open() + p.axes("generation", "mean gain of children over their parent", true);
+      svg += "<line class=\"zero\" x1=\"" + px(Plot::kLeft) + "\" x2=\"" + px(Plot::kWidth - Plot::kRight) +
+             "\" y1=\"" + px(p.y(0)) + "\" y2=\"" + px(p.y(0)) + "\"/>";
+      int k = 2;
+      if (by_lineage.size() > 1) {
+        for (const auto& [lineage, points] : by_lineage) {
+          const std::string color = kPalette[k++ % 10];
+          svg += p.line(points, color, true, "designer lineage of seed " + std::to_string(lineage), &marks);
+          legend.push_back({"lineage of seed " + std::to_string(lineage), color, true});
+        }
+      }
+      svg += p.line(overall, "#222222", false, "all designed children", &marks);
+      svg += "</svg>";
+    }
+    return figure("design_skill", "Design skill",
+                  "Mean validation gain of each generation's trained children over their first parent; dashed: "
+                  "grouped by the seed their designer genes descend from (how well each lineage designs).",
+                  svg, marks, legend_html(legend), "no designed generation yet");
+  }
+
+  std::string pareto() const {
+    std::vector<const scheduler::ModelRecord*> trained;
+    std::vector<double> accuracies;
+    double pmin = std::numeric_limits<double>::infinity(), pmax = 0;
+    for (const auto& [id, m] : run.models)
+      if (m.record.trained() && m.record.metrics.parameters > 0) {
+        trained.push_back(&m.record);
+        accuracies.push_back(m.record.metrics.test_accuracy);
+        pmin = std::min(pmin, static_cast<double>(m.record.metrics.parameters));
+        pmax = std::max(pmax, static_cast<double>(m.record.metrics.parameters));
+      }
+    int marks = 0;
+    std::string svg;
+    std::size_t front_size = 0;
+    if (!trained.empty()) {
+      // The front: models no smaller model beats on hidden-test accuracy, by parameters ascending.
+      auto sorted = trained;
+      std::sort(sorted.begin(), sorted.end(), [](const auto* a, const auto* b) {
+        return a->metrics.parameters != b->metrics.parameters ? a->metrics.parameters < b->metrics.parameters
+                                                              : a->metrics.test_accuracy > b->metrics.test_accuracy;
+      });
+      std::vector<const scheduler::ModelRecord*> front;
+      double best = -1;
+      for (const auto* m : sorted)
+        if (m->metrics.test_accuracy > best) front.push_back(m), best = m->metrics.test_accuracy;
+      front_size = front.size();
+      const auto [lo, hi] = padded_range(accuracies, 0.0, 1.0);
+      Plot p(pmin / 1.25, pmax * 1.25, lo, hi, true);
+      svg = svg_open() + p.axes("parameters (log scale)", "hidden-test accuracy", false);
+      std::string steps;
+      for (std::size_t i = 0; i < front.size(); ++i) {
+        const double fx = p.x(static_cast<double>(front[i]->metrics.parameters)),
+                     fy = p.y(front[i]->metrics.test_accuracy);
+        if (i > 0) steps += px(fx) + "," + px(p.y(front[i - 1]->metrics.test_accuracy)) + " ";
+        steps += px(fx) + "," + px(fy) + " ";
+      }
+      svg += "<polyline fill=\"none\" stroke=\"#d62728\" stroke-width=\"1.5\" points=\"" + steps + "\"/>";
+      const std::set<const scheduler::ModelRecord*> on_front(front.begin(), front.end());
+      for (const auto* m : trained) {
+        const bool is_front = on_front.count(m) > 0, is_best = m->id == run.best_id;
+        svg += "<circle class=\"mark" + std::string(is_front ? " front" : "") + "\" cx=\"" +
+               px(p.x(static_cast<double>(m->metrics.parameters))) + "\" cy=\"" + px(p.y(m->metrics.test_accuracy)) +
+               "\" r=\"" + (is_best ? "6" : "4") + "\" fill=\"" + generation_color(m->generation, last_generation) +
+               "\" stroke=\"" +
+               (is_best    ? "#000"
+                : is_front ? "#d62728"
+                           : "none") +
+               "\" stroke-width=\"" + (is_best ? "2" : "1.5") + "\"><title>model " + std::to_string(m->id) +
+               " (generation " + std::to_string(m->generation) + ", " + html_escape(m->op) +
+               "): " + std::to_string(m->metrics.parameters) + " parameters, hidden test " +
+               num(m->metrics.test_accuracy) + ", validation " + num(m->metrics.val_accuracy) +
+               (is_front ? ", on the Pareto front" : "") + "</title></circle>";
+        ++marks;
+      }
+      svg += "</svg>";
+    }
+    return figure("pareto", "Accuracy against parameters",
+                  "Every trained model; colour from light (early generations) to dark (late). Red outline and step "
+                  "line: the Pareto front (" +
+                      std::to_string(front_size) +
+                      " models that no smaller model beats on hidden-test accuracy). Black outline: the best model by "
+                      "validation.",
+                  svg, marks,
+                  legend_html({{"generation 0", generation_color(0, last_generation)},
+                               {"generation " + std::to_string(last_generation),
+                                generation_color(last_generation, last_generation)},
+                               {"Pareto front", "#d62728"}}),
+                  "no trained model");
+  }
+
+  // Rows: classes; columns: generations; a cell is the best model's hidden-test accuracy on that class.
+  std::string per_class() const {
+    static const char* const kFashionClasses[] = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                                                  "Sandal",      "Shirt",   "Sneaker",  "Bag",   "Ankle boot"};
+    std::size_t classes = 0;
+    double lo = 1, hi = 0;
+    for (const auto& g : run.generations)
+      if (const auto* m = model(g.best_id)) {
+        classes = std::max(classes, m->metrics.test_per_class.size());
+        for (double v : m->metrics.test_per_class) lo = std::min(lo, v), hi = std::max(hi, v);
+      }
+    int marks = 0;
+    std::string svg;
+    if (classes > 0) {
+      const double left = 96, top = 8, right = 16, row = 20, bottom = 40;
+      const double height = top + row * static_cast<double>(classes) + bottom;
+      const double col = (Plot::kWidth - left - right) / static_cast<double>(run.generations.size());
+      svg = svg_open(height);
+      for (std::size_t c = 0; c < classes; ++c)
+        svg += "<text class=\"tick\" x=\"" + px(left - 6) + "\" y=\"" + px(top + row * (c + 0.5) + 4) +
+               "\" text-anchor=\"end\">" + (classes == 10 ? kFashionClasses[c] : "class " + std::to_string(c)) +
+               "</text>";
+      const int label_every = std::max(1, static_cast<int>(std::ceil(24 / col)));
+      for (std::size_t k = 0; k < run.generations.size(); ++k) {
+        const auto& g = run.generations[k];
+        const auto* m = model(g.best_id);
+        const double x = left + col * static_cast<double>(k);
+        if (static_cast<int>(k) % label_every == 0)
+          svg += "<text class=\"tick\" x=\"" + px(x + col / 2) + "\" y=\"" + px(top + row * classes + 14) +
+                 "\" text-anchor=\"middle\">" + std::to_string(g.generation) + "</text>";
+        if (!m) continue;
+        for (std::size_t c = 0; c < m->metrics.test_per_class.size(); ++c) {
+          const double v = m->metrics.test_per_class[c];
+          const double t = hi - lo > 1e-9 ? (v - lo) / (hi - lo) : 0.5;
+          // Red (the model's weakest classes) through yellow to green.
+          char fill[16];
+          std::snprintf(fill, sizeof fill, "#%02x%02x%02x",
+                        static_cast<int>(t < 0.5 ? 215 + 39 * t * 2 : 254 - 228 * (t - 0.5) * 2),
+                        static_cast<int>(t < 0.5 ? 48 + 176 * t * 2 : 224 - 72 * (t - 0.5) * 2),
+                        static_cast<int>(t < 0.5 ? 39 + 100 * t * 2 : 139 - 59 * (t - 0.5) * 2));
+          svg += "<rect class=\"mark\" x=\"" + px(x + 0.5) + "\" y=\"" + px(top + row * c + 0.5) + "\" width=\"" +
+                 px(col - 1) + "\" height=\"" + px(row - 1) + "\" fill=\"" + fill + "\"><title>generation " +
+                 std::to_string(g.generation) + ", model " + std::to_string(m->id) + ", " +
+                 (classes == 10 ? kFashionClasses[c] : "class " + std::to_string(c)) + ": " + num(v) +
+                 "</title></rect>";
+          if (col >= 38)
+            svg += "<text class=\"cell\" x=\"" + px(x + col / 2) + "\" y=\"" + px(top + row * c + 14) +
+                   "\" text-anchor=\"middle\">" + num(v, 2) + "</text>";
+          ++marks;
+        }
+      }
+      svg += "<text class=\"title\" x=\"" + px((left + Plot::kWidth - right) / 2) + "\" y=\"" + px(height - 6) +
+             "\" text-anchor=\"middle\">generation (best model by validation)</text></svg>";
+    }
+    return figure("per_class", "Per-class hidden-test accuracy of the best model",
+                  "One column per generation: the best model by validation, its accuracy on each class of the hidden "
+                  "test set. Colour from red (" +
+                      num(lo, 3) + ") to green (" + num(hi, 3) +
+                      "); a class that stays red is one the lineage does not learn.",
+                  svg, marks, "", "the models record no per-class accuracy");
+  }
+
+  // Computed from the best model's own metrics, so runs written before the monitors existed show them too.
+  std::string monitors() const {
+    std::vector<std::pair<double, double>> gap, disparity, worst;
+    std::vector<double> all{0.0};
+    for (const auto& g : run.generations) {
+      const auto* m = model(g.best_id);
+      if (!m) continue;
+      gap.emplace_back(g.generation, m->metrics.val_accuracy - m->metrics.test_accuracy);
+      all.push_back(gap.back().second);
+      const auto& pc = m->metrics.test_per_class;
+      if (!pc.empty()) {
+        const auto [lo, hi] = std::minmax_element(pc.begin(), pc.end());
+        disparity.emplace_back(g.generation, *hi - *lo);
+        all.push_back(*hi - *lo);
+      }
+    }
+    int marks = 0;
+    std::string svg;
+    if (!gap.empty()) {
+      const auto [lo, hi] = padded_range(all, -1.0, 1.0);
+      Plot p(generations.front(), generations.back(), lo, hi);
+      svg = svg_open() + p.axes("generation", "accuracy difference", true);
+      svg += "<line class=\"zero\" x1=\"" + px(Plot::kLeft) + "\" x2=\"" + px(Plot::kWidth - Plot::kRight) +
+             "\" y1=\"" + px(p.y(0)) + "\" y2=\"" + px(p.y(0)) + "\"/>";
+      svg += p.line(gap, kPalette[3], false, "Goodhart gap", &marks);
+      if (!disparity.empty()) svg += p.line(disparity, kPalette[4], false, "class disparity", &marks);
+      svg += "</svg>";
+    }
+    return figure("monitors", "Monitors: Goodhart gap and class disparity",
+                  "Of the best model by validation. Goodhart gap: validation minus hidden-test accuracy (a growing "
+                  "gap means the proxy is being gamed). Class disparity: its best minus its worst class on the hidden "
+                  "test set.",
+                  svg, marks, legend_html({{"Goodhart gap", kPalette[3]}, {"class disparity", kPalette[4]}}));
+  }
+
+  // Graphviz's SVG, inlined: the XML prologue, DOCTYPE and namespace declarations (URLs that an HTML
+  // page does not need) are dropped so the page holds no external reference at all.
+  std::string lineage_tree() const {
+    std::string svg = dot_to_svg(lineage_dot(run.models, run.best_id));
+    svg.erase(0, svg.find("<svg"));
+    for (const std::string attr :
+         {" xmlns=\"http://www.w3.org/2000/svg\"", " xmlns:xlink=\"http://www.w3.org/1999/xlink\""})
+      for (std::size_t at; (at = svg.find(attr)) != std::string::npos;) svg.erase(at, attr.size());
+    std::size_t nodes = 0;
+    for (std::size_t at = 0; (at = svg.find("class=\"node\"", at)) != std::string::npos; ++at) ++nodes;
+    std::ostringstream s;
+    s << "<figure class=\"chart wide\" data-chart=\"lineage\" data-marks=\"" << nodes
+      << "\"><h3>Lineage tree</h3><div class=\"scroll\">" << svg
+      << "</div><figcaption>Every model with its parents (dashed: the second parent of a crossover). Filled: the path "
+         "from a seed to the best model "
+      << run.best_id << ". Red: failed or refused children (failures are data).</figcaption></figure>\n";
+    return s.str();
+  }
+};
+
+const char* const kStyle = R"(
+body{font-family:-apple-system,"Segoe UI",Helvetica,Arial,sans-serif;margin:24px auto;max-width:1340px;color:#222;
+padding:0 16px}
+h1{font-size:24px;margin:0 0 4px}h2{font-size:18px;margin:28px 0 8px;border-bottom:1px solid #ddd;padding-bottom:4px}
+h3{font-size:15px;margin:0 0 6px}.sub{color:#666;margin:0 0 16px}
+.cards{display:flex;flex-wrap:wrap;gap:12px}
+.card{border:1px solid #ddd;border-radius:6px;padding:8px 14px;min-width:150px}
+.card b{display:block;font-size:20px}.card span{color:#666;font-size:12px}
+.grid2{display:grid;grid-template-columns:repeat(auto-fit,minmax(560px,1fr));gap:16px}
+figure.chart{margin:0;border:1px solid #e3e3e3;border-radius:6px;padding:12px}figure.wide{grid-column:1/-1}
+figure svg{width:100%;height:auto;display:block}figcaption{color:#555;font-size:12px;margin-top:6px}
+.scroll{overflow:auto;max-height:720px}.scroll svg{width:auto;max-width:none}
+.empty{color:#a33;font-style:italic}
+text{font-size:11px;fill:#333}text.title{font-size:12px;fill:#222}text.cell{font-size:9px;fill:#111}
+line.grid{stroke:#eee}line.axis{stroke:#888}line.zero{stroke:#999;stroke-dasharray:2 3}
+.legend{font-size:12px;display:flex;flex-wrap:wrap;gap:14px;margin-top:4px}
+.legend i{display:inline-block;width:22px;height:0;margin-right:5px;vertical-align:middle}
+table{border-collapse:collapse;font-size:12px}td,th{border-bottom:1px solid #eee;padding:3px 8px;text-align:right}
+th{background:#f6f6f6}td.l,th.l{text-align:left}pre{background:#f6f6f6;padding:10px;overflow:auto;font-size:12px}
+details{margin:8px 0}summary{cursor:pointer;font-weight:600}
+)";
+
+int report(const std::string& run_dir, const std::string& out_path) {
+  const RunLineage run = read_lineage(run_dir, false);
+  Report r{run, {}, 0};
+  for (const auto& g : run.generations) r.generations.push_back(g.generation);
+  r.last_generation = r.generations.back();
+  const std::string lineage_svg = r.lineage_tree();  // first: a missing Graphviz fails before any work
+
+  int trained = 0, failed = 0, refused = 0;
+  double seconds = 0;
+  for (const auto& g : run.generations) {
+    trained += g.trained, failed += g.failed, refused += g.refused;
+    seconds += g.seconds;
+  }
+  const auto* best = r.model(run.best_id);
+  const auto& info = run.run;
+
+  std::ostringstream h;
+  h << "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" "
+       "content=\"width=device-width,initial-scale=1\"><title>rsi report: "
+    << html_escape(info.run_name) << "</title><style>" << kStyle << "</style></head><body>\n";
+  h << "<h1>rsi report: " << html_escape(info.run_name) << "</h1><p class=\"sub\">run directory "
+    << html_escape(run_dir) << " &middot; started " << html_escape(info.start_time) << " &middot; rsi "
+    << html_escape(info.program_version) << " (" << html_escape(info.git_commit) << ") &middot; " << info.ranks
+    << " rank(s) in groups of " << info.group_size << " on " << html_escape(info.hosts) << " &middot; manifest "
+    << html_escape(info.manifest_hash.substr(0, 16)) << "</p>\n<div class=\"cards\">";
+  auto card = [&h](const std::string& value, const std::string& label) {
+    h << "<div class=\"card\"><b>" << value << "</b><span>" << label << "</span></div>";
+  };
+  if (best) {
+    card(num(best->metrics.test_accuracy), "hidden-test accuracy of the best model " + std::to_string(best->id));
+    card(num(best->metrics.val_accuracy),
+         "its validation accuracy (generation " + std::to_string(best->generation) + ")");
+  }
+  const auto& first = run.generations.front();
+  if (const auto* seed_best = r.model(first.best_id))
+    card(signed_num(best ? best->metrics.test_accuracy - seed_best->metrics.test_accuracy : 0.0),
+         "hidden-test gain over the best of generation " + std::to_string(first.generation));
+  card(std::to_string(run.generations.size()),
+       "generations (" + std::to_string(first.generation) + ".." + std::to_string(r.last_generation) + ")");
+  card(std::to_string(trained) + " / " + std::to_string(failed) + " / " + std::to_string(refused),
+       "models trained / failed / refused");
+  card(html_escape(fmt_seconds(seconds)), "wall time of the generations");
+  h << "</div>\n";
+
+  h << "<h2>Capability</h2><div class=\"grid2\">" << r.capability() << r.gain() << r.design_skill() << r.pareto()
+    << "</div>\n<h2>Monitors</h2><div class=\"grid2\">" << r.per_class() << r.monitors() << "</div>\n";
+  h << "<h2>Lineage</h2><div class=\"grid2\">" << lineage_svg << "</div>\n";
+
+  h << "<h2>Generations</h2><table><tr><th>gen</th><th>best model</th><th>best val</th><th>its test</th>"
+       "<th>median val</th><th>median test</th><th>gain</th><th>design skill</th><th>diversity</th><th>trained</th>"
+       "<th>failed</th><th>refused</th><th>seconds</th></tr>\n";
+  for (const auto& g : run.generations)
+    h << "<tr><td>" << g.generation << "</td><td>" << g.best_id << "</td><td>" << num(g.best_val) << "</td><td>"
+      << num(g.best_model_test) << "</td><td>" << num(g.median_val) << "</td><td>" << num(g.median_test) << "</td><td>"
+      << signed_num(g.gain) << "</td><td>" << signed_num(g.design_skill) << "</td><td>" << num(g.diversity, 2)
+      << "</td><td>" << g.trained << "</td><td>" << g.failed << "</td><td>" << g.refused << "</td><td>"
+      << num(g.seconds, 1) << "</td></tr>\n";
+  h << "</table>\n";
+
+  std::ostringstream failures;
+  int failure_count = 0;
+  for (const auto& [id, m] : run.models)
+    if (!m.record.trained()) {
+      ++failure_count;
+      failures << "<tr><td>" << id << "</td><td>" << m.record.generation << "</td><td class=\"l\">"
+               << scheduler::status_name(m.record.status) << "</td><td class=\"l\">" << html_escape(m.record.op)
+               << "</td><td class=\"l\">" << html_escape(m.record.failure) << "</td></tr>\n";
+    }
+  h << "<details" << (failure_count > 0 && failure_count <= 20 ? " open" : "")
+    << "><summary>Failed and refused models (" << failure_count << ")</summary>";
+  if (failure_count > 0)
+    h << "<table><tr><th>model</th><th>gen</th><th class=\"l\">status</th><th class=\"l\">operator</th>"
+         "<th class=\"l\">reason</th></tr>\n"
+      << failures.str() << "</table>";
+  else
+    h << "<p>none: every designed child trained.</p>";
+  h << "</details>\n";
+
+  std::ostringstream events;
+  int event_count = 0;
+  for (const auto& g : run.generations)
+    for (const auto& e : g.events) {
+      ++event_count;
+      events << "<tr><td>" << e.generation << "</td><td class=\"l\">" << html_escape(e.kind) << "</td><td>"
+             << (e.model_id ? std::to_string(e.model_id) : "-") << "</td><td class=\"l\">" << html_escape(e.reason)
+             << "</td><td class=\"l\">" << html_escape(e.who) << "</td><td class=\"l\">" << html_escape(e.when)
+             << "</td></tr>\n";
+    }
+  h << "<details" << (event_count > 0 ? " open" : "") << "><summary>Governance events (" << event_count
+    << ")</summary>";
+  if (event_count > 0)
+    h << "<table><tr><th>gen</th><th class=\"l\">kind</th><th>model</th><th class=\"l\">reason</th>"
+         "<th class=\"l\">who</th><th class=\"l\">when</th></tr>\n"
+      << events.str() << "</table>";
+  else
+    h << "<p>none recorded.</p>";
+  h << "</details>\n";
+
+  if (best)
+    h << "<details><summary>Genome of the best model " << best->id << "</summary><pre>"
+      << html_escape(best->genome_yaml) << "</pre></details>\n";
+  h << "<details><summary>Manifest</summary><pre>" << html_escape(info.manifest_text) << "</pre></details>\n";
+  h << "<p class=\"sub\">Written by <code>rsi report</code> from the HDF5 lineage; self-contained (no network, no "
+       "script).</p></body></html>\n";
+
+  const std::string page = h.str();
+  const fs::path out(out_path);
+  const fs::path tmp = out.string() + ".tmp";
+  {
+    std::ofstream f(tmp, std::ios::binary);
+    f << page;
+    f.close();
+    if (!f) {
+      std::error_code ec;
+      fs::remove(tmp, ec);
+      std::fprintf(stderr, "rsi report: cannot write %s (does the directory exist and is it writable?)\n",
+                   out_path.c_str());
+      return kExitFailure;
+    }
+  }
+  fs::rename(tmp, out);  // a reader never sees half a page
+  std::size_t charts = 0;
+  for (std::size_t at = 0; (at = page.find("<figure class=\"chart", at)) != std::string::npos; ++at) ++charts;
+  std::printf("wrote %s (%zu KiB: %zu charts, %zu models, %zu generations)\n", out_path.c_str(), page.size() / 1024,
+              charts, run.models.size(), run.generations.size());
+  return kExitOk;
+}
+
+}  // namespace
+
+void add_report_command(CLI::App& app, std::function<int()>& run) {
+  struct A {
+    std::string dir, out;
+  };
+  auto a = std::make_shared<A>();
+  CLI::App* cmd = app.add_subcommand(
+      "report",
+      "Write one self-contained HTML page about a run (no network needed to view it): capability per generation\n"
+      "(validation and hidden test), gain per loop, design skill, accuracy against parameters with the Pareto\n"
+      "front, per-class accuracy, monitors, failures, governance events and the lineage tree (needs Graphviz).");
+  cmd->add_option("run", a->dir, "Run directory")->required()->check(CLI::ExistingDirectory);
+  cmd->add_option("--out", a->out, "HTML file to write (default RUN/report.html)");
+  cmd->callback([&run, a] {
+    run = [a] {
+      const std::string out = a->out.empty() ? (fs::path(a->dir) / "report.html").string() : a->out;
+      return guarded("report", [&] { return report(a->dir, out); });
+    };
+  });
+}
+
+}  // namespace rsi::runtime
