@@ -7,6 +7,7 @@
 #include <deque>
 #include <map>
 #include <numeric>
+#include <optional>
 #include <stdexcept>
 #include <thread>
 
@@ -82,16 +83,55 @@ class Coordinator {
       summary.best_id = best->id;
       summary.best_val = best->metrics.val_accuracy;
       summary.best_test = best->metrics.test_accuracy;
+      for (const GenerationRecord& h : resume->history)
+        if (h.generation <= resume->generation) history_.push_back(summary_only(h));
+      if (!history_.empty() && history_.back().generation == resume->generation) {
+        model_seconds_ = history_.back().model_seconds;
+        if (history_.back().status == kAwaitingApproval) {
+          // The stored population is the selection plus the members held for a rollback.
+          awaiting_ = resume->generation;
+          const auto& held = history_.back().held_for_rollback;
+          const std::vector<std::uint64_t> before =
+              history_.size() > 1 ? history_[history_.size() - 2].population : std::vector<std::uint64_t>{};
+          auto in = [](const std::vector<std::uint64_t>& ids, std::uint64_t id) {
+            return std::find(ids.begin(), ids.end(), id) != ids.end();
+          };
+          std::vector<ModelRecord> selected;
+          for (const ModelRecord& m : population_) {
+            if (in(before, m.id)) previous_population_.push_back(m);
+            if (!in(held, m.id)) selected.push_back(m);
+          }
+          population_ = std::move(selected);
+        }
+      }
     }
-    for (int g = first; g <= config_.generations; ++g) {
+    // A record that only carries a decision (after the last generation, or when a rejection or the
+    // budget ends the run): no children, then the run ends.
+    bool decision_only = false;
+    std::string end_reason;
+    for (int g = first;; ++g) {
       if (config_.stop_requested && config_.stop_requested()) {
         summary.stopped = true;
         break;
       }
+      if (awaiting_) {
+        const std::optional<Decision> decision = await_decision(*awaiting_, summary);
+        if (!decision) break;  // timed out or stopped: the generation stays durable, awaiting approval
+        const bool stop = apply_decision(*awaiting_, *decision);
+        awaiting_.reset();
+        end_reason = stop ? "rejected" : budget_spent() ? "budget" : "";
+        decision_only = stop || g > config_.generations || budget_spent();
+      } else if (g > config_.generations) {
+        break;
+      } else if (budget_spent()) {
+        summary.ended_by = "budget";  // resumed after the budget ended the run
+        break;
+      }
       const auto start = Clock::now();
-      std::vector<ModelRecord> children = g == 0 ? seed_children() : design_children(g);
+      std::vector<ModelRecord> children =
+          decision_only ? std::vector<ModelRecord>{} : g == 0 ? seed_children() : design_children(g);
       run_generation(children, g);
-      GenerationRecord record = commit(std::move(children), g);
+      GenerationRecord record = commit(std::move(children), g, !decision_only);
       record.seconds = std::chrono::duration<double>(Clock::now() - start).count();
       record.models_per_second = record.seconds > 0 ? static_cast<double>(record.children.size()) / record.seconds : 0;
       for (GenerationSink* sink : sinks_) sink->on_generation(record);
@@ -99,8 +139,84 @@ class Coordinator {
       summary.best_id = record.best_id;
       summary.best_val = record.best_val;
       summary.best_test = record.best_model_test;
+      if (record.status == kAwaitingApproval) {
+        awaiting_ = g;
+        continue;
+      }
+      if (decision_only) {
+        summary.ended_by = end_reason;
+        break;
+      }
+      if (budget_spent()) {
+        summary.ended_by = "budget";
+        break;
+      }
     }
     return summary;
+  }
+
+  bool budget_spent() const {
+    const double budget = config_.governance.red_lines.compute_budget_model_seconds;
+    return budget > 0 && model_seconds_ >= budget;
+  }
+
+  static GenerationRecord summary_only(const GenerationRecord& r) {
+    GenerationRecord out = r;
+    out.children.clear();
+    out.population_models.clear();
+    return out;
+  }
+
+  // Polls for a decision on `generation` until one comes, the timeout passes or a stop is asked for.
+  std::optional<Decision> await_decision(int generation, LoopSummary& summary) {
+    const GateConfig& gates = config_.governance.gates;
+    if (events_.on_approval_pending) events_.on_approval_pending(generation, true);
+    const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                             std::chrono::duration<double>(gates.approval_timeout_seconds));
+    const auto poll = std::chrono::duration_cast<Clock::duration>(
+        std::chrono::duration<double>(std::max(gates.poll_seconds, 0.001)));
+    std::optional<Decision> decision;
+    for (;;) {
+      if (config_.poll_decision) decision = config_.poll_decision(generation);
+      if (decision) break;
+      if (config_.stop_requested && config_.stop_requested()) {
+        summary.stopped = true;
+        break;
+      }
+      const auto now = Clock::now();
+      if (now >= deadline) {
+        summary.awaiting_approval = true;
+        summary.awaiting_generation = generation;
+        break;
+      }
+      std::this_thread::sleep_for(std::min(poll, deadline - now));
+    }
+    if (events_.on_approval_pending) events_.on_approval_pending(generation, false);
+    return decision;
+  }
+
+  // Records the decision for the next record; a rejection rolls the population back to the one
+  // before the gated generation. Returns true when the run must end (gates.on_reject: stop).
+  bool apply_decision(int generation, const Decision& d) {
+    GovernanceEvent e;
+    e.generation = generation;
+    e.kind = d.approved ? "approved" : "rejected";
+    e.reason = d.reason;
+    e.who = d.who;
+    e.when = d.when;
+    const bool stop = !d.approved && config_.governance.gates.on_reject == GateConfig::OnReject::Stop;
+    if (!d.approved) {
+      if (previous_population_.empty())
+        throw std::runtime_error("cannot roll back generation " + std::to_string(generation) +
+                                 ": the population before it is not loaded (its generation file lost the weights?)");
+      population_ = previous_population_;
+      for (const ModelRecord& m : population_)
+        if (!genomes_.count(m.id)) genomes_[m.id] = models::from_yaml(m.genome_yaml, "population genome");
+      e.reason += std::string(e.reason.empty() ? "" : "; ") + "population rolled back to the one before generation " +
+                  std::to_string(generation) + (stop ? "; the run ends (governance.gates.on_reject: stop)" : "");
+    }
+    pending_events_.push_back(std::move(e));
+    return stop;
   }
 
   std::vector<ModelRecord> seed_children() {
@@ -173,10 +289,22 @@ class Coordinator {
         continue;
       }
       m.genome_yaml = models::to_yaml(child.genome);
-      genomes_[m.id] = child.genome;
       m.op = child.op;
       m.description = child.description;
       if (child.crossover && mate) m.parents.push_back(mate->id);
+      const RedLines& lines = config_.governance.red_lines;
+      if (lines.max_parameters > 0 || lines.max_flops_per_sample > 0) {
+        // Refused before training: the design stays on record with its reason.
+        const std::string violation = red_line_violation(lines, models::validate(child.genome));
+        if (!violation.empty()) {
+          m.status = ModelRecord::Status::Refused;
+          m.failure = violation;
+          pending_events_.push_back(GovernanceEvent{generation, "red_line", m.id, violation, "rsi", utc_now_iso()});
+          out.push_back(std::move(m));
+          continue;
+        }
+      }
+      genomes_[m.id] = child.genome;
       morphisms_[m.id] = std::move(child.morphism);
       out.push_back(std::move(m));
     }
@@ -269,7 +397,7 @@ class Coordinator {
     }
   }
 
-  GenerationRecord commit(std::vector<ModelRecord> children, int generation) {
+  GenerationRecord commit(std::vector<ModelRecord> children, int generation, bool govern = true) {
     GenerationRecord record;
     record.generation = generation;
     const double best_before = population_.empty() ? 0.0 : best_of(population_)->metrics.val_accuracy;
@@ -289,6 +417,19 @@ class Coordinator {
       m.function_preserving = r.function_preserving;
       m.weights = r.weights;
       if (m.weights) m.weights_digest = weights_digest(*m.weights);
+      if (const double limit = config_.governance.red_lines.max_gain_per_generation;
+          limit > 0 && m.trained() && generation > 0 && m.metrics.val_accuracy - best_before > limit) {
+        // "Slow down": the only red line that needs the trained result. The child stays on record
+        // with its metrics but does not enter the population.
+        char why[256];
+        std::snprintf(why, sizeof why,
+                      "red line: validation gain %.6f over the population's best %.6f exceeds "
+                      "governance.red_lines.max_gain_per_generation %.6f (slow down): not admitted",
+                      m.metrics.val_accuracy - best_before, best_before, limit);
+        m.status = ModelRecord::Status::Refused;
+        m.failure = why;
+        pending_events_.push_back(GovernanceEvent{generation, "red_line", m.id, why, "rsi", utc_now_iso()});
+      }
       if (m.trained()) {
         ++record.trained;
         if (!m.parents.empty()) {
@@ -315,6 +456,7 @@ class Coordinator {
     }
     pool.resize(keep);
     std::sort(pool.begin(), pool.end(), [](auto& a, auto& b) { return a.id < b.id; });
+    previous_population_ = std::move(population_);
     population_ = std::move(pool);
 
     std::vector<double> vals, tests;
@@ -347,6 +489,11 @@ class Coordinator {
     for (const ModelRecord& m : children)
       if (m.trained() && m.metrics.pseudo_label_accuracy >= 0) pseudo.push_back(m.metrics.pseudo_label_accuracy);
     if (!pseudo.empty()) record.pseudo_label_accuracy = std::accumulate(pseudo.begin(), pseudo.end(), 0.0) / pseudo.size();
+    std::vector<double> entropies;
+    for (const ModelRecord& m : children)
+      if (m.trained() && m.metrics.pseudo_label_entropy >= 0) entropies.push_back(m.metrics.pseudo_label_entropy);
+    if (!entropies.empty())
+      record.pseudo_label_entropy = std::accumulate(entropies.begin(), entropies.end(), 0.0) / entropies.size();
     record.population_models = population_;
     record.next_model_id = next_id_;
     for (auto& m : children) morphisms_.erase(m.id);
@@ -356,7 +503,75 @@ class Coordinator {
       it = member ? std::next(it) : genomes_.erase(it);
     }
     record.children = std::move(children);
+    govern_record(record, govern);
     return record;
+  }
+
+  // Budget accounting, trends, takeoff, alerts and gates of a committed generation (before any sink
+  // sees it, so a gated generation is durable as awaiting approval).
+  void govern_record(GenerationRecord& record, bool govern) {
+    const GovernanceConfig& gov = config_.governance;
+    const double spent_before = model_seconds_;
+    for (const ModelRecord& m : record.children)
+      model_seconds_ += estimated_model_seconds(m, config_.task.kind == TaskSpec::Kind::Surrogate,
+                                                config_.task.surrogate_cost_seconds);
+    record.model_seconds = model_seconds_;
+    const std::size_t window = static_cast<std::size_t>(std::max(gov.monitors.trend_window, 2));
+    std::vector<double> gaps, disparities, gains;
+    for (const GenerationRecord& h : history_) {
+      gaps.push_back(h.goodhart_gap);
+      disparities.push_back(h.class_disparity);
+      if (h.generation > 0) gains.push_back(h.gain);
+    }
+    gaps.push_back(record.goodhart_gap);
+    disparities.push_back(record.class_disparity);
+    if (record.generation > 0) gains.push_back(record.gain);
+    auto last = [window](std::vector<double> v) {
+      if (v.size() > window) v.erase(v.begin(), v.end() - static_cast<std::ptrdiff_t>(window));
+      return v;
+    };
+    record.goodhart_trend = slope(last(gaps));
+    record.disparity_trend = slope(last(disparities));
+    record.takeoff = takeoff_estimate(last(gains));
+    record.events = std::move(pending_events_);
+    pending_events_.clear();
+    const std::string now = utc_now_iso();
+    if (govern) {
+      for (std::string& alert : monitor_alerts(gov.monitors, record, config_.population_size))
+        record.events.push_back(GovernanceEvent{record.generation, "alert", 0, std::move(alert), "rsi", now});
+      const double budget = gov.red_lines.compute_budget_model_seconds;
+      if (budget > 0 && model_seconds_ >= budget && spent_before < budget) {
+        char why[200];
+        std::snprintf(why, sizeof why,
+                      "compute budget spent: %.3f of governance.red_lines.compute_budget_model_seconds %.3f "
+                      "(estimated model-seconds); the run ends after this generation",
+                      model_seconds_, budget);
+        record.events.push_back(GovernanceEvent{record.generation, "budget", 0, why, "rsi", now});
+      }
+      const std::vector<std::string> triggers = gate_triggers(gov.gates, record);
+      if (!triggers.empty()) {
+        std::string why;
+        for (const auto& t : triggers) why += (why.empty() ? "" : "; ") + t;
+        record.events.push_back(GovernanceEvent{record.generation, "gate", 0,
+                                                why + "; awaiting approval (rsi approve/reject RUN --generation " +
+                                                    std::to_string(record.generation) + ")",
+                                                "rsi", now});
+        record.status = kAwaitingApproval;
+        // The store links each population to the one before, so the members a rejection may bring
+        // back stay in this population ("held") until the decision.
+        for (const ModelRecord& m : previous_population_)
+          if (std::none_of(population_.begin(), population_.end(), [&](const ModelRecord& p) { return p.id == m.id; })) {
+            record.held_for_rollback.push_back(m.id);
+            record.population_models.push_back(m);
+          }
+        std::sort(record.population_models.begin(), record.population_models.end(),
+                  [](const ModelRecord& a, const ModelRecord& b) { return a.id < b.id; });
+        std::sort(record.held_for_rollback.begin(), record.held_for_rollback.end());
+        record.population.clear();
+        for (const ModelRecord& m : record.population_models) record.population.push_back(m.id);
+      }
+    }
+    history_.push_back(summary_only(record));
   }
 
   static const ModelRecord* best_of(const std::vector<ModelRecord>& models) {
@@ -396,6 +611,13 @@ class Coordinator {
   std::deque<Task> pending_;
   std::deque<int> idle_;
   std::map<std::uint64_t, TaskResult> results_;
+  // Governance state.
+  static constexpr const char* kAwaitingApproval = "awaiting_approval";
+  std::optional<int> awaiting_;                    // a durable generation waiting for a decision
+  std::vector<ModelRecord> previous_population_;   // before the last commit: a rejection restores it
+  std::vector<GenerationRecord> history_;          // summaries of the committed generations
+  std::vector<GovernanceEvent> pending_events_;    // for the next record (decisions, refused designs)
+  double model_seconds_ = 0.0;                     // estimated compute spent so far
 };
 
 // A group member that is not the coordinator's: leaders pull tasks from rank 0 and share them with

@@ -1,14 +1,17 @@
 // Task execution on a trainer group, and the task/result wire format.
 #include "task.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <exception>
+#include <span>
 #include <thread>
 
 #include "rsi/kernels/ops.h"
 #include "rsi/models/network.h"
 #include "rsi/models/trainer.h"
+#include "rsi/scheduler/governance.h"
 #include "rsi/scheduler/surrogate.h"
 #include "wire.h"
 
@@ -77,6 +80,60 @@ TaskResult failed(const Task& task, std::string reason) {
   return r;
 }
 
+// The parent's labels on the unlabeled pool: their accuracy against the true labels (which the loop
+// never sees) and the entropy of their histogram, the model-collapse monitor's two figures. Counts
+// as models::evaluate does (each rank its share, summed), so the accuracy is the same number.
+struct PseudoLabels {
+  double accuracy = 0.0, entropy = 0.0;
+};
+PseudoLabels pseudo_labels(models::Network& parent, const models::Dataset& pool, collective::Communicator& group) {
+  const int classes = parent.input().classes;
+  const int rank = group.rank(), ranks = group.size();
+  // [predicted per class][correct]
+  std::vector<double> counts(static_cast<std::size_t>(classes) + 1, 0.0);
+  const std::int64_t lo = pool.size() * rank / ranks, hi = pool.size() * (rank + 1) / ranks;
+  constexpr int kBatch = 256;
+  for (std::int64_t start = lo; start < hi; start += kBatch) {
+    const int n = static_cast<int>(std::min<std::int64_t>(kBatch, hi - start));
+    const kernels::Tensor& logits = parent.forward(pool.image(start), n, models::Network::Mode{});
+    for (int i = 0; i < n; ++i) {
+      const float* row = logits.data() + static_cast<std::int64_t>(i) * classes;
+      const int predicted = static_cast<int>(std::max_element(row, row + classes) - row);
+      counts[static_cast<std::size_t>(predicted)] += 1.0;
+      if (predicted == pool.labels[start + i]) counts.back() += 1.0;
+    }
+  }
+  if (ranks > 1) group.allreduce(std::span<double>(counts), collective::ReduceOp::Sum);
+  PseudoLabels out;
+  out.accuracy = pool.size() ? counts.back() / static_cast<double>(pool.size()) : 0.0;
+  counts.pop_back();
+  out.entropy = label_entropy(counts);
+  return out;
+}
+
+// Surrogate stand-ins for the pseudo-label figures: a parent that labels a balanced pool with its
+// per-class accuracies p_c, spreading its misses evenly, predicts class c with mass
+// (p_c + sum_{k != c} (1 - p_k) / 9) / 10.
+PseudoLabels surrogate_pseudo_labels(const ModelMetrics& parent) {
+  const std::vector<double>& p = parent.test_per_class;
+  const double k = static_cast<double>(p.size());
+  std::vector<double> mass(p.size(), 0.0);
+  double misses = 0.0;
+  for (double x : p) misses += 1.0 - x;
+  for (std::size_t c = 0; c < p.size(); ++c) mass[c] = (p[c] + (misses - (1.0 - p[c])) / (k - 1.0)) / k;
+  return {parent.test_accuracy, label_entropy(mass)};
+}
+
+void skew_classes(ModelMetrics& m, double skew) {
+  // Symmetric around the mean, so the overall accuracy stays what the landscape says.
+  const double n = static_cast<double>(m.test_per_class.size());
+  const double spread = skew * std::max(0.0, m.val_accuracy - 0.8) / 0.1;
+  for (std::size_t c = 0; c < m.test_per_class.size(); ++c) {
+    const double offset = (static_cast<double>(c) - (n - 1.0) / 2.0) / ((n - 1.0) / 2.0);
+    m.test_per_class[c] = std::clamp(m.test_accuracy + spread * offset, 0.0, 1.0);
+  }
+}
+
 TaskResult execute_surrogate(const Task& task, const LoopConfig& config, const std::function<void()>& poll) {
   const models::Genome genome = models::from_yaml(task.genome_yaml, "task genome");
   const auto start = std::chrono::steady_clock::now();
@@ -93,6 +150,15 @@ TaskResult execute_surrogate(const Task& task, const LoopConfig& config, const s
   TaskResult r;
   r.id = task.id;
   r.metrics = outcome.metrics;
+  if (config.task.surrogate_class_skew > 0) skew_classes(r.metrics, config.task.surrogate_class_skew);
+  if (config.task.surrogate_pseudo_labels && !task.parent_yaml.empty()) {
+    SurrogateOutcome parent =
+        surrogate_evaluate(models::from_yaml(task.parent_yaml, "parent genome"), config.seed, task.id, 0.0);
+    if (config.task.surrogate_class_skew > 0) skew_classes(parent.metrics, config.task.surrogate_class_skew);
+    const PseudoLabels labels = surrogate_pseudo_labels(parent.metrics);
+    r.metrics.pseudo_label_accuracy = labels.accuracy;
+    r.metrics.pseudo_label_entropy = labels.entropy;
+  }
   r.metrics.wall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   r.inherited = !task.parent_yaml.empty();
   r.function_preserving = task.morphism.function_preserving;
@@ -124,8 +190,11 @@ TaskResult execute_fashion(const Task& task, const LoopConfig& config, const Tas
     const models::InheritReport inherit = models::inherit_weights(*parent, child, task.morphism);
     r.inherited = inherit.inherited > 0;
     r.function_preserving = inherit.function_preserving;
-    if (data.unlabeled.size() > 0)
-      r.metrics.pseudo_label_accuracy = models::evaluate(*parent, data.unlabeled, 256, &group).accuracy;
+    if (data.unlabeled.size() > 0) {
+      const PseudoLabels labels = pseudo_labels(*parent, data.unlabeled, group);
+      r.metrics.pseudo_label_accuracy = labels.accuracy;
+      r.metrics.pseudo_label_entropy = labels.entropy;
+    }
     models::Network* teacher = parent.get();
     opt.teacher = [teacher](const float* x, int n, float* logits) {
       const auto& out = teacher->forward(x, n, {});
@@ -197,6 +266,7 @@ std::vector<std::byte> encode(const TaskResult& x) {
   w.put(m.wall_seconds);
   w.put(m.samples);
   w.put(m.pseudo_label_accuracy);
+  w.put(m.pseudo_label_entropy);
   w.put<std::uint8_t>(x.inherited);
   w.put<std::uint8_t>(x.function_preserving);
   put_weights(w, x.weights);
@@ -221,6 +291,7 @@ TaskResult decode_result(const std::vector<std::byte>& bytes) {
   m.wall_seconds = r.get<double>();
   m.samples = r.get<std::int64_t>();
   m.pseudo_label_accuracy = r.get<double>();
+  m.pseudo_label_entropy = r.get<double>();
   x.inherited = r.get<std::uint8_t>() != 0;
   x.function_preserving = r.get<std::uint8_t>() != 0;
   x.weights = get_weights(r);

@@ -400,6 +400,33 @@ TEST(Loop, TheSameConfigGivesTheSameLineage) {
   EXPECT_TRUE(differs) << "another seed should give another lineage";
 }
 
+// ---- stopping at a safe point ----------------------------------------------------------------
+
+TEST(Loop, AStopRequestEndsTheRunAtAGenerationBoundaryAndAResumeEndsInTheSameLineage) {
+  const LoopConfig config = surrogate_config();
+  const Records whole = run(config);
+
+  LoopConfig stopping = config;
+  MemorySink first;
+  stopping.stop_requested = [&first] { return first.records.size() == 3; };  // after generation 2
+  auto world = rsi::collective::make_local_communicator();
+  const auto summary = rsi::scheduler::run_loop(stopping, *world, {&first});
+  EXPECT_TRUE(summary.stopped);
+  EXPECT_EQ(summary.generations_done, 3);
+  ASSERT_EQ(first.records.size(), 3u) << "the generation in flight when the stop came is finished, no more";
+
+  rsi::scheduler::ResumeState resume;
+  resume.generation = first.records.back().generation;
+  resume.next_model_id = first.records.back().next_model_id;
+  resume.population = first.records.back().population_models;
+  MemorySink rest;
+  const auto resumed = rsi::scheduler::run_loop(config, *world, {&rest}, {}, &resume);
+  EXPECT_FALSE(resumed.stopped);
+  Records joined = first.records;
+  joined.insert(joined.end(), rest.records.begin(), rest.records.end());
+  expect_same_lineage(whole, joined);
+}
+
 // ---- the real path: Fashion-MNIST ----------------------------------------------------------------
 
 TEST(LoopFashionMnist, SmokeTestTrainsInheritsAndIsDeterministic) {

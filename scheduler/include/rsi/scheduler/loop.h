@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -12,6 +13,7 @@
 #include "rsi/models/data.h"
 #include "rsi/models/genome.h"
 #include "rsi/scheduler/design.h"
+#include "rsi/scheduler/governance.h"
 #include "rsi/scheduler/record.h"
 
 namespace rsi::scheduler {
@@ -24,6 +26,12 @@ struct TaskSpec {
   // surrogate: an analytic capability landscape over the genome (see surrogate.h)
   double surrogate_cost_seconds = 0.05;
   double surrogate_noise = 0.005;
+  // Surrogate only, off by default (so existing surrogate lineages are unchanged), for governance
+  // studies and tests: per-class hidden-test accuracies spread by this much times the model's
+  // capability above 0.8 (bias that grows as models improve), and children of a parent report the
+  // parent's noise-free pseudo-label accuracy and label entropy.
+  double surrogate_class_skew = 0.0;
+  bool surrogate_pseudo_labels = false;
 };
 
 enum class SelectionKind { Truncation, Tournament, Aging };
@@ -45,17 +53,32 @@ struct LoopConfig {
   // the sinks): true ends the run there, cleanly (kill switch, preemption). Workers follow the
   // coordinator's stop, so all ranks agree on where the run ended.
   std::function<bool()> stop_requested;
+  GovernanceConfig governance;  // gates, red lines and monitors: all off by default
+  // Polled on the coordinator while a generation awaits approval (every gates.poll_seconds, up to
+  // gates.approval_timeout_seconds): a decision, or nothing yet. runtime reads the run directory's
+  // decision files (governance.h); tests answer directly.
+  std::function<std::optional<Decision>(int generation)> poll_decision;
 };
 
 // Called on rank 0 when a task is dispatched or finishes (progress display).
 struct LoopEvents {
   std::function<void(int generation, int total_tasks)> on_generation_start;
   std::function<void(const ModelRecord&)> on_model_done;
+  // True once a gated generation is durable and the coordinator starts waiting for a decision;
+  // false when a decision arrived or the wait ended (timeout, stop).
+  std::function<void(int generation, bool pending)> on_approval_pending;
 };
 
 struct LoopSummary {
   int generations_done = 0;
   bool stopped = false;  // ended early by stop_requested (a resume continues from there)
+  // The last durable generation awaits approval and no decision came within the timeout: exit with
+  // kExitAwaitingApproval; the same command resumes and waits again.
+  bool awaiting_approval = false;
+  int awaiting_generation = -1;
+  // Why governance ended the run before its last generation: "budget" (compute budget spent) or
+  // "rejected" (gates.on_reject: stop); "" otherwise. Such an end is clean and final.
+  std::string ended_by;
   std::uint64_t best_id = 0;
   double best_val = 0.0, best_test = 0.0;
 };
@@ -65,6 +88,9 @@ struct ResumeState {
   int generation = -1;                     // last durable generation
   std::uint64_t next_model_id = 1;
   std::vector<ModelRecord> population;     // with weights
+  // Governance state: the summaries of the durable generations up to `generation` (oldest first;
+  // models are not needed): trends, budget, and a pending approval with its rollback population.
+  std::vector<GenerationRecord> history;
 };
 
 // Runs seeds + `generations` generations (or, with `resume`, the generations after

@@ -28,6 +28,7 @@ struct ModelMetrics {
   double wall_seconds = 0.0;     // training + evaluation time of the task
   std::int64_t samples = 0;      // training samples processed (distill + fine-tune)
   double pseudo_label_accuracy = -1.0;  // parent's labels on the unlabeled pool vs truth; < 0 when none
+  double pseudo_label_entropy = -1.0;   // entropy (nats) of the parent's label histogram on that pool; < 0 when none
 };
 
 struct ModelRecord {
@@ -83,6 +84,17 @@ struct GenerationRecord {
   double worst_class_accuracy = 0.0;   // its lowest per-class hidden-test accuracy
   double class_disparity = 0.0;        // its max minus min per-class hidden-test accuracy
   double pseudo_label_accuracy = -1.0; // mean over trained children that distilled on the unlabeled pool; < 0 when none
+  // Governance (scheduler/governance.h). Trends are least-squares slopes per generation over the
+  // last monitors.trend_window generations; takeoff is "", "accelerating", "steady" or "saturating".
+  double pseudo_label_entropy = -1.0;  // mean over the same children; < 0 when none
+  double goodhart_trend = 0.0;
+  double disparity_trend = 0.0;
+  std::string takeoff;
+  double model_seconds = 0.0;          // compute spent by the run so far (estimated, deterministic)
+  std::string status = "completed";    // "completed" or "awaiting_approval" (a gate fired)
+  // While awaiting approval the population also holds the members of the population before that
+  // selection dropped (so a rejection can roll back to them); their ids, in id order.
+  std::vector<std::uint64_t> held_for_rollback;
   std::vector<GovernanceEvent> events;
   double seconds = 0.0;                     // wall time of the generation
   double models_per_second = 0.0;
