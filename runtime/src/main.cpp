@@ -17,6 +17,9 @@ int main(int argc, char** argv) {
   rsi::runtime::add_run_command(app, run);
   rsi::runtime::add_validate_command(app, run);
   rsi::runtime::add_lineage_commands(app, run);
+  rsi::runtime::add_report_command(app, run);
+  rsi::runtime::add_submit_command(app, run);
+  rsi::runtime::add_governance_commands(app, run);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -6,6 +6,8 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <cctype>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -32,6 +34,10 @@ class Section {
     if (!node_.IsMap()) throw ManifestError(where(source_, node_) + ": " + path_ + ": expected a map");
     std::set<std::string> seen;
     for (const auto& kv : node_) {
+      // YAML allows a list or a map as a key ("? [a, b]: 1"); the schema's keys are names.
+      if (kv.first.IsMap() || kv.first.IsSequence())
+        throw ManifestError(where(source_, kv.first) + ": " + path_ + ": expected a key name, got a " +
+                            (kv.first.IsMap() ? "map" : "list") + " as a key");
       const std::string key = kv.first.as<std::string>();
       if (!seen.insert(key).second)
         throw ManifestError(where(source_, kv.first) + ": " + path_ + "." + key + ": duplicate key");
@@ -55,6 +61,12 @@ class Section {
           const std::string& expected = "") const {
     const YAML::Node n = node_[key];
     if (!n) return fallback;
+    // Every value of the schema is a scalar: a map or list would print as '' below, and yaml-cpp
+    // reads an empty value ("name:" or "~") as the string "null" (found by tests/fuzz/).
+    if (!n.IsScalar())
+      throw ManifestError(where(source_, n) + ": " + path_ + "." + key + ": expected " +
+                          (expected.empty() ? "a single value" : expected) + ", got " +
+                          (n.IsNull() ? "an empty value" : n.IsMap() ? "a map" : "a list"));
     T v;
     try {
       v = n.as<T>();
@@ -91,13 +103,47 @@ namespace {
 constexpr std::size_t kMaxManifestBytes = 1 << 20;
 constexpr int kMaxManifestDepth = 16;
 
-int depth_of(const YAML::Node& node, int depth = 0) {
+// Aliases (*name) make the nodes a graph: a DAG whose walk grows exponentially ("billion laughs":
+// ten aliases to a list of ten aliases to ...) or a cycle ("a: &x [*x]") that never ends. So the
+// walk stops one level past the limit, and gives up after more visits than an alias-free text of
+// this length can hold (found by tests/fuzz/manifest_fuzzer).
+int depth_of(const YAML::Node& node, std::size_t& visits_left, const std::string& source, int depth = 0) {
+  if (visits_left == 0)
+    throw ManifestError(source + ": the manifest's aliases (*name) expand to too many values; write it without "
+                                 "aliases inside repeated aliases");
+  --visits_left;
   int deepest = depth;
+  if (depth > kMaxManifestDepth) return deepest;
   if (node.IsMap())
-    for (const auto& kv : node) deepest = std::max(deepest, depth_of(kv.second, depth + 1));
+    for (const auto& kv : node)
+      deepest = std::max({deepest, depth_of(kv.first, visits_left, source, depth + 1),
+                          depth_of(kv.second, visits_left, source, depth + 1)});
   else if (node.IsSequence())
-    for (const auto& item : node) deepest = std::max(deepest, depth_of(item, depth + 1));
+    for (const auto& item : node) deepest = std::max(deepest, depth_of(item, visits_left, source, depth + 1));
   return deepest;
+}
+
+// Offset of the first byte that is not valid UTF-8, or npos. YAML text is Unicode; yaml-cpp takes
+// any bytes, but its emitter rewrites invalid ones, so a seed's designer-gene name would not
+// survive resolved_yaml (found by tests/fuzz/manifest_fuzzer).
+std::size_t invalid_utf8_at(const std::string& text) {
+  const auto* s = reinterpret_cast<const unsigned char*>(text.data());
+  const std::size_t n = text.size();
+  for (std::size_t i = 0; i < n;) {
+    const unsigned char c = s[i];
+    std::size_t len = 0;
+    unsigned char lo = 0x80, hi = 0xBF;  // the range of the second byte
+    if (c < 0x80) len = 1;
+    else if (c >= 0xC2 && c <= 0xDF) len = 2;
+    else if (c >= 0xE0 && c <= 0xEF) len = 3, lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
+    else if (c >= 0xF0 && c <= 0xF4) len = 4, lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
+    else return i;
+    if (i + len > n) return i;
+    for (std::size_t k = 1; k < len; ++k)
+      if (s[i + k] < (k == 1 ? lo : 0x80) || s[i + k] > (k == 1 ? hi : 0xBF)) return i;
+    i += len;
+  }
+  return std::string::npos;
 }
 }  // namespace
 
@@ -106,6 +152,14 @@ RunConfig parse_manifest(const std::string& text, const std::string& source, con
   if (text.size() > kMaxManifestBytes)
     throw ManifestError(source + ": the manifest is " + std::to_string(text.size()) + " bytes; the limit is " +
                         std::to_string(kMaxManifestBytes) + " (is this the right file?)");
+  if (const std::size_t bad = invalid_utf8_at(text); bad != std::string::npos) {
+    const std::size_t line_start = text.rfind('\n', bad == 0 ? 0 : bad - 1);
+    const std::size_t line = std::count(text.begin(), text.begin() + static_cast<std::ptrdiff_t>(bad), '\n') + 1;
+    const std::size_t column = line == 1 ? bad + 1 : bad - line_start;
+    throw ManifestError(source + ":" + std::to_string(line) + ":" + std::to_string(column) +
+                        ": the manifest is not valid UTF-8 (byte " + std::to_string(bad) +
+                        "); save it as UTF-8 text");
+  }
   // yaml-cpp parses recursively: refuse absurd flow nesting before it does.
   int open = 0, deepest_flow = 0;
   for (char c : text) {
@@ -119,15 +173,22 @@ RunConfig parse_manifest(const std::string& text, const std::string& source, con
   try {
     root = YAML::Load(text);
   } catch (const YAML::ParserException& e) {
+    // yaml-cpp's recursion guard (block lists or "? " keys nested ~2000 deep) reports "bad file";
+    // its DeepRecursion type is not exported, so the message is what tells it apart.
+    const bool too_deep = e.msg == YAML::ErrorMsg::BAD_FILE;
     throw ManifestError(source + ":" + std::to_string(e.mark.line + 1) + ":" + std::to_string(e.mark.column + 1) +
-                        ": invalid YAML: " + e.msg);
+                        ": invalid YAML: " +
+                        (too_deep ? "nested too deeply for the YAML parser (lists or keys inside each other)" : e.msg));
   }
   if (!root || !root.IsMap()) throw ManifestError(source + ": a manifest is a YAML map (see experiments/README.md)");
-  if (const int depth = depth_of(root); depth > kMaxManifestDepth)
-    throw ManifestError(source + ": the manifest nests " + std::to_string(depth) + " levels deep; the limit is " +
-                        std::to_string(kMaxManifestDepth));
+  std::size_t visits_left = 2 * text.size() + 64;
+  if (depth_of(root, visits_left, source) > kMaxManifestDepth)
+    throw ManifestError(source + ": the manifest nests more than " + std::to_string(kMaxManifestDepth) +
+                        " levels deep; the limit is " + std::to_string(kMaxManifestDepth) +
+                        " (maps and lists inside each other, or an alias inside its own anchor)");
   const Section top(source, root, "manifest",
-                    {"run", "task", "population", "selection", "design", "seeds", "cluster", "output", "checkpoints"});
+                    {"run", "task", "population", "selection", "design", "seeds", "cluster", "output", "checkpoints",
+                     "monitoring", "governance"});
   RunConfig rc;
   rc.manifest_path = source;
   rc.manifest_text = text;
@@ -137,13 +198,23 @@ RunConfig parse_manifest(const std::string& text, const std::string& source, con
 
   if (top.has("run")) {
     const Section s(source, top.get("run"), "run", {"name", "seed"});
-    rc.name = s.value<std::string>("name", rc.name);
+    // The name becomes the directory runs/<name> and the Slurm job name: "" would be runs/ itself and
+    // "../x" or "a/b" a directory elsewhere (found by tests/fuzz/).
+    rc.name = s.value<std::string>(
+        "name", rc.name,
+        [](const std::string& v) {
+          return !v.empty() && v.size() <= 128 && v.front() != '.' &&
+                 std::all_of(v.begin(), v.end(), [](unsigned char c) {
+                   return std::isalnum(c) || c == '-' || c == '_' || c == '.';
+                 });
+        },
+        "a name of letters, digits, '-', '_' and '.' (up to 128, not starting with '.'; it names runs/<name>)");
     loop.seed = s.value<std::uint64_t>("seed", 0, {}, "a non-negative integer");
   }
   if (top.has("task")) {
     const Section s(source, top.get("task"), "task",
                     {"kind", "data_dir", "labeled", "unlabeled", "validation", "surrogate_cost_seconds",
-                     "surrogate_noise"});
+                     "surrogate_noise", "surrogate_class_skew", "surrogate_pseudo_labels"});
     const std::string kind = s.value<std::string>(
         "kind", "fashion_mnist", [](const std::string& k) { return k == "fashion_mnist" || k == "surrogate"; },
         "one of fashion_mnist, surrogate");
@@ -164,6 +235,11 @@ RunConfig parse_manifest(const std::string& text, const std::string& source, con
     loop.task.surrogate_noise =
         s.value<double>("surrogate_noise", loop.task.surrogate_noise, [](const double& v) { return v >= 0 && v < 1; },
                         "a number in [0, 1)");
+    loop.task.surrogate_class_skew = s.value<double>("surrogate_class_skew", loop.task.surrogate_class_skew,
+                                                     [](const double& v) { return v >= 0 && v <= 1; },
+                                                     "a number in [0, 1]");
+    loop.task.surrogate_pseudo_labels =
+        s.value<bool>("surrogate_pseudo_labels", loop.task.surrogate_pseudo_labels, {}, "true or false");
   }
   if (top.has("population")) {
     const Section s(source, top.get("population"), "population", {"size", "children", "generations"});
@@ -197,9 +273,42 @@ RunConfig parse_manifest(const std::string& text, const std::string& source, con
     l.max_channels = s.value<int>("max_channels", l.max_channels, positive, "a positive integer");
   }
   if (top.has("cluster")) {
-    const Section s(source, top.get("cluster"), "cluster", {"group_size", "threads_per_rank"});
+    const Section s(source, top.get("cluster"), "cluster",
+                    {"group_size", "threads_per_rank", "nodes", "gpus_per_node", "tasks_per_node", "time_limit",
+                     "partition", "account", "signal_seconds", "device"});
     loop.group_size = s.value<int>("group_size", loop.group_size, positive, "a positive integer");
     loop.threads_per_rank = s.value<int>("threads_per_rank", loop.threads_per_rank, positive, "a positive integer");
+    // --- job shape and Slurm submission (rsi submit) ---
+    ClusterConfig& c = rc.cluster;
+    c.nodes = s.value<int>("nodes", c.nodes, positive, "a positive integer");
+    c.gpus_per_node =
+        s.value<int>("gpus_per_node", c.gpus_per_node, [](const int& v) { return v >= 0; }, "an integer >= 0 (0 = CPU)");
+    // One rank per GPU, so the GPU count is the natural default.
+    c.tasks_per_node = s.value<int>("tasks_per_node", c.gpus_per_node > 0 ? c.gpus_per_node : c.tasks_per_node,
+                                    positive, "a positive integer");
+    if (c.gpus_per_node > 0 && c.tasks_per_node != c.gpus_per_node)
+      throw ManifestError(where(source, s.get("tasks_per_node")) + ": cluster.tasks_per_node: " +
+                          std::to_string(c.tasks_per_node) + " ranks per node with gpus_per_node " +
+                          std::to_string(c.gpus_per_node) + "; a rank drives one GPU, so they must be equal");
+    // Values that become #SBATCH lines: one word each, or sbatch would read the rest as another option.
+    const auto slurm_word = [](const std::string& v) {
+      return v.find_first_of(" \t\r\n#'\"\\$`") == std::string::npos;
+    };
+    c.time_limit = s.value<std::string>(
+        "time_limit", c.time_limit, [](const std::string& v) { return slurm_time_seconds(v) > 0; },
+        "a time limit [D-]HH:MM:SS (e.g. 02:00:00 or 1-12:00:00)");
+    c.partition = s.value<std::string>("partition", c.partition, slurm_word, "a partition name (one word)");
+    c.account = s.value<std::string>("account", c.account, slurm_word, "an account name (one word)");
+    c.signal_seconds = s.value<int>("signal_seconds", c.signal_seconds, [](const int& v) { return v >= 0 && v <= 65535; },
+                                    "seconds in [0, 65535] (0 = no warning signal)");
+    if (c.signal_seconds >= slurm_time_seconds(c.time_limit))
+      throw ManifestError(where(source, top.get("cluster")) + ": cluster.signal_seconds " +
+                          std::to_string(c.signal_seconds) + " is not shorter than time_limit " + c.time_limit +
+                          ": the warning signal would come before the run starts");
+    // --- end job shape ---
+    c.device = s.value<std::string>(
+        "device", c.device, [](const std::string& v) { return v == "cpu" || v == "auto" || v == "cuda"; },
+        "one of cpu, auto, cuda");
   }
   if (top.has("output")) {
     const Section s(source, top.get("output"), "output", {"directory"});
@@ -212,6 +321,76 @@ RunConfig parse_manifest(const std::string& text, const std::string& source, con
                                                       [](const int& v) { return v >= 0; }, "an integer >= 0 (0 = all)");
     rc.retention.keep_population = s.value<bool>("keep_population", rc.retention.keep_population, {}, "true or false");
   }
+  // --- monitoring (monitoring/README.md) ---
+  if (top.has("monitoring")) {
+    const Section s(source, top.get("monitoring"), "monitoring", {"bind", "port", "targets_file", "linger_seconds"});
+    MonitoringConfig& m = rc.monitoring;
+    m.bind = s.value<std::string>(
+        "bind", m.bind, [](const std::string& v) { return !v.empty() && v.find_first_of(" \t/") == std::string::npos; },
+        "an IP address to listen on (e.g. 127.0.0.1, or 0.0.0.0 for every interface)");
+    m.port = s.value<int>("port", m.port, [](const int& v) { return v >= 0 && v <= 65535; },
+                          "a TCP port in [1, 65535], or 0 for no exporter");
+    m.targets_file = s.value<std::string>("targets_file", m.targets_file);
+    m.linger_seconds = s.value<double>("linger_seconds", m.linger_seconds,
+                                       [](const double& v) { return v >= 0 && v <= 3600; }, "seconds in [0, 3600]");
+  }
+  // --- end monitoring ---
+  // --- governance (scheduler/governance.h; experiments/README.md, "Governance") ---
+  if (top.has("governance")) {
+    const Section gov(source, top.get("governance"), "governance", {"gates", "red_lines", "monitors"});
+    scheduler::GovernanceConfig& g = loop.governance;
+    const auto non_negative = [](const double& v) { return v >= 0; };
+    const auto non_negative_int = [](const std::int64_t& v) { return v >= 0; };
+    const std::string off = "a number >= 0 (0 = off)";
+    if (gov.has("gates")) {
+      const Section s(source, gov.get("gates"), "governance.gates",
+                      {"max_gain", "max_parameters", "max_flops", "max_goodhart_gap", "every_n_generations",
+                       "approval_timeout_seconds", "poll_seconds", "on_reject"});
+      auto& x = g.gates;
+      x.max_gain = s.value<double>("max_gain", x.max_gain, non_negative, off);
+      x.max_parameters = s.value<std::int64_t>("max_parameters", x.max_parameters, non_negative_int, off);
+      x.max_flops = s.value<std::int64_t>("max_flops", x.max_flops, non_negative_int, off);
+      x.max_goodhart_gap = s.value<double>("max_goodhart_gap", x.max_goodhart_gap, non_negative, off);
+      x.every_n_generations =
+          s.value<int>("every_n_generations", x.every_n_generations, [](const int& v) { return v >= 0; }, off);
+      x.approval_timeout_seconds = s.value<double>("approval_timeout_seconds", x.approval_timeout_seconds,
+                                                   non_negative, "seconds >= 0");
+      x.poll_seconds = s.value<double>("poll_seconds", x.poll_seconds,
+                                       [](const double& v) { return v >= 0.01 && v <= 3600; },
+                                       "seconds in [0.01, 3600]");
+      const std::string on_reject = s.value<std::string>(
+          "on_reject", "rollback", [](const std::string& v) { return v == "rollback" || v == "stop"; },
+          "one of rollback, stop");
+      x.on_reject = on_reject == "stop" ? scheduler::GateConfig::OnReject::Stop : scheduler::GateConfig::OnReject::Rollback;
+    }
+    if (gov.has("red_lines")) {
+      const Section s(source, gov.get("red_lines"), "governance.red_lines",
+                      {"max_parameters", "max_flops_per_sample", "compute_budget_model_seconds",
+                       "max_gain_per_generation"});
+      auto& x = g.red_lines;
+      x.max_parameters = s.value<std::int64_t>("max_parameters", x.max_parameters, non_negative_int, off);
+      x.max_flops_per_sample = s.value<std::int64_t>("max_flops_per_sample", x.max_flops_per_sample, non_negative_int, off);
+      x.compute_budget_model_seconds =
+          s.value<double>("compute_budget_model_seconds", x.compute_budget_model_seconds, non_negative, off);
+      x.max_gain_per_generation = s.value<double>("max_gain_per_generation", x.max_gain_per_generation, non_negative, off);
+    }
+    if (gov.has("monitors")) {
+      const Section s(source, gov.get("monitors"), "governance.monitors",
+                      {"goodhart_gap_alert", "pseudo_label_accuracy_floor", "label_entropy_floor", "diversity_floor",
+                       "disparity_growth_alert", "takeoff_alert", "trend_window"});
+      auto& x = g.monitors;
+      x.goodhart_gap_alert = s.value<double>("goodhart_gap_alert", x.goodhart_gap_alert, non_negative, off);
+      x.pseudo_label_accuracy_floor =
+          s.value<double>("pseudo_label_accuracy_floor", x.pseudo_label_accuracy_floor, non_negative, off);
+      x.label_entropy_floor = s.value<double>("label_entropy_floor", x.label_entropy_floor, non_negative, off);
+      x.diversity_floor = s.value<double>("diversity_floor", x.diversity_floor, non_negative, off);
+      x.disparity_growth_alert = s.value<double>("disparity_growth_alert", x.disparity_growth_alert, non_negative, off);
+      x.takeoff_alert = s.value<bool>("takeoff_alert", x.takeoff_alert, {}, "true or false");
+      x.trend_window = s.value<int>("trend_window", x.trend_window, [](const int& v) { return v >= 2 && v <= 1000; },
+                                    "an integer in [2, 1000]");
+    }
+  }
+  // --- end governance ---
 
   const YAML::Node seeds = root["seeds"];
   if (!seeds || !seeds.IsSequence() || seeds.size() == 0)
@@ -223,7 +402,32 @@ RunConfig parse_manifest(const std::string& text, const std::string& source, con
     try {
       if (seed.IsScalar()) {
         const std::filesystem::path p = std::filesystem::path(base_dir) / seed.as<std::string>();
-        loop.seeds.push_back(models::load_genome(p.string()));
+        // A device or a FIFO ("/dev/zero", "/dev/stdin") would be read without end (found by
+        // tests/fuzz/manifest_fuzzer), and so would a /proc file that reports size 0: a genome is a
+        // small regular file, read here with a bound.
+        std::error_code ec;
+        const auto status = std::filesystem::status(p, ec);
+        std::ifstream in;
+        if (std::filesystem::is_regular_file(status)) in.open(p, std::ios::binary);
+        if (in.is_open()) {
+          std::string genome_text(kMaxManifestBytes + 1, '\0');
+          in.read(genome_text.data(), static_cast<std::streamsize>(genome_text.size()));
+          genome_text.resize(static_cast<std::size_t>(in.gcount()));
+          if (genome_text.size() > kMaxManifestBytes)
+            throw ManifestError(where(source, seed) + ": " + label + ": '" + p.string() +
+                                "' is over " + std::to_string(kMaxManifestBytes) +
+                                " bytes; a genome file is smaller (is this the right file?)");
+          if (const std::size_t bad = invalid_utf8_at(genome_text); bad != std::string::npos)
+            throw ManifestError(where(source, seed) + ": " + label + ": '" + p.string() +
+                                "' is not valid UTF-8 (byte " + std::to_string(bad) + "); save it as UTF-8 text");
+          loop.seeds.push_back(models::from_yaml(genome_text, p.string()));
+        } else if (std::filesystem::exists(status) && !std::filesystem::is_directory(status) &&
+                   !std::filesystem::is_regular_file(status)) {
+          throw ManifestError(where(source, seed) + ": " + label + ": '" + p.string() +
+                              "' is not a regular file; a seed is a genome YAML file or an inline map");
+        } else {
+          loop.seeds.push_back(models::load_genome(p.string()));  // missing, a directory, unreadable: its message
+        }
       } else {
         YAML::Emitter out;
         out << seed;
@@ -266,7 +470,9 @@ std::string resolved_yaml(const RunConfig& rc) {
   out << YAML::Key << "unlabeled" << YAML::Value << l.task.split.unlabeled;
   out << YAML::Key << "validation" << YAML::Value << l.task.split.validation;
   out << YAML::Key << "surrogate_cost_seconds" << YAML::Value << l.task.surrogate_cost_seconds;
-  out << YAML::Key << "surrogate_noise" << YAML::Value << l.task.surrogate_noise << YAML::EndMap;
+  out << YAML::Key << "surrogate_noise" << YAML::Value << l.task.surrogate_noise;
+  out << YAML::Key << "surrogate_class_skew" << YAML::Value << l.task.surrogate_class_skew;
+  out << YAML::Key << "surrogate_pseudo_labels" << YAML::Value << l.task.surrogate_pseudo_labels << YAML::EndMap;
   out << YAML::Key << "population" << YAML::Value << YAML::BeginMap << YAML::Key << "size" << YAML::Value
       << l.population_size << YAML::Key << "children" << YAML::Value << l.children_per_generation << YAML::Key
       << "generations" << YAML::Value << l.generations << YAML::EndMap;
@@ -284,12 +490,54 @@ std::string resolved_yaml(const RunConfig& rc) {
   for (const auto& g : l.seeds) out << YAML::Load(models::to_yaml(g));  // inline: loads without the files
   out << YAML::EndSeq;
   out << YAML::Key << "cluster" << YAML::Value << YAML::BeginMap << YAML::Key << "group_size" << YAML::Value
-      << l.group_size << YAML::Key << "threads_per_rank" << YAML::Value << l.threads_per_rank << YAML::EndMap;
+      << l.group_size << YAML::Key << "threads_per_rank" << YAML::Value << l.threads_per_rank;
+  // --- job shape and Slurm submission (rsi submit) ---
+  out << YAML::Key << "nodes" << YAML::Value << rc.cluster.nodes;
+  out << YAML::Key << "gpus_per_node" << YAML::Value << rc.cluster.gpus_per_node;
+  out << YAML::Key << "tasks_per_node" << YAML::Value << rc.cluster.tasks_per_node;
+  out << YAML::Key << "time_limit" << YAML::Value << YAML::DoubleQuoted << rc.cluster.time_limit;
+  out << YAML::Key << "partition" << YAML::Value << YAML::DoubleQuoted << rc.cluster.partition;
+  out << YAML::Key << "account" << YAML::Value << YAML::DoubleQuoted << rc.cluster.account;
+  out << YAML::Key << "signal_seconds" << YAML::Value << rc.cluster.signal_seconds;
+  out << YAML::Key << "device" << YAML::Value << rc.cluster.device;
+  // --- end job shape ---
+  out << YAML::EndMap;
   out << YAML::Key << "output" << YAML::Value << YAML::BeginMap << YAML::Key << "directory" << YAML::Value
       << rc.output_directory << YAML::EndMap;
   out << YAML::Key << "checkpoints" << YAML::Value << YAML::BeginMap << YAML::Key << "keep_last_generations"
       << YAML::Value << rc.retention.keep_last_generations << YAML::Key << "keep_population" << YAML::Value
       << rc.retention.keep_population << YAML::EndMap;
+  out << YAML::Key << "monitoring" << YAML::Value << YAML::BeginMap << YAML::Key << "bind" << YAML::Value
+      << rc.monitoring.bind << YAML::Key << "port" << YAML::Value << rc.monitoring.port << YAML::Key << "targets_file"
+      << YAML::Value << rc.monitoring.targets_file << YAML::Key << "linger_seconds" << YAML::Value
+      << rc.monitoring.linger_seconds << YAML::EndMap;
+  {  // --- governance ---
+    const scheduler::GovernanceConfig& g = l.governance;
+    out << YAML::Key << "governance" << YAML::Value << YAML::BeginMap;
+    out << YAML::Key << "gates" << YAML::Value << YAML::BeginMap;
+    out << YAML::Key << "max_gain" << YAML::Value << g.gates.max_gain;
+    out << YAML::Key << "max_parameters" << YAML::Value << g.gates.max_parameters;
+    out << YAML::Key << "max_flops" << YAML::Value << g.gates.max_flops;
+    out << YAML::Key << "max_goodhart_gap" << YAML::Value << g.gates.max_goodhart_gap;
+    out << YAML::Key << "every_n_generations" << YAML::Value << g.gates.every_n_generations;
+    out << YAML::Key << "approval_timeout_seconds" << YAML::Value << g.gates.approval_timeout_seconds;
+    out << YAML::Key << "poll_seconds" << YAML::Value << g.gates.poll_seconds;
+    out << YAML::Key << "on_reject" << YAML::Value << scheduler::on_reject_name(g.gates.on_reject) << YAML::EndMap;
+    out << YAML::Key << "red_lines" << YAML::Value << YAML::BeginMap;
+    out << YAML::Key << "max_parameters" << YAML::Value << g.red_lines.max_parameters;
+    out << YAML::Key << "max_flops_per_sample" << YAML::Value << g.red_lines.max_flops_per_sample;
+    out << YAML::Key << "compute_budget_model_seconds" << YAML::Value << g.red_lines.compute_budget_model_seconds;
+    out << YAML::Key << "max_gain_per_generation" << YAML::Value << g.red_lines.max_gain_per_generation << YAML::EndMap;
+    out << YAML::Key << "monitors" << YAML::Value << YAML::BeginMap;
+    out << YAML::Key << "goodhart_gap_alert" << YAML::Value << g.monitors.goodhart_gap_alert;
+    out << YAML::Key << "pseudo_label_accuracy_floor" << YAML::Value << g.monitors.pseudo_label_accuracy_floor;
+    out << YAML::Key << "label_entropy_floor" << YAML::Value << g.monitors.label_entropy_floor;
+    out << YAML::Key << "diversity_floor" << YAML::Value << g.monitors.diversity_floor;
+    out << YAML::Key << "disparity_growth_alert" << YAML::Value << g.monitors.disparity_growth_alert;
+    out << YAML::Key << "takeoff_alert" << YAML::Value << g.monitors.takeoff_alert;
+    out << YAML::Key << "trend_window" << YAML::Value << g.monitors.trend_window << YAML::EndMap;
+    out << YAML::EndMap;
+  }  // --- end governance ---
   out << YAML::EndMap;
   return std::string(out.c_str()) + "\n";
 }
@@ -302,6 +550,14 @@ std::string manifest_differences(const std::string& stored, const std::string& c
   } catch (const YAML::Exception& e) {
     return std::string("  (a manifest does not parse: ") + e.what() + ")\n";
   }
+  // Keys that do not shape the lineage may change between a run and its resume: the exporter's
+  // address, how long a run waits for a decision, and the Slurm job's queue, account and time (a
+  // resubmission with a longer time limit is the usual way to finish a run).
+  static const std::set<std::string> free_keys = {
+      "governance.gates.approval_timeout_seconds", "governance.gates.poll_seconds", "cluster.time_limit",
+      "cluster.partition", "cluster.account", "cluster.signal_seconds"};
+  for (auto* keys : {&a, &b})
+    std::erase_if(*keys, [](const auto& kv) { return kv.first.rfind("monitoring.", 0) == 0 || free_keys.count(kv.first); });
   std::string out;
   for (const auto& [key, value] : a) {
     const auto it = b.find(key);
@@ -311,6 +567,19 @@ std::string manifest_differences(const std::string& stored, const std::string& c
   for (const auto& [key, value] : b)
     if (!a.count(key)) out += "  " + key + ": (absent) -> " + value + "\n";
   return out;
+}
+
+long slurm_time_seconds(const std::string& text) {
+  if (text.empty() || text.find_first_not_of("0123456789:-") != std::string::npos) return -1;
+  long days = 0, h = 0, m = 0, sec = 0;
+  int used = 0;
+  const bool with_days = text.find('-') != std::string::npos;
+  const int fields = with_days ? std::sscanf(text.c_str(), "%ld-%ld:%ld:%ld%n", &days, &h, &m, &sec, &used)
+                               : std::sscanf(text.c_str(), "%ld:%ld:%ld%n", &h, &m, &sec, &used);
+  if (fields != (with_days ? 4 : 3) || used != static_cast<int>(text.size()) || !std::isdigit(static_cast<unsigned char>(text[0])))
+    return -1;
+  if (days < 0 || h < 0 || m < 0 || m > 59 || sec < 0 || sec > 59 || (with_days && h > 23) || days > 365) return -1;
+  return ((days * 24 + h) * 60 + m) * 60 + sec;
 }
 
 RunConfig load_manifest(const std::string& path) {

@@ -2,19 +2,26 @@
 #include <mpi.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cmath>
+#include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <memory>
 #include <string>
+#include <thread>
 
 #include "rsi/checkpoints/store.h"
 #include "rsi/collective/communicator.h"
+#include "rsi/monitoring/exporter.h"
 #include "rsi/runtime/commands.h"
 #include "rsi/runtime/manifest.h"
+#include "rsi/scheduler/governance.h"
 #include "rsi/scheduler/loop.h"
+#include "device.h"
+#include "progress.h"
 
 #ifndef RSI_VERSION
 #define RSI_VERSION "unknown"
@@ -71,14 +78,6 @@ int compare_runs(const std::string& a, const std::string& b, int generations) {
   return 0;
 }
 
-std::string fmt_seconds(double s) {
-  char buf[32];
-  if (s >= 3600) std::snprintf(buf, sizeof buf, "%dh%02dm", static_cast<int>(s / 3600), static_cast<int>(s / 60) % 60);
-  else if (s >= 60) std::snprintf(buf, sizeof buf, "%dm%02ds", static_cast<int>(s / 60), static_cast<int>(s) % 60);
-  else std::snprintf(buf, sizeof buf, "%.1fs", s);
-  return buf;
-}
-
 // Writes the lineage as tab-separated text: models.tsv (one row per model, deterministic fields
 // only, so two runs of the same manifest compare byte for byte) and generations.tsv (one row per
 // generation, with timings).
@@ -126,57 +125,24 @@ class LineageFiles final : public scheduler::GenerationSink {
   const checkpoints::LineageStore* store_ = nullptr;
 };
 
-// One progress line per generation (and per finished child on a terminal), then a summary table.
-class Progress final : public scheduler::GenerationSink {
- public:
-  Progress(int generations, bool tty) : generations_(generations), tty_(tty), start_(std::chrono::steady_clock::now()) {}
-  void on_generation(const scheduler::GenerationRecord& g) override {
-    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
-    const double eta = g.generation < generations_ ? elapsed / (g.generation + 1) * (generations_ - g.generation) : 0.0;
-    std::printf("%sgen %2d/%d  best val %.4f test %.4f  gain %+.4f  skill %+.4f  diversity %.2f  "
-                "trained %d failed %d  %.2f models/s  %s  ETA %s\n",
-                tty_ ? "\r\033[K" : "", g.generation, generations_, g.best_val, g.best_model_test, g.gain,
-                g.design_skill, g.diversity, g.trained, g.failed, g.models_per_second, fmt_seconds(g.seconds).c_str(),
-                fmt_seconds(eta).c_str());
-    std::fflush(stdout);
-    rows_.push_back(g);
-    for (auto& c : rows_.back().children) c.weights.reset();
-  }
-  void on_model_done(const scheduler::ModelRecord& m) {
-    ++done_;
-    if (!tty_) return;
-    std::printf("\r\033[K  model %llu %s  val %.4f  (%d/%d of this generation)",
-                static_cast<unsigned long long>(m.id), scheduler::status_name(m.status), m.metrics.val_accuracy, done_,
-                total_);
-    std::fflush(stdout);
-  }
-  void on_generation_start(int, int total) {
-    done_ = 0;
-    total_ = total;
-  }
-  void on_finish() override {
-    std::printf("\n%-4s %-6s %-9s %-9s %-9s %-9s %-8s %-8s\n", "gen", "best", "best_val", "its_test", "med_val",
-                "gain", "skill", "seconds");
-    for (const auto& g : rows_)
-      std::printf("%-4d %-6llu %-9.4f %-9.4f %-9.4f %+-9.4f %+-8.4f %-8.1f\n", g.generation,
-                  static_cast<unsigned long long>(g.best_id), g.best_val, g.best_model_test, g.median_val, g.gain,
-                  g.design_skill, g.seconds);
-    std::fflush(stdout);
-  }
-
- private:
-  int generations_;
-  bool tty_;
-  std::chrono::steady_clock::time_point start_;
-  std::vector<scheduler::GenerationRecord> rows_;
-  int done_ = 0, total_ = 0;
-};
-
 std::string utc_now() {
   const std::time_t t = std::time(nullptr);
   char buf[32];
   std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
   return buf;
+}
+
+// SIGUSR1 (Slurm's warning before preemption or the time limit) and SIGTERM set this; the
+// coordinator ends the run at its next generation boundary, once the last generation is durable.
+std::atomic<int> g_stop_signal{0};
+extern "C" void on_stop_signal(int sig) { g_stop_signal.store(sig); }
+
+void install_stop_handlers() {
+  struct sigaction action {};
+  action.sa_handler = on_stop_signal;
+  sigemptyset(&action.sa_mask);
+  sigaction(SIGUSR1, &action, nullptr);
+  sigaction(SIGTERM, &action, nullptr);
 }
 
 // Every rank's host name, gathered to rank 0, distinct and comma-separated.
@@ -195,7 +161,83 @@ std::string host_list() {
   return out;
 }
 
+// --- monitoring (monitoring/README.md) ---
+// The exporters, started collectively before training: the coordinator's on rank 0 and, on a
+// multi-node job, a node endpoint on local rank 0 of every other node (ranks split by node with
+// MPI_COMM_TYPE_SHARED), each listing its node's rank processes. Returns, on rank 0, the endpoints
+// for the file_sd targets file, or sets `error` (on rank 0) when any endpoint could not listen.
+struct MonitoringStart {
+  std::unique_ptr<monitoring::Exporter> exporter;       // rank 0
+  std::unique_ptr<monitoring::NodeExporter> node;       // local rank 0 of the other nodes
+  std::vector<monitoring::TargetEndpoint> endpoints;    // rank 0: every endpoint, the coordinator first
+  std::string error;                                    // rank 0: what failed, where
+};
+
+MonitoringStart start_monitoring(const RunConfig& config, const std::unique_ptr<checkpoints::LineageStore>& store) {
+  int rank = 0, size = 1;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  MPI_Comm node_comm;
+  MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &node_comm);
+  int local_rank = 0, local_size = 1;
+  MPI_Comm_rank(node_comm, &local_rank);
+  MPI_Comm_size(node_comm, &local_size);
+  const int mine[2] = {rank, static_cast<int>(getpid())};
+  std::vector<int> node_pids(2 * static_cast<std::size_t>(local_size));
+  MPI_Gather(mine, 2, MPI_INT, node_pids.data(), 2, MPI_INT, 0, node_comm);
+  MPI_Comm_free(&node_comm);
+
+  struct Report {
+    char host[256];
+    char error[768];
+    int port;  // 0: this rank runs no endpoint
+  } report{};
+  gethostname(report.host, sizeof report.host - 1);
+  MonitoringStart out;
+  if (local_rank == 0) {
+    monitoring::ExporterOptions o;
+    o.bind = config.monitoring.bind;
+    o.port = config.monitoring.port;
+    o.run_id = config.name;
+    o.manifest_hash = config.manifest_hash;
+    o.version = RSI_VERSION;
+    o.host = report.host;
+    o.trainer_groups = size / config.loop.group_size;
+    for (int i = 0; i < local_size; ++i) o.node_ranks.push_back({node_pids[2 * i], static_cast<pid_t>(node_pids[2 * i + 1])});
+    // The store writes each generation before the exporter's on_generation reads its figures.
+    o.checkpoint_source = [&store] {
+      return store ? monitoring::CheckpointWrite{store->last_write_seconds(), store->last_write_bytes()}
+                   : monitoring::CheckpointWrite{};
+    };
+    try {
+      if (rank == 0) {
+        out.exporter = std::make_unique<monitoring::Exporter>(o);
+        report.port = out.exporter->port();
+      } else {
+        out.node = std::make_unique<monitoring::NodeExporter>(o);
+        report.port = out.node->port();
+      }
+    } catch (const monitoring::MonitoringError& e) {
+      std::snprintf(report.error, sizeof report.error, "%s (host %s, rank %d)", e.what(), report.host, rank);
+    }
+  }
+  std::vector<Report> all(rank == 0 ? static_cast<std::size_t>(size) : 1);
+  MPI_Gather(&report, sizeof report, MPI_BYTE, all.data(), sizeof report, MPI_BYTE, 0, MPI_COMM_WORLD);
+  if (rank == 0)
+    for (int r = 0; r < size; ++r) {
+      if (all[r].error[0]) out.error += (out.error.empty() ? "" : "\n") + std::string(all[r].error);
+      else if (all[r].port > 0)
+        out.endpoints.push_back({monitoring::scrape_address(config.monitoring.bind, all[r].host, all[r].port),
+                                 all[r].host, r == 0 ? "coordinator" : "node"});
+    }
+  return out;
+}
+// --- end monitoring ---
+
 int run_loop_command(const RunArgs& args) {
+  // Before MPI start-up (about a second): mpirun forwards a SIGUSR1 as soon as a rank exists, and
+  // the default action would end the rank instead of stopping the run.
+  install_stop_handlers();
   int provided = 0;
   MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided);
   int rank = 0, size = 1;
@@ -210,16 +252,17 @@ int run_loop_command(const RunArgs& args) {
         config = load_manifest(args.manifest);
       } else {
         config = stored_run_config(args.reproduce);
+        config.monitoring.port = 0;  // a check, not a run to watch; the original's port may still be in use
         config.output_directory = args.out.empty() ? args.reproduce + "-reproduce" : args.out;
         if (rank == 0 && !checkpoints::generation_files(config.output_directory).empty())
           throw ManifestError(config.output_directory + " already holds a run; choose an empty --out directory");
       }
     } catch (const checkpoints::CheckpointError& e) {
-      if (rank == 0) std::fprintf(stderr, "rsi: %s\n", e.what());
+      if (rank == 0) std::fprintf(stderr, "rsi: %s %s\n", rank_tag(rank).c_str(), e.what());
       MPI_Finalize();
       return kExitBadInput;
     } catch (const ManifestError& e) {
-      if (rank == 0) std::fprintf(stderr, "rsi run: %s\n", e.what());
+      if (rank == 0) std::fprintf(stderr, "rsi run: %s %s\n", rank_tag(rank).c_str(), e.what());
       MPI_Finalize();
       return kExitBadInput;
     }
@@ -227,12 +270,27 @@ int run_loop_command(const RunArgs& args) {
     if (!args.out.empty() && args.reproduce.empty()) config.output_directory = args.out;
     if (size % config.loop.group_size != 0) {
       if (rank == 0)
-        std::fprintf(stderr, "rsi run: %s: cluster.group_size %d does not divide the %d ranks of this job\n",
-                     manifest_name.c_str(), config.loop.group_size, size);
+        std::fprintf(stderr, "rsi run: %s %s: cluster.group_size %d does not divide the %d ranks of this job\n",
+                     rank_tag(rank).c_str(), manifest_name.c_str(), config.loop.group_size, size);
       MPI_Finalize();
       return kExitUsage;
     }
-    auto world = collective::make_mpi_world_communicator();
+    // --- device selection (device.h): GPU by local rank, agreed by every rank, before training ---
+    DevicePolicy device_policy = DevicePolicy::Cpu;
+    parse_device_policy(config.cluster.device, &device_policy);  // the manifest loader validated it
+    const RunDevice device = select_run_device(device_policy, config.cluster.gpus_per_node, MPI_COMM_WORLD);
+    if (!device.error.empty()) std::fprintf(stderr, "rsi run: %s: %s\n", manifest_name.c_str(), device.error.c_str());
+    if (device.failed) {
+      MPI_Finalize();
+      return kExitBadInput;
+    }
+    if (!device.warning.empty()) std::fprintf(stderr, "rsi run: warning: %s\n", device.warning.c_str());
+    if (rank == 0 && device_policy != DevicePolicy::Cpu) std::printf("rsi run: %s\n", device.summary.c_str());
+    // Device buffers all-reduce over NCCL; host buffers and the scheduler's messages stay on MPI.
+    auto world = device.choice.cuda && collective::nccl_available_in_build()
+                     ? collective::make_nccl_communicator(collective::make_mpi_world_communicator(), device.choice.gpu)
+                     : collective::make_mpi_world_communicator();
+    // --- end device selection ---
     std::vector<scheduler::GenerationSink*> sinks;
     std::unique_ptr<LineageFiles> lineage;
     std::unique_ptr<Progress> progress;
@@ -241,22 +299,41 @@ int run_loop_command(const RunArgs& args) {
     scheduler::ResumeState resume;
     int refuse = 0;  // rank 0's verdict on the run directory, shared with every rank
     const std::string hosts = host_list();  // collective: every rank takes part
+    // --- monitoring: listen before anything is written or trained; a port in use ends the run here ---
+    MonitoringStart monitor;
+    if (config.monitoring.port > 0) {
+      monitor = start_monitoring(config, store);  // collective
+      int failed = monitor.error.empty() ? 0 : 1;
+      MPI_Bcast(&failed, 1, MPI_INT, 0, MPI_COMM_WORLD);
+      if (failed) {
+        if (rank == 0) std::fprintf(stderr, "rsi run: %s: %s\n", manifest_name.c_str(), monitor.error.c_str());
+        monitor = {};
+        MPI_Finalize();
+        return kExitBadInput;
+      }
+    }
     if (rank == 0) {
       const std::filesystem::path dir(config.output_directory);
       std::filesystem::create_directories(dir);
+      // A STOP file from before this run started (an `rsi stop` of a run that had already ended) would
+      // stop this one at once: it is not meant for it.
+      if (std::error_code ec; std::filesystem::remove(dir / kStopFileName, ec))
+        std::fprintf(stderr, "rsi run: [rank 0] note: removed %s, left from before this run started\n",
+                     (dir / kStopFileName).string().c_str());
       checkpoints::ResumePoint point;
       if (!checkpoints::generation_files(dir).empty()) {
         std::vector<std::string> warnings;
         point = checkpoints::find_resume_point(dir, &warnings);
-        for (const auto& w : warnings) std::fprintf(stderr, "rsi run: warning: %s\n", w.c_str());
+        for (const auto& w : warnings)
+          std::fprintf(stderr, "rsi run: %s warning: %s\n", rank_tag(rank).c_str(), w.c_str());
         if (point.generation >= 0) {
           const auto stored = checkpoints::read_generation(checkpoints::generation_files(dir).front());
           const std::string differences = manifest_differences(stored.run.manifest_text, config.manifest_text);
           if (!differences.empty()) {
             std::fprintf(stderr,
-                         "rsi run: %s holds a run of a different manifest; refusing to resume it with %s.\n"
+                         "rsi run: %s %s holds a run of a different manifest; refusing to resume it with %s.\n"
                          "  differing keys:\n%s  use another --out directory, or the original manifest\n",
-                         dir.string().c_str(), manifest_name.c_str(), differences.c_str());
+                         rank_tag(rank).c_str(), dir.string().c_str(), manifest_name.c_str(), differences.c_str());
             refuse = 1;
           }
         }
@@ -270,6 +347,7 @@ int run_loop_command(const RunArgs& args) {
             const auto g = checkpoints::read_generation(file);
             if (g.generation > point.generation) break;
             lineage->on_generation(g.record);
+            resume.history.push_back(g.record);  // governance: trends, budget, a pending approval
           }
           resume.generation = point.generation;
           resume.next_model_id = point.next_model_id;
@@ -291,7 +369,7 @@ int run_loop_command(const RunArgs& args) {
               models::split_fingerprint(models::make_split(60'000, config.loop.task.split, config.loop.seed));
         store = std::make_unique<checkpoints::LineageStore>(dir, info, config.retention, point);
         lineage->set_store(store.get());
-        progress = std::make_unique<Progress>(config.loop.generations, isatty(STDOUT_FILENO));
+        progress = std::make_unique<Progress>(config.loop.generations, interactive_output(STDOUT_FILENO));
         sinks = {store.get(), lineage.get(), progress.get()};
         events.on_model_done = [p = progress.get()](const scheduler::ModelRecord& m) { p->on_model_done(m); };
         events.on_generation_start = [p = progress.get()](int g, int n) { p->on_generation_start(g, n); };
@@ -312,11 +390,101 @@ int run_loop_command(const RunArgs& args) {
       MPI_Finalize();
       return kExitBadInput;
     }
+    if (monitor.exporter) {  // --- monitoring: the coordinator's sink and live hooks, the targets file ---
+      monitoring::Exporter* e = monitor.exporter.get();
+      sinks.push_back(e);
+      events.on_model_done = [prev = events.on_model_done, e](const scheduler::ModelRecord& m) {
+        if (prev) prev(m);
+        e->on_model_done(m);
+      };
+      events.on_generation_start = [prev = events.on_generation_start, e](int g, int n) {
+        if (prev) prev(g, n);
+        e->on_generation_start(g, n);
+      };
+      const std::string targets = config.monitoring.targets_file.empty()
+                                      ? (std::filesystem::path(config.output_directory) / "prometheus-targets.json").string()
+                                      : config.monitoring.targets_file;
+      monitoring::write_file_sd(targets, config.name, monitor.endpoints);
+      std::printf("  metrics on http://%s/metrics (%zu endpoint(s) in %s)\n", e->endpoint().c_str(),
+                  monitor.endpoints.size(), targets.c_str());
+      std::fflush(stdout);
+    }
+    const std::filesystem::path stop_file = std::filesystem::path(config.output_directory) / kStopFileName;
+    std::string stop_reason;
+    config.loop.stop_requested = [&] {
+      if (const int sig = g_stop_signal.load()) {
+        stop_reason = std::string("signal ") + (sig == SIGUSR1 ? "SIGUSR1" : sig == SIGTERM ? "SIGTERM" : std::to_string(sig));
+      } else if (std::error_code ec; std::filesystem::exists(stop_file, ec)) {
+        stop_reason = "stop requested (" + stop_file.string() + ")";
+        std::filesystem::remove(stop_file, ec);
+      }
+      return !stop_reason.empty();
+    };
+    // --- governance: decisions come from `rsi approve`/`rsi reject` as files in the run directory ---
+    const std::filesystem::path run_dir(config.output_directory);
+    config.loop.poll_decision = [run_dir](int g) { return scheduler::read_decision(run_dir, g); };
+    events.on_approval_pending = [prev = events.on_approval_pending, run_dir, &config,
+                                  exporter = monitor.exporter.get()](int g, bool pending) {
+      if (prev) prev(g, pending);
+      if (exporter) exporter->set_approval_pending(pending ? 1 : 0);  // rsi_approval_pending
+      if (!pending) return;
+      std::printf("rsi run: generation %d awaits approval (see `rsi audit %s`); waiting up to %.0f s for\n"
+                  "  rsi approve %s --generation %d --reason TEXT   (or rsi reject ...)\n",
+                  g, run_dir.string().c_str(), config.loop.governance.gates.approval_timeout_seconds,
+                  run_dir.string().c_str(), g);
+      std::fflush(stdout);
+    };
+    // --- end governance ---
     const scheduler::LoopSummary summary =
         scheduler::run_loop(config.loop, *world, sinks, events, rank == 0 && resume.generation >= 0 ? &resume : nullptr);
+    int stopped = summary.stopped ? 1 : 0;
+    MPI_Bcast(&stopped, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    if (stopped) {
+      if (rank == 0) {
+        if (summary.generations_done > 0)
+          std::printf("rsi run: %s: stopped after generation %d, which is durable; run the same command again to resume\n",
+                      stop_reason.c_str(), summary.generations_done - 1);
+        else
+          std::printf("rsi run: %s: stopped before the first generation; run the same command again to start\n",
+                      stop_reason.c_str());
+        // The stop is kept out of the lineage (a stopped and resumed run equals an uninterrupted one).
+        try {
+          scheduler::append_audit(run_dir, {scheduler::utc_now_iso(), scheduler::user_at_host(),
+                                            summary.generations_done - 1, "stopped", stop_reason});
+        } catch (const std::exception& e) {
+          std::fprintf(stderr, "rsi run: warning: %s\n", e.what());
+        }
+      }
+      rc = kExitStopped;
+    }
+    int awaiting = summary.awaiting_approval ? 1 : 0;  // --- governance ---
+    MPI_Bcast(&awaiting, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    if (awaiting) {
+      if (rank == 0)
+        std::printf("rsi run: generation %d awaits approval and no decision came within %.0f s; it is durable.\n"
+                    "  decide with `rsi approve %s --generation %d --reason TEXT` (or rsi reject), then run the same\n"
+                    "  command again (exit code %d)\n",
+                    summary.awaiting_generation, config.loop.governance.gates.approval_timeout_seconds,
+                    run_dir.string().c_str(), summary.awaiting_generation, kExitAwaitingApproval);
+      rc = kExitAwaitingApproval;
+    }
+    if (rank == 0 && summary.ended_by == "budget")
+      std::printf("rsi run: the compute budget (governance.red_lines.compute_budget_model_seconds) is spent: the run "
+                  "ended after generation %d\n", summary.generations_done - 1);
+    if (rank == 0 && summary.ended_by == "rejected")
+      std::printf("rsi run: a rejection ended the run (governance.gates.on_reject: stop); see `rsi audit %s`\n",
+                  run_dir.string().c_str());  // --- end governance ---
     if (rank == 0)
       std::printf("best model %llu: validation %.4f, hidden test %.4f\n",
                   static_cast<unsigned long long>(summary.best_id), summary.best_val, summary.best_test);
+    if ((monitor.exporter || monitor.node) && config.monitoring.linger_seconds > 0) {  // --- monitoring ---
+      if (rank == 0) {
+        std::printf("rsi run: metrics stay up %.0f s for a last scrape (monitoring.linger_seconds)\n",
+                    config.monitoring.linger_seconds);
+        std::fflush(stdout);
+      }
+      std::this_thread::sleep_for(std::chrono::duration<double>(config.monitoring.linger_seconds));
+    }
     if (rank == 0 && !args.reproduce.empty())
       rc = compare_runs(args.reproduce, config.output_directory, config.loop.generations) ? kExitFailure : kExitOk;
   } catch (const std::exception& e) {

@@ -3,6 +3,7 @@
 // (file:line:column, the key, what was expected, a did-you-mean for unknown keys).
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <set>
@@ -76,12 +77,16 @@ TEST(Manifest, DocumentedKeysAreExactlyTheLoadersKeys) {
   EXPECT_EQ(defaults.retention.keep_last_generations, config.retention.keep_last_generations);
 }
 
+// Every manifest we ship or test with, found by listing the folders (a new one cannot be forgotten).
 TEST(Manifest, ShippedManifestsValidate) {
-  for (const char* m : {"experiments/quickstart.yaml", "experiments/semi-supervised.yaml",
-                        "experiments/surrogate-scale.yaml", "tests/manifests/surrogate-small.yaml",
-                        "tests/manifests/determinism-fashion.yaml", "tests/manifests/resume-fashion.yaml"}) {
-    EXPECT_NO_THROW(rsi::runtime::load_manifest(kSource + "/" + m)) << m;
-  }
+  int checked = 0;
+  for (const char* folder : {"experiments", "tests/manifests"})
+    for (const auto& entry : std::filesystem::directory_iterator(kSource + "/" + folder)) {
+      if (entry.path().extension() != ".yaml") continue;
+      EXPECT_NO_THROW(rsi::runtime::load_manifest(entry.path().string())) << entry.path();
+      ++checked;
+    }
+  EXPECT_GE(checked, 12) << "fewer manifests than shipped: is RSI_SOURCE_DIR right?";
 }
 
 TEST(Manifest, ResolvedManifestRoundTrips) {
@@ -107,6 +112,7 @@ TEST(Manifest, BadManifestsGetTheirMessages) {
        "task: labeled + unlabeled + validation exceed the 60000 training images"},
       {kSeeds + "selection: {kind: roulette}\n", "selection.kind: expected one of truncation, tournament, aging, got 'roulette'"},
       {kSeeds + "cluster: {group_size: -2}\n", "cluster.group_size: expected a positive integer"},
+      {kSeeds + "cluster: {device: gpu}\n", "cluster.device: expected one of cpu, auto, cuda, got 'gpu'"},
       {"run: {name: x}\n", "seeds: expected a list of seed genomes"},
       {"seeds: [genomes/missing.yaml]\n", "seeds[0]"},
       {"seeds: [{architecture: [{dense: {units: 7}}]}]\n", "seeds[0]"},
@@ -116,10 +122,57 @@ TEST(Manifest, BadManifestsGetTheirMessages) {
       {kSeeds + "design: {a: {b: {c: {d: {e: {f: {g: {h: {i: {j: {k: {l: {m: {n: {o: {p: {q: 1}}}}}}}}}}}}}}}}}\n",
        "levels deep; the limit is 16"},
       {kSeeds + "task: {kind: cifar}\n", "task.kind: expected one of fashion_mnist, surrogate, got 'cifar'"},
+      // --- found by tests/fuzz/manifest_fuzzer (each crashed, hung or threw a non-ManifestError) ---
+      {kSeeds + "cluster:\n? group_size: 1\n  threads_per_rank: 1\n", "bad.yaml:3:3: manifest: expected a key name, got a map as a key"},
+      {kSeeds + "design: &x {a: *x}\n", "levels deep; the limit is 16"},
+      {kSeeds + "design:\n  a: &a [1,1,1,1,1,1,1,1,1,1]\n  b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a]\n"
+                "  c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b]\n  d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c,*c]\n"
+                "  e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d,*d]\n  f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e,*e]\n"
+                "  g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f,*f]\n  h: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g,*g]\n",
+       "bad.yaml: the manifest's aliases (*name) expand to too many values"},
+      {"seeds: [/dev/zero]\n", "bad.yaml:1:9: seeds[0]: '/dev/zero' is not a regular file"},
+      {"seeds:\n" + [] { std::string s; for (int i = 0; i < 3000; ++i) s += "- "; return s; }() + "x\n",
+       "invalid YAML: nested too deeply for the YAML parser"},
+      {kSeeds + "run: {name: {a: 1}}\n", "bad.yaml:2:13: run.name: expected a name of letters, digits"},
+      {kSeeds + "run: {name: ../elsewhere}\n", "run.name: expected a name of letters, digits"},
+      {kSeeds + "run: {name: }\n", "run.name: expected a name of letters, digits, '-', '_' and '.' (up to 128, "
+                                   "not starting with '.'; it names runs/<name>), got an empty value"},
+      {kSeeds + "task: {data_dir: }\n", "bad.yaml:2:18: task.data_dir: expected a single value, got an empty value"},
+      {kSeeds + "population: {size: [3]}\n", "population.size: expected a positive integer, got a list"},
+      {"seeds: [{architecture: [{dense: {units: 10}}], designer: {\"\xff~\": 2}}]\n",
+       "bad.yaml:1:60: the manifest is not valid UTF-8 (byte 59)"},
+      // --- end of fuzzer findings ---
   };
   for (const auto& c : cases) {
     const std::string message = error_of(c.text);
     EXPECT_NE(message.find(c.expected), std::string::npos) << "manifest:\n" << c.text << "message: " << message
                                                            << "\nexpected to contain: " << c.expected;
   }
+}
+
+// Found by tests/fuzz/: seed files are read with a bound, and only when they are regular files
+// (a device or a FIFO was read without end) of valid UTF-8 (invalid bytes did not round-trip).
+TEST(Manifest, SeedFilesAreReadWithABound) {
+  const std::string dir = ::testing::TempDir();
+  const std::string genome = read(kSource + "/experiments/genomes/linear.yaml");
+  ASSERT_NE(genome.find("designer: {}"), std::string::npos);
+  std::ofstream(dir + "/rsi-fuzz-bad-utf8.yaml")
+      << genome.substr(0, genome.find("designer: {}")) << "designer: {\"g\xff\": 1}\n";
+  std::ofstream(dir + "/rsi-fuzz-huge.yaml") << "# " << std::string(2 << 20, 'x') << "\n";
+  const auto error_in = [&](const std::string& text) {
+    try {
+      parse_manifest(text, "seeds.yaml", dir);
+    } catch (const ManifestError& e) {
+      return std::string(e.what());
+    }
+    return std::string("(no error)");
+  };
+  EXPECT_NE(error_in("seeds: [rsi-fuzz-bad-utf8.yaml]\n").find("rsi-fuzz-bad-utf8.yaml' is not valid UTF-8 (byte "),
+            std::string::npos);
+  EXPECT_NE(error_in("seeds: [rsi-fuzz-huge.yaml]\n").find("rsi-fuzz-huge.yaml' is over 1048576 bytes"),
+            std::string::npos);
+  EXPECT_NE(error_in("seeds: [/dev/null]\n").find("seeds.yaml:1:9: seeds[0]: '/dev/null' is not a regular file"),
+            std::string::npos);
+  std::remove((dir + "/rsi-fuzz-bad-utf8.yaml").c_str());
+  std::remove((dir + "/rsi-fuzz-huge.yaml").c_str());
 }

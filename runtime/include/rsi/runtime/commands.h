@@ -14,6 +14,8 @@ enum ExitCode : int {
   kExitUsage = 2,        // bad command line
   kExitBadInput = 3,     // a genome, manifest, data or checkpoint file is invalid or missing
   kExitStopped = 4,      // stopped at a safe point (signal, `rsi stop`): run the same command again to resume
+  kExitAwaitingApproval = 5,  // a gated generation is durable and no decision came in time: decide with
+                              // `rsi approve`/`rsi reject`, then run the same command again
 };
 
 // The name of the file whose presence in a run directory asks a running `rsi run` to stop at its next
@@ -26,6 +28,13 @@ void add_run_command(CLI::App& app, std::function<int()>& run);
 void add_validate_command(CLI::App& app, std::function<int()>& run);
 // verify, lineage, show, export, eval
 void add_lineage_commands(CLI::App& app, std::function<int()>& run);
+// report (self-contained HTML; report_command.cpp)
+void add_report_command(CLI::App& app, std::function<int()>& run);
+// submit (Slurm; submit_command.cpp, declarations for its tests in submit.h)
+void add_submit_command(CLI::App& app, std::function<int()>& run);
+
+// approve, reject, stop, audit (governance_commands.cpp)
+void add_governance_commands(CLI::App& app, std::function<int()>& run);
 
 // Peak resident set size of this process in MiB (getrusage).
 double peak_rss_mib();

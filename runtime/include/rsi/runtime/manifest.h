@@ -16,6 +16,31 @@ struct ManifestError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// cluster: keys that shape the job, not the lineage (the determinism contract holds whatever the
+// number of ranks). `rsi submit` renders them into sbatch options (runtime/src/submit_command.cpp).
+struct ClusterConfig {
+  int nodes = 1;
+  int gpus_per_node = 0;        // 0: CPU ranks
+  int tasks_per_node = 1;       // ranks per node; one per GPU when gpus_per_node > 0
+  std::string time_limit = "01:00:00";  // [D-]HH:MM:SS, Slurm's --time
+  std::string partition;        // empty: the cluster's default
+  std::string account;          // empty: the user's default
+  int signal_seconds = 120;     // SIGUSR1 this long before the time limit: stop at a safe point, requeue
+  // Where ranks train (runtime/src/device.h): cpu, auto (a GPU when every rank sees one, else the
+  // CPU with a warning) or cuda (GPUs required: exit code 3 without). Unlike the keys above it is
+  // part of the lineage: GPU kernels do not reproduce the CPU's bits.
+  std::string device = "cpu";
+};
+
+// monitoring: the Prometheus exporter (monitoring/README.md). Not part of the lineage: a resume may
+// change it.
+struct MonitoringConfig {
+  std::string bind = "127.0.0.1";  // address the endpoints listen on; 0.0.0.0 on multi-node jobs
+  int port = 0;                    // 0: no exporter
+  std::string targets_file;        // Prometheus file_sd JSON; "": <run directory>/prometheus-targets.json (after --out)
+  double linger_seconds = 0;       // keep the endpoint up this long after the run, for a last scrape
+};
+
 struct RunConfig {
   std::string name = "run";
   std::string manifest_path;
@@ -24,7 +49,12 @@ struct RunConfig {
   std::string output_directory;  // default runs/<name>
   checkpoints::Retention retention;
   scheduler::LoopConfig loop;
+  ClusterConfig cluster;
+  MonitoringConfig monitoring;
 };
+
+// A Slurm time limit "[D-]HH:MM:SS" in seconds; -1 when the text is not one.
+long slurm_time_seconds(const std::string& text);
 
 RunConfig load_manifest(const std::string& path);
 // With load_seeds false the seed genomes are not read (rsi reproduce takes them from the stored run).
