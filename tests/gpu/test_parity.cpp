@@ -46,21 +46,7 @@ constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 
 std::size_t sz(std::int64_t n) { return static_cast<std::size_t>(n); }
 
-std::vector<float> normal_vector(std::size_t n, std::uint64_t seed, float scale = 1.0f, float shift = 0.0f) {
-  const kn::CounterRng rng(seed, kn::rng_stream(kn::RngUse::Init, 777));
-  std::vector<float> v(n);
-  for (std::size_t i = 0; i < n; ++i) v[i] = shift + scale * rng.normal(i);
-  return v;
-}
-
-// Distinct values at least `spacing` apart in random order (no max-pool ties).
-std::vector<float> distinct_vector(std::size_t n, std::uint64_t seed, float spacing) {
-  const kn::CounterRng rng(seed, kn::rng_stream(kn::RngUse::Shuffle, 777));
-  std::vector<float> v(n);
-  for (std::size_t i = 0; i < n; ++i) v[i] = spacing * (static_cast<float>(i) - static_cast<float>(n) / 2.0f);
-  for (std::size_t i = n; i > 1; --i) std::swap(v[i - 1], v[rng.below(i, static_cast<std::uint32_t>(i))]);
-  return v;
-}
+const ref::InputStream inputs{777};
 
 std::string cuda_unavailable_reason() {
   std::string why;
@@ -144,8 +130,8 @@ TEST_P(Parity, Linear) {
   for (const S s : {S{1, 1, 1}, S{7, 13, 5}, S{33, 65, 10}, S{128, 784, 256}, S{3, 200, 1}}) {
     std::ostringstream tag;
     tag << "[N" << s.N << " I" << s.I << " O" << s.O << "]";
-    const auto X = normal_vector(sz(s.N) * s.I, 1), W = normal_vector(sz(s.O) * s.I, 2, 0.1f),
-               b = normal_vector(sz(s.O), 3), dY = normal_vector(sz(s.N) * s.O, 4);
+    const auto X = inputs.normal(sz(s.N) * s.I, 1), W = inputs.normal(sz(s.O) * s.I, 2, 0.1f),
+               b = inputs.normal(sz(s.O), 3), dY = inputs.normal(sz(s.N) * s.O, 4);
     std::vector<float> Y(sz(s.N) * s.O), dX(sz(s.N) * s.I), dW(sz(s.O) * s.I), db(sz(s.O));
     ref::linear_forward(X.data(), W.data(), b.data(), Y.data(), s.N, s.I, s.O);
     ref::linear_backward(X.data(), W.data(), dY.data(), dX.data(), dW.data(), db.data(), s.N, s.I, s.O);
@@ -176,8 +162,8 @@ TEST_P(Parity, Conv2d) {
     tag << "[N" << c.N << " C" << c.C << " " << c.H << "x" << c.W << " K" << c.K << " k" << c.k << " s" << c.s << "]";
     const std::int64_t in = std::int64_t{c.C} * c.N * c.H * c.W, out = std::int64_t{c.K} * c.N * s.OH() * s.OW(),
                        wn = std::int64_t{c.K} * c.C * c.k * c.k;
-    const auto X = normal_vector(sz(in), 11), Wt = normal_vector(sz(wn), 12, 0.2f), b = normal_vector(sz(c.K), 13),
-               dY = normal_vector(sz(out), 14);
+    const auto X = inputs.normal(sz(in), 11), Wt = inputs.normal(sz(wn), 12, 0.2f), b = inputs.normal(sz(c.K), 13),
+               dY = inputs.normal(sz(out), 14);
     std::vector<float> Y(sz(out)), dX(sz(in)), dW(sz(wn)), db(sz(c.K));
     ref::conv2d_forward(s, X.data(), Wt.data(), b.data(), Y.data(), nullptr);
     ref::conv2d_backward(s, X.data(), Wt.data(), dY.data(), dX.data(), dW.data(), db.data(), nullptr);
@@ -202,7 +188,7 @@ TEST_P(Parity, Pooling) {
     std::ostringstream tag;
     tag << "[planes" << p.planes << " " << p.H << "x" << p.W << " size" << p.size << " s" << p.stride << "]";
     const std::int64_t in = p.planes * p.H * p.W, out = p.planes * s.OH() * s.OW();
-    const auto X = distinct_vector(sz(in), 21, 0.01f), dY = normal_vector(sz(out), 22);
+    const auto X = inputs.distinct(sz(in), 21, 0.01f), dY = inputs.normal(sz(out), 22);
     std::vector<float> Y(sz(out)), dX(sz(in)), Ya(sz(out)), dXa(sz(in));
     std::vector<std::int32_t> arg(sz(out));
     ref::maxpool2d_forward(s, X.data(), Y.data(), arg.data());
@@ -229,7 +215,7 @@ TEST_P(Parity, Activations) {
   for (const kn::Activation act : {kn::Activation::ReLU, kn::Activation::GELU, kn::Activation::Tanh}) {
     for (const std::int64_t n : {std::int64_t{1}, std::int64_t{1000}, std::int64_t{300001}}) {
       const std::string tag = std::string(kn::activation_name(act)) + " [n" + std::to_string(n) + "]";
-      const auto X = normal_vector(sz(n), 31, 2.0f), dY = normal_vector(sz(n), 32);
+      const auto X = inputs.normal(sz(n), 31, 2.0f), dY = inputs.normal(sz(n), 32);
       std::vector<float> Y(sz(n)), dX(sz(n));
       ref::activation_forward(act, X.data(), Y.data(), n);
       ref::activation_backward(act, X.data(), Y.data(), dY.data(), dX.data(), n);
@@ -249,7 +235,7 @@ TEST_P(Parity, BiasActivationFusion) {
     for (const bool per_row : {false, true}) {
       const std::int64_t rows = 37, cols = 129;
       const std::string tag = std::string(kn::activation_name(act)) + (per_row ? " per-row" : " per-column");
-      const auto X = normal_vector(sz(rows * cols), 33, 2.0f), bias = normal_vector(sz(per_row ? rows : cols), 34);
+      const auto X = inputs.normal(sz(rows * cols), 33, 2.0f), bias = inputs.normal(sz(per_row ? rows : cols), 34);
       std::vector<float> sum(sz(rows * cols)), Y(sz(rows * cols));
       for (std::int64_t i = 0; i < rows * cols; ++i) sum[sz(i)] = X[sz(i)] + bias[sz(per_row ? i / cols : i % cols)];
       ref::activation_forward(act, sum.data(), Y.data(), rows * cols);
@@ -260,7 +246,7 @@ TEST_P(Parity, BiasActivationFusion) {
   }
   // Bias-less forward passes.
   const int N = 9, I = 31, O = 7;
-  const auto X = normal_vector(sz(N * I), 35), W = normal_vector(sz(O * I), 36, 0.2f);
+  const auto X = inputs.normal(sz(N * I), 35), W = inputs.normal(sz(O * I), 36, 0.2f);
   std::vector<float> Y(sz(N * O));
   ref::linear_forward(X.data(), W.data(), nullptr, Y.data(), N, I, O);
   auto x = up(X), w = up(W), y = nans(N * O);
@@ -269,7 +255,7 @@ TEST_P(Parity, BiasActivationFusion) {
   kn::Conv2dShape s;
   s.N = 3, s.C = 2, s.H = 6, s.W = 5, s.K = 4, s.kernel = 3, s.stride = 1, s.pad = 1;
   const std::int64_t in = 2 * 3 * 6 * 5, out = std::int64_t{4} * 3 * s.OH() * s.OW();
-  const auto Xc = normal_vector(sz(in), 37), Wc = normal_vector(sz(4 * 2 * 9), 38, 0.3f);
+  const auto Xc = inputs.normal(sz(in), 37), Wc = inputs.normal(sz(4 * 2 * 9), 38, 0.3f);
   std::vector<float> Yc(sz(out)), zero(4, 0.0f);
   ref::conv2d_forward(s, Xc.data(), Wc.data(), zero.data(), Yc.data(), nullptr);
   auto xc = up(Xc), wc = up(Wc), yc = nans(out);
@@ -283,7 +269,7 @@ TEST_P(Parity, Dropout) {
   for (const float rate : {0.1f, 0.5f}) {
     const std::int64_t n = 100003;
     const std::uint64_t offset = (std::uint64_t{3} << 40) + 12345;
-    const auto X = normal_vector(sz(n), 41), dY = normal_vector(sz(n), 42);
+    const auto X = inputs.normal(sz(n), 41), dY = inputs.normal(sz(n), 42);
     std::vector<float> Y(sz(n)), mask(sz(n)), dX(sz(n));
     ref::dropout_forward(X.data(), Y.data(), mask.data(), n, rate, rng, offset);
     ref::dropout_backward(dY.data(), mask.data(), dX.data(), n);
@@ -298,7 +284,7 @@ TEST_P(Parity, Dropout) {
     const int C = 3, N = 5, HW = 49;
     const std::int64_t row_offset = 7, total = std::int64_t{C} * N * HW;
     const std::uint64_t base = std::uint64_t{2} << 40;
-    const auto Xc = normal_vector(sz(total), 43);
+    const auto Xc = inputs.normal(sz(total), 43);
     std::vector<float> Yc(sz(total)), maskc(sz(total));
     for (int c = 0; c < C; ++c)
       for (int i = 0; i < N; ++i) {
@@ -315,7 +301,7 @@ TEST_P(Parity, Dropout) {
 
 TEST_P(Parity, AddAccumulateLayoutFillGather) {
   const std::int64_t n = 70001;
-  const auto A = normal_vector(sz(n), 51), B = normal_vector(sz(n), 52);
+  const auto A = inputs.normal(sz(n), 51), B = inputs.normal(sz(n), 52);
   std::vector<float> sum(sz(n)), acc = B;
   ref::add(A.data(), B.data(), sum.data(), n);
   ref::accumulate(A.data(), acc.data(), n);
@@ -327,7 +313,7 @@ TEST_P(Parity, AddAccumulateLayoutFillGather) {
 
   const int C = 5, N = 7, HW = 36;
   const std::int64_t total = std::int64_t{C} * N * HW;
-  const auto X = normal_vector(sz(total), 53);
+  const auto X = inputs.normal(sz(total), 53);
   std::vector<float> dense(sz(total)), back(sz(total));
   ref::cnhw_to_dense(X.data(), dense.data(), C, N, HW);
   ref::dense_to_cnhw(dense.data(), back.data(), C, N, HW);
@@ -345,7 +331,7 @@ TEST_P(Parity, AddAccumulateLayoutFillGather) {
   EXPECT_TRUE(check("copy", cp, A));
 
   const std::int64_t width = 784;
-  const auto src = normal_vector(sz(50 * width), 54);
+  const auto src = inputs.normal(sz(50 * width), 54);
   const std::vector<std::int32_t> rows = {49, 0, 17, 17, 3, 48};
   const std::vector<std::int32_t> labels_src = {9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 9, 8, 7, 6, 5,
                                                 4, 3, 2, 1, 0, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0};
@@ -372,8 +358,8 @@ TEST_P(Parity, BatchNorm) {
     const kn::BatchNormShape s{b.outer, b.channels, b.inner};
     const std::string tag = std::string("[") + b.what + "]";
     const std::int64_t n = b.outer * b.channels * b.inner, C = b.channels;
-    const auto X = normal_vector(sz(n), 61, 1.5f, 0.7f), gamma = normal_vector(sz(C), 62, 0.5f, 1.0f),
-               beta = normal_vector(sz(C), 63), dY = normal_vector(sz(n), 64);
+    const auto X = inputs.normal(sz(n), 61, 1.5f, 0.7f), gamma = inputs.normal(sz(C), 62, 0.5f, 1.0f),
+               beta = inputs.normal(sz(C), 63), dY = inputs.normal(sz(n), 64);
     std::vector<float> Y(sz(n)), mean(sz(C)), invstd(sz(C)), rmean(sz(C), 0.1f), rvar(sz(C), 0.9f), dX(sz(n)),
         dgamma(sz(C)), dbeta(sz(C)), Ye(sz(n));
     auto rm = up(rmean), rv = up(rvar);
@@ -412,8 +398,8 @@ TEST_P(Parity, Losses) {
   for (const S l : {S{1, 10}, S{128, 10}, S{300, 10}, S{17, 100}}) {
     const std::string tag = "[N" + std::to_string(l.N) + " K" + std::to_string(l.K) + "]";
     const std::int64_t n = std::int64_t{l.N} * l.K;
-    const auto logits = normal_vector(sz(n), 71, 3.0f), teacher = normal_vector(sz(n), 72, 3.0f),
-               prior = normal_vector(sz(n), 73, 0.1f);
+    const auto logits = inputs.normal(sz(n), 71, 3.0f), teacher = inputs.normal(sz(n), 72, 3.0f),
+               prior = inputs.normal(sz(n), 73, 0.1f);
     std::vector<std::int32_t> labels(sz(l.N));
     for (int i = 0; i < l.N; ++i) labels[sz(i)] = (i * 7 + 3) % l.K;
     std::vector<float> d_ce = prior, d_kd = prior, probs(sz(n));
@@ -444,10 +430,10 @@ TEST_P(Parity, Optimizers) {
   for (const bool decoupled : {false, true}) {
     kn::AdamConfig c;
     c.lr = 3e-3f, c.weight_decay = 0.01f, c.decoupled = decoupled;
-    auto P = normal_vector(sz(n), 81), M = std::vector<float>(sz(n)), V = std::vector<float>(sz(n));
+    auto P = inputs.normal(sz(n), 81), M = std::vector<float>(sz(n)), V = std::vector<float>(sz(n));
     auto p = up(P), m = up(M), v = up(V);
     for (int step = 1; step <= 3; ++step) {
-      const auto G = normal_vector(sz(n), 82 + static_cast<std::uint64_t>(step), 0.1f);
+      const auto G = inputs.normal(sz(n), 82 + static_cast<std::uint64_t>(step), 0.1f);
       ref::adam_step(P.data(), G.data(), M.data(), V.data(), n, c, step);
       auto g = up(G);
       kn::adam_step(exec_, p.data(), g.data(), m.data(), v.data(), n, c, step);
@@ -459,10 +445,10 @@ TEST_P(Parity, Optimizers) {
   }
   for (const bool nesterov : {false, true}) {
     const kn::SgdConfig c{0.05f, 0.9f, 1e-3f, nesterov};
-    auto P = normal_vector(sz(n), 91), Vel = std::vector<float>(sz(n));
+    auto P = inputs.normal(sz(n), 91), Vel = std::vector<float>(sz(n));
     auto p = up(P), vel = up(Vel);
     for (int step = 1; step <= 3; ++step) {
-      const auto G = normal_vector(sz(n), 92 + static_cast<std::uint64_t>(step), 0.1f);
+      const auto G = inputs.normal(sz(n), 92 + static_cast<std::uint64_t>(step), 0.1f);
       ref::sgd_step(P.data(), G.data(), Vel.data(), n, c);
       auto g = up(G);
       kn::sgd_step(exec_, p.data(), g.data(), vel.data(), n, c);
@@ -485,7 +471,7 @@ TEST_P(Parity, TensorBasics) {
   t.resize({40});  // grows: new storage on the same device
   t.fill(-1.0f);
   EXPECT_EQ(down(t), std::vector<float>(40, -1.0f));
-  const std::vector<float> host = normal_vector(40, 5);
+  const std::vector<float> host = inputs.normal(40, 5);
   kn::Tensor h({40});
   std::copy(host.begin(), host.end(), h.data());
   kn::Tensor moved = kn::to_device(h, dev());
@@ -504,7 +490,7 @@ TEST_P(Parity, NetworkForwardBackward) {
                                       pool(Block::PoolKind::Avg), dense(16), batchnorm(), act(kn::Activation::Tanh),
                                       dropout(0.1f), dense(10)});
   const int N = 12;
-  const auto x = normal_vector(sz(N) * 784, 201, 0.5f, 0.5f), dlogits = normal_vector(sz(N) * 10, 202, 0.1f);
+  const auto x = inputs.normal(sz(N) * 784, 201, 0.5f, 0.5f), dlogits = inputs.normal(sz(N) * 10, 202, 0.1f);
   models::Network cpu = random_network(g, {}, 9), other = random_network(g, {}, 9);
   other.to(dev());
   for (const bool train : {true, false}) {

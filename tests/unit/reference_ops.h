@@ -19,6 +19,28 @@
 
 namespace rsi::reference {
 
+// Test inputs drawn from a counter-based stream keyed by (seed, `stream`): the same values on every
+// machine and backend. Each test file keeps its own stream so its inputs do not change when another
+// file's do.
+struct InputStream {
+  std::uint64_t stream;
+  // N(shift, scale²) draws.
+  std::vector<float> normal(std::size_t n, std::uint64_t seed, float scale = 1.0f, float shift = 0.0f) const {
+    const kernels::CounterRng rng(seed, kernels::rng_stream(kernels::RngUse::Init, stream));
+    std::vector<float> v(n);
+    for (std::size_t i = 0; i < n; ++i) v[i] = shift + scale * rng.normal(i);
+    return v;
+  }
+  // A random permutation of spacing·(i − n/2): distinct values at least `spacing` apart (no max-pool ties).
+  std::vector<float> distinct(std::size_t n, std::uint64_t seed, float spacing) const {
+    const kernels::CounterRng rng(seed, kernels::rng_stream(kernels::RngUse::Shuffle, stream));
+    std::vector<float> v(n);
+    for (std::size_t i = 0; i < n; ++i) v[i] = spacing * (static_cast<float>(i) - static_cast<float>(n) / 2.0f);
+    for (std::size_t i = n; i > 1; --i) std::swap(v[i - 1], v[rng.below(i, static_cast<std::uint32_t>(i))]);
+    return v;
+  }
+};
+
 using kernels::Activation;
 using kernels::AdamConfig;
 using kernels::BatchNormShape;

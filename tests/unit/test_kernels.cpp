@@ -43,22 +43,7 @@ constexpr double kGradTol = 1e-2;
 
 std::size_t sz(std::int64_t n) { return static_cast<std::size_t>(n); }
 
-// N(shift, scale²) draws from a counter-based stream keyed by `seed`.
-std::vector<float> normal_vector(std::size_t n, std::uint64_t seed, float scale = 1.0f, float shift = 0.0f) {
-  const kn::CounterRng rng(seed, kn::rng_stream(kn::RngUse::Init, 4242));
-  std::vector<float> v(n);
-  for (std::size_t i = 0; i < n; ++i) v[i] = shift + scale * rng.normal(i);
-  return v;
-}
-
-// A random permutation of spacing·(i − n/2): distinct values at least `spacing` apart (no max-pool ties).
-std::vector<float> distinct_vector(std::size_t n, std::uint64_t seed, float spacing) {
-  const kn::CounterRng rng(seed, kn::rng_stream(kn::RngUse::Shuffle, 4242));
-  std::vector<float> v(n);
-  for (std::size_t i = 0; i < n; ++i) v[i] = spacing * (static_cast<float>(i) - static_cast<float>(n) / 2.0f);
-  for (std::size_t i = n; i > 1; --i) std::swap(v[i - 1], v[rng.below(i, static_cast<std::uint32_t>(i))]);
-  return v;
-}
+const ref::InputStream inputs{4242};
 
 std::vector<std::int32_t> random_labels(int N, int K, std::uint64_t seed) {
   const kn::CounterRng rng(seed, kn::rng_stream(kn::RngUse::Split, 4242));
@@ -337,10 +322,10 @@ TEST(Parity, Linear) {
   for (const auto& c : cases) {
     const int N = c[0], I = c[1], O = c[2];
     SCOPED_TRACE("linear N=" + std::to_string(N) + " I=" + std::to_string(I) + " O=" + std::to_string(O));
-    const auto X = normal_vector(sz(N * I), seed++);
-    const auto W = normal_vector(sz(O * I), seed++, 1.0f / std::sqrt(static_cast<float>(I)));
-    const auto b = normal_vector(sz(O), seed++);
-    const auto dY = normal_vector(sz(N * O), seed++);
+    const auto X = inputs.normal(sz(N * I), seed++);
+    const auto W = inputs.normal(sz(O * I), seed++, 1.0f / std::sqrt(static_cast<float>(I)));
+    const auto b = inputs.normal(sz(O), seed++);
+    const auto dY = inputs.normal(sz(N * O), seed++);
     auto yk = nan_vector(sz(N * O)), yr = nan_vector(sz(N * O));
     kn::linear_forward(X.data(), W.data(), b.data(), yk.data(), N, I, O);
     ref::linear_forward(X.data(), W.data(), b.data(), yr.data(), N, I, O);
@@ -370,10 +355,10 @@ TEST(Parity, Conv2d) {
     const std::size_t nx = sz(std::int64_t{s.C} * s.N * s.H * s.W);
     const std::size_t nw = sz(std::int64_t{s.K} * s.C * s.kernel * s.kernel);
     const std::size_t ny = sz(std::int64_t{s.K} * s.N * s.OH() * s.OW());
-    const auto X = normal_vector(nx, seed++);
-    const auto W = normal_vector(nw, seed++, 1.0f / std::sqrt(static_cast<float>(s.C * s.kernel * s.kernel)));
-    const auto b = normal_vector(sz(s.K), seed++);
-    const auto dY = normal_vector(ny, seed++);
+    const auto X = inputs.normal(nx, seed++);
+    const auto W = inputs.normal(nw, seed++, 1.0f / std::sqrt(static_cast<float>(s.C * s.kernel * s.kernel)));
+    const auto b = inputs.normal(sz(s.K), seed++);
+    const auto dY = inputs.normal(ny, seed++);
     std::vector<float> colk(conv_col_elems(s)), colr(conv_col_elems(s));
 
     auto yk = nan_vector(ny), yr = nan_vector(ny);
@@ -422,8 +407,8 @@ TEST(Parity, MaxPool) {
   for (const auto& s : kPoolCases) {
     SCOPED_TRACE(describe(s));
     const std::size_t nx = sz(s.planes * s.H * s.W), ny = sz(s.planes * s.OH() * s.OW());
-    const auto X = normal_vector(nx, seed++);
-    const auto dY = normal_vector(ny, seed++);
+    const auto X = inputs.normal(nx, seed++);
+    const auto dY = inputs.normal(ny, seed++);
     auto yk = nan_vector(ny), yr = nan_vector(ny);
     std::vector<std::int32_t> ak(ny, -1), ar(ny, -1);
     kn::maxpool2d_forward(s, X.data(), yk.data(), ak.data());
@@ -442,7 +427,7 @@ TEST(Parity, MaxPoolWithTiesRoutesGradientToAMaximum) {
   // each window's gradient must land on exactly one element equal to its maximum.
   const auto s = pool_shape(6, 7, 7, 3, 2);
   const std::size_t nx = sz(s.planes * s.H * s.W), ny = sz(s.planes * s.OH() * s.OW());
-  auto X = normal_vector(nx, 250, 1.0f, -1.2f);
+  auto X = inputs.normal(nx, 250, 1.0f, -1.2f);
   for (auto& x : X) x = std::max(x, 0.0f);
   auto Y = nan_vector(ny), yr = nan_vector(ny);
   std::vector<std::int32_t> argmax(ny), ar(ny);
@@ -480,8 +465,8 @@ TEST(Parity, AvgPool) {
   for (const auto& s : kPoolCases) {
     SCOPED_TRACE(describe(s));
     const std::size_t nx = sz(s.planes * s.H * s.W), ny = sz(s.planes * s.OH() * s.OW());
-    const auto X = normal_vector(nx, seed++);
-    const auto dY = normal_vector(ny, seed++);
+    const auto X = inputs.normal(nx, seed++);
+    const auto dY = inputs.normal(ny, seed++);
     auto yk = nan_vector(ny), yr = nan_vector(ny);
     kn::avgpool2d_forward(s, X.data(), yk.data());
     ref::avgpool2d_forward(s, X.data(), yr.data());
@@ -500,8 +485,8 @@ TEST(Parity, Activations) {
   for (const auto a : kActivations) {
     for (const std::int64_t n : {1, 7, 1000, 4097}) {
       SCOPED_TRACE(std::string(ref::activation_name(a)) + " n=" + std::to_string(n));
-      const auto X = normal_vector(sz(n), seed++, 3.0f);
-      const auto dY = normal_vector(sz(n), seed++);
+      const auto X = inputs.normal(sz(n), seed++, 3.0f);
+      const auto dY = inputs.normal(sz(n), seed++);
       auto yk = nan_vector(sz(n)), yr = nan_vector(sz(n));
       kn::activation_forward(a, X.data(), yk.data(), n);
       ref::activation_forward(a, X.data(), yr.data(), n);
@@ -541,8 +526,8 @@ TEST(Parity, Dropout) {
       SCOPED_TRACE("rate=" + std::to_string(rate) + " offset=" + std::to_string(offset));
       const std::int64_t n = 1001;
       const kn::CounterRng rng(7, kn::rng_stream(kn::RngUse::Dropout, 3), 11);
-      const auto X = normal_vector(sz(n), seed++);
-      const auto dY = normal_vector(sz(n), seed++);
+      const auto X = inputs.normal(sz(n), seed++);
+      const auto dY = inputs.normal(sz(n), seed++);
       auto yk = nan_vector(sz(n)), yr = nan_vector(sz(n)), mk = nan_vector(sz(n)), mr = nan_vector(sz(n));
       kn::dropout_forward(X.data(), yk.data(), mk.data(), n, rate, rng, offset);
       ref::dropout_forward(X.data(), yr.data(), mr.data(), n, rate, rng, offset);
@@ -559,8 +544,8 @@ TEST(Parity, Dropout) {
 TEST(Parity, AddAndAccumulate) {
   for (const std::int64_t n : {1, 5, 1000, 4099}) {
     SCOPED_TRACE("n=" + std::to_string(n));
-    const auto A = normal_vector(sz(n), 600 + sz(n));
-    const auto B = normal_vector(sz(n), 700 + sz(n));
+    const auto A = inputs.normal(sz(n), 600 + sz(n));
+    const auto B = inputs.normal(sz(n), 700 + sz(n));
     auto yk = nan_vector(sz(n)), yr = nan_vector(sz(n));
     kn::add(A.data(), B.data(), yk.data(), n);
     ref::add(A.data(), B.data(), yr.data(), n);
@@ -583,7 +568,7 @@ TEST(Parity, LayoutPermutations) {
     const int C = c[0], N = c[1], HW = c[2];
     SCOPED_TRACE("C=" + std::to_string(C) + " N=" + std::to_string(N) + " HW=" + std::to_string(HW));
     const std::size_t n = sz(std::int64_t{C} * N * HW);
-    const auto X = distinct_vector(n, seed++, 1.0f);  // distinct values: a permutation is visible
+    const auto X = inputs.distinct(n, seed++, 1.0f);  // distinct values: a permutation is visible
     auto dk = nan_vector(n), dr = nan_vector(n);
     kn::cnhw_to_dense(X.data(), dk.data(), C, N, HW);
     ref::cnhw_to_dense(X.data(), dr.data(), C, N, HW);
@@ -624,11 +609,11 @@ TEST(Parity, BatchNorm) {
   for (const auto& s : kBatchNormCases) {
     SCOPED_TRACE(describe(s));
     const std::size_t n = sz(s.outer * s.channels * s.inner), C = sz(s.channels);
-    const auto X = normal_vector(n, seed++, 2.0f, 0.7f);
-    const auto gamma = normal_vector(C, seed++, 0.3f, 1.0f);
-    const auto beta = normal_vector(C, seed++);
-    const auto dY = normal_vector(n, seed++);
-    const auto rm0 = normal_vector(C, seed++), rv0 = normal_vector(C, seed++, 0.1f, 1.0f);
+    const auto X = inputs.normal(n, seed++, 2.0f, 0.7f);
+    const auto gamma = inputs.normal(C, seed++, 0.3f, 1.0f);
+    const auto beta = inputs.normal(C, seed++);
+    const auto dY = inputs.normal(n, seed++);
+    const auto rm0 = inputs.normal(C, seed++), rv0 = inputs.normal(C, seed++, 0.1f, 1.0f);
     const float momentum = 0.1f, eps = 1e-5f;
 
     auto yk = nan_vector(n), yr = nan_vector(n);
@@ -669,10 +654,10 @@ TEST(Parity, Losses) {
     for (const float logit_scale : {1.0f, 40.0f}) {  // 40: far from 0, checks a stable log-sum-exp
       SCOPED_TRACE("N=" + std::to_string(N) + " K=" + std::to_string(K) + " logit scale " + std::to_string(logit_scale));
       const std::size_t n = sz(N * K);
-      const auto logits = normal_vector(n, seed++, logit_scale);
-      const auto teacher = normal_vector(n, seed++, logit_scale);
+      const auto logits = inputs.normal(n, seed++, logit_scale);
+      const auto teacher = inputs.normal(n, seed++, logit_scale);
       const auto labels = random_labels(N, K, seed++);
-      const auto prefill = normal_vector(n, seed++);  // losses accumulate into what is there
+      const auto prefill = inputs.normal(n, seed++);  // losses accumulate into what is there
 
       for (const float scale : {1.0f, 0.3f}) {
         auto gk = prefill, gr = prefill;
@@ -715,11 +700,11 @@ TEST(Parity, Adam) {
     SCOPED_TRACE("adam lr=" + std::to_string(cfg.lr) + " wd=" + std::to_string(cfg.weight_decay) +
                  (cfg.decoupled ? " decoupled" : " L2"));
     const std::int64_t n = 1001;
-    auto pk = normal_vector(sz(n), seed++), pr = pk;
+    auto pk = inputs.normal(sz(n), seed++), pr = pk;
     std::vector<float> mk(sz(n), 0.0f), mr(sz(n), 0.0f), vk(sz(n), 0.0f), vr(sz(n), 0.0f);
     for (std::int64_t step = 1; step <= 6; ++step) {
       SCOPED_TRACE("step " + std::to_string(step));
-      const auto g = normal_vector(sz(n), seed++);
+      const auto g = inputs.normal(sz(n), seed++);
       kn::adam_step(pk.data(), g.data(), mk.data(), vk.data(), n, cfg, step);
       ref::adam_step(pr.data(), g.data(), mr.data(), vr.data(), n, cfg, step);
       EXPECT_TRUE(close(pk, pr)) << "param";
@@ -741,11 +726,11 @@ TEST(Parity, Sgd) {
     SCOPED_TRACE("sgd lr=" + std::to_string(cfg.lr) + " momentum=" + std::to_string(cfg.momentum) +
                  " wd=" + std::to_string(cfg.weight_decay) + (cfg.nesterov ? " nesterov" : ""));
     const std::int64_t n = 1001;
-    auto pk = normal_vector(sz(n), seed++), pr = pk;
+    auto pk = inputs.normal(sz(n), seed++), pr = pk;
     std::vector<float> velk(sz(n), 0.0f), velr(sz(n), 0.0f);
     for (int step = 1; step <= 6; ++step) {
       SCOPED_TRACE("step " + std::to_string(step));
-      const auto g = normal_vector(sz(n), seed++);
+      const auto g = inputs.normal(sz(n), seed++);
       kn::sgd_step(pk.data(), g.data(), velk.data(), n, cfg);
       ref::sgd_step(pr.data(), g.data(), velr.data(), n, cfg);
       EXPECT_TRUE(close(pk, pr)) << "param";
@@ -807,10 +792,10 @@ class Jacobian : public ::testing::TestWithParam<const OpTable*> {
 
 TEST_P(Jacobian, Linear) {
   const int N = 3, I = 5, O = 4;
-  auto X = normal_vector(sz(N * I), 1);
-  auto W = normal_vector(sz(O * I), 2);
-  auto b = normal_vector(sz(O), 3);
-  const auto r = normal_vector(sz(N * O), 4);
+  auto X = inputs.normal(sz(N * I), 1);
+  auto W = inputs.normal(sz(O * I), 2);
+  auto b = inputs.normal(sz(O), 3);
+  const auto r = inputs.normal(sz(N * O), 4);
   std::vector<float> Y(sz(N * O)), dX(X.size()), dW(W.size()), db(b.size());
   ops().linear_backward(X.data(), W.data(), r.data(), dX.data(), dW.data(), db.data(), N, I, O);
   const auto objective = [&] {
@@ -829,10 +814,10 @@ TEST_P(Jacobian, Conv2d) {
   for (const auto& cc : cases) {
     const auto s = conv_shape(cc);
     SCOPED_TRACE(describe(s));
-    auto X = normal_vector(sz(std::int64_t{s.C} * s.N * s.H * s.W), seed++);
-    auto W = normal_vector(sz(std::int64_t{s.K} * s.C * s.kernel * s.kernel), seed++, 0.5f);
-    auto b = normal_vector(sz(s.K), seed++);
-    const auto r = normal_vector(sz(std::int64_t{s.K} * s.N * s.OH() * s.OW()), seed++);
+    auto X = inputs.normal(sz(std::int64_t{s.C} * s.N * s.H * s.W), seed++);
+    auto W = inputs.normal(sz(std::int64_t{s.K} * s.C * s.kernel * s.kernel), seed++, 0.5f);
+    auto b = inputs.normal(sz(s.K), seed++);
+    const auto r = inputs.normal(sz(std::int64_t{s.K} * s.N * s.OH() * s.OW()), seed++);
     std::vector<float> Y(r.size()), col(conv_col_elems(s)), dX(X.size()), dW(W.size()), db(b.size());
     ops().conv2d_forward(s, X.data(), W.data(), b.data(), Y.data(), col.data());
     ops().conv2d_backward(s, X.data(), W.data(), r.data(), dX.data(), dW.data(), db.data(), col.data());
@@ -850,8 +835,8 @@ TEST_P(Jacobian, MaxPool) {
   for (const auto& s : {pool_shape(3, 7, 7, 2, 2), pool_shape(2, 7, 7, 3, 2), pool_shape(2, 6, 5, 2, 1)}) {
     SCOPED_TRACE(describe(s));
     // Values 0.05 apart and steps of 0.01: no perturbation changes which element is the maximum.
-    auto X = distinct_vector(sz(s.planes * s.H * s.W), 20, 0.05f);
-    const auto r = normal_vector(sz(s.planes * s.OH() * s.OW()), 21);
+    auto X = inputs.distinct(sz(s.planes * s.H * s.W), 20, 0.05f);
+    const auto r = inputs.normal(sz(s.planes * s.OH() * s.OW()), 21);
     std::vector<float> Y(r.size()), dX(X.size());
     std::vector<std::int32_t> argmax(r.size());
     ops().maxpool2d_forward(s, X.data(), Y.data(), argmax.data());
@@ -867,8 +852,8 @@ TEST_P(Jacobian, MaxPool) {
 TEST_P(Jacobian, AvgPool) {
   for (const auto& s : {pool_shape(3, 7, 7, 2, 2), pool_shape(2, 7, 7, 3, 2), pool_shape(2, 6, 5, 2, 1)}) {
     SCOPED_TRACE(describe(s));
-    auto X = normal_vector(sz(s.planes * s.H * s.W), 30);
-    const auto r = normal_vector(sz(s.planes * s.OH() * s.OW()), 31);
+    auto X = inputs.normal(sz(s.planes * s.H * s.W), 30);
+    const auto r = inputs.normal(sz(s.planes * s.OH() * s.OW()), 31);
     std::vector<float> Y(r.size()), dX(X.size());
     ops().avgpool2d_backward(s, r.data(), dX.data());
     const auto objective = [&] {
@@ -883,10 +868,10 @@ TEST_P(Jacobian, Activations) {
   const std::int64_t n = 200;
   for (const auto a : kActivations) {
     SCOPED_TRACE(ref::activation_name(a));
-    auto X = normal_vector(sz(n), 40, 1.5f);
+    auto X = inputs.normal(sz(n), 40, 1.5f);
     if (a == kn::Activation::ReLU)  // keep clear of the kink at 0
       for (auto& x : X) x = x >= 0.0f ? 0.1f + x : -0.1f + x;
-    const auto r = normal_vector(sz(n), 41);
+    const auto r = inputs.normal(sz(n), 41);
     std::vector<float> Y(sz(n)), dX(sz(n));
     ops().activation_forward(a, X.data(), Y.data(), n);
     ops().activation_backward(a, X.data(), Y.data(), r.data(), dX.data(), n);
@@ -903,10 +888,10 @@ TEST_P(Jacobian, BatchNormTrain) {
   for (const auto& s : {bn_shape(5, 3, 1), bn_shape(1, 3, 2 * 3 * 3), bn_shape(3, 2, 4)}) {
     SCOPED_TRACE(describe(s));
     const std::size_t n = sz(s.outer * s.channels * s.inner), C = sz(s.channels);
-    auto X = normal_vector(n, 50, 1.5f, 0.3f);
-    auto gamma = normal_vector(C, 51, 0.3f, 1.0f);
-    auto beta = normal_vector(C, 52);
-    const auto r = normal_vector(n, 53);
+    auto X = inputs.normal(n, 50, 1.5f, 0.3f);
+    auto gamma = inputs.normal(C, 51, 0.3f, 1.0f);
+    auto beta = inputs.normal(C, 52);
+    const auto r = inputs.normal(n, 53);
     std::vector<float> Y(n), mean(C), invstd(C), rm(C, 0.0f), rv(C, 1.0f), dX(n), dgamma(C), dbeta(C);
     const float eps = 1e-5f;
     ops().batchnorm_forward_train(s, X.data(), gamma.data(), beta.data(), Y.data(), mean.data(), invstd.data(),
@@ -928,8 +913,8 @@ TEST_P(Jacobian, BatchNormTrain) {
 TEST_P(Jacobian, DropoutWithItsFixedMask) {
   const std::int64_t n = 300;
   const kn::CounterRng rng(5, kn::rng_stream(kn::RngUse::Dropout, 1), 2);
-  auto X = normal_vector(sz(n), 60);
-  const auto r = normal_vector(sz(n), 61);
+  auto X = inputs.normal(sz(n), 60);
+  const auto r = inputs.normal(sz(n), 61);
   std::vector<float> Y(sz(n)), mask(sz(n)), dX(sz(n));
   ops().dropout_forward(X.data(), Y.data(), mask.data(), n, 0.4f, rng, 17);
   ops().dropout_backward(r.data(), mask.data(), dX.data(), n);
@@ -942,8 +927,8 @@ TEST_P(Jacobian, DropoutWithItsFixedMask) {
 
 TEST_P(Jacobian, AddIsTheIdentityOnBothInputs) {
   const std::int64_t n = 100;
-  auto A = normal_vector(sz(n), 70), B = normal_vector(sz(n), 71);
-  const auto r = normal_vector(sz(n), 72);
+  auto A = inputs.normal(sz(n), 70), B = inputs.normal(sz(n), 71);
+  const auto r = inputs.normal(sz(n), 72);
   std::vector<float> Y(sz(n));
   const auto objective = [&] {
     ops().add(A.data(), B.data(), Y.data(), n);
@@ -955,7 +940,7 @@ TEST_P(Jacobian, AddIsTheIdentityOnBothInputs) {
 
 TEST_P(Jacobian, SoftmaxCrossEntropy) {
   const int N = 4, K = 6;
-  auto logits = normal_vector(sz(N * K), 80, 2.0f);
+  auto logits = inputs.normal(sz(N * K), 80, 2.0f);
   const auto labels = random_labels(N, K, 81);
   std::vector<float> grad(sz(N * K), 0.0f), scratch(sz(N * K));
   ops().softmax_cross_entropy(logits.data(), labels.data(), N, K, grad.data(), 1.0f);
@@ -969,8 +954,8 @@ TEST_P(Jacobian, KdLoss) {
   const int N = 3, K = 5;
   for (const float T : {1.0f, 2.0f, 4.0f}) {
     SCOPED_TRACE("T=" + std::to_string(T));
-    auto student = normal_vector(sz(N * K), 90, 2.0f);
-    const auto teacher = normal_vector(sz(N * K), 91, 2.0f);
+    auto student = inputs.normal(sz(N * K), 90, 2.0f);
+    const auto teacher = inputs.normal(sz(N * K), 91, 2.0f);
     std::vector<float> grad(sz(N * K), 0.0f), scratch(sz(N * K));
     ops().kd_loss(student.data(), teacher.data(), N, K, T, grad.data(), 1.0f);
     const auto objective = [&] {
@@ -991,7 +976,7 @@ INSTANTIATE_TEST_SUITE_P(Impl, Jacobian, ::testing::Values(&kKernelOps, &kRefere
 
 TEST(KnownValues, KdLossIsZeroForIdenticalLogits) {
   const int N = 4, K = 7;
-  const auto logits = normal_vector(sz(N * K), 95, 3.0f);
+  const auto logits = inputs.normal(sz(N * K), 95, 3.0f);
   for (const float T : {1.0f, 2.0f, 5.0f}) {
     std::vector<float> grad(sz(N * K), 0.0f);
     const float loss = kn::kd_loss(logits.data(), logits.data(), N, K, T, grad.data());
@@ -1146,7 +1131,7 @@ TEST(KnownValues, BatchNormEvalUsesRunningStats) {
 
 TEST(Dropout, DropsAboutRateAndScalesTheRest) {
   const std::int64_t n = 200000;
-  const auto X = normal_vector(sz(n), 1300, 1.0f, 3.0f);
+  const auto X = inputs.normal(sz(n), 1300, 1.0f, 3.0f);
   for (const float rate : {0.1f, 0.3f, 0.5f, 0.8f}) {
     SCOPED_TRACE("rate=" + std::to_string(rate));
     const kn::CounterRng rng(99, kn::rng_stream(kn::RngUse::Dropout, 5), 3);
@@ -1171,7 +1156,7 @@ TEST(Dropout, DropsAboutRateAndScalesTheRest) {
 
 TEST(Dropout, RateZeroIsTheIdentity) {
   const std::int64_t n = 999;
-  const auto X = normal_vector(sz(n), 1310);
+  const auto X = inputs.normal(sz(n), 1310);
   const kn::CounterRng rng(1, kn::rng_stream(kn::RngUse::Dropout, 1));
   std::vector<float> Y = nan_vector(sz(n)), mask = nan_vector(sz(n));
   kn::dropout_forward(X.data(), Y.data(), mask.data(), n, 0.0f, rng, 0);
@@ -1181,7 +1166,7 @@ TEST(Dropout, RateZeroIsTheIdentity) {
 
 TEST(Dropout, DeterministicPerRngAndOffset) {
   const std::int64_t n = 5000, offset = 777;
-  const auto X = normal_vector(sz(n + offset), 1320);
+  const auto X = inputs.normal(sz(n + offset), 1320);
   const kn::CounterRng rng(42, kn::rng_stream(kn::RngUse::Dropout, 9), 4);
   std::vector<float> y1(sz(n)), m1(sz(n)), y2(sz(n)), m2(sz(n));
   kn::dropout_forward(X.data() + offset, y1.data(), m1.data(), n, 0.5f, rng, offset);
@@ -1206,7 +1191,7 @@ TEST(Dropout, DeterministicPerRngAndOffset) {
   EXPECT_FALSE(bitwise_equal(m1, m3)) << "rng seed ignored";
 
   // Backward applies the same mask.
-  const auto dY = normal_vector(sz(n), 1321);
+  const auto dY = inputs.normal(sz(n), 1321);
   std::vector<float> dX = nan_vector(sz(n));
   kn::dropout_backward(dY.data(), m1.data(), dX.data(), n);
   for (std::size_t i = 0; i < sz(n); ++i) ASSERT_EQ(dX[i], dY[i] * m1[i]) << "index " << i;
@@ -1222,10 +1207,10 @@ std::vector<std::vector<float>> run_layers() {
   {
     kn::Conv2dShape s;
     s.N = 8, s.C = 16, s.H = 14, s.W = 14, s.K = 32, s.kernel = 3, s.stride = 1, s.pad = 1;
-    const auto X = normal_vector(sz(std::int64_t{s.C} * s.N * s.H * s.W), 1400);
-    const auto W = normal_vector(sz(std::int64_t{s.K} * s.C * 9), 1401, 0.1f);
-    const auto b = normal_vector(sz(s.K), 1402);
-    const auto dY = normal_vector(sz(std::int64_t{s.K} * s.N * s.OH() * s.OW()), 1403);
+    const auto X = inputs.normal(sz(std::int64_t{s.C} * s.N * s.H * s.W), 1400);
+    const auto W = inputs.normal(sz(std::int64_t{s.K} * s.C * 9), 1401, 0.1f);
+    const auto b = inputs.normal(sz(s.K), 1402);
+    const auto dY = inputs.normal(sz(std::int64_t{s.K} * s.N * s.OH() * s.OW()), 1403);
     std::vector<float> Y(dY.size()), col(conv_col_elems(s)), dX(X.size()), dW(W.size()), db(b.size());
     kn::conv2d_forward(s, X.data(), W.data(), b.data(), Y.data(), col.data());
     kn::conv2d_backward(s, X.data(), W.data(), dY.data(), dX.data(), dW.data(), db.data(), col.data());
@@ -1234,10 +1219,10 @@ std::vector<std::vector<float>> run_layers() {
   {
     kn::Conv2dShape s;
     s.N = 5, s.C = 8, s.H = 15, s.W = 15, s.K = 12, s.kernel = 5, s.stride = 2, s.pad = 2;
-    const auto X = normal_vector(sz(std::int64_t{s.C} * s.N * s.H * s.W), 1410);
-    const auto W = normal_vector(sz(std::int64_t{s.K} * s.C * 25), 1411, 0.1f);
-    const auto b = normal_vector(sz(s.K), 1412);
-    const auto dY = normal_vector(sz(std::int64_t{s.K} * s.N * s.OH() * s.OW()), 1413);
+    const auto X = inputs.normal(sz(std::int64_t{s.C} * s.N * s.H * s.W), 1410);
+    const auto W = inputs.normal(sz(std::int64_t{s.K} * s.C * 25), 1411, 0.1f);
+    const auto b = inputs.normal(sz(s.K), 1412);
+    const auto dY = inputs.normal(sz(std::int64_t{s.K} * s.N * s.OH() * s.OW()), 1413);
     std::vector<float> Y(dY.size()), col(conv_col_elems(s)), dX(X.size()), dW(W.size()), db(b.size());
     kn::conv2d_forward(s, X.data(), W.data(), b.data(), Y.data(), col.data());
     kn::conv2d_backward(s, X.data(), W.data(), dY.data(), dX.data(), dW.data(), db.data(), col.data());
@@ -1245,9 +1230,9 @@ std::vector<std::vector<float>> run_layers() {
   }
   for (const auto& s : {bn_shape(1, 32, 8 * 14 * 14), bn_shape(256, 64, 1)}) {
     const std::size_t n = sz(s.outer * s.channels * s.inner), C = sz(s.channels);
-    const auto X = normal_vector(n, 1420, 2.0f, 1.0f);
-    const auto gamma = normal_vector(C, 1421, 0.2f, 1.0f), beta = normal_vector(C, 1422);
-    const auto dY = normal_vector(n, 1423);
+    const auto X = inputs.normal(n, 1420, 2.0f, 1.0f);
+    const auto gamma = inputs.normal(C, 1421, 0.2f, 1.0f), beta = inputs.normal(C, 1422);
+    const auto dY = inputs.normal(n, 1423);
     std::vector<float> Y(n), mean(C), invstd(C), rm(C, 0.0f), rv(C, 1.0f), dX(n), dg(C), dbt(C), ye(n);
     kn::batchnorm_forward_train(s, X.data(), gamma.data(), beta.data(), Y.data(), mean.data(), invstd.data(),
                                 rm.data(), rv.data(), 0.1f, 1e-5f);
@@ -1258,8 +1243,8 @@ std::vector<std::vector<float>> run_layers() {
   }
   {
     const int N = 128, I = 300, O = 100;
-    const auto X = normal_vector(sz(N * I), 1430), W = normal_vector(sz(O * I), 1431, 0.05f);
-    const auto b = normal_vector(sz(O), 1432), dY = normal_vector(sz(N * O), 1433);
+    const auto X = inputs.normal(sz(N * I), 1430), W = inputs.normal(sz(O * I), 1431, 0.05f);
+    const auto b = inputs.normal(sz(O), 1432), dY = inputs.normal(sz(N * O), 1433);
     std::vector<float> Y(sz(N * O)), dX(X.size()), dW(W.size()), db(b.size());
     kn::linear_forward(X.data(), W.data(), b.data(), Y.data(), N, I, O);
     kn::linear_backward(X.data(), W.data(), dY.data(), dX.data(), dW.data(), db.data(), N, I, O);
@@ -1267,7 +1252,7 @@ std::vector<std::vector<float>> run_layers() {
   }
   {
     const int N = 256, K = 10;
-    const auto logits = normal_vector(sz(N * K), 1440, 3.0f), teacher = normal_vector(sz(N * K), 1441, 3.0f);
+    const auto logits = inputs.normal(sz(N * K), 1440, 3.0f), teacher = inputs.normal(sz(N * K), 1441, 3.0f);
     const auto labels = random_labels(N, K, 1442);
     std::vector<float> g(sz(N * K), 0.0f);
     const float ce = kn::softmax_cross_entropy(logits.data(), labels.data(), N, K, g.data());
