@@ -2,9 +2,14 @@
 #include "h5.h"
 
 #include <algorithm>
+#include <bit>
 #include <cstdlib>
 #include <cstring>
 
+#include <fcntl.h>
+#include <sys/stat.h>
+
+#include "fletcher32.h"
 #include "rsi/checkpoints/store.h"
 
 namespace rsi::checkpoints::h5 {
@@ -232,6 +237,27 @@ Handle open_file(const std::string& path, bool writable) {
   return f;
 }
 
+std::uint64_t start_writeback(hid_t file, std::uint64_t from) {
+#ifdef __linux__
+  void* handle = nullptr;
+  // The default (sec2) driver's handle is a pointer to its file descriptor.
+  if (H5Fget_vfd_handle(file, H5P_DEFAULT, &handle) < 0 || handle == nullptr) {
+    H5Eclear2(H5E_DEFAULT);
+    return from;
+  }
+  const int fd = *static_cast<int*>(handle);
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || static_cast<std::uint64_t>(st.st_size) <= from) return from;
+  const auto size = static_cast<std::uint64_t>(st.st_size);
+  // Failure only loses the overlap: the commit's fsync still makes the file durable.
+  (void)::sync_file_range(fd, static_cast<off_t>(from), static_cast<off_t>(size - from), SYNC_FILE_RANGE_WRITE);
+  return size;
+#else
+  (void)file;
+  return from;
+#endif
+}
+
 Handle create_group(hid_t loc, const std::string& name) {
   Handle g(H5Gcreate2(loc, name.c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT), H5Gclose);
   if (!g.valid()) fail("creating group '" + name + "'");
@@ -386,8 +412,35 @@ void write_floats(hid_t loc, const std::string& name, const std::vector<float>& 
     fail("chunking and Fletcher32 for dataset '" + name + "'");
   Handle d(H5Dcreate2(loc, name.c_str(), H5T_IEEE_F32LE, space.get(), H5P_DEFAULT, dcpl.get(), H5P_DEFAULT), H5Dclose);
   if (!d.valid()) fail("creating dataset '" + name + "'");
-  if (n > 0 && H5Dwrite(d.get(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, values.data()) < 0)
-    fail("writing dataset '" + name + "'");
+  if (n == 0) return;
+  if constexpr (std::endian::native != std::endian::little) {
+    // The chunks below are the memory bytes; a big-endian host goes through HDF5's conversion.
+    if (H5Dwrite(d.get(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, values.data()) < 0)
+      fail("writing dataset '" + name + "'");
+    return;
+  }
+  // Direct chunk writes: each chunk is the float bytes followed by their Fletcher32 (4 bytes, little
+  // endian), exactly what HDF5's filter would store, so readers check it with the standard filter.
+  // H5Dwrite would copy every chunk twice and sum it one 16-bit word at a time (about 1 GB/s; the
+  // lane-wise sum runs at about 10 GB/s). The last chunk is zero-padded to the chunk size, as HDF5
+  // pads it.
+  const std::size_t chunk_bytes = static_cast<std::size_t>(chunk) * sizeof(float);
+  thread_local std::vector<unsigned char> buffer;  // reused: no page faults per dataset
+  buffer.resize(std::max(buffer.size(), chunk_bytes + 4));
+  for (hsize_t first = 0; first < n; first += chunk) {
+    const std::size_t bytes = static_cast<std::size_t>(std::min(chunk, n - first)) * sizeof(float);
+    std::uint32_t sum = 0;
+    if (bytes == chunk_bytes) {
+      sum = detail::copy_fletcher32(buffer.data(), values.data() + first, bytes);
+    } else {
+      std::memcpy(buffer.data(), values.data() + first, bytes);
+      std::memset(buffer.data() + bytes, 0, chunk_bytes - bytes);
+      sum = detail::fletcher32(buffer.data(), chunk_bytes);
+    }
+    for (std::size_t i = 0; i < 4; ++i) buffer[chunk_bytes + i] = static_cast<unsigned char>(sum >> (8 * i));
+    if (H5Dwrite_chunk(d.get(), H5P_DEFAULT, 0, &first, chunk_bytes + 4, buffer.data()) < 0)
+      fail("writing chunk at " + std::to_string(first) + " of dataset '" + name + "'");
+  }
 }
 
 std::vector<float> read_floats(hid_t loc, const std::string& name) {

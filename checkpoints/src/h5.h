@@ -54,6 +54,12 @@ class Handle {
 // ---- files and groups ----
 Handle create_file(const std::string& path);
 Handle open_file(const std::string& path, bool writable = false);
+// Asks the kernel to start writing the file's dirty pages to disk now, without waiting (Linux
+// sync_file_range), so that the disk works while the caller keeps computing and writing: the fsync
+// at the end then waits only for the tail. Starts at byte `from` (what an earlier call covered:
+// pages already queued are not walked again) and returns the file's size, the next call's `from`.
+// A no-op where the call or the file descriptor is missing.
+std::uint64_t start_writeback(hid_t file, std::uint64_t from = 0);
 Handle create_group(hid_t loc, const std::string& name);
 Handle open_group(hid_t loc, const std::string& name);
 bool has_link(hid_t loc, const std::string& name);  // a direct member of loc
@@ -86,7 +92,8 @@ std::vector<double> read_f64s(hid_t loc, const std::string& name);
 // A scalar variable-length UTF-8 string.
 void write_text(hid_t loc, const std::string& name, const std::string& text);
 std::string read_text(hid_t loc, const std::string& name);
-// A 1-D little-endian float32 dataset, chunked, with the Fletcher32 checksum filter.
+// A 1-D little-endian float32 dataset, chunked, with the Fletcher32 checksum filter (the chunks are
+// written directly, with a Fletcher32 computed as HDF5's filter does: see fletcher32.h).
 void write_floats(hid_t loc, const std::string& name, const std::vector<float>& values);
 std::vector<float> read_floats(hid_t loc, const std::string& name);
 

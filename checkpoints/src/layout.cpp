@@ -163,18 +163,21 @@ ModelHashes field_hashes(const ModelRecord& m, const ModelHashes* stored) {
   h.genome = sha256_hex(m.genome_yaml);
   const auto& x = m.metrics;
   // Wall time differs from run to run: it has its own digest, outside the provenance hash.
-  h.metrics = Canon("rsi-model-metrics/1")
-                  .real("val_accuracy", x.val_accuracy)
-                  .real("val_loss", x.val_loss)
-                  .real("test_accuracy", x.test_accuracy)
-                  .real("test_loss", x.test_loss)
-                  .reals("val_per_class", x.val_per_class)
-                  .reals("test_per_class", x.test_per_class)
-                  .num("parameters", x.parameters)
-                  .num("flops", x.flops)
-                  .num("samples", x.samples)
-                  .real("pseudo_label_accuracy", x.pseudo_label_accuracy)
-                  .digest();
+  Canon metrics("rsi-model-metrics/1");
+  metrics.real("val_accuracy", x.val_accuracy)
+      .real("val_loss", x.val_loss)
+      .real("test_accuracy", x.test_accuracy)
+      .real("test_loss", x.test_loss)
+      .reals("val_per_class", x.val_per_class)
+      .reals("test_per_class", x.test_per_class)
+      .num("parameters", x.parameters)
+      .num("flops", x.flops)
+      .num("samples", x.samples)
+      .real("pseudo_label_accuracy", x.pseudo_label_accuracy);
+  // Only when measured: files written before the entropy existed keep their digests; a stored
+  // value changed to or from "none" (-1) still changes the digest.
+  if (x.pseudo_label_entropy >= 0) metrics.real("pseudo_label_entropy", x.pseudo_label_entropy);
+  h.metrics = metrics.digest();
   h.timing = Canon("rsi-model-timing/1").real("wall_seconds", x.wall_seconds).digest();
   if (m.weights) {
     h.params = floats_digest(m.weights->params);
@@ -259,6 +262,7 @@ void write_model(hid_t parent, const std::string& name, const ModelRecord& m,
     h5::write_f64(x, "wall_seconds", v.wall_seconds);
     h5::write_i64(x, "samples", v.samples);
     h5::write_f64(x, "pseudo_label_accuracy", v.pseudo_label_accuracy);
+    h5::write_f64(x, "pseudo_label_entropy", v.pseudo_label_entropy);
   }
   if (with_weights && m.weights) {
     h5::write_floats(id, "params", m.weights->params);
@@ -309,6 +313,7 @@ ModelGroup read_model(hid_t group) {
     v.wall_seconds = h5::read_f64(x, "wall_seconds");
     v.samples = h5::read_i64(x, "samples");
     v.pseudo_label_accuracy = h5::read_f64(x, "pseudo_label_accuracy");
+    v.pseudo_label_entropy = h5::has_attr(x, "pseudo_label_entropy") ? h5::read_f64(x, "pseudo_label_entropy") : -1.0;
   } catch (const CheckpointError& e) {
     throw CheckpointError(std::string("metrics: ") + e.what());
   }
@@ -349,8 +354,8 @@ std::string summary_digest(const GenerationRecord& g) {
     lineages.push_back(lineage);
     skills.push_back(skill);
   }
-  return Canon("rsi-generation-summary/1")
-      .num("generation", g.generation)
+  Canon c("rsi-generation-summary/1");
+  c.num("generation", g.generation)
       .ids("population", g.population)
       .num("next_model_id", g.next_model_id)
       .real("best_val", g.best_val)
@@ -366,16 +371,39 @@ std::string summary_digest(const GenerationRecord& g) {
       .real("diversity", g.diversity)
       .num("trained", g.trained)
       .num("failed", g.failed)
-      .num("refused", g.refused)
-      .digest();
+      .num("refused", g.refused);
+  // Governance (FORMAT.md): files from before it have no status and keep their digests.
+  if (!g.status.empty()) {
+    c.str("status", g.status)
+        .real("goodhart_gap", g.goodhart_gap)
+        .real("worst_class_accuracy", g.worst_class_accuracy)
+        .real("class_disparity", g.class_disparity)
+        .real("pseudo_label_accuracy", g.pseudo_label_accuracy)
+        .real("pseudo_label_entropy", g.pseudo_label_entropy)
+        .real("goodhart_trend", g.goodhart_trend)
+        .real("disparity_trend", g.disparity_trend)
+        .str("takeoff", g.takeoff)
+        .real("model_seconds", g.model_seconds)
+        .ids("held_for_rollback", g.held_for_rollback);
+    for (const auto& e : g.events) c.raw("event", sha256_hex(event_field_digests(e)));
+  }
+  return c.digest();
+}
+
+std::string event_field_digests(const scheduler::GovernanceEvent& e) {
+  // A short digest per field, so `rsi verify` can name the field that changed. `when` is wall
+  // time: it is verified with the run attributes, outside the chain (like a model's wall_seconds).
+  auto d = [](const std::string& v) { return sha256_hex(v).substr(0, 16); };
+  return "generation=" + d(std::to_string(e.generation)) + ",kind=" + d(e.kind) +
+         ",model_id=" + d(std::to_string(e.model_id)) + ",reason=" + d(e.reason) + ",who=" + d(e.who);
 }
 
 std::string run_digest(const Root& root) {
   const RunInfo& run = root.run;
   const Retention& retention = root.retention;
   const GenerationRecord& g = root.summary;
-  return Canon("rsi-run/1")
-      .str("run_name", run.run_name)
+  Canon c("rsi-run/1");
+  c.str("run_name", run.run_name)
       .str("manifest_text", run.manifest_text)
       .str("manifest_hash", run.manifest_hash)
       .str("program_version", run.program_version)
@@ -391,8 +419,13 @@ std::string run_digest(const Root& root) {
       .real("seconds", g.seconds)
       .real("models_per_second", g.models_per_second)
       .raw("previous_file_sha256", root.previous_file_sha256)
-      .raw("sidecar_sha256", root.sidecar_sha256)
-      .digest();
+      .raw("sidecar_sha256", root.sidecar_sha256);
+  if (!g.events.empty()) {
+    std::string when;
+    for (const auto& e : g.events) when += std::to_string(e.when.size()) + ":" + e.when;
+    c.raw("events_when", when);
+  }
+  return c.digest();
 }
 
 std::string generation_hash(int generation, const std::string& previous, const std::vector<IdHash>& children,
@@ -467,6 +500,37 @@ void write_root(hid_t f, const Root& root) {
   h5::write_int(f, "refused", g.refused);
   h5::write_f64(f, "seconds", g.seconds);
   h5::write_f64(f, "models_per_second", g.models_per_second);
+  h5::write_string(f, "status", storable(g.status));
+  h5::write_f64(f, "goodhart_gap", g.goodhart_gap);
+  h5::write_f64(f, "worst_class_accuracy", g.worst_class_accuracy);
+  h5::write_f64(f, "class_disparity", g.class_disparity);
+  h5::write_f64(f, "pseudo_label_accuracy", g.pseudo_label_accuracy);
+  h5::write_f64(f, "pseudo_label_entropy", g.pseudo_label_entropy);
+  h5::write_f64(f, "goodhart_trend", g.goodhart_trend);
+  h5::write_f64(f, "disparity_trend", g.disparity_trend);
+  h5::write_string(f, "takeoff", storable(g.takeoff));
+  h5::write_f64(f, "model_seconds", g.model_seconds);
+  h5::write_u64s(f, "held_for_rollback", g.held_for_rollback);
+  if (!g.events.empty()) {  // parallel arrays, one entry per event, in the order they happened
+    std::vector<std::uint64_t> generations, model_ids;
+    std::vector<std::string> kinds, reasons, who, when, digests;
+    for (const auto& e : g.events) {
+      generations.push_back(static_cast<std::uint64_t>(e.generation));
+      model_ids.push_back(e.model_id);
+      kinds.push_back(storable(e.kind));
+      reasons.push_back(storable(e.reason));
+      who.push_back(storable(e.who));
+      when.push_back(storable(e.when));
+      digests.push_back(event_field_digests(e));
+    }
+    h5::write_u64s(f, "event_generation", generations);
+    h5::write_strings(f, "event_kind", kinds);
+    h5::write_u64s(f, "event_model_id", model_ids);
+    h5::write_strings(f, "event_reason", reasons);
+    h5::write_strings(f, "event_who", who);
+    h5::write_strings(f, "event_when", when);
+    h5::write_strings(f, "event_sha256", digests);
+  }
   h5::write_string(f, "summary_sha256", root.summary_sha256);
   h5::write_string(f, "run_sha256", root.run_sha256);
   h5::write_string(f, "previous_file_sha256", root.previous_file_sha256);
@@ -511,6 +575,34 @@ Root read_root(hid_t f) {
   g.refused = h5::read_int(f, "refused");
   g.seconds = h5::read_f64(f, "seconds");
   g.models_per_second = h5::read_f64(f, "models_per_second");
+  g.status = "";  // written before governance: no status, no monitors, no events
+  if (h5::has_attr(f, "status")) {
+    g.status = h5::read_string(f, "status");
+    g.goodhart_gap = h5::read_f64(f, "goodhart_gap");
+    g.worst_class_accuracy = h5::read_f64(f, "worst_class_accuracy");
+    g.class_disparity = h5::read_f64(f, "class_disparity");
+    g.pseudo_label_accuracy = h5::read_f64(f, "pseudo_label_accuracy");
+    g.pseudo_label_entropy = h5::read_f64(f, "pseudo_label_entropy");
+    g.goodhart_trend = h5::read_f64(f, "goodhart_trend");
+    g.disparity_trend = h5::read_f64(f, "disparity_trend");
+    g.takeoff = h5::read_string(f, "takeoff");
+    g.model_seconds = h5::read_f64(f, "model_seconds");
+    g.held_for_rollback = h5::read_u64s(f, "held_for_rollback");
+  }
+  if (h5::has_attr(f, "event_kind")) {
+    const auto generations = h5::read_u64s(f, "event_generation");
+    const auto kinds = h5::read_strings(f, "event_kind");
+    const auto model_ids = h5::read_u64s(f, "event_model_id");
+    const auto reasons = h5::read_strings(f, "event_reason");
+    const auto who = h5::read_strings(f, "event_who");
+    const auto when = h5::read_strings(f, "event_when");
+    const std::size_t n = kinds.size();
+    if (generations.size() != n || model_ids.size() != n || reasons.size() != n || who.size() != n || when.size() != n)
+      throw CheckpointError("attributes 'event_*' differ in length: the governance events are damaged");
+    for (std::size_t i = 0; i < n; ++i)
+      g.events.push_back(scheduler::GovernanceEvent{static_cast<int>(generations[i]), kinds[i], model_ids[i],
+                                                    reasons[i], who[i], when[i]});
+  }
   root.summary_sha256 = h5::read_string(f, "summary_sha256");
   root.run_sha256 = h5::read_string(f, "run_sha256");
   root.previous_file_sha256 = h5::read_string(f, "previous_file_sha256");

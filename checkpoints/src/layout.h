@@ -80,6 +80,9 @@ struct Root {
   std::string previous_file_sha256, sidecar_sha256;
 };
 std::string summary_digest(const scheduler::GenerationRecord& g);
+// "generation=<16 hex>,kind=...,model_id=...,reason=...,who=..." : a short SHA-256 per field of a
+// governance event (stored per event, so verify names the field that changed).
+std::string event_field_digests(const scheduler::GovernanceEvent& e);
 // Run attributes, retention, timing and the file digests: verified, not chained.
 std::string run_digest(const Root& root);
 struct IdHash {

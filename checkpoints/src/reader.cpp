@@ -139,6 +139,30 @@ FileCheck check_file(const fs::path& file, const FileCheck* previous) {
     problem("attribute 'generation' is " + std::to_string(gen) + " but the file name says " + std::to_string(*named));
   const std::string summary = detail::summary_digest(root.summary);
   if (summary != root.summary_sha256) problem(mismatch("generation metrics", root.summary_sha256, summary));
+  // Governance events: each stored with a short digest per field, so a change names its field.
+  try {
+    const auto& events = root.summary.events;
+    const std::vector<std::string> stored =
+        h5::has_attr(f.get(), "event_sha256") ? h5::read_strings(f.get(), "event_sha256") : std::vector<std::string>{};
+    if (stored.size() != events.size()) {
+      problem("governance events: " + std::to_string(events.size()) + " event(s) but " + std::to_string(stored.size()) +
+              " stored digest(s) (attribute 'event_sha256')");
+    } else {
+      for (std::size_t i = 0; i < events.size(); ++i) {
+        const std::string computed = detail::event_field_digests(events[i]);
+        if (computed == stored[i]) continue;
+        std::string fields;
+        std::stringstream a(stored[i]), b(computed);
+        for (std::string x, y; std::getline(a, x, ',') && std::getline(b, y, ',');)
+          if (x != y) fields += (fields.empty() ? "'" : ", '") + y.substr(0, y.find('=')) + "'";
+        problem("governance event " + std::to_string(i) + " (kind '" + events[i].kind + "', generation " +
+                std::to_string(events[i].generation) + "): field " + (fields.empty() ? "digest" : fields) +
+                " does not match its stored digest (attribute 'event_sha256')");
+      }
+    }
+  } catch (const CheckpointError& e) {
+    problem(std::string("governance events: ") + e.what());
+  }
   const std::string run = detail::run_digest(root);
   if (run != root.run_sha256) problem(mismatch("run attributes", root.run_sha256, run));
 

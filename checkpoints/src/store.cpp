@@ -3,18 +3,32 @@
 // and the hash chain; the weights of the other children go to a sidecar gen-N.weights.h5 that is
 // deleted once it leaves the last-K window. Files are written under a .tmp name, fsynced, renamed
 // into place and the directory fsynced: a generation is durable once its file has its final name.
+// The whole-file SHA-256 and LATEST are an integrity layer over durable files (the hash chain is
+// computed before writing): they finish on a background thread, so that on_generation costs about
+// what writing the bytes with fsync costs.
 #include "rsi/checkpoints/store.h"
 
 #include <algorithm>
-#include <exception>
-#include <fstream>
-#include <future>
+#include <atomic>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <exception>
+#include <functional>
+#include <future>
 #include <set>
+#include <system_error>
+#include <thread>
 #include <utility>
+
+#include <fcntl.h>
+#include <sched.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "h5.h"
 #include "layout.h"
@@ -60,6 +74,19 @@ GenerationRecord summary_of(const GenerationRecord& r) {
   s.refused = r.refused;
   s.seconds = r.seconds;
   s.models_per_second = r.models_per_second;
+  // Governance: monitors, status and events (FORMAT.md, "Governance").
+  s.goodhart_gap = r.goodhart_gap;
+  s.worst_class_accuracy = r.worst_class_accuracy;
+  s.class_disparity = r.class_disparity;
+  s.pseudo_label_accuracy = r.pseudo_label_accuracy;
+  s.pseudo_label_entropy = r.pseudo_label_entropy;
+  s.goodhart_trend = r.goodhart_trend;
+  s.disparity_trend = r.disparity_trend;
+  s.takeoff = r.takeoff;
+  s.model_seconds = r.model_seconds;
+  s.status = r.status;
+  s.held_for_rollback = r.held_for_rollback;
+  s.events = r.events;
   return s;
 }
 
@@ -80,6 +107,108 @@ void remove_quietly(const fs::path& p) {
 void fault_kill_during_checkpoint(int generation) {
   const char* v = std::getenv("RSI_FAULT_KILL_DURING_CHECKPOINT");
   if (v && *v && std::atoi(v) == generation) std::raise(SIGKILL);
+}
+
+// RSI_FAULT_KILL_BEFORE_LATEST=N kills it once gen-N.h5 is durable and hashed, before the background
+// work updates LATEST: the window in which LATEST lags one generation behind.
+void fault_kill_before_latest(int generation) {
+  const char* v = std::getenv("RSI_FAULT_KILL_BEFORE_LATEST");
+  if (v && *v && std::atoi(v) == generation) std::raise(SIGKILL);
+}
+
+// The CPUs this process may run on (taskset, cgroups' cpusets, Slurm's binding), not the machine's:
+// more hashing threads than that only interleave, and the first digests come last.
+std::size_t usable_cpus() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (::sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0)
+    return static_cast<std::size_t>(CPU_COUNT(&set));
+  return std::max(1u, std::thread::hardware_concurrency());
+}
+
+// Runs tasks in the order given on a few threads, so that the first results are ready first: the
+// writer takes model i's digests while model i+1's are still being computed. Every task has run
+// (or failed) when the pool is destroyed, so the tasks may refer to locals declared before it.
+class OrderedPool {
+ public:
+  explicit OrderedPool(std::vector<std::function<void()>> tasks) : tasks_(std::move(tasks)) {
+    for (std::size_t i = 0; i < tasks_.size(); ++i) done_.push_back(promises_.emplace_back().get_future().share());
+    const std::size_t threads = std::min(usable_cpus(), tasks_.size());
+    for (std::size_t t = 0; t < threads; ++t) workers_.emplace_back([this] { work(); });
+  }
+  OrderedPool(const OrderedPool&) = delete;
+  OrderedPool& operator=(const OrderedPool&) = delete;
+  ~OrderedPool() {
+    next_ = tasks_.size();  // on an error, the tasks not yet started are skipped
+    for (std::thread& w : workers_) w.join();
+  }
+  // Waits for task i (any number of times); rethrows what it threw.
+  void wait(std::size_t i) { done_[i].get(); }
+
+ private:
+  void work() {
+    for (std::size_t i = next_++; i < tasks_.size(); i = next_++) {
+      try {
+        tasks_[i]();
+        promises_[i].set_value();
+      } catch (...) {
+        promises_[i].set_exception(std::current_exception());
+      }
+    }
+  }
+  std::vector<std::function<void()>> tasks_;
+  std::deque<std::promise<void>> promises_;  // a deque: promises never move once their future is taken
+  std::vector<std::shared_future<void>> done_;
+  std::atomic<std::size_t> next_{0};
+  std::vector<std::thread> workers_;
+};
+
+// The SHA-256 of a whole file, hashed straight from the page cache through a read-only mapping
+// (no copy into a buffer). The descriptor is opened at once, so a rename afterwards does not matter.
+class MappedFileDigest {
+ public:
+  explicit MappedFileDigest(const fs::path& file) : fd_(::open(file.c_str(), O_RDONLY | O_CLOEXEC)) {
+    if (fd_ < 0) throw CheckpointError("cannot open to hash: " + std::string(std::strerror(errno)));
+  }
+  MappedFileDigest(const MappedFileDigest&) = delete;
+  MappedFileDigest& operator=(const MappedFileDigest&) = delete;
+  ~MappedFileDigest() { ::close(fd_); }
+  std::string sha256() const {
+    struct stat st {};
+    if (::fstat(fd_, &st) != 0) throw CheckpointError("cannot stat to hash: " + std::string(std::strerror(errno)));
+    const auto size = static_cast<std::size_t>(st.st_size);
+    if (size == 0) return detail::sha256_hex("", 0);
+    void* map = ::mmap(nullptr, size, PROT_READ, MAP_SHARED, fd_, 0);
+    if (map == MAP_FAILED) throw CheckpointError("cannot map to hash: " + std::string(std::strerror(errno)));
+    ::madvise(map, size, MADV_SEQUENTIAL);
+    try {
+      std::string digest = detail::sha256_hex(map, size);
+      ::munmap(map, size);
+      return digest;
+    } catch (...) {
+      ::munmap(map, size);
+      throw;
+    }
+  }
+
+ private:
+  int fd_;
+};
+
+// Closes `file` (flushing HDF5's metadata), then commits `tmp` to `final` (fsync, rename, directory
+// fsync) and returns the SHA-256 of its bytes, hashed on a second thread while this one waits for
+// fsync. For the sidecar, whose digest the generation file records.
+std::string close_commit_and_hash(h5::Handle& file, const fs::path& tmp, const fs::path& final) {
+  file.close("closing the file");
+  const MappedFileDigest bytes(tmp);
+  auto digest = std::async(std::launch::async, [&bytes] { return bytes.sha256(); });
+  try {
+    detail::commit(tmp, final);
+  } catch (...) {
+    digest.wait();
+    throw;
+  }
+  return digest.get();
 }
 
 }  // namespace
@@ -132,8 +261,41 @@ LineageStore::LineageStore(fs::path dir, RunInfo info, Retention retention, cons
   }
 }
 
+LineageStore::~LineageStore() {
+  // A destructor cannot throw: an error nobody has seen still reaches the operator (LATEST may lag
+  // behind the newest generation file, which find_resume_point handles).
+  on_finish();
+}
+
+void LineageStore::flush() { join_background(); }
+
+void LineageStore::on_finish() {
+  try {
+    join_background();
+  } catch (const std::exception& e) {
+    if (!background_error_printed_) std::fprintf(stderr, "rsi: lineage store: error: %s\n", e.what());
+    background_error_printed_ = true;
+  }
+}
+
+void LineageStore::join_background() {
+  if (background_.valid()) {
+    try {
+      last_file_sha256_ = background_.get();
+    } catch (const std::exception& e) {
+      background_error_ = e.what();
+    }
+  }
+  if (!background_error_.empty())
+    throw CheckpointError(background_error_ +
+                          " (the generation file itself is durable; LATEST may name an older generation: resume "
+                          "the run, find_resume_point checks the files themselves)");
+}
+
 void LineageStore::on_generation(const GenerationRecord& record) {
   const auto start = std::chrono::steady_clock::now();
+  // This file records the previous file's SHA-256, and LATEST must advance in order.
+  join_background();
   h5::silence();
   const int g = record.generation;
   const std::string name = detail::generation_file_name(g);
@@ -154,7 +316,6 @@ void LineageStore::on_generation(const GenerationRecord& record) {
     ModelRecord& m = c.record;
     if (child_by_id.count(m.id))
       throw CheckpointError(where + ": model " + std::to_string(m.id) + " appears twice among the children");
-    fill_weights_digest(m);
     for (std::uint64_t p : m.parents) {
       const auto it = provenance_.find(p);
       if (it == provenance_.end())
@@ -165,33 +326,16 @@ void LineageStore::on_generation(const GenerationRecord& record) {
     }
     child_by_id[m.id] = &c;
   }
-  // The weights' SHA-256 is the bulk of the work: the children are hashed in parallel.
-  std::vector<std::exception_ptr> errors(children.size());
-#pragma omp parallel for schedule(dynamic, 1)
-  for (std::size_t i = 0; i < children.size(); ++i) {
-    try {
-      children[i].hashes = detail::field_hashes(children[i].record);
-    } catch (...) {
-      errors[i] = std::current_exception();
-    }
-  }
-  for (const auto& e : errors)
-    if (e) std::rethrow_exception(e);
-  for (Prepared& c : children) c.hashes.provenance = detail::provenance_hash(c.record, c.hashes, c.parent_hashes);
-
   // The population after selection: new children (linked) and members carried over.
   std::map<std::uint64_t, const ModelRecord*> population_records;
   for (const ModelRecord& m : record.population_models) population_records[m.id] = &m;
   std::vector<Prepared> carried;
-  std::map<std::uint64_t, Provenance> next_provenance;
+  std::vector<const Provenance*> carried_known;  // what the previous generation recorded for each
   std::set<std::uint64_t> in_population;
   for (std::uint64_t id : record.population) {
     if (!in_population.insert(id).second)
       throw CheckpointError(where + ": model " + std::to_string(id) + " appears twice in the population");
-    if (const auto child = child_by_id.find(id); child != child_by_id.end()) {
-      next_provenance[id] = {child->second->hashes.provenance, child->second->parent_hashes};
-      continue;
-    }
+    if (child_by_id.count(id)) continue;
     const auto known = provenance_.find(id);
     const auto rec = population_records.find(id);
     if (known == provenance_.end())
@@ -200,41 +344,71 @@ void LineageStore::on_generation(const GenerationRecord& record) {
     if (rec == population_records.end())
       throw CheckpointError(where + ": population member " + std::to_string(id) +
                             " has no record in population_models (the loop must hand over the population's records)");
-    Prepared p{detail::storable(*rec->second), known->second.parent_hashes, {}};
-    fill_weights_digest(p.record);
-    // A member carried over unchanged (the same weights object) is not hashed again: the weight
-    // digests it had are reused through `stored`.
-    const auto cached = weight_digests_.find(id);
-    if (cached != weight_digests_.end() && p.record.weights && cached->second.weights == p.record.weights.get()) {
-      detail::ModelHashes known_digests;
-      known_digests.params = cached->second.params;
-      known_digests.state = cached->second.state;
-      const auto weights = std::move(p.record.weights);
-      p.hashes = detail::field_hashes(p.record, &known_digests);
-      p.record.weights = weights;
-    } else {
-      p.hashes = detail::field_hashes(p.record);
-    }
-    p.hashes.provenance = detail::provenance_hash(p.record, p.hashes, p.parent_hashes);
-    if (p.hashes.provenance != known->second.hash)
-      throw CheckpointError(where + ": population member " + std::to_string(id) +
-                            " differs from the model written earlier " + "(provenance " + p.hashes.provenance +
-                            ", recorded " + known->second.hash + "); the loop changed a model after it was recorded");
-    next_provenance[id] = known->second;
-    carried.push_back(std::move(p));
+    carried.push_back(Prepared{detail::storable(*rec->second), known->second.parent_hashes, {}});
+    carried_known.push_back(&known->second);
   }
   // Children that are in the population keep their weights in the generation file.
   auto weights_in_main = [&](const ModelRecord& m) {
     return retention_.keep_population && m.weights && in_population.count(m.id) > 0;
   };
+  std::vector<std::size_t> sidecar_children;  // indices into children, in id order
+  for (std::size_t i = 0; i < children.size(); ++i)
+    if (children[i].record.weights && !weights_in_main(children[i].record)) sidecar_children.push_back(i);
+
+  // The weights' SHA-256 is the bulk of the work: it runs on a pool of threads, in the order the
+  // models are written, while this thread writes the models whose digests are ready. Carried members
+  // come first (usually not hashed again: their digests are reused), then the sidecar's children,
+  // then the other children in id order.
+  std::vector<std::function<void()>> tasks;
+  std::vector<std::size_t> child_task(children.size());
+  for (std::size_t j = 0; j < carried.size(); ++j)
+    tasks.emplace_back([this, &p = carried[j]] {
+      fill_weights_digest(p.record);
+      // A member carried over unchanged (the same weights object) is not hashed again: the weight
+      // digests it had are reused through `stored`.
+      const auto cached = weight_digests_.find(p.record.id);
+      if (cached != weight_digests_.end() && p.record.weights && cached->second.weights == p.record.weights.get()) {
+        detail::ModelHashes known_digests;
+        known_digests.params = cached->second.params;
+        known_digests.state = cached->second.state;
+        const auto weights = std::move(p.record.weights);
+        p.hashes = detail::field_hashes(p.record, &known_digests);
+        p.record.weights = weights;
+      } else {
+        p.hashes = detail::field_hashes(p.record);
+      }
+      p.hashes.provenance = detail::provenance_hash(p.record, p.hashes, p.parent_hashes);
+    });
+  auto add_child_task = [&](std::size_t i) {
+    child_task[i] = tasks.size();
+    tasks.emplace_back([&c = children[i]] {
+      fill_weights_digest(c.record);
+      c.hashes = detail::field_hashes(c.record);
+      c.hashes.provenance = detail::provenance_hash(c.record, c.hashes, c.parent_hashes);
+    });
+  };
+  for (std::size_t i : sidecar_children) add_child_task(i);
+  for (std::size_t i = 0; i < children.size(); ++i)
+    if (std::find(sidecar_children.begin(), sidecar_children.end(), i) == sidecar_children.end()) add_child_task(i);
+  OrderedPool hashing(std::move(tasks));
+
+  // A carried member must be the model recorded earlier: checked before anything is written.
+  std::map<std::uint64_t, Provenance> next_provenance;
+  for (std::size_t j = 0; j < carried.size(); ++j) {
+    hashing.wait(j);
+    const Prepared& p = carried[j];
+    if (p.hashes.provenance != carried_known[j]->hash)
+      throw CheckpointError(where + ": population member " + std::to_string(p.record.id) +
+                            " differs from the model written earlier (provenance " + p.hashes.provenance +
+                            ", recorded " + carried_known[j]->hash +
+                            "); the loop changed a model after it was recorded");
+    next_provenance[p.record.id] = *carried_known[j];
+  }
 
   std::uint64_t bytes = 0;
   std::string sidecar_sha256;
   // 1. The sidecar (before the generation file, so that a durable generation has its sidecar).
-  std::vector<const Prepared*> sidecar_models;
-  for (const Prepared& c : children)
-    if (c.record.weights && !weights_in_main(c.record)) sidecar_models.push_back(&c);
-  if (!sidecar_models.empty()) {
+  if (!sidecar_children.empty()) {
     const fs::path side = dir_ / detail::sidecar_file_name(g);
     const fs::path tmp = side.string() + ".tmp";
     try {
@@ -244,17 +418,19 @@ void LineageStore::on_generation(const GenerationRecord& record) {
       h5::write_int(f.get(), "generation", g);
       h5::write_string(f.get(), "generation_file", name);
       h5::Handle models = h5::create_group(f.get(), "models");
-      for (const Prepared* c : sidecar_models) {
+      std::uint64_t queued = 0;  // bytes handed to writeback
+      for (std::size_t i : sidecar_children) {
+        const Prepared& c = children[i];
         try {
-          detail::write_sidecar_model(models.get(), c->record, c->hashes);
+          hashing.wait(child_task[i]);
+          detail::write_sidecar_model(models.get(), c.record, c.hashes);
+          queued = h5::start_writeback(f.get(), queued);
         } catch (const CheckpointError& e) {
-          throw CheckpointError("model " + std::to_string(c->record.id) + ": " + e.what());
+          throw CheckpointError("model " + std::to_string(c.record.id) + ": " + e.what());
         }
       }
       models.reset();
-      f.close("closing the file");
-      sidecar_sha256 = detail::file_sha256(tmp);
-      detail::commit(tmp, side);
+      sidecar_sha256 = close_commit_and_hash(f, tmp, side);
     } catch (const CheckpointError& e) {
       remove_quietly(tmp);
       throw CheckpointError(tmp.string() + ": " + e.what());
@@ -262,34 +438,28 @@ void LineageStore::on_generation(const GenerationRecord& record) {
     bytes += size_of(side);
   }
 
-  // 2. The generation file.
-  detail::Root root;
-  root.run = info_;
-  root.retention = retention_;
-  root.summary = summary_of(record);
-  root.summary_sha256 = detail::summary_digest(root.summary);
-  root.previous_file_sha256 = last_file_sha256_;
-  root.sidecar_sha256 = sidecar_sha256;
-  root.run_sha256 = detail::run_digest(root);
-  root.previous_hash = chain_head_;
-  std::vector<detail::IdHash> child_hashes, population_hashes;
-  for (const Prepared& c : children) child_hashes.push_back({c.record.id, c.hashes.provenance});
-  for (const auto& [id, p] : next_provenance) population_hashes.push_back({id, p.hash});
-  root.generation_hash = detail::generation_hash(g, chain_head_, child_hashes, population_hashes, root.summary_sha256);
+  // 2. The generation file: the models as their digests come in, then the root attributes, which
+  // hold the generation hash over all of them.
   const fs::path tmp = final_path.string() + ".tmp";
-  std::string file_sha256;
+  detail::Root root;
   try {
     h5::Handle f = h5::create_file(tmp.string());
-    detail::write_root(f.get(), root);
     {
       h5::Handle models = h5::create_group(f.get(), "models");
-      for (const Prepared& c : children) {
+      std::uint64_t queued = 0;  // bytes handed to writeback
+      for (std::size_t i = 0; i < children.size(); ++i) {
+        const Prepared& c = children[i];
         try {
+          hashing.wait(child_task[i]);
           detail::write_model(models.get(), std::to_string(c.record.id), c.record, c.parent_hashes, c.hashes,
                               weights_in_main(c.record));
+          // The disk writes this model while the next is hashed and copied (dd's fsync waits for
+          // every byte at the end; ours then waits only for the last model's).
+          queued = h5::start_writeback(f.get(), queued);
         } catch (const CheckpointError& e) {
           throw CheckpointError("model " + std::to_string(c.record.id) + ": " + e.what());
         }
+        if (in_population.count(c.record.id)) next_provenance[c.record.id] = {c.hashes.provenance, c.parent_hashes};
       }
     }
     {
@@ -306,29 +476,53 @@ void LineageStore::on_generation(const GenerationRecord& record) {
         }
       }
     }
+    root.run = info_;
+    root.retention = retention_;
+    root.summary = summary_of(record);
+    root.summary_sha256 = detail::summary_digest(root.summary);
+    root.previous_file_sha256 = last_file_sha256_;
+    root.sidecar_sha256 = sidecar_sha256;
+    root.run_sha256 = detail::run_digest(root);
+    root.previous_hash = chain_head_;
+    std::vector<detail::IdHash> child_hashes, population_hashes;
+    for (const Prepared& c : children) child_hashes.push_back({c.record.id, c.hashes.provenance});
+    for (const auto& [id, p] : next_provenance) population_hashes.push_back({id, p.hash});
+    root.generation_hash =
+        detail::generation_hash(g, chain_head_, child_hashes, population_hashes, root.summary_sha256);
+    detail::write_root(f.get(), root);
     f.close("closing the file");
-    // The digest of every byte, recorded in LATEST and in the next generation file: read back from
-    // the page cache on a second thread while this one waits for fsync. The stream is opened
-    // before the rename, so it reads the same inode whatever its name.
-    std::ifstream in(tmp, std::ios::binary);
-    if (!in) throw CheckpointError("cannot open to hash");
-    auto digest = std::async(std::launch::async, [&in, &tmp] { return detail::stream_sha256(in, tmp); });
     fault_kill_during_checkpoint(g);
-    try {
-      detail::commit(tmp, final_path);
-    } catch (...) {
-      digest.wait();
-      throw;
-    }
-    file_sha256 = digest.get();
+    detail::commit(tmp, final_path);
   } catch (const CheckpointError& e) {
     remove_quietly(tmp);
     throw CheckpointError(tmp.string() + ": " + e.what());
   }
   bytes += size_of(final_path);
 
-  // 3. LATEST names the newest durable generation.
-  detail::write_file_durably(dir_ / "LATEST", detail::latest_text(g, root.generation_hash, file_sha256));
+  // 3. In the background: the file's SHA-256 (for LATEST and the next generation's file), then
+  // LATEST. The file is durable and complete already; a crash before LATEST is updated leaves LATEST
+  // one generation behind, which find_resume_point handles (it checks the files, newest first).
+  auto digest_and_latest = [dir = dir_, final_path, g, hash = root.generation_hash] {
+    std::string digest;
+    try {
+      digest = MappedFileDigest(final_path).sha256();
+    } catch (const std::exception& e) {
+      throw CheckpointError(final_path.string() + ": " + e.what());
+    }
+    fault_kill_before_latest(g);
+    try {
+      detail::write_file_durably(dir / "LATEST", detail::latest_text(g, hash, digest));
+    } catch (const std::exception& e) {
+      throw CheckpointError((dir / "LATEST").string() + ": cannot record generation " + std::to_string(g) + ": " +
+                            e.what());
+    }
+    return digest;
+  };
+  try {
+    background_ = std::async(std::launch::async, digest_and_latest);
+  } catch (const std::system_error&) {
+    background_ = std::async(std::launch::deferred, digest_and_latest);  // no thread: done at the join
+  }
 
   // 4. Retention: sidecars that left the last-K window.
   if (retention_.keep_last_generations > 0) {
@@ -342,7 +536,6 @@ void LineageStore::on_generation(const GenerationRecord& record) {
   }
 
   chain_head_ = root.generation_hash;
-  last_file_sha256_ = file_sha256;
   provenance_ = std::move(next_provenance);
   std::map<std::uint64_t, WeightDigests> digests;
   for (const Prepared& c : children)

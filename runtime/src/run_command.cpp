@@ -437,6 +437,9 @@ int run_loop_command(const RunArgs& args) {
     // --- end governance ---
     const scheduler::LoopSummary summary =
         scheduler::run_loop(config.loop, *world, sinks, events, rank == 0 && resume.generation >= 0 ? &resume : nullptr);
+    // The last generation's file digest and LATEST are finished in the background; an error there
+    // (reported only on stderr by the sink's on_finish) must fail the run, not pass unnoticed.
+    if (store) store->flush();
     int stopped = summary.stopped ? 1 : 0;
     MPI_Bcast(&stopped, 1, MPI_INT, 0, MPI_COMM_WORLD);
     if (stopped) {

@@ -1,15 +1,18 @@
 // Tests of the HDF5 lineage store (checkpoints/store.h) on synthetic GenerationRecords: round trip
 // (genome, metrics, weights bitwise, parents, status), hash chain and verify, a changed metric and a
 // flipped weight byte named by generation, model and field, a truncated newest file skipped on
-// resume, leftover .tmp files, retention of weights (sidecars, population), resume continuity and
-// export / read_exported_model.
+// resume, leftover .tmp files, retention of weights (sidecars, population), resume continuity,
+// export / read_exported_model, weight chunks bit for bit those of HDF5's Fletcher32 filter, and the
+// background file digest + LATEST (a lagging LATEST, a kill in that window, errors at the join).
 //   build-dir/tests/test_checkpoints            (about 1 s)
 #include <gtest/gtest.h>
 #include <hdf5.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
+#include <csignal>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
@@ -462,6 +465,139 @@ TEST(Checkpoints, EveryFlippedByteIsNoticed) {
   EXPECT_TRUE(rsi::checkpoints::verify_run(tmp.path()).ok());
 }
 
+// ---- weights chunks written directly (H5Dwrite_chunk) with the store's own Fletcher32 ----
+
+// The raw bytes of every stored chunk of a dataset (data, then its 4-byte Fletcher32).
+std::vector<std::string> raw_chunks(hid_t file, const std::string& dataset) {
+  const hid_t d = H5Dopen2(file, dataset.c_str(), H5P_DEFAULT);
+  EXPECT_GE(d, 0) << dataset;
+  const hid_t space = H5Dget_space(d);
+  hsize_t chunks = 0;
+  EXPECT_GE(H5Dget_num_chunks(d, space, &chunks), 0);
+  std::vector<std::string> out;
+  for (hsize_t i = 0; i < chunks; ++i) {
+    hsize_t offset = 0, size = 0;
+    haddr_t address = 0;
+    unsigned mask = 0;
+    EXPECT_GE(H5Dget_chunk_info(d, space, i, &offset, &mask, &address, &size), 0);
+    EXPECT_EQ(mask, 0u) << "a chunk of " << dataset << " skipped a filter";
+    std::string bytes(size, '\0');
+    std::uint32_t filters = 0;
+    EXPECT_GE(H5Dread_chunk(d, H5P_DEFAULT, &offset, &filters, bytes.data()), 0);
+    out.push_back(bytes);
+  }
+  H5Sclose(space);
+  H5Dclose(d);
+  return out;
+}
+
+// The same floats written the ordinary way (H5Dwrite through HDF5's own Fletcher32 filter), with
+// the store's chunking: the chunks the store must reproduce bit for bit.
+std::vector<std::string> chunks_by_hdf5_filter(const fs::path& file, const std::vector<float>& values) {
+  const hid_t f = H5Fcreate(file.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+  const hsize_t n = values.size(), chunk = std::min<hsize_t>(n, hsize_t{1} << 18);
+  const hid_t space = H5Screate_simple(1, &n, nullptr);
+  const hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+  H5Pset_chunk(dcpl, 1, &chunk);
+  H5Pset_fletcher32(dcpl);
+  const hid_t d = H5Dcreate2(f, "x", H5T_IEEE_F32LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+  EXPECT_GE(H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, values.data()), 0);
+  H5Dclose(d);
+  H5Pclose(dcpl);
+  H5Sclose(space);
+  H5Fclose(f);
+  const hid_t again = H5Fopen(file.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  auto chunks = raw_chunks(again, "x");
+  H5Fclose(again);
+  return chunks;
+}
+
+TEST(Checkpoints, WeightChunksAreTheChunksOfHdf5sFletcher32Filter) {
+  // Sizes around the 1 MiB chunk (2^18 floats): one word, odd counts, exact and partial last chunks.
+  // Patterns that stress the checksum's reductions: random bits, all zero (checksum 0), all ones
+  // (every sum a multiple of 65535) and mostly zero.
+  TempDir tmp;
+  const std::vector<std::size_t> sizes = {1, 3, 4096, 4099, 262'143, 262'144, 262'145, 2 * 262'144 + 4'103};
+  GenerationRecord r;
+  r.generation = 0;
+  std::uint64_t id = 1;
+  std::uint32_t bits = 12345;
+  for (std::size_t n : sizes)
+    for (int pattern = 0; pattern < 4; ++pattern) {
+      auto w = std::make_shared<Weights>();
+      w->params.resize(n);
+      for (std::size_t i = 0; i < n; ++i) {
+        bits = bits * 1664525u + 1013904223u;
+        const std::uint32_t v = pattern == 0 ? bits : pattern == 1 ? 0u : pattern == 2 ? 0xffffffffu
+                                                                   : (bits % 97 == 0 ? bits : 0u);
+        std::memcpy(&w->params[i], &v, 4);
+      }
+      w->state.assign(5, 0.25f);
+      ModelRecord m = make_model(id++, 0, {}, 0.0);
+      m.weights = w;
+      m.weights_digest = rsi::scheduler::weights_digest(*w);
+      r.population.push_back(m.id);
+      r.population_models.push_back(m);
+      r.children.push_back(m);
+    }
+  r.next_model_id = id;
+  write_run(tmp.path(), {r});
+
+  const fs::path file = tmp.path() / "gen-000000.h5";
+  const hid_t f = H5Fopen(file.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  ASSERT_GE(f, 0);
+  for (const ModelRecord& m : r.children) {
+    SCOPED_TRACE("model " + std::to_string(m.id) + " of " + std::to_string(m.weights->params.size()) + " floats");
+    const auto ours = raw_chunks(f, "models/" + std::to_string(m.id) + "/params");
+    const auto theirs = chunks_by_hdf5_filter(tmp.path() / "reference.h5", m.weights->params);
+    ASSERT_EQ(ours.size(), theirs.size());
+    for (std::size_t c = 0; c < ours.size(); ++c) EXPECT_TRUE(ours[c] == theirs[c]) << "chunk " << c << " differs";
+  }
+  H5Fclose(f);
+  // And read back through the filter, every value bitwise.
+  const auto stored = rsi::checkpoints::read_generation(file);
+  ASSERT_EQ(stored.population.size(), r.population_models.size());
+  for (std::size_t i = 0; i < stored.population.size(); ++i)
+    expect_same_model(r.population_models[i], stored.population[i], true);
+  EXPECT_TRUE(rsi::checkpoints::verify_run(tmp.path()).ok());
+}
+
+TEST(Checkpoints, AByteFlippedInAnyPartOfADirectlyWrittenChunkIsAFletcher32Error) {
+  // The first, a middle and the last data byte of a chunk, and a byte of the stored checksum: HDF5's
+  // filter rejects each on read (h5dump and h5py use the same filter).
+  TempDir tmp;
+  GenerationRecord r;
+  r.generation = 0;
+  ModelRecord m = make_model(1, 0, {}, 0.0);  // 300 000 floats: a full chunk and a partial one
+  r.children = {m};
+  r.population = {m.id};
+  r.population_models = {m};
+  r.next_model_id = 2;
+  write_run(tmp.path(), {r});
+  const fs::path file = tmp.path() / "gen-000000.h5";
+  const std::string original = slurp(file);
+  const std::size_t first = unique_offset(original, m.weights->params.data(), 64);
+  const std::size_t chunk_bytes = std::size_t{1} << 20;
+  for (std::size_t at : {first, first + chunk_bytes / 2 + 1, first + chunk_bytes - 1, first + chunk_bytes + 2}) {
+    SCOPED_TRACE("byte " + std::to_string(at - first) + " of the first chunk");
+    std::string bytes = original;
+    bytes[at] = static_cast<char>(bytes[at] ^ 0x10);
+    spit(file, bytes);
+    const hid_t f = H5Fopen(file.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+    ASSERT_GE(f, 0);
+    const hid_t d = H5Dopen2(f, "models/1/params", H5P_DEFAULT);
+    std::vector<float> values(m.weights->params.size());
+    H5E_BEGIN_TRY { EXPECT_LT(H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, values.data()), 0); }
+    H5E_END_TRY;
+    H5Dclose(d);
+    H5Fclose(f);
+    const auto report = rsi::checkpoints::verify_run(tmp.path());
+    EXPECT_TRUE(contains(report.problems, "model 1: weights/params", "Fletcher32")) << joined(report.problems);
+  }
+  spit(file, original);
+  EXPECT_TRUE(rsi::checkpoints::verify_run(tmp.path()).ok());
+}
+
 TEST(Checkpoints, TruncatedNewestFileFallsBackAndResumeContinuesTheSameChain) {
   TempDir tmp, reference;
   const auto records = synthetic_run(4);
@@ -501,6 +637,143 @@ TEST(Checkpoints, TruncatedNewestFileFallsBackAndResumeContinuesTheSameChain) {
     EXPECT_EQ(rsi::checkpoints::read_generation(a[i]).generation_hash,
               rsi::checkpoints::read_generation(b[i]).generation_hash)
         << "generation " << i;
+}
+
+// --- the whole-file SHA-256 and LATEST finish in the background (store.cpp, FORMAT.md "LATEST") ---
+
+// A kill after gen-2.h5 is renamed into place but before the background work updates LATEST: LATEST
+// still names generation 1. The newer file is complete and checks out, so the run resumes after it.
+TEST(Checkpoints, LatestOneGenerationBehindResumesFromTheNewerCompleteFile) {
+  TempDir tmp, reference;
+  const auto records = synthetic_run(4);
+  write_run(reference.path(), records);
+  std::string latest_after_1;
+  {
+    LineageStore store(tmp.path(), run_info(), Retention{});
+    store.on_generation(records[0]);
+    store.on_generation(records[1]);
+    store.flush();
+    latest_after_1 = slurp(tmp.path() / "LATEST");
+    store.on_generation(records[2]);
+  }
+  ASSERT_EQ(latest_after_1.rfind("1 gen-000001.h5 ", 0), 0u) << latest_after_1;
+  const std::string latest_after_2 = slurp(tmp.path() / "LATEST");
+  ASSERT_EQ(latest_after_2.rfind("2 gen-000002.h5 ", 0), 0u) << latest_after_2;
+  spit(tmp.path() / "LATEST", latest_after_1);
+
+  // A lagging LATEST is not damage: every file verifies.
+  auto report = rsi::checkpoints::verify_run(tmp.path());
+  EXPECT_TRUE(report.ok()) << joined(report.problems);
+  EXPECT_EQ(report.last_good_generation, 2);
+
+  std::vector<std::string> warnings;
+  const ResumePoint point = rsi::checkpoints::find_resume_point(tmp.path(), &warnings);
+  EXPECT_EQ(point.generation, 2);
+  EXPECT_TRUE(warnings.empty()) << joined(warnings);
+  EXPECT_EQ(rsi::checkpoints::generation_files(tmp.path()).size(), 3u);
+  EXPECT_EQ(slurp(tmp.path() / "LATEST"), latest_after_2);  // brought up to date, the same text
+
+  // The chain continues from generation 2 exactly as in an uninterrupted run.
+  {
+    LineageStore store(tmp.path(), run_info(), Retention{}, point);
+    auto r3 = records[3];
+    for (auto& m : r3.population_models)
+      for (const auto& p : point.population)
+        if (p.id == m.id) m = p;
+    store.on_generation(r3);
+  }
+  report = rsi::checkpoints::verify_run(tmp.path());
+  EXPECT_TRUE(report.ok()) << joined(report.problems);
+  EXPECT_EQ(report.last_good_generation, 3);
+  const auto a = rsi::checkpoints::generation_files(tmp.path());
+  const auto b = rsi::checkpoints::generation_files(reference.path());
+  ASSERT_EQ(a.size(), b.size());
+  for (std::size_t i = 0; i < a.size(); ++i)
+    EXPECT_EQ(rsi::checkpoints::read_generation(a[i]).generation_hash,
+              rsi::checkpoints::read_generation(b[i]).generation_hash)
+        << "generation " << i;
+  EXPECT_EQ(slurp(a.back().parent_path() / "LATEST").rfind("3 gen-000003.h5 ", 0), 0u);
+}
+
+// The same, with a real kill in that window (RSI_FAULT_KILL_BEFORE_LATEST, in a forked child).
+TEST(Checkpoints, KillBeforeTheBackgroundLatestUpdateResumesFromTheDurableFile) {
+  TempDir tmp;
+  const auto records = synthetic_run(3);
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    ::setenv("RSI_FAULT_KILL_BEFORE_LATEST", "2", 1);
+    try {
+      write_run(tmp.path(), records);
+    } catch (...) {
+    }
+    ::_exit(3);  // not killed: the hook did not fire
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) << "status " << status;
+  EXPECT_TRUE(fs::exists(tmp.path() / "gen-000002.h5"));
+  EXPECT_EQ(slurp(tmp.path() / "LATEST").rfind("1 gen-000001.h5 ", 0), 0u) << slurp(tmp.path() / "LATEST");
+  std::vector<std::string> warnings;
+  const ResumePoint point = rsi::checkpoints::find_resume_point(tmp.path(), &warnings);
+  EXPECT_EQ(point.generation, 2);
+  EXPECT_TRUE(warnings.empty()) << joined(warnings);
+  EXPECT_EQ(slurp(tmp.path() / "LATEST").rfind("2 gen-000002.h5 " + point.generation_hash + " ", 0), 0u);
+  const auto report = rsi::checkpoints::verify_run(tmp.path());
+  EXPECT_TRUE(report.ok()) << joined(report.problems);
+}
+
+// flush() and on_finish() leave LATEST naming the newest generation, with that file's SHA-256 (which
+// verify_run recomputes), after every generation.
+TEST(Checkpoints, FlushCompletesLatestAfterEveryGeneration) {
+  TempDir tmp;
+  const auto records = synthetic_run(3);
+  LineageStore store(tmp.path(), run_info(), Retention{});
+  for (const auto& r : records) {
+    store.on_generation(r);
+    const std::string name = "gen-00000" + std::to_string(r.generation) + ".h5";
+    EXPECT_TRUE(fs::exists(tmp.path() / name)) << "on_generation returned before " << name << " was in place";
+    EXPECT_FALSE(fs::exists(tmp.path() / (name + ".tmp")));
+    if (r.generation == 2)
+      store.on_finish();
+    else
+      store.flush();
+    const std::string latest = slurp(tmp.path() / "LATEST");
+    EXPECT_EQ(latest.rfind(std::to_string(r.generation) + " " + name + " ", 0), 0u) << latest;
+    const auto report = rsi::checkpoints::verify_run(tmp.path());  // checks LATEST's file SHA-256
+    EXPECT_TRUE(report.ok()) << joined(report.problems);
+  }
+}
+
+// An error in the background work is not lost: flush() rethrows it, naming LATEST, and the store
+// refuses the next generation rather than record a wrong previous-file digest. The generation file
+// itself was durable.
+TEST(Checkpoints, BackgroundLatestErrorIsRethrownAtTheJoin) {
+  TempDir tmp;
+  const auto records = synthetic_run(2);
+  {
+    LineageStore store(tmp.path(), run_info(), Retention{});
+    // A non-empty directory where LATEST's temporary file goes: writing LATEST fails.
+    fs::create_directories(tmp.path() / "LATEST.tmp" / "blocker");
+    store.on_generation(records[0]);
+    EXPECT_TRUE(fs::exists(tmp.path() / "gen-000000.h5"));
+    try {
+      store.flush();
+      FAIL() << "the failed LATEST update was not reported";
+    } catch (const CheckpointError& e) {
+      EXPECT_NE(std::string(e.what()).find("LATEST"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("generation 0"), std::string::npos) << e.what();
+    }
+    EXPECT_THROW(store.flush(), CheckpointError);  // every join, not only the first
+    EXPECT_THROW(store.on_generation(records[1]), CheckpointError);
+    EXPECT_FALSE(fs::exists(tmp.path() / "gen-000001.h5"));
+    store.on_finish();  // reports on stderr, never throws (the loop calls it while stopping workers)
+  }
+  fs::remove_all(tmp.path() / "LATEST.tmp");
+  std::vector<std::string> warnings;
+  const ResumePoint point = rsi::checkpoints::find_resume_point(tmp.path(), &warnings);
+  EXPECT_EQ(point.generation, 0);
+  EXPECT_EQ(slurp(tmp.path() / "LATEST").rfind("0 gen-000000.h5 ", 0), 0u);
 }
 
 TEST(Checkpoints, StoreRefusesGapsAndUnknownParents) {

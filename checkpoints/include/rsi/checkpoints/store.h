@@ -4,11 +4,15 @@
 // split fingerprint, failure reason and provenance hash. A SHA-256 hash chain links models to their
 // parents and generations to the previous generation. Files are written as gen-N.h5.tmp, fsynced,
 // renamed into place and the directory fsynced; LATEST names the newest durable generation.
+// A generation is durable once on_generation returns; the SHA-256 of its file's bytes (recorded in
+// LATEST and in the next generation's file) and the LATEST update finish on a background thread,
+// joined before the next generation is written, in flush() / on_finish() and in the destructor.
 // The layout is documented in checkpoints/FORMAT.md.
 #pragma once
 
 #include <cstdint>
 #include <filesystem>
+#include <future>
 #include <map>
 #include <optional>
 #include <stdexcept>
@@ -55,8 +59,20 @@ class LineageStore final : public scheduler::GenerationSink {
   // Opens (creating) the run directory. Existing generation files are left as they are; writing
   // continues after the chain head `resume.generation_hash`.
   LineageStore(std::filesystem::path dir, RunInfo info, Retention retention, const ResumePoint& resume = {});
+  // Joins the background work; an error in it that nobody has seen yet goes to stderr.
+  ~LineageStore() override;
+  LineageStore(const LineageStore&) = delete;
+  LineageStore& operator=(const LineageStore&) = delete;
+  // Returns once the generation's file is durable (renamed into place, directory fsynced).
   void on_generation(const scheduler::GenerationRecord& record) override;
-  // Seconds and bytes spent writing the last generation (for monitoring and benchmarks).
+  // Waits for the last generation's background work (its file's SHA-256, LATEST); rethrows its
+  // error as a CheckpointError (every call, once it failed). After it, LATEST names the newest
+  // generation.
+  void flush();
+  // flush(), but an error goes to stderr instead: the loop calls on_finish while it stops the
+  // workers, and a throw there would stop them twice. flush() still rethrows it afterwards.
+  void on_finish() override;
+  // Seconds until the last generation was durable, and the bytes written (monitoring, benchmarks).
   double last_write_seconds() const { return last_seconds_; }
   std::uint64_t last_write_bytes() const { return last_bytes_; }
 
@@ -80,7 +96,12 @@ class LineageStore final : public scheduler::GenerationSink {
   };
   std::map<std::uint64_t, WeightDigests> weight_digests_;
   int last_generation_ = -1;
-  std::string last_file_sha256_;  // of the newest generation file's bytes
+  std::string last_file_sha256_;  // of the newest generation file's bytes (valid after join_background)
+  // The newest file's SHA-256, computed with LATEST's update on a background thread.
+  std::future<std::string> background_;
+  std::string background_error_;  // once the background work failed, the store refuses to go on
+  bool background_error_printed_ = false;
+  void join_background();
   double last_seconds_ = 0.0;
   std::uint64_t last_bytes_ = 0;
 };
