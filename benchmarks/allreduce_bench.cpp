@@ -34,6 +34,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_util.h"
 #include "rsi/collective/communicator.h"
 
 namespace {
@@ -80,18 +81,8 @@ void check_mpi(int rc, const char* what) {
   }
 }
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const std::size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-std::string human_bytes(std::size_t b) {
-  char s[32];
-  if (b >= (std::size_t{1} << 20)) std::snprintf(s, sizeof s, "%zu MiB", b >> 20);
-  else std::snprintf(s, sizeof s, "%zu KiB", b >> 10);
-  return s;
-}
+using rsi::bench::human_bytes;
+using rsi::bench::median;
 
 int run(int argc, char** argv) {
   const Options o = parse(argc, argv);

@@ -38,6 +38,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_util.h"
 #include "rsi/collective/communicator.h"
 
 namespace {
@@ -88,18 +89,8 @@ void check_nccl(ncclResult_t rc, const char* what) {
   if (rc != ncclSuccess) throw std::runtime_error(std::string(what) + ": " + ncclGetErrorString(rc));
 }
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const std::size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-std::string human_bytes(std::size_t b) {
-  char s[32];
-  if (b >= (std::size_t{1} << 20)) std::snprintf(s, sizeof s, "%zu MiB", b >> 20);
-  else std::snprintf(s, sizeof s, "%zu KiB", b >> 10);
-  return s;
-}
+using rsi::bench::human_bytes;
+using rsi::bench::median;
 
 bool g_mpi = false;
 
