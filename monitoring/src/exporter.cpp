@@ -205,12 +205,33 @@ const std::vector<std::string>& failure_reason_labels() {
   return labels;
 }
 
-struct Exporter::State {
+// What the coordinator's and a node's exporter share: a registry that starts with rsi_run_info, the
+// node's rank processes, and the HTTP endpoint, which listens last (a scrape never sees a
+// half-registered set of metrics) and stops promptly when this goes.
+struct Endpoint {
   ExporterOptions options;
   std::shared_ptr<prometheus::Registry> registry = std::make_shared<prometheus::Registry>();
   std::shared_ptr<NodeRanksCollectable> node;
   std::unique_ptr<prometheus::Exposer> exposer;
   int port = 0;
+
+  explicit Endpoint(const ExporterOptions& o) : options(o) { add_run_info(*registry, o); }
+  Endpoint(const Endpoint&) = delete;
+  Endpoint& operator=(const Endpoint&) = delete;
+  ~Endpoint() { stop_exposer(exposer, options.bind, port); }
+
+  void listen() {
+    if (!options.node_ranks.empty()) node = std::make_shared<NodeRanksCollectable>(options.host, options.node_ranks);
+    exposer = start_exposer(options, port);
+    exposer->RegisterCollectable(registry);
+    if (node) exposer->RegisterCollectable(node);
+  }
+  std::string address() const { return join_host_port(options.bind.empty() ? "0.0.0.0" : options.bind, port); }
+};
+
+struct Exporter::State {
+  explicit State(const ExporterOptions& o) : ep(o) {}
+  Endpoint ep;
 
   prometheus::Gauge *run_active, *generation, *generation_started, *generation_tasks, *generation_completed_at,
       *generation_seconds, *best_val, *best_test, *median_val, *median_test, *best_model_test, *gain, *design_skill,
@@ -228,11 +249,9 @@ struct Exporter::State {
   bool started_by_hook = false;
 };
 
-Exporter::Exporter(const ExporterOptions& options) : state_(std::make_unique<State>()) {
+Exporter::Exporter(const ExporterOptions& options) : state_(std::make_unique<State>(options)) {
   State& s = *state_;
-  s.options = options;
-  prometheus::Registry& r = *s.registry;
-  add_run_info(r, options);
+  prometheus::Registry& r = *s.ep.registry;
   const auto gauge = [&r](const char* name, const char* help) -> prometheus::Gauge& {
     return prometheus::BuildGauge().Name(name).Help(help).Register(r).Add({});
   };
@@ -316,20 +335,13 @@ Exporter::Exporter(const ExporterOptions& options) : state_(std::make_unique<Sta
   s.generation_started->Set(-1);
   // The stall alert measures from here until the first generation completes.
   s.generation_completed_at->Set(unix_now());
-  if (!options.node_ranks.empty())
-    s.node = std::make_shared<NodeRanksCollectable>(options.host, options.node_ranks);
-  // Listen last: a scrape never sees a half-registered set of metrics.
-  s.exposer = start_exposer(options, s.port);
-  s.exposer->RegisterCollectable(s.registry);
-  if (s.node) s.exposer->RegisterCollectable(s.node);
+  s.ep.listen();
 }
 
-Exporter::~Exporter() { stop_exposer(state_->exposer, state_->options.bind, state_->port); }
+Exporter::~Exporter() = default;
 
-int Exporter::port() const { return state_->port; }
-std::string Exporter::endpoint() const {
-  return join_host_port(state_->options.bind.empty() ? "0.0.0.0" : state_->options.bind, state_->port);
-}
+int Exporter::port() const { return state_->ep.port; }
+std::string Exporter::endpoint() const { return state_->ep.address(); }
 
 void Exporter::on_generation_start(int generation, int tasks) {
   State& s = *state_;
@@ -350,8 +362,8 @@ void Exporter::on_model_done(const scheduler::ModelRecord& m) {
   s.samples->Increment(static_cast<double>(m.metrics.samples));
   if (s.task_seconds_sum > 0) s.samples_per_second->Set(s.samples_sum / s.task_seconds_sum);
   const double elapsed = std::chrono::duration<double>(Clock::now() - s.generation_start).count();
-  if (elapsed > 0 && s.options.trainer_groups > 0)
-    s.busy->Set(std::min(1.0, s.task_seconds_sum / (elapsed * s.options.trainer_groups)));
+  if (elapsed > 0 && s.ep.options.trainer_groups > 0)
+    s.busy->Set(std::min(1.0, s.task_seconds_sum / (elapsed * s.ep.options.trainer_groups)));
 }
 
 void Exporter::on_generation(const scheduler::GenerationRecord& g) {
@@ -380,8 +392,8 @@ void Exporter::on_generation(const scheduler::GenerationRecord& g) {
   s.diversity->Set(g.diversity);
   s.models_per_second->Set(g.models_per_second);
   // The busy ratio of the whole generation, now that its wall time is known.
-  if (g.seconds > 0 && s.options.trainer_groups > 0)
-    s.busy->Set(std::min(1.0, s.task_seconds_sum / (g.seconds * s.options.trainer_groups)));
+  if (g.seconds > 0 && s.ep.options.trainer_groups > 0)
+    s.busy->Set(std::min(1.0, s.task_seconds_sum / (g.seconds * s.ep.options.trainer_groups)));
   for (const auto& m : g.children) {
     if (m.trained()) s.trained->Increment();
     else s.failed_family->Add({{"reason", failure_reason_label(m)}}).Increment();
@@ -390,8 +402,8 @@ void Exporter::on_generation(const scheduler::GenerationRecord& g) {
     s.events_family->Add({{"kind", e.kind}}).Increment();
     if (e.kind == "red_line") s.red_lines->Increment();
   }
-  if (s.options.checkpoint_source) {
-    const CheckpointWrite w = s.options.checkpoint_source();
+  if (s.ep.options.checkpoint_source) {
+    const CheckpointWrite w = s.ep.options.checkpoint_source();
     s.checkpoint_seconds->Set(w.seconds);
     s.checkpoint_bytes->Set(static_cast<double>(w.bytes));
     s.checkpoint_seconds_total->Increment(w.seconds);
@@ -403,29 +415,17 @@ void Exporter::on_finish() { state_->run_active->Set(0); }
 
 void Exporter::set_approval_pending(int pending) { state_->approval_pending->Set(pending); }
 
-struct NodeExporter::State {
-  ExporterOptions options;
-  std::shared_ptr<prometheus::Registry> registry = std::make_shared<prometheus::Registry>();
-  std::shared_ptr<NodeRanksCollectable> node;
-  std::unique_ptr<prometheus::Exposer> exposer;
-  int port = 0;
+struct NodeExporter::State : Endpoint {
+  using Endpoint::Endpoint;
 };
 
-NodeExporter::NodeExporter(const ExporterOptions& options) : state_(std::make_unique<State>()) {
-  State& s = *state_;
-  s.options = options;
-  add_run_info(*s.registry, options);
-  s.node = std::make_shared<NodeRanksCollectable>(options.host, options.node_ranks);
-  s.exposer = start_exposer(options, s.port);
-  s.exposer->RegisterCollectable(s.registry);
-  s.exposer->RegisterCollectable(s.node);
+NodeExporter::NodeExporter(const ExporterOptions& options) : state_(std::make_unique<State>(options)) {
+  state_->listen();
 }
 
-NodeExporter::~NodeExporter() { stop_exposer(state_->exposer, state_->options.bind, state_->port); }
+NodeExporter::~NodeExporter() = default;
 int NodeExporter::port() const { return state_->port; }
-std::string NodeExporter::endpoint() const {
-  return join_host_port(state_->options.bind.empty() ? "0.0.0.0" : state_->options.bind, state_->port);
-}
+std::string NodeExporter::endpoint() const { return state_->address(); }
 
 std::string scrape_address(const std::string& bind, const std::string& host, int port) {
   const bool every_interface = bind.empty() || bind == "0.0.0.0" || bind == "::" || bind == "[::]";
