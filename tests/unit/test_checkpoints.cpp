@@ -247,6 +247,17 @@ std::string joined(const std::vector<std::string>& lines) {
   return s;
 }
 
+// The two runs' generation files carry the same generation hashes, one for one.
+void expect_same_generation_hashes(const std::filesystem::path& run, const std::filesystem::path& reference) {
+  const auto a = rsi::checkpoints::generation_files(run);
+  const auto b = rsi::checkpoints::generation_files(reference);
+  ASSERT_EQ(a.size(), b.size());
+  for (std::size_t i = 0; i < a.size(); ++i)
+    EXPECT_EQ(rsi::checkpoints::read_generation(a[i]).generation_hash,
+              rsi::checkpoints::read_generation(b[i]).generation_hash)
+        << "generation " << i;
+}
+
 TEST(Checkpoints, RoundTripThreeGenerations) {
   TempDir tmp;
   const auto records = synthetic_run(3);
@@ -630,13 +641,7 @@ TEST(Checkpoints, TruncatedNewestFileFallsBackAndResumeContinuesTheSameChain) {
   const auto report = rsi::checkpoints::verify_run(tmp.path());
   EXPECT_TRUE(report.ok()) << joined(report.problems);
   EXPECT_EQ(report.last_good_generation, 3);
-  const auto a = rsi::checkpoints::generation_files(tmp.path());
-  const auto b = rsi::checkpoints::generation_files(reference.path());
-  ASSERT_EQ(a.size(), b.size());
-  for (std::size_t i = 0; i < a.size(); ++i)
-    EXPECT_EQ(rsi::checkpoints::read_generation(a[i]).generation_hash,
-              rsi::checkpoints::read_generation(b[i]).generation_hash)
-        << "generation " << i;
+  expect_same_generation_hashes(tmp.path(), reference.path());
 }
 
 // --- the whole-file SHA-256 and LATEST finish in the background (store.cpp, FORMAT.md "LATEST") ---
@@ -685,14 +690,8 @@ TEST(Checkpoints, LatestOneGenerationBehindResumesFromTheNewerCompleteFile) {
   report = rsi::checkpoints::verify_run(tmp.path());
   EXPECT_TRUE(report.ok()) << joined(report.problems);
   EXPECT_EQ(report.last_good_generation, 3);
-  const auto a = rsi::checkpoints::generation_files(tmp.path());
-  const auto b = rsi::checkpoints::generation_files(reference.path());
-  ASSERT_EQ(a.size(), b.size());
-  for (std::size_t i = 0; i < a.size(); ++i)
-    EXPECT_EQ(rsi::checkpoints::read_generation(a[i]).generation_hash,
-              rsi::checkpoints::read_generation(b[i]).generation_hash)
-        << "generation " << i;
-  EXPECT_EQ(slurp(a.back().parent_path() / "LATEST").rfind("3 gen-000003.h5 ", 0), 0u);
+  expect_same_generation_hashes(tmp.path(), reference.path());
+  EXPECT_EQ(slurp(tmp.path() / "LATEST").rfind("3 gen-000003.h5 ", 0), 0u);
 }
 
 // The same, with a real kill in that window (RSI_FAULT_KILL_BEFORE_LATEST, in a forked child).
