@@ -485,15 +485,16 @@ class Coordinator {
       record.worst_class_accuracy = *lo;
       record.class_disparity = *hi - *lo;
     }
-    std::vector<double> pseudo;
-    for (const ModelRecord& m : children)
-      if (m.trained() && m.metrics.pseudo_label_accuracy >= 0) pseudo.push_back(m.metrics.pseudo_label_accuracy);
-    if (!pseudo.empty()) record.pseudo_label_accuracy = std::accumulate(pseudo.begin(), pseudo.end(), 0.0) / pseudo.size();
-    std::vector<double> entropies;
-    for (const ModelRecord& m : children)
-      if (m.trained() && m.metrics.pseudo_label_entropy >= 0) entropies.push_back(m.metrics.pseudo_label_entropy);
-    if (!entropies.empty())
-      record.pseudo_label_entropy = std::accumulate(entropies.begin(), entropies.end(), 0.0) / entropies.size();
+    // Mean of a pseudo-label measure over the trained children that have one (< 0: none did).
+    const auto children_mean = [&children](double ModelMetrics::*measure) {
+      double sum = 0.0;
+      int n = 0;
+      for (const ModelRecord& m : children)
+        if (m.trained() && m.metrics.*measure >= 0) sum += m.metrics.*measure, ++n;
+      return n ? sum / n : -1.0;
+    };
+    record.pseudo_label_accuracy = children_mean(&ModelMetrics::pseudo_label_accuracy);
+    record.pseudo_label_entropy = children_mean(&ModelMetrics::pseudo_label_entropy);
     record.population_models = population_;
     record.next_model_id = next_id_;
     for (auto& m : children) morphisms_.erase(m.id);
