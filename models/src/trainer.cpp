@@ -114,18 +114,22 @@ class DevicePlacement {
   kernels::Device original_;
 };
 
+void allreduce_buckets(collective::Communicator& group, float* data, std::int64_t n, std::int64_t bucket,
+                       collective::ReduceOp op = collective::ReduceOp::Sum) {
+  for (std::int64_t at = 0; at < n; at += bucket)
+    group.allreduce(std::span<float>(data + at, static_cast<std::size_t>(std::min(bucket, n - at))), op);
+}
+
 // A host-memory collective over a tensor that may live on the GPU: staged through the host.
 void allreduce_tensor(collective::Communicator& group, kernels::Tensor& t, collective::ReduceOp op,
                       std::int64_t bucket) {
   if (t.device() == kernels::Device::CPU) {
-    for (std::int64_t at = 0; at < t.numel(); at += bucket)
-      group.allreduce(std::span<float>(t.data() + at, static_cast<std::size_t>(std::min(bucket, t.numel() - at))), op);
+    allreduce_buckets(group, t.data(), t.numel(), bucket, op);
     return;
   }
   std::vector<float> host(static_cast<std::size_t>(t.numel()));
   kernels::copy_floats(host.data(), kernels::Device::CPU, t.data(), t.device(), t.numel());
-  for (std::int64_t at = 0; at < t.numel(); at += bucket)
-    group.allreduce(std::span<float>(host.data() + at, static_cast<std::size_t>(std::min(bucket, t.numel() - at))), op);
+  allreduce_buckets(group, host.data(), t.numel(), bucket, op);
   kernels::copy_floats(t.data(), t.device(), host.data(), kernels::Device::CPU, t.numel());
 }
 
@@ -148,12 +152,6 @@ void copy_int32(std::int32_t* dst, kernels::Device dst_device, const std::int32_
                 std::int64_t n, kernels::cuda::Context* ctx = nullptr) {
   kernels::copy_floats(reinterpret_cast<float*>(dst), dst_device, reinterpret_cast<const float*>(src), src_device, n,
                        ctx);
-}
-
-void allreduce_buckets(collective::Communicator& group, float* data, std::int64_t n, std::int64_t bucket) {
-  for (std::int64_t at = 0; at < n; at += bucket)
-    group.allreduce(std::span<float>(data + at, static_cast<std::size_t>(std::min(bucket, n - at))),
-                    collective::ReduceOp::Sum);
 }
 
 // One phase: `epochs` passes over labeled [0, L) followed by unlabeled [L, L+U) example ids.
