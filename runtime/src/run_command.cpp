@@ -279,12 +279,12 @@ int run_loop_command(const RunArgs& args) {
     DevicePolicy device_policy = DevicePolicy::Cpu;
     parse_device_policy(config.cluster.device, &device_policy);  // the manifest loader validated it
     const RunDevice device = select_run_device(device_policy, config.cluster.gpus_per_node, MPI_COMM_WORLD);
-    if (!device.error.empty()) std::fprintf(stderr, "rsi run: %s: %s\n", manifest_name.c_str(), device.error.c_str());
+    if (!device.error.empty()) std::fprintf(stderr, "rsi run: %s %s: %s\n", rank_tag(rank).c_str(), manifest_name.c_str(), device.error.c_str());
     if (device.failed) {
       MPI_Finalize();
       return kExitBadInput;
     }
-    if (!device.warning.empty()) std::fprintf(stderr, "rsi run: warning: %s\n", device.warning.c_str());
+    if (!device.warning.empty()) std::fprintf(stderr, "rsi run: %s warning: %s\n", rank_tag(rank).c_str(), device.warning.c_str());
     if (rank == 0 && device_policy != DevicePolicy::Cpu) std::printf("rsi run: %s\n", device.summary.c_str());
     // Device buffers all-reduce over NCCL; host buffers and the scheduler's messages stay on MPI.
     auto world = device.choice.cuda && collective::nccl_available_in_build()
@@ -306,7 +306,7 @@ int run_loop_command(const RunArgs& args) {
       int failed = monitor.error.empty() ? 0 : 1;
       MPI_Bcast(&failed, 1, MPI_INT, 0, MPI_COMM_WORLD);
       if (failed) {
-        if (rank == 0) std::fprintf(stderr, "rsi run: %s: %s\n", manifest_name.c_str(), monitor.error.c_str());
+        if (rank == 0) std::fprintf(stderr, "rsi run: %s %s: %s\n", rank_tag(rank).c_str(), manifest_name.c_str(), monitor.error.c_str());
         monitor = {};
         MPI_Finalize();
         return kExitBadInput;
@@ -455,7 +455,7 @@ int run_loop_command(const RunArgs& args) {
           scheduler::append_audit(run_dir, {scheduler::utc_now_iso(), scheduler::user_at_host(),
                                             summary.generations_done - 1, "stopped", stop_reason});
         } catch (const std::exception& e) {
-          std::fprintf(stderr, "rsi run: warning: %s\n", e.what());
+          std::fprintf(stderr, "rsi run: %s warning: %s\n", rank_tag(rank).c_str(), e.what());
         }
       }
       rc = kExitStopped;
