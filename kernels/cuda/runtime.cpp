@@ -120,6 +120,39 @@ float* Context::host_scalars() const { return impl_->pinned; }
 
 void Context::synchronize() const { RSI_CUDA_CHECK(cudaStreamSynchronize(impl_->stream)); }
 
+struct SideStream::Impl {
+  Context* main = nullptr;
+  cudaStream_t stream = nullptr;
+  cudaEvent_t main_done = nullptr, side_done = nullptr;  // timing off: recording costs nothing
+};
+
+SideStream::SideStream(Context& main) : impl_(std::make_unique<Impl>()) {
+  impl_->main = &main;
+  RSI_CUDA_CHECK(cudaStreamCreateWithFlags(&impl_->stream, cudaStreamNonBlocking));
+  RSI_CUDA_CHECK(cudaEventCreateWithFlags(&impl_->main_done, cudaEventDisableTiming));
+  RSI_CUDA_CHECK(cudaEventCreateWithFlags(&impl_->side_done, cudaEventDisableTiming));
+}
+
+SideStream::~SideStream() {
+  if (!impl_) return;
+  // Destroying a stream with queued work is allowed (the work completes); the events likewise.
+  if (impl_->main_done) RSI_CUDA_CHECK_NOTHROW(cudaEventDestroy(impl_->main_done));
+  if (impl_->side_done) RSI_CUDA_CHECK_NOTHROW(cudaEventDestroy(impl_->side_done));
+  if (impl_->stream) RSI_CUDA_CHECK_NOTHROW(cudaStreamDestroy(impl_->stream));
+}
+
+void* SideStream::stream() const { return impl_->stream; }
+
+void SideStream::follow_main() {
+  RSI_CUDA_CHECK(cudaEventRecord(impl_->main_done, static_cast<cudaStream_t>(impl_->main->stream())));
+  RSI_CUDA_CHECK(cudaStreamWaitEvent(impl_->stream, impl_->main_done, 0));
+}
+
+void SideStream::join_main() {
+  RSI_CUDA_CHECK(cudaEventRecord(impl_->side_done, impl_->stream));
+  RSI_CUDA_CHECK(cudaStreamWaitEvent(static_cast<cudaStream_t>(impl_->main->stream()), impl_->side_done, 0));
+}
+
 Context& default_context() {
   thread_local std::unique_ptr<Context> context;
   if (!context) {

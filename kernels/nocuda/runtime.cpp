@@ -35,6 +35,12 @@ void* Context::cublas() const { return nullptr; }
 float* Context::host_scalars() const { return nullptr; }
 void Context::synchronize() const {}
 Context& default_context() { not_built("cannot create a CUDA context"); }
+struct SideStream::Impl {};
+SideStream::SideStream(Context&) { not_built("cannot create a CUDA stream"); }
+SideStream::~SideStream() = default;
+void* SideStream::stream() const { return nullptr; }
+void SideStream::follow_main() {}
+void SideStream::join_main() {}
 }  // namespace cuda
 
 std::string cuda_op_profile_report() { return std::string("op profile: no CUDA (") + kNotBuilt + ")"; }

@@ -446,6 +446,15 @@ Network::Network(const Genome& genome, const InputSpec& input) : genome_(genome)
     layers_[i]->defer_bias = true;
     act->bias_source = layers_[i].get();
   }
+  // Layers register their parameters in layer order, each layer's as one run.
+  std::int64_t begin = 0;
+  for (const auto& layer : layers_) {
+    layer_param_begin_.push_back(begin);
+    begin += layer->param_count;
+  }
+  if (begin != registry.param_size)
+    throw std::logic_error("Network: layers own " + std::to_string(begin) + " parameters, the registry " +
+                           std::to_string(registry.param_size));
   segments_ = std::move(registry.params);
   state_segments_ = std::move(registry.states);
   params_ = Tensor({registry.param_size});
@@ -516,7 +525,7 @@ const Tensor& Network::forward(const float* x, int N, const Mode& mode) {
   return layers_.back()->out;
 }
 
-void Network::backward(const float* dlogits) {
+void Network::backward(const float* dlogits, const GradientsReady& ready) {
   if (!input_data_) throw std::logic_error("Network::backward called before forward");
   const float* g = dlogits;
   for (std::size_t i = layers_.size(); i-- > 0;) {
@@ -530,6 +539,7 @@ void Network::backward(const float* dlogits) {
     }
     layer.backward(in, g, gin, batch_);
     g = gin;
+    if (ready && (layer.param_count > 0 || i == 0)) ready(layer_param_begin_[i]);
   }
 }
 

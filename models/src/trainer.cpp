@@ -8,12 +8,14 @@
 #include <cstdio>
 #include <numbers>
 #include <numeric>
+#include <optional>
 #include <span>
 
 #include "rsi/kernels/cuda.h"
 #include "rsi/kernels/dispatch.h"
 #include "rsi/kernels/ops.h"
 #include "rsi/kernels/rng.h"
+#include "rsi/models/gradient_reducer.h"
 
 namespace rsi::models {
 
@@ -114,39 +116,6 @@ class DevicePlacement {
   kernels::Device original_;
 };
 
-void allreduce_buckets(collective::Communicator& group, float* data, std::int64_t n, std::int64_t bucket,
-                       collective::ReduceOp op = collective::ReduceOp::Sum) {
-  for (std::int64_t at = 0; at < n; at += bucket)
-    group.allreduce(std::span<float>(data + at, static_cast<std::size_t>(std::min(bucket, n - at))), op);
-}
-
-// A host-memory collective over a tensor that may live on the GPU: staged through the host.
-void allreduce_tensor(collective::Communicator& group, kernels::Tensor& t, collective::ReduceOp op,
-                      std::int64_t bucket) {
-  if (t.device() == kernels::Device::CPU) {
-    allreduce_buckets(group, t.data(), t.numel(), bucket, op);
-    return;
-  }
-  std::vector<float> host(static_cast<std::size_t>(t.numel()));
-  kernels::copy_floats(host.data(), kernels::Device::CPU, t.data(), t.device(), t.numel());
-  allreduce_buckets(group, host.data(), t.numel(), bucket, op);
-  kernels::copy_floats(t.data(), t.device(), host.data(), kernels::Device::CPU, t.numel());
-}
-
-// Sums a GPU network's gradients over the group: on the network's stream through the device
-// collective (NCCL) where the communicator has one — the optimizer step queued after it on the same
-// stream reads the sums — else staged through the host.
-void allreduce_gradients(collective::Communicator& group, Network& net, std::int64_t bucket) {
-  kernels::Tensor& grads = net.gradients();
-  if (!group.supports_device_buffers()) {
-    allreduce_tensor(group, grads, collective::ReduceOp::Sum, bucket);
-    return;
-  }
-  for (std::int64_t at = 0; at < grads.numel(); at += bucket)
-    group.allreduce_async(grads.data() + at, static_cast<std::size_t>(std::min(bucket, grads.numel() - at)),
-                          collective::ReduceOp::Sum, net.exec().ctx->stream());
-}
-
 // Copies n int32 values between devices (labels and row ids share the float copy path: 4 bytes each).
 void copy_int32(std::int32_t* dst, kernels::Device dst_device, const std::int32_t* src, kernels::Device src_device,
                 std::int64_t n, kernels::cuda::Context* ctx = nullptr) {
@@ -237,7 +206,8 @@ TrainResult train(Network& net, const Dataset& data, const TrainOptions& options
   const bool augment = recipe.augmentation.shift > 0 || recipe.augmentation.flip;
 
   std::vector<Phase> phases;
-  const bool distill = static_cast<bool>(options.teacher) && recipe.distill_epochs > 0;
+  Network* const teacher_net = options.teacher_network;
+  const bool distill = (teacher_net || static_cast<bool>(options.teacher)) && recipe.distill_epochs > 0;
   const std::int64_t unlabeled = options.unlabeled ? options.unlabeled->size() : 0;
   if (distill) phases.push_back({EpochReport::Phase::Distill, recipe.distill_epochs, true, data.size(), unlabeled});
   phases.push_back({EpochReport::Phase::FineTune, options.epochs >= 0 ? options.epochs : recipe.epochs, false,
@@ -247,17 +217,23 @@ TrainResult train(Network& net, const Dataset& data, const TrainOptions& options
   if (options.max_steps >= 0) total_steps = std::min(total_steps, options.max_steps);
 
   const DevicePlacement placement(net, options.device);
+  std::optional<DevicePlacement> teacher_placement;
+  if (distill && teacher_net) teacher_placement.emplace(*teacher_net, options.device);
   const bool gpu = net.device() == kernels::Device::CUDA || options.gpu_path_on_cpu;
   const kernels::Device device = net.device();
   const kernels::Exec& exec = net.exec();
 
   Optimizer optimizer(net, recipe);
+  // Gradient all-reduce over the group, bucket by bucket as backward finishes them.
+  std::unique_ptr<GradientReducer> reducer;
+  if (group) reducer = std::make_unique<GradientReducer>(*group, net, options.bucket_floats);
+  const Network::GradientsReady ready = reducer ? reducer->hook() : Network::GradientsReady{};
   const std::int64_t local_capacity = (batch + ranks - 1) / ranks;
   std::vector<float> inputs(static_cast<std::size_t>(local_capacity) * pixels);
   std::vector<std::int32_t> labels(local_capacity);
   std::vector<std::int64_t> rows(local_capacity);
   kernels::Tensor dlogits({local_capacity * classes}, device);
-  kernels::Tensor teacher_logits({distill ? local_capacity * classes : 0});
+  kernels::Tensor teacher_logits({distill && !teacher_net ? local_capacity * classes : 0});
 
   // GPU state. Batches of a phase without augmentation or distillation are gathered on the device
   // from the data set uploaded once (the epoch's order goes up once per epoch); other batches are
@@ -276,7 +252,7 @@ TrainResult train(Network& net, const Dataset& data, const TrainOptions& options
   if (gpu) {
     x_device = kernels::Tensor({local_capacity * pixels}, device);
     labels_device = kernels::Tensor({local_capacity}, device);
-    teacher_device = kernels::Tensor({distill ? local_capacity * classes : 0}, device);
+    teacher_device = kernels::Tensor({distill && !teacher_net ? local_capacity * classes : 0}, device);
     losses_device = kernels::Tensor({2 * static_cast<std::int64_t>(loss_window)}, device);
     host_losses.resize(2 * static_cast<std::size_t>(loss_window));
     if (!augment && data.size() > 0) {
@@ -377,23 +353,31 @@ TrainResult train(Network& net, const Dataset& data, const TrainOptions& options
               std::copy_n(source.image(index), pixels, out);
             labels[r] = is_labeled ? source.labels[index] : -1;
           }
-          if (phase.distill && n > 0) options.teacher(inputs.data(), n, teacher_logits.data());
+          const bool host_teacher = phase.distill && n > 0 && !teacher_net;
+          if (host_teacher) options.teacher(inputs.data(), n, teacher_logits.data());
           if (gpu) {
             kernels::copy_floats(x_device.data(), device, inputs.data(), kernels::Device::CPU,
                                  static_cast<std::int64_t>(n) * pixels, exec.ctx);
             copy_int32(as_int32(labels_device), device, labels.data(), kernels::Device::CPU, n, exec.ctx);
-            if (phase.distill && n > 0)
+            if (host_teacher)
               kernels::copy_floats(teacher_device.data(), device, teacher_logits.data(), kernels::Device::CPU,
                                    static_cast<std::int64_t>(n) * classes, exec.ctx);
           }
         }
 
         const Network::Mode mode{true, options.seed, options.model_id, static_cast<std::uint32_t>(step), lo};
+        // The batch's soft labels: from the teacher network on the training device (the same stream),
+        // or what the host teacher wrote (uploaded above on the GPU).
+        const float* soft_labels = nullptr;
+        if (phase.distill && n > 0)
+          soft_labels = teacher_net ? teacher_net->forward(gpu ? x_device.data() : inputs.data(), n, {}).data()
+                                    : (gpu ? teacher_device.data() : teacher_logits.data());
         if (gpu) {
           // The same objective as the CPU branch below, with the losses left on the device.
           PendingStep p;
           p.global_n = global_n;
           kernels::fill(exec, dlogits.data(), static_cast<std::int64_t>(n) * classes, 0.0f);
+          if (reducer) reducer->begin();
           if (n > 0) {
             float* slot = losses_device.data() + 2 * static_cast<std::int64_t>(pending.size());
             const kernels::Tensor& logits = net.forward(x_device.data(), n, mode);
@@ -407,14 +391,14 @@ TrainResult train(Network& net, const Dataset& data, const TrainOptions& options
             if (phase.distill && mix > 0.0f) {
               p.kd = true;
               p.kd_scale = mix * static_cast<float>(n) / static_cast<float>(global_n);
-              kernels::kd_loss(exec, logits.data(), teacher_device.data(), n, classes, recipe.distill_temperature,
+              kernels::kd_loss(exec, logits.data(), soft_labels, n, classes, recipe.distill_temperature,
                                dlogits.data(), p.kd_scale, slot + 1);
             }
-            net.backward(dlogits.data());
+            net.backward(dlogits.data(), ready);
           } else {
             net.gradients().zero();
           }
-          if (group) allreduce_gradients(*group, net, options.bucket_floats);
+          if (reducer) reducer->finish();
           optimizer.step(scheduled_learning_rate(recipe, step, total_steps), step + 1);
           pending.push_back(p);
           if (static_cast<int>(pending.size()) == loss_window || b + 1 == steps_per_epoch || step + 1 == total_steps) {
@@ -426,6 +410,7 @@ TrainResult train(Network& net, const Dataset& data, const TrainOptions& options
           continue;
         }
         std::fill_n(dlogits.data(), static_cast<std::int64_t>(n) * classes, 0.0f);
+        if (reducer) reducer->begin();
         double loss = 0.0;
         if (n > 0) {
           const kernels::Tensor& logits = net.forward(inputs.data(), n, mode);
@@ -438,15 +423,15 @@ TrainResult train(Network& net, const Dataset& data, const TrainOptions& options
           }
           if (phase.distill && mix > 0.0f) {
             const float scale = mix * static_cast<float>(n) / static_cast<float>(global_n);
-            loss += scale * kernels::kd_loss(logits.data(), teacher_logits.data(), n, classes,
+            loss += scale * kernels::kd_loss(logits.data(), soft_labels, n, classes,
                                              recipe.distill_temperature, dlogits.data(), scale);
           }
-          net.backward(dlogits.data());
+          net.backward(dlogits.data(), ready);
         } else {
           net.gradients().zero();
         }
         if (group) {
-          allreduce_buckets(*group, net.gradients().data(), net.parameter_count(), options.bucket_floats);
+          reducer->finish();
           group->allreduce(std::span<double>(&loss, 1), collective::ReduceOp::Sum);
         }
         if (!std::isfinite(loss)) {
@@ -486,6 +471,10 @@ TrainResult train(Network& net, const Dataset& data, const TrainOptions& options
       if (options.on_epoch) options.on_epoch(report);
       result.epochs.push_back(std::move(report));
     }
+  }
+  if (reducer) {
+    result.buckets_reduced = reducer->issued();
+    result.buckets_overlapped = reducer->issued_early();
   }
   return result;
 }

@@ -195,11 +195,7 @@ TaskResult execute_fashion(const Task& task, const LoopConfig& config, const Tas
       r.metrics.pseudo_label_accuracy = labels.accuracy;
       r.metrics.pseudo_label_entropy = labels.entropy;
     }
-    models::Network* teacher = parent.get();
-    opt.teacher = [teacher](const float* x, int n, float* logits) {
-      const auto& out = teacher->forward(x, n, {});
-      std::copy_n(out.data(), static_cast<std::int64_t>(n) * teacher->input().classes, logits);
-    };
+    opt.teacher_network = parent.get();  // on the training device: soft labels stay on the GPU
     opt.unlabeled = &data.unlabeled;
   }
   const models::TrainResult trained = models::train(child, data.labeled, opt);

@@ -14,6 +14,10 @@
 //   cmake --build build --target test_parity && build/tests/test_parity
 #include <gtest/gtest.h>
 
+#if RSI_HAVE_CUDA
+#include <cuda_runtime.h>
+#endif
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -31,7 +35,9 @@
 #include "rsi/kernels/dispatch.h"
 #include "rsi/kernels/rng.h"
 #include "rsi/kernels/tensor.h"
+#include "rsi/collective/communicator.h"
 #include "rsi/models/genome.h"
+#include "rsi/models/gradient_reducer.h"
 #include "rsi/models/network.h"
 #include "rsi/models/trainer.h"
 
@@ -582,6 +588,14 @@ models::Dataset synthetic_set(std::int64_t count, std::uint64_t seed) {
   return d;
 }
 
+// A network behind the host-memory Teacher callback (inference mode, as train()'s teacher_network).
+models::Teacher host_teacher(models::Network& teacher) {
+  return [&teacher](const float* x, int n, float* logits) {
+    const auto& out = teacher.forward(x, n, {});
+    std::copy_n(out.data(), out.numel(), logits);
+  };
+}
+
 struct TrainCase {
   std::string name;
   models::Genome genome;
@@ -649,10 +663,7 @@ TEST(TrainingCases, TrainOnTheCpu) {
     models::TrainOptions o;
     o.max_steps = 2;
     if (c.distill) {
-      o.teacher = [&teacher](const float* x, int n, float* logits) {
-        const auto& out = teacher.forward(x, n, {});
-        std::copy_n(out.data(), out.numel(), logits);
-      };
+      o.teacher = host_teacher(teacher);
       o.unlabeled = &unlabeled;
     }
     const models::TrainResult r = models::train(net, labeled, o);
@@ -683,10 +694,7 @@ TEST(TrainingCases, GpuCodePathOnTheCpuIsBitwiseTheCpuPath) {
       o.loss_check_every = 3;
       o.gpu_path_on_cpu = gpu_path;
       if (c.distill) {
-        o.teacher = [&teacher](const float* x, int n, float* logits) {
-          const auto& out = teacher.forward(x, n, {});
-          std::copy_n(out.data(), out.numel(), logits);
-        };
+        o.teacher = host_teacher(teacher);
         o.unlabeled = &unlabeled;
       }
       results.push_back(models::train(net, labeled, o));
@@ -701,6 +709,42 @@ TEST(TrainingCases, GpuCodePathOnTheCpuIsBitwiseTheCpuPath) {
       EXPECT_EQ(results[0].epochs[e].steps, results[1].epochs[e].steps) << c.name << " epoch " << e;
     }
     EXPECT_TRUE(weights[0] == weights[1]) << c.name << ": weights differ between the CPU path and the GPU path on the CPU";
+  }
+}
+
+// A teacher given as a network (run by train() on the training device) labels exactly as the same
+// network behind a host callback: bitwise, on the CPU path and on the GPU code path with CPU ops.
+TEST(TrainingCases, TeacherNetworkGivesTheHostTeachersBits) {
+  const models::Dataset labeled = synthetic_set(100, 1), unlabeled = synthetic_set(30, 2);
+  models::Network teacher(training_case(0).genome);
+  teacher.initialize(5, 1);
+  TrainCase c = training_case(3);
+  c.genome.recipe.batch_size = 32;
+  for (const bool gpu_path : {false, true}) {
+    std::vector<std::vector<float>> weights;
+    std::vector<double> losses;
+    for (const bool as_network : {false, true}) {
+      models::Network net(c.genome);
+      net.initialize(7, 3);
+      models::TrainOptions o;
+      o.seed = 3;
+      o.epochs = 1;
+      o.max_steps = 5;  // the distillation phase: (100 + 30) / 32 -> 5 steps
+      o.gpu_path_on_cpu = gpu_path;
+      o.unlabeled = &unlabeled;
+      if (as_network) {
+        o.teacher_network = &teacher;
+      } else {
+        o.teacher = host_teacher(teacher);
+      }
+      const models::TrainResult r = models::train(net, labeled, o);
+      ASSERT_EQ(r.epochs.size(), 1u);
+      EXPECT_EQ(r.epochs[0].phase, models::EpochReport::Phase::Distill);
+      losses.push_back(r.final_loss);
+      weights.emplace_back(net.parameters().span().begin(), net.parameters().span().end());
+    }
+    EXPECT_EQ(losses[0], losses[1]) << (gpu_path ? "gpu path" : "cpu path");
+    EXPECT_TRUE(weights[0] == weights[1]) << (gpu_path ? "gpu path" : "cpu path");
   }
 }
 
@@ -722,8 +766,12 @@ TEST(TrainingCases, GpuCodePathDetectsDivergence) {
   }
 }
 
+// Case 4 is case 3 with the teacher as a network (TrainOptions::teacher_network): on the GPU run its
+// forward pass runs on the device and the soft labels never reach the host.
 TEST_P(TrainingParity, StepsOnGpuMatchTheCpu) {
-  const TrainCase c = training_case(GetParam());
+  const bool teacher_on_device = GetParam() == 4;
+  TrainCase c = training_case(std::min(GetParam(), 3));
+  if (teacher_on_device) c.name += ", teacher network on the device";
   const models::Dataset labeled = synthetic_set(300, 1), unlabeled = synthetic_set(100, 2),
                         validation = synthetic_set(200, 3);
   const bool adam = c.genome.recipe.optimizer != models::Recipe::Optimizer::Sgd;
@@ -739,11 +787,11 @@ TEST_P(TrainingParity, StepsOnGpuMatchTheCpu) {
     o.max_steps = steps;
     o.device = device;
     o.loss_check_every = 4;  // several read-back windows in 6 steps
-    if (c.distill) {
-      o.teacher = [&teacher](const float* x, int n, float* logits) {
-        const auto& out = teacher.forward(x, n, {});
-        std::copy_n(out.data(), out.numel(), logits);
-      };
+    if (c.distill && teacher_on_device && device == Device::CUDA) {
+      o.teacher_network = &teacher;
+      o.unlabeled = &unlabeled;
+    } else if (c.distill) {
+      o.teacher = host_teacher(teacher);
       o.unlabeled = &unlabeled;
     }
     return o;
@@ -754,6 +802,7 @@ TEST_P(TrainingParity, StepsOnGpuMatchTheCpu) {
   const models::TrainResult rc = models::train(cpu, labeled, make_options(Device::CPU));
   const models::TrainResult rg = models::train(gpu, labeled, make_options(Device::CUDA));
   ASSERT_EQ(gpu.device(), Device::CPU) << "train() must hand the network back on the device it got it on";
+  ASSERT_EQ(teacher.device(), Device::CPU) << "train() must hand the teacher back on the device it got it on";
   ASSERT_EQ(rc.steps, rg.steps);
   ASSERT_EQ(rc.samples, rg.samples);
   ASSERT_FALSE(rg.diverged);
@@ -788,9 +837,102 @@ TEST_P(TrainingParity, StepsOnGpuMatchTheCpu) {
 }
 
 std::string case_name(const ::testing::TestParamInfo<int>& param) {
-  static const char* const names[] = {"mlp_adam", "cnn_adam", "cnn_sgd", "every_block_staged"};
+  static const char* const names[] = {"mlp_adam", "cnn_adam", "cnn_sgd", "every_block_staged",
+                                      "every_block_teacher_on_device"};
   return names[param.param];
 }
-INSTANTIATE_TEST_SUITE_P(Genomes, TrainingParity, ::testing::Values(0, 1, 2, 3), case_name);
+INSTANTIATE_TEST_SUITE_P(Genomes, TrainingParity, ::testing::Values(0, 1, 2, 3, 4), case_name);
+
+#if RSI_HAVE_CUDA
+// A group of two identical ranks, seen from rank 0, for device buffers: each bucket's "all-reduce",
+// queued on the stream it is given, first copies what it was given to `seen` and then writes the
+// expected sums (`sums`) into the gradients. Only the events of GradientReducer's side stream order
+// those copies after the backward pass and before later work on the network's stream.
+class DeviceRecordingGroup final : public rsi::collective::Communicator {
+ public:
+  DeviceRecordingGroup(const float* grads, const float* sums, float* seen) : grads_(grads), sums_(sums), seen_(seen) {}
+  int calls = 0;
+  int rank() const override { return 0; }
+  int size() const override { return 2; }
+  const char* backend() const override { return "device-recording"; }
+  bool supports_device_buffers() const override { return true; }
+  void allreduce_async(float* data, std::size_t count, rsi::collective::ReduceOp, void* stream) override {
+    const std::ptrdiff_t at = data - grads_;
+    const auto s = static_cast<cudaStream_t>(stream);
+    ASSERT_EQ(cudaMemcpyAsync(seen_ + at, data, count * sizeof(float), cudaMemcpyDeviceToDevice, s), cudaSuccess);
+    ASSERT_EQ(cudaMemcpyAsync(data, sums_ + at, count * sizeof(float), cudaMemcpyDeviceToDevice, s), cudaSuccess);
+    ++calls;
+  }
+  void allreduce(std::span<float>, rsi::collective::ReduceOp) override { FAIL() << "host all-reduce on the device path"; }
+  void allreduce(std::span<double>, rsi::collective::ReduceOp) override {}
+  void broadcast(std::span<std::byte>, int) override {}
+  void barrier() override {}
+  std::unique_ptr<Communicator> split(int, int) override { return nullptr; }
+  void send(std::span<const std::byte>, int, int) override {}
+  std::optional<rsi::collective::Message> try_receive() override { return std::nullopt; }
+  rsi::collective::Message receive(int, int) override { return {}; }
+
+ private:
+  const float* grads_;
+  const float* sums_;
+  float* seen_;
+};
+
+// The bucketed all-reduce on the GPU path: queued on a side stream that waits for the backward pass
+// by event (each bucket is given its final gradients, not the NaN placed there before), and the
+// network's stream waits for it (a read queued there afterwards sees the sums).
+TEST(GradientReducerOnGpu, SideStreamWaitsForBackwardAndTheStepWaitsForIt) {
+  const std::string why = cuda_unavailable_reason();
+  if (!why.empty()) GTEST_SKIP() << "no CUDA device: " << why;
+  const TrainCase c = training_case(1);  // the CNN reference genome, 421k parameters
+  const models::Dataset data = synthetic_set(128, 4);
+  models::Network net(c.genome);
+  net.initialize(7, 3);
+  net.to(Device::CUDA);
+  const kn::Exec& exec = net.exec();
+  const int N = 128;
+  const std::int64_t P = net.parameter_count(), bucket = 8192;
+  kn::Tensor x = kn::to_device(kn::Tensor({N * 784LL}), Device::CUDA);
+  kn::copy_floats(x.data(), Device::CUDA, data.images.data(), Device::CPU, N * 784LL);
+  std::vector<float> dlogits_host = inputs.normal(N * 10LL, 4242, 0.01f);
+  kn::Tensor dlogits({N * 10LL}, Device::CUDA);
+  kn::copy_floats(dlogits.data(), Device::CUDA, dlogits_host.data(), Device::CPU, N * 10LL);
+  const models::Network::Mode mode{true, 1, 2, 3, 0};
+
+  // The final gradients, from a backward pass without a reducer.
+  net.forward(x.data(), N, mode);
+  net.backward(dlogits.data());
+  std::vector<float> final_grads(sz(P));
+  kn::copy_floats(final_grads.data(), Device::CPU, net.gradients().data(), Device::CUDA, P);
+  std::vector<float> sums_host(final_grads);
+  for (float& v : sums_host) v *= 2.0f;
+  kn::Tensor sums({P}, Device::CUDA), seen({P}, Device::CUDA);
+  kn::copy_floats(sums.data(), Device::CUDA, sums_host.data(), Device::CPU, P);
+
+  DeviceRecordingGroup group(net.gradients().data(), sums.data(), seen.data());
+  models::GradientReducer reducer(group, net, bucket);
+  ASSERT_EQ(reducer.path(), models::GradientReducer::Path::Device);
+  for (int step = 0; step < 3; ++step) {
+    kn::fill(exec, net.gradients().data(), P, kNaN);
+    kn::fill(exec, seen.data(), P, kNaN);
+    net.forward(x.data(), N, mode);
+    reducer.begin();
+    net.backward(dlogits.data(), reducer.hook());
+    reducer.finish();
+    // Queued on the network's stream after finish(): must see the sums.
+    std::vector<float> after(sz(P)), given(sz(P));
+    kn::copy_floats(after.data(), Device::CPU, net.gradients().data(), Device::CUDA, P, exec.ctx);
+    exec.ctx->synchronize();
+    kn::copy_floats(given.data(), Device::CPU, seen.data(), Device::CUDA, P);
+    EXPECT_TRUE(given == final_grads) << "step " << step << ": a bucket was reduced before backward had finished it";
+    EXPECT_TRUE(after == sums_host) << "step " << step << ": work after finish() ran before the all-reduce ended";
+  }
+  EXPECT_EQ(group.calls, 3 * reducer.buckets());
+  EXPECT_GT(reducer.issued_early(), 0);
+  std::printf("[parity] cuda gradient reducer: %lld buckets of %lld floats per step, %lld of %lld issued during backward\n",
+              static_cast<long long>(reducer.buckets()), static_cast<long long>(bucket),
+              static_cast<long long>(reducer.issued_early()), static_cast<long long>(reducer.issued()));
+}
+#endif
 
 }  // namespace

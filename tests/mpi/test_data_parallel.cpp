@@ -241,6 +241,33 @@ TEST(DataParallel, GroupRunIsBitwiseRepeatable) {
   EXPECT_TRUE(bitwise_equal(first.params, second.params));
 }
 
+// The gradient all-reduce goes bucket by bucket while the backward pass runs (GradientReducer): most
+// buckets are issued before the lower layers finish, and on a group of 2 (a + b needs no order)
+// the weights are bitwise those of one bucket reduced after the whole backward pass.
+TEST(DataParallel, BucketsOverlapTheBackwardPassWithoutChangingTheWeights) {
+  const Genome g = strict_genome(rsi::models::Recipe::Optimizer::Adam);
+  const Dataset data = synthetic(100, 1);
+  const Trained bucketed = train_copy(g, data, world(), 6);  // 257 floats per bucket
+  TrainOptions one_bucket;
+  one_bucket.bucket_floats = std::int64_t{1} << 30;
+  Network shape(g, kSpec);
+  const std::int64_t buckets = (shape.parameter_count() + 256) / 257;
+  ASSERT_GT(buckets, 3);
+  EXPECT_EQ(bucketed.result.buckets_reduced, 6 * buckets);
+  EXPECT_GT(bucketed.result.buckets_overlapped, 6 * buckets / 2) << "most buckets should start before backward ends";
+  Network net(g, kSpec);
+  net.initialize(kSeed, kModelId);
+  one_bucket.seed = kSeed;
+  one_bucket.model_id = kModelId;
+  one_bucket.max_steps = 6;
+  one_bucket.group = &world();
+  const rsi::models::TrainResult whole = rsi::models::train(net, data, one_bucket);
+  EXPECT_EQ(whole.buckets_reduced, 6);
+  EXPECT_EQ(whole.buckets_overlapped, 0);
+  const std::vector<float> params(net.parameters().data(), net.parameters().data() + net.parameter_count());
+  EXPECT_TRUE(bitwise_equal(bucketed.params, params));
+}
+
 // Distillation mixes labeled examples and an unlabeled pool in one global batch, and the trainer
 // puts labeled rows first (the cross-entropy call takes a prefix). Augmentation and dropout must
 // still be keyed by the same row on one rank and on a group, or the masks differ (with dropout the

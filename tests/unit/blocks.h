@@ -56,6 +56,13 @@ inline models::Genome genome_of(std::vector<Block> blocks) {
   return g;
 }
 
+// Every block kind on an 8×8 input with 3 classes (models::InputSpec{1, 8, 8, 3}).
+inline models::Genome every_block_genome() {
+  return genome_of({conv(4), batchnorm(), act(kernels::Activation::GELU), residual(3), pool(Block::PoolKind::Max),
+                    conv(5, 1), act(kernels::Activation::Tanh), pool(Block::PoolKind::Avg), dense(7), batchnorm(),
+                    act(kernels::Activation::ReLU), dense(3)});
+}
+
 // Fresh weights, then non-trivial norm parameters (residual bn2.gamma too, so residual branches
 // contribute) and running statistics, so copies and replications are really exercised.
 inline models::Network random_network(const models::Genome& genome, const models::InputSpec& input,

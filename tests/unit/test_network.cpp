@@ -20,14 +20,6 @@ namespace {
 
 const models::InputSpec kSmall{1, 8, 8, 3};
 
-models::Genome every_block_genome() {
-  models::Genome g;
-  g.blocks = {conv(4), batchnorm(), act(kernels::Activation::GELU), residual(3), pool(Block::PoolKind::Max),
-              conv(5, 1), act(kernels::Activation::Tanh), pool(Block::PoolKind::Avg), dense(7), batchnorm(),
-              act(kernels::Activation::ReLU), dense(3)};
-  return g;
-}
-
 // Mean cross-entropy of a training-mode forward pass (dropout-free genomes only).
 double loss_of(models::Network& net, const std::vector<float>& x, const std::vector<std::int32_t>& y, int N) {
   const auto& logits = net.forward(x.data(), N, {true, 1, 0, 0});

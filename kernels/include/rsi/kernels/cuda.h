@@ -65,6 +65,27 @@ class Context {
 // The calling thread's context (created on first use on the current device).
 Context& default_context();
 
+// A second stream beside a context's, for work that overlaps it (a trainer all-reduces gradient
+// buckets here while the backward pass goes on in the context's stream), ordered against it by
+// events: nothing is synchronised with the host.
+class SideStream {
+ public:
+  explicit SideStream(Context& main);  // a new non-blocking stream on the current device
+  ~SideStream();
+  SideStream(const SideStream&) = delete;
+  SideStream& operator=(const SideStream&) = delete;
+
+  void* stream() const;  // cudaStream_t
+  // Work queued here from now on starts after everything queued on the main stream so far.
+  void follow_main();
+  // Work queued on the main stream from now on starts after everything queued here so far.
+  void join_main();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
 }  // namespace cuda
 
 // Copies n floats between any two devices' memory (cpu<->cuda, cuda<->cuda, cpu<->cpu). With a

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -76,8 +77,13 @@ class Network {
   };
   const kernels::Tensor& forward(const float* x, int N, const Mode& mode);
   // Backward pass from dlogits [N][classes] of the last forward (which must have been in training
-  // mode); overwrites gradients().
-  void backward(const float* dlogits);
+  // mode); overwrites gradients(). Layers run last to first and own contiguous, ascending parameter
+  // ranges, so the final gradients fill gradients() from the top down: after each layer that has
+  // parameters, `ready(from)` is told that gradients [from, parameter_count()) are final (on the
+  // GPU: queued on exec()'s stream). The last call has from = 0. A data-parallel trainer starts
+  // all-reducing the top buckets while the lower layers are still computing.
+  using GradientsReady = std::function<void(std::int64_t from)>;
+  void backward(const float* dlogits, const GradientsReady& ready = {});
 
   std::string summary() const;  // one line per layer: kind, output shape, parameters
 
@@ -90,6 +96,7 @@ class Network {
   kernels::Tensor grad_ping_, grad_pong_;
   std::vector<ParamSegment> segments_, state_segments_;
   std::vector<std::unique_ptr<Layer>> layers_;
+  std::vector<std::int64_t> layer_param_begin_;  // offset of each layer's first parameter
   int batch_ = 0;
   const float* input_data_ = nullptr;
 };

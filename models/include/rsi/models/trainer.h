@@ -36,7 +36,8 @@ struct EpochReport {
   Evaluation validation;
 };
 
-// A teacher for distillation: writes logits [N][classes] for inputs x[N][pixels].
+// A teacher for distillation: writes logits [N][classes] for inputs x[N][pixels] (host memory,
+// also when training runs on the GPU: TrainOptions::teacher_network keeps the labels there).
 using Teacher = std::function<void(const float* x, int N, float* logits)>;
 
 // Training runs in up to two phases. With a teacher and recipe.distill_epochs > 0, a distillation
@@ -55,9 +56,15 @@ struct TrainOptions {
   std::int64_t max_steps = -1;   // < 0: no cap (a cap ends training early, for benchmarks and tests)
   const Dataset* validation = nullptr;
   Teacher teacher;               // enables the distillation phase
+  // A network as the teacher (instead of `teacher`): train() runs its forward pass (inference mode)
+  // on the training device — moved there for the call and back after — so on the GPU a batch's soft
+  // labels are computed and used there, without a round trip through the host.
+  Network* teacher_network = nullptr;
   const Dataset* unlabeled = nullptr;  // the pool the teacher labels in the distillation phase
   collective::Communicator* group = nullptr;  // data-parallel trainer group (nullptr: this rank alone)
-  std::int64_t bucket_floats = 1 << 20;       // gradient all-reduce bucket size
+  // Gradient all-reduce bucket (floats; 1 MiB as PyTorch DDP's first bucket): smaller buckets let the
+  // all-reduce start earlier in the backward pass, at one collective call each.
+  std::int64_t bucket_floats = 1 << 18;
   std::function<void(const EpochReport&)> on_epoch;
   // Called every `progress_every` steps within an epoch with (step, steps in epoch).
   std::function<void(std::int64_t, std::int64_t)> on_step;
@@ -80,6 +87,9 @@ struct TrainResult {
   double seconds = 0.0;  // training time, evaluation excluded
   double final_loss = 0.0;
   bool diverged = false;  // the loss became NaN or Inf; training stopped there
+  // Gradient all-reduce buckets over the group (0 without one), and how many of them were issued
+  // while the backward pass of lower layers was still to run (GradientReducer).
+  std::int64_t buckets_reduced = 0, buckets_overlapped = 0;
   std::vector<EpochReport> epochs;
 };
 
