@@ -12,6 +12,7 @@
 //   build/benchmarks/train_throughput_gpu --genome experiments/genomes/mlp.yaml [--epochs 3]
 //       [--max-steps N] [--data-dir DIR] [--synthetic] [--device cuda|cpu] [--check-every K]
 //       [--profile-ops]   (GPU time per op of the timed run, from CUDA events; slows the run down)
+//       [--cuda-graphs]   (replay each full batch's step from a CUDA graph)
 // Exit status: 0 on success, 1 on an error (the message says what and where), 3 when no GPU is usable.
 #include <CLI/CLI.hpp>
 
@@ -65,7 +66,8 @@ int main(int argc, char** argv) {
   app.add_flag("--synthetic", force_synthetic, "train on synthetic images even if the data set is there");
   app.add_option("--device", device_name, "cuda (default) or cpu")->check(CLI::IsMember({"cuda", "cpu"}));
   app.add_option("--check-every", check_every, "steps between loss read-backs on the GPU (default 32)");
-  bool profile_ops = false;
+  bool profile_ops = false, cuda_graphs = false;
+  app.add_flag("--cuda-graphs", cuda_graphs, "replay each full batch's step from a CUDA graph (TrainOptions::cuda_graphs)");
   app.add_flag("--profile-ops", profile_ops, "time every GPU op of the timed run with CUDA events (slower; prints a table)");
   CLI11_PARSE(app, argc, argv);
   if (profile_ops) setenv("RSI_PROFILE_OPS", "1", 1);  // read once, at the first CUDA op
@@ -103,6 +105,7 @@ int main(int argc, char** argv) {
     options.seed = 1;
     options.device = device;
     options.loss_check_every = check_every;
+    options.cuda_graphs = cuda_graphs;
     {
       // Warm-up on a separate network: first launches, cuBLAS handle and workspace, allocations.
       models::Network warm(genome);
@@ -126,10 +129,14 @@ int main(int argc, char** argv) {
     if (device == kernels::Device::CUDA) net.to(device);
     const models::Evaluation eval = models::evaluate(net, test, 1000);
     const double sps = result.seconds > 0 ? static_cast<double>(result.samples) / result.seconds : 0.0;
+    if (cuda_graphs && !result.cuda_graph_fallback.empty())
+      std::fprintf(stderr, "train_throughput_gpu: no CUDA graph, steps queued one by one: %s\n",
+                   result.cuda_graph_fallback.c_str());
     std::printf("train_summary model=%s device=%s samples_per_s=%.1f train_seconds=%.3f samples=%lld steps=%lld "
-                "final_loss=%.4f test_acc=%.4f data=%s\n",
+                "graph_steps=%lld final_loss=%.4f test_acc=%.4f data=%s\n",
                 model.c_str(), device_name.c_str(), sps, result.seconds, static_cast<long long>(result.samples),
-                static_cast<long long>(result.steps), result.final_loss, eval.accuracy, data_kind.c_str());
+                static_cast<long long>(result.steps), static_cast<long long>(result.cuda_graph_steps),
+                result.final_loss, eval.accuracy, data_kind.c_str());
     return 0;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "train_throughput_gpu: %s\n", e.what());

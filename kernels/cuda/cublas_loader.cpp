@@ -37,6 +37,7 @@ void load() {
   bind(library, "cublasDestroy_v2", g_api.destroy);
   bind(library, "cublasSetStream_v2", g_api.set_stream);
   bind(library, "cublasSetMathMode", g_api.set_math_mode);
+  bind(library, "cublasSetWorkspace_v2", g_api.set_workspace);
   bind(library, "cublasSgemm_v2", g_api.sgemm);
 }
 

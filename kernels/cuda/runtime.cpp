@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 #include <mutex>
+#include <functional>
 #include <string>
 
 #include "check.h"
@@ -91,7 +92,13 @@ struct Context::Impl {
   cudaStream_t stream = nullptr;
   cublasHandle_t blas = nullptr;
   float* pinned = nullptr;
+  void* blas_workspace = nullptr;
 };
+
+// cuBLAS's workspace, owned by the context and set explicitly (after cublasSetStream, which resets
+// it): cuBLAS then never allocates inside a stream capture (StreamGraph). NVIDIA's recommended size
+// for Hopper.
+constexpr std::size_t kBlasWorkspaceBytes = std::size_t{32} << 20;
 
 Context::Context() : impl_(std::make_unique<Impl>()) {
   std::string why;
@@ -104,6 +111,8 @@ Context::Context() : impl_(std::make_unique<Impl>()) {
   const char* tf32 = std::getenv("RSI_CUDA_TF32");
   const bool use_tf32 = tf32 && std::strcmp(tf32, "1") == 0;
   RSI_CUBLAS_CHECK(blas::api().set_math_mode(impl_->blas, use_tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+  RSI_CUDA_CHECK(cudaMalloc(&impl_->blas_workspace, kBlasWorkspaceBytes));
+  RSI_CUBLAS_CHECK(blas::api().set_workspace(impl_->blas, impl_->blas_workspace, kBlasWorkspaceBytes));
   RSI_CUDA_CHECK(cudaMallocHost(&impl_->pinned, 64 * sizeof(float)));
 }
 
@@ -111,6 +120,7 @@ Context::~Context() {
   if (!impl_) return;
   if (impl_->pinned) RSI_CUDA_CHECK_NOTHROW(cudaFreeHost(impl_->pinned));
   if (impl_->blas) blas::api().destroy(impl_->blas);
+  if (impl_->blas_workspace) RSI_CUDA_CHECK_NOTHROW(cudaFree(impl_->blas_workspace));
   if (impl_->stream) RSI_CUDA_CHECK_NOTHROW(cudaStreamDestroy(impl_->stream));
 }
 
@@ -151,6 +161,67 @@ void SideStream::follow_main() {
 void SideStream::join_main() {
   RSI_CUDA_CHECK(cudaEventRecord(impl_->side_done, impl_->stream));
   RSI_CUDA_CHECK(cudaStreamWaitEvent(static_cast<cudaStream_t>(impl_->main->stream()), impl_->side_done, 0));
+}
+
+struct StreamGraph::Impl {
+  Context* ctx = nullptr;
+  cudaGraphExec_t exec = nullptr;
+};
+
+StreamGraph::StreamGraph(Context& ctx) : impl_(std::make_unique<Impl>()) { impl_->ctx = &ctx; }
+
+StreamGraph::~StreamGraph() { reset(); }
+
+void StreamGraph::reset() {
+  if (impl_ && impl_->exec) {
+    RSI_CUDA_CHECK_NOTHROW(cudaGraphExecDestroy(impl_->exec));
+    impl_->exec = nullptr;
+  }
+}
+
+bool StreamGraph::captured() const { return impl_->exec != nullptr; }
+
+namespace {
+bool op_profiling();
+}  // namespace
+
+bool StreamGraph::capture(const std::function<void()>& work, std::string* why) {
+  reset();
+  if (op_profiling()) {
+    if (why) *why = "op profiling is on (RSI_PROFILE_OPS=1): ops are timed one by one, not as a graph";
+    return false;
+  }
+  const auto stream = static_cast<cudaStream_t>(impl_->ctx->stream());
+  // Thread-local mode: only this thread's unsafe calls (a synchronisation, a cudaMalloc) break the
+  // capture; other threads of the process go on.
+  RSI_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+  std::string failure;
+  try {
+    work();
+  } catch (const std::exception& e) {
+    failure = e.what();
+  }
+  cudaGraph_t graph = nullptr;
+  const cudaError_t ended = cudaStreamEndCapture(stream, &graph);
+  if (failure.empty() && ended != cudaSuccess)
+    failure = std::string("cudaStreamEndCapture: ") + cudaGetErrorString(ended);
+  if (failure.empty()) {
+    const cudaError_t made = cudaGraphInstantiate(&impl_->exec, graph, 0);
+    if (made != cudaSuccess) {
+      impl_->exec = nullptr;
+      failure = std::string("cudaGraphInstantiate: ") + cudaGetErrorString(made);
+    }
+  }
+  if (graph) RSI_CUDA_CHECK_NOTHROW(cudaGraphDestroy(graph));
+  if (failure.empty()) return true;
+  (void)cudaGetLastError();  // a failed capture leaves its error behind; the stream stays usable
+  if (why) *why = failure;
+  return false;
+}
+
+void StreamGraph::launch() {
+  if (!impl_->exec) throw std::logic_error("StreamGraph::launch: nothing was captured");
+  RSI_CUDA_CHECK(cudaGraphLaunch(impl_->exec, static_cast<cudaStream_t>(impl_->ctx->stream())));
 }
 
 Context& default_context() {

@@ -35,6 +35,16 @@ void* Context::cublas() const { return nullptr; }
 float* Context::host_scalars() const { return nullptr; }
 void Context::synchronize() const {}
 Context& default_context() { not_built("cannot create a CUDA context"); }
+struct StreamGraph::Impl {};
+StreamGraph::StreamGraph(Context&) { not_built("cannot capture a CUDA graph"); }
+StreamGraph::~StreamGraph() = default;
+bool StreamGraph::capture(const std::function<void()>&, std::string* why) {
+  if (why) *why = kNotBuilt;
+  return false;
+}
+bool StreamGraph::captured() const { return false; }
+void StreamGraph::reset() {}
+void StreamGraph::launch() { not_built("cannot launch a CUDA graph"); }
 struct SideStream::Impl {};
 SideStream::SideStream(Context&) { not_built("cannot create a CUDA stream"); }
 SideStream::~SideStream() = default;

@@ -543,6 +543,11 @@ void Network::backward(const float* dlogits, const GradientsReady& ready) {
   }
 }
 
+bool Network::step_invariant() const {
+  return std::none_of(genome_.blocks.begin(), genome_.blocks.end(),
+                      [](const Block& b) { return b.kind == Block::Kind::Dropout && b.rate > 0.0f; });
+}
+
 std::string Network::summary() const {
   std::ostringstream out;
   for (const auto& layer : layers_) {

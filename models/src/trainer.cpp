@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <numbers>
 #include <numeric>
 #include <optional>
@@ -132,6 +133,11 @@ struct Phase {
 };
 
 }  // namespace
+
+bool cuda_graphs_from_environment() {
+  const char* v = std::getenv("RSI_CUDA_GRAPHS");
+  return v && std::string(v) == "1";
+}
 
 double scheduled_learning_rate(const Recipe& recipe, std::int64_t step, std::int64_t total_steps) {
   const double base = recipe.learning_rate;
@@ -265,6 +271,18 @@ TrainResult train(Network& net, const Dataset& data, const TrainOptions& options
   }
   auto as_int32 = [](kernels::Tensor& t) { return reinterpret_cast<std::int32_t*>(t.data()); };
 
+  // CUDA graph of the step (TrainOptions::cuda_graphs): full batches of the resident path on one
+  // rank of a network whose step queues the same work every time (no dropout draws keyed by the
+  // step). Re-captured every epoch: evaluation in between may move the network's scratch buffers.
+  std::unique_ptr<kernels::cuda::StreamGraph> step_graph;
+  kernels::Tensor graph_ids, graph_loss;  // the captured step's fixed inputs: batch ids, 2 loss slots
+  bool graph_failed = false, graph_warm = false;
+  if (options.cuda_graphs && device == kernels::Device::CUDA && !group && net.step_invariant()) {
+    step_graph = std::make_unique<kernels::cuda::StreamGraph>(*exec.ctx);
+    graph_ids = kernels::Tensor({local_capacity}, device);
+    graph_loss = kernels::Tensor({2}, device);
+  }
+
   TrainResult result;
   std::int64_t step = 0;
   std::uint32_t epoch_counter = 0;
@@ -277,6 +295,7 @@ TrainResult train(Network& net, const Dataset& data, const TrainOptions& options
     for (int epoch = 0; epoch < phase.epochs && step < total_steps && !result.diverged; ++epoch, ++epoch_counter) {
       shuffle_indices(order, options.seed, options.model_id, epoch_counter);
       const auto epoch_start = Clock::now();
+      if (step_graph) step_graph->reset(), graph_warm = false;
       if (resident) {
         const std::vector<std::int32_t> order32(order.begin(), order.end());
         order_device = kernels::Tensor({examples}, device);
@@ -331,12 +350,16 @@ TrainResult train(Network& net, const Dataset& data, const TrainOptions& options
         n_labeled = n;
         for (int i = lo; i < hi; ++i)
           if (global[i] >= phase.labeled) rows[n++] = i;
-        if (resident) {
-          // All rows are labeled and in order: this rank's ids are order[start + lo, start + hi).
-          const std::int32_t* ids = as_int32(order_device) + start + lo;
-          kernels::gather_rows(exec, data_device.data(), ids, n, pixels, x_device.data());
-          kernels::gather_rows(exec, as_int32(data_labels_device), ids, n, 1, as_int32(labels_device));
-        } else {
+        // Resident batches are gathered on the device from this rank's ids, order[start + lo, start + hi)
+        // (all rows labeled, in order). A full one may replay the captured step: its ids go to the
+        // graph's fixed buffer first.
+        const std::int32_t* resident_ids = resident ? as_int32(order_device) + start + lo : nullptr;
+        const bool use_graph = resident && step_graph && !graph_failed && n == batch;
+        if (use_graph) {
+          copy_int32(as_int32(graph_ids), device, resident_ids, device, n, exec.ctx);
+          resident_ids = as_int32(graph_ids);
+        }
+        if (!resident) {
           const kernels::CounterRng augment_rng(options.seed,
                                                 kernels::rng_stream(kernels::RngUse::Augment, options.model_id),
                                                 static_cast<std::uint32_t>(step));
@@ -376,25 +399,50 @@ TrainResult train(Network& net, const Dataset& data, const TrainOptions& options
           // The same objective as the CPU branch below, with the losses left on the device.
           PendingStep p;
           p.global_n = global_n;
-          kernels::fill(exec, dlogits.data(), static_cast<std::int64_t>(n) * classes, 0.0f);
-          if (reducer) reducer->begin();
-          if (n > 0) {
-            float* slot = losses_device.data() + 2 * static_cast<std::int64_t>(pending.size());
+          const float mix = phase.distill ? recipe.distill_mix : 0.0f;
+          if (n > 0 && n_labeled > 0 && mix < 1.0f) {
+            p.ce = true;
+            p.ce_scale = (1.0f - mix) * static_cast<float>(n_labeled) / static_cast<float>(labeled_in_batch);
+          }
+          if (n > 0 && phase.distill && mix > 0.0f) {
+            p.kd = true;
+            p.kd_scale = mix * static_cast<float>(n) / static_cast<float>(global_n);
+          }
+          float* slot = losses_device.data() + 2 * static_cast<std::int64_t>(pending.size());
+          // Everything from the batch to the gradients, queued on the network's stream. Its pointers
+          // and scalars are the same for every full resident batch, so it can be captured once.
+          auto queue_step = [&](float* loss_slot) {
+            if (resident_ids) {
+              kernels::gather_rows(exec, data_device.data(), resident_ids, n, pixels, x_device.data());
+              kernels::gather_rows(exec, as_int32(data_labels_device), resident_ids, n, 1, as_int32(labels_device));
+            }
+            kernels::fill(exec, dlogits.data(), static_cast<std::int64_t>(n) * classes, 0.0f);
             const kernels::Tensor& logits = net.forward(x_device.data(), n, mode);
-            const float mix = phase.distill ? recipe.distill_mix : 0.0f;
-            if (n_labeled > 0 && mix < 1.0f) {
-              p.ce = true;
-              p.ce_scale = (1.0f - mix) * static_cast<float>(n_labeled) / static_cast<float>(labeled_in_batch);
+            if (p.ce)
               kernels::softmax_cross_entropy(exec, logits.data(), as_int32(labels_device), n_labeled, classes,
-                                             dlogits.data(), p.ce_scale, slot);
-            }
-            if (phase.distill && mix > 0.0f) {
-              p.kd = true;
-              p.kd_scale = mix * static_cast<float>(n) / static_cast<float>(global_n);
+                                             dlogits.data(), p.ce_scale, loss_slot);
+            if (p.kd)
               kernels::kd_loss(exec, logits.data(), soft_labels, n, classes, recipe.distill_temperature,
-                               dlogits.data(), p.kd_scale, slot + 1);
-            }
+                               dlogits.data(), p.kd_scale, loss_slot + 1);
             net.backward(dlogits.data(), ready);
+          };
+          if (reducer) reducer->begin();
+          if (use_graph) {
+            // The epoch's first full batch runs as usual (scratch buffers reach their size), the
+            // second is captured, the others replay it; the losses go to this step's slot after.
+            if (graph_warm && !step_graph->captured() &&
+                !step_graph->capture([&] { queue_step(graph_loss.data()); }, &result.cuda_graph_fallback))
+              graph_failed = true;
+            if (step_graph->captured()) {
+              step_graph->launch();
+              ++result.cuda_graph_steps;
+            } else {
+              queue_step(graph_loss.data());
+            }
+            graph_warm = true;
+            kernels::copy_floats(slot, device, graph_loss.data(), device, 2, exec.ctx);
+          } else if (n > 0) {
+            queue_step(slot);
           } else {
             net.gradients().zero();
           }

@@ -843,6 +843,65 @@ std::string case_name(const ::testing::TestParamInfo<int>& param) {
 }
 INSTANTIATE_TEST_SUITE_P(Genomes, TrainingParity, ::testing::Values(0, 1, 2, 3, 4), case_name);
 
+// The step replayed from a CUDA graph (TrainOptions::cuda_graphs) is the same kernels on the same
+// buffers as the step queued launch by launch: bitwise the same weights and losses, over two epochs
+// (the graph is re-captured each epoch) with a short last batch that is never replayed.
+TEST(CudaGraphs, ReplayedStepsGiveTheQueuedStepsBits) {
+  const std::string why = cuda_unavailable_reason();
+  if (!why.empty()) GTEST_SKIP() << "no CUDA device: " << why;
+  const models::Dataset labeled = synthetic_set(800, 1);  // 6 full batches of 128 + one of 32 per epoch
+  for (int i = 0; i < 3; ++i) {
+    const TrainCase c = training_case(i);
+    ASSERT_EQ(c.genome.recipe.batch_size, 128) << c.name;
+    std::vector<models::TrainResult> results;
+    std::vector<std::vector<float>> weights;
+    for (const bool graphs : {false, true}) {
+      models::Network net(c.genome);
+      net.initialize(7, 3);
+      models::TrainOptions o;
+      o.seed = 5;
+      o.epochs = 2;
+      o.device = Device::CUDA;
+      o.cuda_graphs = graphs;
+      results.push_back(models::train(net, labeled, o));
+      weights.emplace_back(net.parameters().span().begin(), net.parameters().span().end());
+    }
+    const models::TrainResult &plain = results[0], &replayed = results[1];
+    std::printf("[parity] cuda graphs %-30s replayed %lld of %lld steps, loss %.9g vs %.9g%s%s\n", c.name.c_str(),
+                static_cast<long long>(replayed.cuda_graph_steps), static_cast<long long>(replayed.steps),
+                plain.final_loss, replayed.final_loss, replayed.cuda_graph_fallback.empty() ? "" : ", fallback: ",
+                replayed.cuda_graph_fallback.c_str());
+    EXPECT_EQ(plain.cuda_graph_steps, 0) << c.name;
+    EXPECT_TRUE(replayed.cuda_graph_fallback.empty()) << c.name << ": " << replayed.cuda_graph_fallback;
+    // Per epoch: the first full batch warms up, the second is captured and replayed, four more replay.
+    EXPECT_EQ(replayed.cuda_graph_steps, 2 * 5) << c.name;
+    EXPECT_EQ(plain.steps, replayed.steps) << c.name;
+    ASSERT_EQ(plain.epochs.size(), replayed.epochs.size()) << c.name;
+    for (std::size_t e = 0; e < plain.epochs.size(); ++e)
+      EXPECT_EQ(plain.epochs[e].mean_loss, replayed.epochs[e].mean_loss) << c.name << " epoch " << e;
+    EXPECT_TRUE(weights[0] == weights[1]) << c.name << ": weights differ with the step replayed from a graph";
+  }
+}
+
+// Where a graph does not apply (dropout draws per step, a staged batch path) training runs as usual
+// and says nothing was replayed.
+TEST(CudaGraphs, NetworksWithDropoutAreNotCaptured) {
+  const std::string why = cuda_unavailable_reason();
+  if (!why.empty()) GTEST_SKIP() << "no CUDA device: " << why;
+  TrainCase c = training_case(0);
+  c.genome.blocks.insert(c.genome.blocks.end() - 1, rsi::test_blocks::dropout(0.2f));
+  models::Network net(c.genome);
+  net.initialize(7, 3);
+  EXPECT_FALSE(net.step_invariant());
+  models::TrainOptions o;
+  o.device = Device::CUDA;
+  o.cuda_graphs = true;
+  o.epochs = 1;
+  const models::TrainResult r = models::train(net, synthetic_set(400, 1), o);
+  EXPECT_EQ(r.cuda_graph_steps, 0);
+  EXPECT_FALSE(r.diverged);
+}
+
 #if RSI_HAVE_CUDA
 // A group of two identical ranks, seen from rank 0, for device buffers: each bucket's "all-reduce",
 // queued on the stream it is given, first copies what it was given to `seen` and then writes the

@@ -93,6 +93,15 @@ TEST(Network, FlatBufferHoldsEveryParameterOnce) {
   EXPECT_GT(net.state().numel(), 0);  // batch-norm running statistics
 }
 
+TEST(Network, StepInvariantUnlessDropoutDrawsPerStep) {
+  EXPECT_TRUE(models::Network(every_block_genome(), kSmall).step_invariant());
+  models::Genome g = every_block_genome();
+  g.blocks.insert(g.blocks.end() - 1, dropout(0.3f));
+  EXPECT_FALSE(models::Network(g, kSmall).step_invariant()) << "dropout masks are drawn per step";
+  g.blocks[g.blocks.size() - 2].rate = 0.0f;
+  EXPECT_TRUE(models::Network(g, kSmall).step_invariant()) << "a dropout of rate 0 draws nothing";
+}
+
 TEST(Network, InitialisationIsAPureFunctionOfSeedAndModelId) {
   models::Network a(every_block_genome(), kSmall), b(every_block_genome(), kSmall), c(every_block_genome(), kSmall);
   a.initialize(5, 2);

@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -64,6 +65,30 @@ class Context {
 
 // The calling thread's context (created on first use on the current device).
 Context& default_context();
+
+// Work queued on a context's stream, recorded once as a CUDA graph and replayed with one launch
+// (a small network's training step is bound by kernel launches: replaying it as one graph removes
+// the per-launch cost). Capture records without running anything, and freezes every pointer and
+// kernel argument: re-capture whenever a buffer may have moved or a value changed.
+class StreamGraph {
+ public:
+  explicit StreamGraph(Context& ctx);
+  ~StreamGraph();
+  StreamGraph(const StreamGraph&) = delete;
+  StreamGraph& operator=(const StreamGraph&) = delete;
+
+  // Records what `work` queues on the context's stream and instantiates it. When that fails (an op
+  // that cannot be captured: a host synchronisation, an allocation) returns false with the reason
+  // in `why`; nothing of `work` ran and the stream stays usable, so the caller queues it normally.
+  bool capture(const std::function<void()>& work, std::string* why = nullptr);
+  bool captured() const;
+  void reset();
+  void launch();  // queues one replay on the context's stream
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
 
 // A second stream beside a context's, for work that overlaps it (a trainer all-reduces gradient
 // buckets here while the backward pass goes on in the context's stream), ordered against it by

@@ -85,6 +85,10 @@ class Network {
   using GradientsReady = std::function<void(std::int64_t from)>;
   void backward(const float* dlogits, const GradientsReady& ready = {});
 
+  // True when a training-mode forward + backward queues the same work for every step of the same
+  // batch size (no dropout: its masks are drawn per step), so it can be captured once and replayed.
+  bool step_invariant() const;
+
   std::string summary() const;  // one line per layer: kind, output shape, parameters
 
  private:

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <string>
 #include <vector>
 
 #include "rsi/collective/communicator.h"
@@ -49,6 +50,9 @@ using Teacher = std::function<void(const float* x, int N, float* logits)>;
 // [r·B/R, (r+1)·B/R); gradients are summed over the group in buckets and every rank applies the
 // same optimizer step. Batch norm uses each shard's statistics (as PyTorch DDP without SyncBN);
 // the running statistics are averaged over the group at the end of each epoch.
+// RSI_CUDA_GRAPHS=1 in the environment (TrainOptions::cuda_graphs' default).
+bool cuda_graphs_from_environment();
+
 struct TrainOptions {
   std::uint64_t seed = 0;
   std::uint64_t model_id = 0;
@@ -77,6 +81,13 @@ struct TrainOptions {
   // `loss_check_every` steps late (the losses are read back in groups, so the GPU never waits).
   kernels::Device device = kernels::default_device();
   int loss_check_every = 32;
+  // GPU: replay each full batch's step (batch gather, forward, losses, backward; not the optimizer)
+  // from a CUDA graph captured once per epoch, instead of ~10 launches per layer. Applies to the
+  // data-set-resident path (no augmentation, no distillation) on one rank for networks without
+  // dropout; elsewhere, or when the capture fails, steps are queued as usual. The replayed work is
+  // the same kernels on the same buffers: results equal those without (tests/gpu/test_parity.cpp).
+  // Default: RSI_CUDA_GRAPHS=1 in the environment turns it on.
+  bool cuda_graphs = cuda_graphs_from_environment();
   // Testing: run the GPU code path (device-resident batches, deferred loss read-back) with the CPU
   // ops, so its bookkeeping is checked bit-for-bit against the CPU path on machines without a GPU.
   bool gpu_path_on_cpu = false;
@@ -90,6 +101,9 @@ struct TrainResult {
   // Gradient all-reduce buckets over the group (0 without one), and how many of them were issued
   // while the backward pass of lower layers was still to run (GradientReducer).
   std::int64_t buckets_reduced = 0, buckets_overlapped = 0;
+  // Steps replayed from a CUDA graph, and why capturing failed if it did (then none were).
+  std::int64_t cuda_graph_steps = 0;
+  std::string cuda_graph_fallback;
   std::vector<EpochReport> epochs;
 };
 
