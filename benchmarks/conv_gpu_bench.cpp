@@ -92,7 +92,7 @@ std::vector<float> swap_outer(const std::vector<float>& v, int A, int B) {
 double normalised_error(const std::vector<float>& got, const std::vector<float>& want) {
   double max_want = 0.0, max_err = 0.0;
   for (std::size_t i = 0; i < want.size(); ++i) {
-    if (!std::isfinite(got[i])) return INFINITY;
+    if (!std::isfinite(got[i]) || !std::isfinite(want[i])) return INFINITY;
     max_want = std::max(max_want, std::fabs(static_cast<double>(want[i])));
     max_err = std::max(max_err, std::fabs(static_cast<double>(got[i]) - want[i]));
   }
@@ -160,15 +160,20 @@ Row measure(const Shape& sh, int N, int reps, bool tf32, cudnnHandle_t dnn, void
   float *cX = upload(x_nchw), *cW = upload(w), *cB = upload(b), *cdY = upload(dy_nchw);
   float *cY = upload(std::vector<float>(ny)), *cdX = upload(std::vector<float>(nx)), *cdW = upload(std::vector<float>(nw)),
         *cdb = upload(std::vector<float>(static_cast<std::size_t>(s.K)));
-  int got = 0;
+  CHECK_CUDA(cudaDeviceSynchronize());  // upload()'s copies went to the legacy stream
+  int got_fwd = 0, got_data = 0, got_filter = 0;
   cudnnConvolutionFwdAlgoPerf_t fwd[8];
   cudnnConvolutionBwdDataAlgoPerf_t bwd_data[8];
   cudnnConvolutionBwdFilterAlgoPerf_t bwd_filter[8];
-  CHECK_CUDNN(cudnnFindConvolutionForwardAlgorithmEx(dnn, xd, cX, wd, cW, cd, yd, cY, 8, &got, fwd, workspace, ws_bytes));
-  CHECK_CUDNN(cudnnFindConvolutionBackwardDataAlgorithmEx(dnn, wd, cW, yd, cdY, cd, xd, cdX, 8, &got, bwd_data, workspace,
-                                                          ws_bytes));
-  CHECK_CUDNN(cudnnFindConvolutionBackwardFilterAlgorithmEx(dnn, xd, cX, yd, cdY, cd, wd, cdW, 8, &got, bwd_filter,
-                                                            workspace, ws_bytes));
+  CHECK_CUDNN(cudnnFindConvolutionForwardAlgorithmEx(dnn, xd, cX, wd, cW, cd, yd, cY, 8, &got_fwd, fwd, workspace,
+                                                     ws_bytes));
+  CHECK_CUDNN(cudnnFindConvolutionBackwardDataAlgorithmEx(dnn, wd, cW, yd, cdY, cd, xd, cdX, 8, &got_data, bwd_data,
+                                                          workspace, ws_bytes));
+  CHECK_CUDNN(cudnnFindConvolutionBackwardFilterAlgorithmEx(dnn, xd, cX, yd, cdY, cd, wd, cdW, 8, &got_filter,
+                                                            bwd_filter, workspace, ws_bytes));
+  if (got_fwd < 1 || fwd[0].status != CUDNN_STATUS_SUCCESS || got_data < 1 ||
+      bwd_data[0].status != CUDNN_STATUS_SUCCESS || got_filter < 1 || bwd_filter[0].status != CUDNN_STATUS_SUCCESS)
+    throw std::runtime_error(std::string("cuDNN found no working algorithm for ") + sh.where);
   const float one = 1.0f, zero = 0.0f;
   auto cudnn_forward = [&] {
     CHECK_CUDNN(cudnnConvolutionForward(dnn, &one, xd, cX, wd, cW, cd, fwd[0].algo, workspace, ws_bytes, &zero, yd, cY));

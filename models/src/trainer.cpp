@@ -390,7 +390,8 @@ TrainResult train(Network& net, const Dataset& data, const TrainOptions& options
 
         const Network::Mode mode{true, options.seed, options.model_id, static_cast<std::uint32_t>(step), lo};
         // The batch's soft labels: from the teacher network on the training device (the same stream),
-        // or what the host teacher wrote (uploaded above on the GPU).
+        // or what the host teacher wrote (uploaded above on the GPU). Distillation batches are never
+        // resident, so x_device already holds this batch (resident ones are gathered in queue_step).
         const float* soft_labels = nullptr;
         if (phase.distill && n > 0)
           soft_labels = teacher_net ? teacher_net->forward(gpu ? x_device.data() : inputs.data(), n, {}).data()

@@ -850,8 +850,17 @@ TEST(CudaGraphs, ReplayedStepsGiveTheQueuedStepsBits) {
   const std::string why = cuda_unavailable_reason();
   if (!why.empty()) GTEST_SKIP() << "no CUDA device: " << why;
   const models::Dataset labeled = synthetic_set(800, 1);  // 6 full batches of 128 + one of 32 per epoch
-  for (int i = 0; i < 3; ++i) {
-    const TrainCase c = training_case(i);
+  const models::Dataset validation = synthetic_set(300, 3);
+  using namespace rsi::test_blocks;
+  for (int i = 0; i < 4; ++i) {
+    // The reference MLP and CNN, then a network with batch norm (running statistics updated inside
+    // the graph) that is evaluated between epochs (evaluation at batch 256 grows scratch buffers:
+    // the graph must be captured again).
+    TrainCase c = i < 3 ? training_case(i)
+                        : TrainCase{"batch norm, evaluated each epoch",
+                                    genome_of({conv(8), batchnorm(), relu(), pool(Block::PoolKind::Max), dense(32),
+                                               batchnorm(), relu(), dense(10)})};
+    if (i == 3) c.genome.recipe.batch_size = 128;
     ASSERT_EQ(c.genome.recipe.batch_size, 128) << c.name;
     std::vector<models::TrainResult> results;
     std::vector<std::vector<float>> weights;
@@ -863,6 +872,7 @@ TEST(CudaGraphs, ReplayedStepsGiveTheQueuedStepsBits) {
       o.epochs = 2;
       o.device = Device::CUDA;
       o.cuda_graphs = graphs;
+      if (i == 3) o.validation = &validation;
       results.push_back(models::train(net, labeled, o));
       weights.emplace_back(net.parameters().span().begin(), net.parameters().span().end());
     }
@@ -971,9 +981,13 @@ TEST(GradientReducerOnGpu, SideStreamWaitsForBackwardAndTheStepWaitsForIt) {
   DeviceRecordingGroup group(net.gradients().data(), sums.data(), seen.data());
   models::GradientReducer reducer(group, net, bucket);
   ASSERT_EQ(reducer.path(), models::GradientReducer::Path::Device);
+  // Busy work queued on the network's stream before each backward: without the events the side
+  // stream would run its copies while the backward pass is still waiting behind it.
+  kn::Tensor busy({std::int64_t{1} << 26}, Device::CUDA);
   for (int step = 0; step < 3; ++step) {
     kn::fill(exec, net.gradients().data(), P, kNaN);
     kn::fill(exec, seen.data(), P, kNaN);
+    for (int k = 0; k < 8; ++k) kn::fill(exec, busy.data(), busy.numel(), static_cast<float>(k));
     net.forward(x.data(), N, mode);
     reducer.begin();
     net.backward(dlogits.data(), reducer.hook());

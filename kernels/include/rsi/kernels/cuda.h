@@ -79,7 +79,8 @@ class StreamGraph {
 
   // Records what `work` queues on the context's stream and instantiates it. When that fails (an op
   // that cannot be captured: a host synchronisation, an allocation) returns false with the reason
-  // in `why`; nothing of `work` ran and the stream stays usable, so the caller queues it normally.
+  // in `why`; no GPU work of `work` ran (its host-side effects did) and the stream stays usable, so
+  // the caller queues it normally. `work` must not grow buffers: run it once uncaptured first.
   bool capture(const std::function<void()>& work, std::string* why = nullptr);
   bool captured() const;
   void reset();

@@ -101,7 +101,8 @@ struct TrainResult {
   // Gradient all-reduce buckets over the group (0 without one), and how many of them were issued
   // while the backward pass of lower layers was still to run (GradientReducer).
   std::int64_t buckets_reduced = 0, buckets_overlapped = 0;
-  // Steps replayed from a CUDA graph, and why capturing failed if it did (then none were).
+  // Steps replayed from a CUDA graph, and why a capture failed if one did (no capture is tried after
+  // that; steps replayed before it still count).
   std::int64_t cuda_graph_steps = 0;
   std::string cuda_graph_fallback;
   std::vector<EpochReport> epochs;
