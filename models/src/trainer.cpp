@@ -261,12 +261,22 @@ TrainResult train(Network& net, const Dataset& data, const TrainOptions& options
     teacher_device = kernels::Tensor({distill && !teacher_net ? local_capacity * classes : 0}, device);
     losses_device = kernels::Tensor({2 * static_cast<std::int64_t>(loss_window)}, device);
     host_losses.resize(2 * static_cast<std::size_t>(loss_window));
-    if (!augment && data.size() > 0) {
-      data_device = kernels::Tensor({data.size() * pixels}, device);
+    // Without augmentation the examples go up once: the labeled set, then (when a teacher network
+    // labels it on the device) the unlabeled pool, whose labels are -1 (never read: the CE call takes
+    // the labeled prefix of a batch). Example id i is row i of this set in both phases.
+    const std::int64_t pool = distill && teacher_net ? unlabeled : 0;
+    const std::int64_t rows_up = data.size() + pool;
+    if (!augment && rows_up > 0) {
+      data_device = kernels::Tensor({rows_up * pixels}, device);
       kernels::copy_floats(data_device.data(), device, data.images.data(), kernels::Device::CPU, data.size() * pixels);
-      data_labels_device = kernels::Tensor({data.size()}, device);
-      copy_int32(reinterpret_cast<std::int32_t*>(data_labels_device.data()), device, data.labels.data(),
-                 kernels::Device::CPU, data.size());
+      if (pool > 0)
+        kernels::copy_floats(data_device.data() + data.size() * pixels, device, options.unlabeled->images.data(),
+                             kernels::Device::CPU, pool * pixels);
+      std::vector<std::int32_t> all_labels(static_cast<std::size_t>(rows_up), -1);
+      std::copy(data.labels.begin(), data.labels.end(), all_labels.begin());
+      data_labels_device = kernels::Tensor({rows_up}, device);
+      copy_int32(reinterpret_cast<std::int32_t*>(data_labels_device.data()), device, all_labels.data(),
+                 kernels::Device::CPU, rows_up);
     }
   }
   auto as_int32 = [](kernels::Tensor& t) { return reinterpret_cast<std::int32_t*>(t.data()); };
@@ -290,10 +300,18 @@ TrainResult train(Network& net, const Dataset& data, const TrainOptions& options
     const std::int64_t examples = phase.labeled + phase.unlabeled;
     if (examples == 0) continue;
     const std::int64_t steps_per_epoch = (examples + batch - 1) / batch;
-    const bool resident = gpu && !augment && !phase.distill && phase.unlabeled == 0;
+    // Batches gathered on the device from the uploaded examples: no augmentation, and soft labels (if
+    // any) from a teacher network on the device. Others are prepared on the host and uploaded.
+    const bool resident = gpu && !augment && (!phase.distill || teacher_net) && data_device.numel() > 0;
     std::vector<std::int64_t> order(static_cast<std::size_t>(examples));
     for (int epoch = 0; epoch < phase.epochs && step < total_steps && !result.diverged; ++epoch, ++epoch_counter) {
       shuffle_indices(order, options.seed, options.model_id, epoch_counter);
+      // Labeled rows first within each global batch, so every draw keyed by the global row (dropout,
+      // augmentation) is the same whatever the shard layout, and a shard's labeled rows are its prefix.
+      if (phase.unlabeled > 0)
+        for (std::int64_t from = 0; from < examples; from += batch)
+          std::stable_partition(order.begin() + from, order.begin() + std::min(from + batch, examples),
+                                [&](std::int64_t id) { return id < phase.labeled; });
       const auto epoch_start = Clock::now();
       if (step_graph) step_graph->reset(), graph_warm = false;
       if (resident) {
@@ -333,11 +351,6 @@ TrainResult train(Network& net, const Dataset& data, const TrainOptions& options
       for (std::int64_t b = 0; b < steps_per_epoch && step < total_steps; ++b, ++step) {
         const std::int64_t start = b * batch;
         const int global_n = static_cast<int>(std::min<std::int64_t>(batch, examples - start));
-        // Labeled rows first in the global batch, so every draw keyed by the global row (dropout,
-        // augmentation) is the same whatever the shard layout.
-        if (phase.unlabeled > 0)
-          std::stable_partition(order.begin() + start, order.begin() + start + global_n,
-                                [&](std::int64_t id) { return id < phase.labeled; });
         const std::int64_t* global = order.data() + start;
         int labeled_in_batch = 0;
         for (int i = 0; i < global_n; ++i) labeled_in_batch += global[i] < phase.labeled;
@@ -351,10 +364,10 @@ TrainResult train(Network& net, const Dataset& data, const TrainOptions& options
         for (int i = lo; i < hi; ++i)
           if (global[i] >= phase.labeled) rows[n++] = i;
         // Resident batches are gathered on the device from this rank's ids, order[start + lo, start + hi)
-        // (all rows labeled, in order). A full one may replay the captured step: its ids go to the
-        // graph's fixed buffer first.
+        // (labeled ones first, as `rows`). A full fine-tuning one may replay the captured step: its ids
+        // go to the graph's fixed buffer first.
         const std::int32_t* resident_ids = resident ? as_int32(order_device) + start + lo : nullptr;
-        const bool use_graph = resident && step_graph && !graph_failed && n == batch;
+        const bool use_graph = resident && !phase.distill && step_graph && !graph_failed && n == batch;
         if (use_graph) {
           copy_int32(as_int32(graph_ids), device, resident_ids, device, n, exec.ctx);
           resident_ids = as_int32(graph_ids);
@@ -389,13 +402,12 @@ TrainResult train(Network& net, const Dataset& data, const TrainOptions& options
         }
 
         const Network::Mode mode{true, options.seed, options.model_id, static_cast<std::uint32_t>(step), lo};
-        // The batch's soft labels: from the teacher network on the training device (the same stream),
-        // or what the host teacher wrote (uploaded above on the GPU). Distillation batches are never
-        // resident, so x_device already holds this batch (resident ones are gathered in queue_step).
+        // The batch's soft labels: what the host teacher wrote (uploaded above on the GPU), or the
+        // teacher network's logits, computed once the batch is in place (in queue_step on the GPU).
         const float* soft_labels = nullptr;
-        if (phase.distill && n > 0)
-          soft_labels = teacher_net ? teacher_net->forward(gpu ? x_device.data() : inputs.data(), n, {}).data()
-                                    : (gpu ? teacher_device.data() : teacher_logits.data());
+        const bool network_teacher = phase.distill && n > 0 && teacher_net;
+        if (phase.distill && n > 0 && !teacher_net) soft_labels = gpu ? teacher_device.data() : teacher_logits.data();
+        if (network_teacher && !gpu) soft_labels = teacher_net->forward(inputs.data(), n, {}).data();
         if (gpu) {
           // The same objective as the CPU branch below, with the losses left on the device.
           PendingStep p;
@@ -417,6 +429,7 @@ TrainResult train(Network& net, const Dataset& data, const TrainOptions& options
               kernels::gather_rows(exec, data_device.data(), resident_ids, n, pixels, x_device.data());
               kernels::gather_rows(exec, as_int32(data_labels_device), resident_ids, n, 1, as_int32(labels_device));
             }
+            if (network_teacher) soft_labels = teacher_net->forward(x_device.data(), n, {}).data();
             kernels::fill(exec, dlogits.data(), static_cast<std::int64_t>(n) * classes, 0.0f);
             const kernels::Tensor& logits = net.forward(x_device.data(), n, mode);
             if (p.ce)

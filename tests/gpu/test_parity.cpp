@@ -714,13 +714,18 @@ TEST(TrainingCases, GpuCodePathOnTheCpuIsBitwiseTheCpuPath) {
 
 // A teacher given as a network (run by train() on the training device) labels exactly as the same
 // network behind a host callback: bitwise, on the CPU path and on the GPU code path with CPU ops.
+// Without augmentation that GPU path gathers the distillation batches (labeled and unlabeled) from
+// the examples uploaded once (the resident path), with augmentation it prepares them on the host.
 TEST(TrainingCases, TeacherNetworkGivesTheHostTeachersBits) {
   const models::Dataset labeled = synthetic_set(100, 1), unlabeled = synthetic_set(30, 2);
   models::Network teacher(training_case(0).genome);
   teacher.initialize(5, 1);
-  TrainCase c = training_case(3);
-  c.genome.recipe.batch_size = 32;
+  for (const bool augmented : {true, false})
   for (const bool gpu_path : {false, true}) {
+    TrainCase c = training_case(3);
+    c.genome.recipe.batch_size = 32;
+    if (!augmented) c.genome.recipe.augmentation = {};
+    const std::string where = std::string(gpu_path ? "gpu path" : "cpu path") + (augmented ? ", augmented" : "");
     std::vector<std::vector<float>> weights;
     std::vector<double> losses;
     for (const bool as_network : {false, true}) {
@@ -743,8 +748,8 @@ TEST(TrainingCases, TeacherNetworkGivesTheHostTeachersBits) {
       losses.push_back(r.final_loss);
       weights.emplace_back(net.parameters().span().begin(), net.parameters().span().end());
     }
-    EXPECT_EQ(losses[0], losses[1]) << (gpu_path ? "gpu path" : "cpu path");
-    EXPECT_TRUE(weights[0] == weights[1]) << (gpu_path ? "gpu path" : "cpu path");
+    EXPECT_EQ(losses[0], losses[1]) << where;
+    EXPECT_TRUE(weights[0] == weights[1]) << where;
   }
 }
 
@@ -768,10 +773,16 @@ TEST(TrainingCases, GpuCodePathDetectsDivergence) {
 
 // Case 4 is case 3 with the teacher as a network (TrainOptions::teacher_network): on the GPU run its
 // forward pass runs on the device and the soft labels never reach the host.
+// Case 5 also drops the augmentation: distillation batches are then gathered on the device from the
+// uploaded labeled set and unlabeled pool (the resident path) and labeled there by the teacher.
 TEST_P(TrainingParity, StepsOnGpuMatchTheCpu) {
-  const bool teacher_on_device = GetParam() == 4;
+  const bool teacher_on_device = GetParam() >= 4;
   TrainCase c = training_case(std::min(GetParam(), 3));
   if (teacher_on_device) c.name += ", teacher network on the device";
+  if (GetParam() == 5) {
+    c.genome.recipe.augmentation = {};
+    c.name += ", resident";
+  }
   const models::Dataset labeled = synthetic_set(300, 1), unlabeled = synthetic_set(100, 2),
                         validation = synthetic_set(200, 3);
   const bool adam = c.genome.recipe.optimizer != models::Recipe::Optimizer::Sgd;
@@ -838,10 +849,10 @@ TEST_P(TrainingParity, StepsOnGpuMatchTheCpu) {
 
 std::string case_name(const ::testing::TestParamInfo<int>& param) {
   static const char* const names[] = {"mlp_adam", "cnn_adam", "cnn_sgd", "every_block_staged",
-                                      "every_block_teacher_on_device"};
+                                      "every_block_teacher_on_device", "every_block_resident_distillation"};
   return names[param.param];
 }
-INSTANTIATE_TEST_SUITE_P(Genomes, TrainingParity, ::testing::Values(0, 1, 2, 3, 4), case_name);
+INSTANTIATE_TEST_SUITE_P(Genomes, TrainingParity, ::testing::Values(0, 1, 2, 3, 4, 5), case_name);
 
 // The step replayed from a CUDA graph (TrainOptions::cuda_graphs) is the same kernels on the same
 // buffers as the step queued launch by launch: bitwise the same weights and losses, over two epochs
