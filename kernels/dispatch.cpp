@@ -2,6 +2,8 @@
 // stay bitwise what they were) or the CUDA one (kernels/cuda/).
 #include "rsi/kernels/dispatch.h"
 
+#include "rsi/kernels/augment.h"
+
 #include <algorithm>
 #include <atomic>
 #include <stdexcept>
@@ -230,6 +232,19 @@ void gather_rows(const Exec& e, const std::int32_t* src, const std::int32_t* row
                  std::int32_t* dst) {
   RSI_DISPATCH(for (int r = 0; r < n; ++r) std::copy_n(src + rows[r] * width, width, dst + r * width),
                cuda::gather_rows(ctx, src, rows, n, width, dst));
+}
+
+void augment_rows(const Exec& e, const float* src, const std::int32_t* ids, int n, int rows, int cols, int shift,
+                  bool flip, const CounterRng& rng, std::uint64_t first_draw, float* out) {
+  const std::int64_t pixels = std::int64_t{rows} * cols;
+  RSI_DISPATCH(
+      for (int r = 0; r < n; ++r) {
+        const ShiftFlip t = draw_shift_flip(rng, first_draw + static_cast<std::uint64_t>(r), shift, flip);
+        const float* image = src + static_cast<std::int64_t>(ids[r]) * pixels;
+        for (int y = 0; y < rows; ++y)
+          for (int x = 0; x < cols; ++x) out[r * pixels + std::int64_t{y} * cols + x] = shifted_pixel(image, rows, cols, t, y, x);
+      },
+      cuda::augment_rows(ctx, src, ids, n, rows, cols, shift, flip, rng, first_draw, out));
 }
 
 }  // namespace rsi::kernels

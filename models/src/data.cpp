@@ -4,6 +4,8 @@
 // u32 dimensions, then the bytes. See http://yann.lecun.com/exdb/mnist/.
 #include "rsi/models/data.h"
 
+#include "rsi/kernels/augment.h"
+
 #include <zlib.h>
 
 #include <algorithm>
@@ -317,36 +319,17 @@ void augment_batch(const Dataset& data, const std::int64_t* indices, std::int64_
     for (std::int64_t i = 0; i < count; ++i) std::copy_n(data.image(indices[i]), pixels, out + i * pixels);
     return;
   }
-  const auto span = static_cast<std::uint64_t>(2 * std::int64_t{aug.shift} + 1);
   // Each image's draws depend only on its position i in the batch, so the result is the same for
-  // any thread count or schedule.
+  // any thread count or schedule (kernels/augment.h: the same pixels as the GPU's augment_rows).
 #pragma omp parallel for schedule(static) if (count > 16)
   for (std::int64_t i = 0; i < count; ++i) {
-    const auto words = rng.block(first_draw + static_cast<std::uint64_t>(i));
-    const int dx = static_cast<int>((std::uint64_t{words[0]} * span) >> 32) - aug.shift;
-    const int dy = static_cast<int>((std::uint64_t{words[1]} * span) >> 32) - aug.shift;
-    const bool flip = aug.flip && (words[2] >> 31) != 0;
+    const kernels::ShiftFlip t =
+        kernels::draw_shift_flip(rng, first_draw + static_cast<std::uint64_t>(i), aug.shift, aug.flip);
     const float* source = data.image(indices[i]);
     float* target = out + i * pixels;
-    // target(y, x) = flipped source(y - dy, x - dx): the flip happens first, then the content
-    // moves dx to the right and dy down; pixels shifted in from outside are zero.
-    for (int y = 0; y < rows; ++y) {
-      const int source_y = y - dy;
-      float* target_row = target + static_cast<std::int64_t>(y) * cols;
-      if (source_y < 0 || source_y >= rows) {
-        std::fill_n(target_row, cols, 0.0f);
-        continue;
-      }
-      const float* source_row = source + static_cast<std::int64_t>(source_y) * cols;
-      for (int x = 0; x < cols; ++x) {
-        const int unflipped_x = x - dx;
-        if (unflipped_x < 0 || unflipped_x >= cols) {
-          target_row[x] = 0.0f;
-        } else {
-          target_row[x] = source_row[flip ? cols - 1 - unflipped_x : unflipped_x];
-        }
-      }
-    }
+    for (int y = 0; y < rows; ++y)
+      for (int x = 0; x < cols; ++x)
+        target[static_cast<std::int64_t>(y) * cols + x] = kernels::shifted_pixel(source, rows, cols, t, y, x);
   }
 }
 

@@ -261,12 +261,13 @@ TrainResult train(Network& net, const Dataset& data, const TrainOptions& options
     teacher_device = kernels::Tensor({distill && !teacher_net ? local_capacity * classes : 0}, device);
     losses_device = kernels::Tensor({2 * static_cast<std::int64_t>(loss_window)}, device);
     host_losses.resize(2 * static_cast<std::size_t>(loss_window));
-    // Without augmentation the examples go up once: the labeled set, then (when a teacher network
-    // labels it on the device) the unlabeled pool, whose labels are -1 (never read: the CE call takes
-    // the labeled prefix of a batch). Example id i is row i of this set in both phases.
+    // The examples go up once: the labeled set, then (when a teacher network labels it on the device)
+    // the unlabeled pool, whose labels are -1 (never read: the CE call takes the labeled prefix of a
+    // batch). Example id i is row i of this set in both phases; batches are gathered (and augmented)
+    // from it on the device.
     const std::int64_t pool = distill && teacher_net ? unlabeled : 0;
     const std::int64_t rows_up = data.size() + pool;
-    if (!augment && rows_up > 0) {
+    if (rows_up > 0) {
       data_device = kernels::Tensor({rows_up * pixels}, device);
       kernels::copy_floats(data_device.data(), device, data.images.data(), kernels::Device::CPU, data.size() * pixels);
       if (pool > 0)
@@ -300,9 +301,9 @@ TrainResult train(Network& net, const Dataset& data, const TrainOptions& options
     const std::int64_t examples = phase.labeled + phase.unlabeled;
     if (examples == 0) continue;
     const std::int64_t steps_per_epoch = (examples + batch - 1) / batch;
-    // Batches gathered on the device from the uploaded examples: no augmentation, and soft labels (if
-    // any) from a teacher network on the device. Others are prepared on the host and uploaded.
-    const bool resident = gpu && !augment && (!phase.distill || teacher_net) && data_device.numel() > 0;
+    // Batches gathered (and augmented) on the device from the uploaded examples when the soft labels
+    // (if any) come from a teacher network on the device; others are prepared on the host and uploaded.
+    const bool resident = gpu && (!phase.distill || teacher_net) && data_device.numel() > 0;
     std::vector<std::int64_t> order(static_cast<std::size_t>(examples));
     for (int epoch = 0; epoch < phase.epochs && step < total_steps && !result.diverged; ++epoch, ++epoch_counter) {
       shuffle_indices(order, options.seed, options.model_id, epoch_counter);
@@ -367,7 +368,7 @@ TrainResult train(Network& net, const Dataset& data, const TrainOptions& options
         // (labeled ones first, as `rows`). A full fine-tuning one may replay the captured step: its ids
         // go to the graph's fixed buffer first.
         const std::int32_t* resident_ids = resident ? as_int32(order_device) + start + lo : nullptr;
-        const bool use_graph = resident && !phase.distill && step_graph && !graph_failed && n == batch;
+        const bool use_graph = resident && !phase.distill && !augment && step_graph && !graph_failed && n == batch;
         if (use_graph) {
           copy_int32(as_int32(graph_ids), device, resident_ids, device, n, exec.ctx);
           resident_ids = as_int32(graph_ids);
@@ -425,7 +426,16 @@ TrainResult train(Network& net, const Dataset& data, const TrainOptions& options
           // Everything from the batch to the gradients, queued on the network's stream. Its pointers
           // and scalars are the same for every full resident batch, so it can be captured once.
           auto queue_step = [&](float* loss_slot) {
-            if (resident_ids) {
+            if (resident_ids && augment) {
+              // The draws of global row lo + r, as augment_batch on the host path.
+              const kernels::CounterRng augment_rng(
+                  options.seed, kernels::rng_stream(kernels::RngUse::Augment, options.model_id),
+                  static_cast<std::uint32_t>(step));
+              kernels::augment_rows(exec, data_device.data(), resident_ids, n, data.rows, data.cols,
+                                    recipe.augmentation.shift, recipe.augmentation.flip, augment_rng,
+                                    static_cast<std::uint64_t>(lo), x_device.data());
+              kernels::gather_rows(exec, as_int32(data_labels_device), resident_ids, n, 1, as_int32(labels_device));
+            } else if (resident_ids) {
               kernels::gather_rows(exec, data_device.data(), resident_ids, n, pixels, x_device.data());
               kernels::gather_rows(exec, as_int32(data_labels_device), resident_ids, n, 1, as_int32(labels_device));
             }

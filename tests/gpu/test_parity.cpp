@@ -23,6 +23,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <limits>
 #include <sstream>
@@ -36,6 +37,7 @@
 #include "rsi/kernels/rng.h"
 #include "rsi/kernels/tensor.h"
 #include "rsi/collective/communicator.h"
+#include "rsi/models/data.h"
 #include "rsi/models/genome.h"
 #include "rsi/models/gradient_reducer.h"
 #include "rsi/models/network.h"
@@ -302,6 +304,37 @@ TEST_P(Parity, Dropout) {
     kn::dropout_forward_cnhw(exec_, xc.data(), yc.data(), mc.data(), C, N, HW, rate, rng, base, row_offset);
     EXPECT_EQ(down(mc), maskc) << name() << " CNHW dropout mask (rate " << rate << ")";
     EXPECT_TRUE(check("dropout_forward_cnhw rate " + std::to_string(rate), yc, Yc));
+  }
+}
+
+// Shift-and-flip augmentation gathered from a data set on the device: the pixels
+// models::augment_batch gives on the host, bit for bit (they are copies, no arithmetic).
+TEST_P(Parity, AugmentRows) {
+  models::Dataset d;
+  d.images = inputs.normal(50 * 784, 61);
+  d.labels.assign(50, 0);
+  std::vector<std::int32_t> ids;
+  std::vector<std::int64_t> ids64;
+  for (int r = 0; r < 37; ++r) {
+    ids.push_back((r * 17 + 3) % 50);  // some ids twice
+    ids64.push_back(ids.back());
+  }
+  const int n = static_cast<int>(ids.size());
+  const kn::CounterRng rng(7, kn::rng_stream(kn::RngUse::Augment, 9), 123);
+  auto src = up(d.images), id = up_int(ids);
+  for (const models::Augmentation aug : {models::Augmentation{2, true}, models::Augmentation{3, false},
+                                         models::Augmentation{0, true}, models::Augmentation{0, false}}) {
+    const std::uint64_t first_draw = 11;
+    std::vector<float> want(sz(n) * 784);
+    models::augment_batch(d, ids64.data(), n, aug, rng, want.data(), first_draw);
+    auto out = nans(n * 784LL);
+    kn::augment_rows(exec_, src.data(), ints(id), n, 28, 28, aug.shift, aug.flip, rng, first_draw, out.data());
+    const std::vector<float> got = down(out);
+    std::int64_t differing = 0;
+    for (std::size_t i = 0; i < got.size(); ++i) differing += std::memcmp(&got[i], &want[i], sizeof(float)) != 0;
+    std::printf("[parity] %-4s augment_rows shift %d flip %d n=%d: %lld pixels differ\n", name(), aug.shift,
+                aug.flip ? 1 : 0, n, static_cast<long long>(differing));
+    EXPECT_EQ(differing, 0) << name() << " augment_rows (shift " << aug.shift << ", flip " << aug.flip << ")";
   }
 }
 

@@ -75,9 +75,9 @@ struct TrainOptions {
   std::int64_t progress_every = 20;
   // Where to train (default: kernels::default_device(), which the runtime sets for a GPU run).
   // Device::CUDA moves the network to the current GPU for the call (back to where it
-  // was at the end) and keeps weights, activations and batches there: without augmentation the
-  // examples (and, with a teacher_network, the unlabeled pool) are uploaded once and batches are
-  // gathered on the device. GPU results match the CPU
+  // was at the end) and keeps weights, activations and batches there: the examples (and, with a
+  // teacher_network, the unlabeled pool) are uploaded once and batches are gathered and augmented on
+  // the device (a host Teacher callback makes distillation batches go through the host). GPU results match the CPU
   // to a float tolerance, not bitwise (tests/gpu/test_parity.cpp), and divergence is detected up to
   // `loss_check_every` steps late (the losses are read back in groups, so the GPU never waits).
   kernels::Device device = kernels::default_device();
