@@ -340,7 +340,7 @@ float* cuda_alloc_floats(std::int64_t count) {
   const cudaError_t err = cudaMalloc(&p, bytes);
   if (err != cudaSuccess) {
     cudaGetLastError();
-    throw std::runtime_error("out of GPU memory: cudaMalloc of " + std::to_string(bytes) + " bytes failed (" +
+    throw std::runtime_error(std::string(kOutOfDeviceMemory) + ": cudaMalloc of " + std::to_string(bytes) + " bytes failed (" +
                              cudaGetErrorString(err) + ")");
   }
   return static_cast<float*>(p);

@@ -16,6 +16,8 @@
 
 #include <gtest/gtest.h>
 
+#include "rsi/kernels/cuda.h"
+
 #include "rsi/monitoring/exporter.h"
 
 namespace {
@@ -255,6 +257,11 @@ TEST(Monitoring, TargetsFileListsEveryEndpoint) {
 TEST(Monitoring, FailureReasonsAreBounded) {
   EXPECT_EQ(rsi::monitoring::failure_reason_label(child(1, ModelRecord::Status::Failed, 0, 0, "diverged: x")), "diverged");
   EXPECT_EQ(rsi::monitoring::failure_reason_label(child(1, ModelRecord::Status::Failed, 0, 0, "out of memory while training")),
+            "out_of_memory");
+  // A child that runs out of GPU memory (kernels' allocation error, through execute_task's catch).
+  EXPECT_EQ(rsi::monitoring::failure_reason_label(
+                child(1, ModelRecord::Status::Failed, 0, 0,
+                      std::string("training threw: ") + rsi::kernels::kOutOfDeviceMemory + ": cudaMalloc of 4096 bytes failed")),
             "out_of_memory");
   EXPECT_EQ(rsi::monitoring::failure_reason_label(child(1, ModelRecord::Status::Refused, 0, 0, "design refused: y")), "refused");
   EXPECT_EQ(rsi::monitoring::failure_reason_label(child(1, ModelRecord::Status::Failed, 0, 0, "training threw: z")), "error");

@@ -14,6 +14,11 @@
 
 namespace rsi::kernels {
 
+// How a failed GPU allocation's error starts ("out of memory on the GPU: cudaMalloc of N bytes
+// failed (...)"): a child that runs out of GPU memory is then a failed record whose reason counts as
+// out_of_memory (monitoring), like one that runs out of host memory.
+inline constexpr const char* kOutOfDeviceMemory = "out of memory on the GPU";
+
 // True when this build contains the CUDA backend (nvcc was found at configure time).
 bool cuda_built();
 // True when a CUDA device can be used now. Otherwise false, and `reason` (if given) says why:
