@@ -50,10 +50,7 @@ Options parse(int argc, char** argv) {
   Options o;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    auto value = [&]() -> long {
-      if (i + 1 >= argc) throw std::runtime_error(a + " needs a value");
-      return std::strtol(argv[++i], nullptr, 10);
-    };
+    auto value = [&] { return rsi::bench::option_value(argc, argv, i); };
     if (a == "--iters") o.iters = static_cast<int>(value());
     else if (a == "--warmup") o.warmup = static_cast<int>(value());
     else if (a == "--max-mib") o.max_bytes = static_cast<std::size_t>(value()) << 20;

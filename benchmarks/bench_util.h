@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdio>
+#include <cstdlib>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -22,6 +24,14 @@ inline std::string human_bytes(std::size_t b) {
   if (b >= (std::size_t{1} << 20)) std::snprintf(s, sizeof s, "%zu MiB", b >> 20);
   else std::snprintf(s, sizeof s, "%zu KiB", b >> 10);
   return s;
+}
+
+// The integer value of option argv[i] (argv[i + 1]); advances i past it. Throws naming the option
+// when the value is missing.
+inline long option_value(int argc, char** argv, int& i) {
+  if (i + 1 >= argc) throw std::runtime_error(std::string(argv[i]) + " needs a value");
+  ++i;
+  return std::strtol(argv[i], nullptr, 10);
 }
 
 }  // namespace rsi::bench

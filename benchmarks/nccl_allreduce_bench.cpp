@@ -55,10 +55,7 @@ Options parse(int argc, char** argv) {
   Options o;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    auto value = [&]() -> long {
-      if (i + 1 >= argc) throw std::runtime_error(a + " needs a value");
-      return std::strtol(argv[++i], nullptr, 10);
-    };
+    auto value = [&] { return rsi::bench::option_value(argc, argv, i); };
     if (a == "--max-mib") o.max_bytes = static_cast<std::size_t>(value()) << 20;
     else if (a == "--min-kib") o.min_bytes = static_cast<std::size_t>(value()) << 10;
     else if (a == "--rounds") o.rounds = static_cast<int>(value());
