@@ -11,6 +11,9 @@
 // each direction, 256 MiB of workspace. Timed with CUDA events on one stream over --reps calls after
 // warm-up; forward = conv + bias, backward = data + filter + bias gradients. Before timing, the two
 // outputs and gradients are compared (normalised error; both sides must compute the same conv).
+// The same shapes also run through rsi's own cuDNN backend (RSI_CUDA_CONV=cudnn: cuDNN on our CNHW
+// tensors, heuristic deterministic algorithms; columns rsi-dnn), the choice `rsi run` actually has;
+// the algorithms it picked are printed after the table.
 // Prints one row per shape and a verdict; exit 3 when no GPU is usable, 1 when the two disagree.
 #include <cuda_runtime.h>
 #include <cudnn.h>
@@ -119,8 +122,24 @@ double time_us(cudaStream_t stream, int reps, Work work) {
 
 struct Row {
   double ours_fwd, ours_bwd, cudnn_fwd, cudnn_bwd, err;
+  double rsi_cudnn_fwd = 0.0, rsi_cudnn_bwd = 0.0;  // rsi's own cuDNN backend (RSI_CUDA_CONV=cudnn)
   std::string algos;
 };
+
+// Runs `work` with rsi's convolution backend set to `b` on the default context (what Exec::gpu() uses).
+template <typename Work>
+void with_backend(kernels::cuda::ConvBackend b, Work work) {
+  kernels::cuda::Context& ctx = kernels::cuda::default_context();
+  const kernels::cuda::ConvBackend before = ctx.conv_backend();
+  ctx.set_conv_backend(b);
+  try {
+    work();
+  } catch (...) {
+    ctx.set_conv_backend(before);
+    throw;
+  }
+  ctx.set_conv_backend(before);
+}
 
 Row measure(const Shape& sh, int N, int reps, bool tf32, cudnnHandle_t dnn, void* workspace, std::size_t ws_bytes) {
   kernels::Conv2dShape s;
@@ -191,6 +210,7 @@ Row measure(const Shape& sh, int N, int reps, bool tf32, cudnnHandle_t dnn, void
 
   // Same function on both sides: forward output and the three gradients.
   Row r{};
+  kernels::cuda::default_context().set_conv_backend(kernels::cuda::ConvBackend::Im2col);
   ours_forward();
   cudnn_forward();
   r.err = normalised_error(swap_outer(download(Y, ny), s.K, N), download(cY, ny));
@@ -201,8 +221,20 @@ Row measure(const Shape& sh, int N, int reps, bool tf32, cudnnHandle_t dnn, void
                     normalised_error(download(dW, nw), download(cdW, nw)),
                     normalised_error(download(db, static_cast<std::size_t>(s.K)), download(cdb, static_cast<std::size_t>(s.K)))});
 
-  r.ours_fwd = time_us(stream, reps, ours_forward);
-  r.ours_bwd = time_us(stream, reps, ours_backward);
+  // rsi's cuDNN backend (heuristic algorithms on the CNHW tensors): same function again.
+  with_backend(kernels::cuda::ConvBackend::Cudnn, [&] {
+    ours_forward();
+    r.err = std::max(r.err, normalised_error(swap_outer(download(Y, ny), s.K, N), download(cY, ny)));
+    ours_backward();
+    r.err = std::max({r.err, normalised_error(swap_outer(download(dX, nx), s.C, N), download(cdX, nx)),
+                      normalised_error(download(dW, nw), download(cdW, nw))});
+    r.rsi_cudnn_fwd = time_us(stream, reps, ours_forward);
+    r.rsi_cudnn_bwd = time_us(stream, reps, ours_backward);
+  });
+  with_backend(kernels::cuda::ConvBackend::Im2col, [&] {
+    r.ours_fwd = time_us(stream, reps, ours_forward);
+    r.ours_bwd = time_us(stream, reps, ours_backward);
+  });
   r.cudnn_fwd = time_us(stream, reps, cudnn_forward);
   r.cudnn_bwd = time_us(stream, reps, cudnn_backward);
   r.algos = "fwd " + std::to_string(fwd[0].algo) + " data " + std::to_string(bwd_data[0].algo) + " filter " +
@@ -241,28 +273,37 @@ int main(int argc, char** argv) {
     const std::size_t ws_bytes = std::size_t{256} << 20;
     void* workspace = nullptr;
     CHECK_CUDA(cudaMalloc(&workspace, ws_bytes));
-    std::printf("%-16s %-26s %10s %10s %10s %10s %8s %8s  %s\n", "shape", "C>K HxW k/s", "ours fwd", "ours bwd", "cudnn fwd",
-                "cudnn bwd", "ratio", "err", "cudnn algos");
-    int ours_faster = 0, count = 0;
-    double log_sum = 0.0, worst_err = 0.0;
+    std::printf("%-16s %-22s %10s %10s %10s %10s %8s %10s %10s %8s %8s  %s\n", "shape", "C>K HxW k/s", "ours fwd",
+                "ours bwd", "cudnn fwd", "cudnn bwd", "ratio", "rsi-dnn f", "rsi-dnn b", "ratio", "err",
+                "cudnn algos (find)");
+    int ours_faster = 0, im2col_over_rsi_dnn = 0, count = 0;
+    double log_sum = 0.0, log_sum_rsi = 0.0, worst_err = 0.0;
     for (const Shape& sh : kShapes) {
       const Row r = measure(sh, batch, reps, tf32, dnn, workspace, ws_bytes);
-      // ratio > 1: ours is faster (cuDNN's time over ours), forward + backward together.
+      // ratio > 1: im2col is faster (the other's time over ours), forward + backward together;
+      // first against cuDNN at its best (NCHW, cudnnFind), then against rsi's cuDNN backend.
       const double ratio = (r.cudnn_fwd + r.cudnn_bwd) / (r.ours_fwd + r.ours_bwd);
+      const double ratio_rsi = (r.rsi_cudnn_fwd + r.rsi_cudnn_bwd) / (r.ours_fwd + r.ours_bwd);
       char geometry[64];
       std::snprintf(geometry, sizeof geometry, "%d>%d %dx%d k%d/s%d", sh.C, sh.K, sh.H, sh.H, sh.k, sh.stride);
-      std::printf("%-16s %-26s %8.1fus %8.1fus %8.1fus %8.1fus %7.2fx %8.1e  %s\n", sh.where, geometry, r.ours_fwd,
-                  r.ours_bwd, r.cudnn_fwd, r.cudnn_bwd, ratio, r.err, r.algos.c_str());
+      std::printf("%-16s %-22s %8.1fus %8.1fus %8.1fus %8.1fus %7.2fx %8.1fus %8.1fus %7.2fx %8.1e  %s\n", sh.where,
+                  geometry, r.ours_fwd, r.ours_bwd, r.cudnn_fwd, r.cudnn_bwd, ratio, r.rsi_cudnn_fwd, r.rsi_cudnn_bwd,
+                  ratio_rsi, r.err, r.algos.c_str());
       ours_faster += ratio >= 1.0;
+      im2col_over_rsi_dnn += ratio_rsi >= 1.0;
       ++count;
       log_sum += std::log(ratio);
+      log_sum_rsi += std::log(ratio_rsi);
       worst_err = std::max(worst_err, r.err);
     }
+    std::printf("%s", kernels::cuda::default_context().conv_report().c_str());
     cudaFree(workspace);
     cudnnDestroy(dnn);
-    std::printf("verdict: im2col + cuBLAS faster on %d of %d shapes; geometric mean cudnn/ours time %.2fx "
-                "(ratio > 1: ours faster); largest disagreement %.1e\n",
-                ours_faster, count, std::exp(log_sum / count), worst_err);
+    std::printf("verdict: im2col + cuBLAS faster than cuDNN (find, NCHW) on %d of %d shapes, geometric mean "
+                "cudnn/ours time %.2fx; faster than rsi's cuDNN backend (RSI_CUDA_CONV=cudnn) on %d of %d, "
+                "geometric mean %.2fx (ratio > 1: im2col faster); largest disagreement %.1e\n",
+                ours_faster, count, std::exp(log_sum / count), im2col_over_rsi_dnn, count,
+                std::exp(log_sum_rsi / count), worst_err);
     if (!(worst_err <= (tf32 ? 1e-2 : 1e-4))) {
       std::fprintf(stderr, "conv_gpu_bench: ours and cuDNN disagree (normalised error %.1e)\n", worst_err);
       return 1;

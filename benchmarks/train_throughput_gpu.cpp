@@ -69,6 +69,9 @@ int main(int argc, char** argv) {
   bool profile_ops = false, cuda_graphs = false;
   app.add_flag("--cuda-graphs", cuda_graphs, "replay each full batch's step from a CUDA graph (TrainOptions::cuda_graphs)");
   app.add_flag("--profile-ops", profile_ops, "time every GPU op of the timed run with CUDA events (slower; prints a table)");
+  std::string conv;
+  app.add_option("--conv", conv, "GPU convolution: im2col (im2col + cuBLAS) or cudnn (default: RSI_CUDA_CONV, else im2col)")
+      ->check(CLI::IsMember({"im2col", "cudnn"}));
   CLI11_PARSE(app, argc, argv);
   if (profile_ops) setenv("RSI_PROFILE_OPS", "1", 1);  // read once, at the first CUDA op
 
@@ -81,6 +84,10 @@ int main(int argc, char** argv) {
         return 3;
       }
       std::fprintf(stderr, "train_throughput_gpu: %s\n", kernels::cuda_device_description().c_str());
+      if (!conv.empty()) kernels::cuda::default_context().set_conv_backend(kernels::cuda::parse_conv_backend(conv));
+      conv = kernels::cuda::conv_backend_name(kernels::cuda::default_context().conv_backend());
+    } else {
+      conv = "cpu";
     }
     const models::Genome genome = models::load_genome(genome_path);
     const std::string model = std::filesystem::path(genome_path).stem().string();
@@ -132,9 +139,10 @@ int main(int argc, char** argv) {
     if (cuda_graphs && !result.cuda_graph_fallback.empty())
       std::fprintf(stderr, "train_throughput_gpu: no CUDA graph, steps queued one by one: %s\n",
                    result.cuda_graph_fallback.c_str());
-    std::printf("train_summary model=%s device=%s samples_per_s=%.1f train_seconds=%.3f samples=%lld steps=%lld "
+    if (device == kernels::Device::CUDA) std::fprintf(stderr, "%s", kernels::cuda::default_context().conv_report().c_str());
+    std::printf("train_summary model=%s device=%s conv=%s samples_per_s=%.1f train_seconds=%.3f samples=%lld steps=%lld "
                 "graph_steps=%lld final_loss=%.4f test_acc=%.4f data=%s\n",
-                model.c_str(), device_name.c_str(), sps, result.seconds, static_cast<long long>(result.samples),
+                model.c_str(), device_name.c_str(), conv.c_str(), sps, result.seconds, static_cast<long long>(result.samples),
                 static_cast<long long>(result.steps), static_cast<long long>(result.cuda_graph_steps),
                 result.final_loss, eval.accuracy, data_kind.c_str());
     return 0;

@@ -14,6 +14,7 @@
 #include "check.h"
 #include "cublas_loader.h"
 #include "cuda_ops.h"
+#include "cudnn_conv.h"
 #include "rsi/kernels/augment.h"
 
 namespace rsi::kernels::cuda {
@@ -534,15 +535,17 @@ void conv2d_forward(Context& ctx, const Conv2dShape& s, const float* X, const fl
   const std::int64_t NP = static_cast<std::int64_t>(s.N) * s.OH() * s.OW();
   const int CKK = s.C * s.kernel * s.kernel;
   if (NP == 0) return;
+  if (b) {
+    broadcast_bias_kernel<<<grid_for(s.K * NP), kThreads, 0, stream_of(ctx)>>>(Y, b, s.K, NP, true);
+    RSI_CUDA_LAUNCHED();
+  }
+  if (ctx.conv_backend() == ConvBackend::Cudnn && ctx.cudnn_convolutions().forward(s, X, Wt, Y, b ? 1.0f : 0.0f))
+    return;
   const float* B = X;
   if (s.col_size() != 0) {
     im2col_kernel<<<grid_for(s.col_size()), kThreads, 0, stream_of(ctx)>>>(s, X, col);
     RSI_CUDA_LAUNCHED();
     B = col;
-  }
-  if (b) {
-    broadcast_bias_kernel<<<grid_for(s.K * NP), kThreads, 0, stream_of(ctx)>>>(Y, b, s.K, NP, true);
-    RSI_CUDA_LAUNCHED();
   }
   gemm_rm(ctx, false, false, s.K, static_cast<int>(NP), CKK, 1.0f, Wt, CKK, B, static_cast<int>(NP), b ? 1.0f : 0.0f,
           Y, static_cast<int>(NP));
@@ -557,6 +560,14 @@ void conv2d_backward(Context& ctx, const Conv2dShape& s, const float* X, const f
   const float* B = direct ? X : col;
   row_sums_kernel<<<s.K, kThreads, 0, stream_of(ctx)>>>(dY, db, NP);
   RSI_CUDA_LAUNCHED();
+  if (ctx.conv_backend() == ConvBackend::Cudnn) {
+    if (ctx.cudnn_convolutions().backward(s, X, Wt, dY, dX, dW)) return;
+    // cuDNN cannot run this shape: im2col, whose `col` the cuDNN forward did not fill.
+    if (!direct) {
+      im2col_kernel<<<grid_for(s.col_size()), kThreads, 0, stream_of(ctx)>>>(s, X, col);
+      RSI_CUDA_LAUNCHED();
+    }
+  }
   gemm_rm(ctx, false, true, s.K, CKK, ld, 1.0f, dY, ld, B, ld, 0.0f, dW, CKK);
   if (!dX) return;
   if (direct) {

@@ -16,6 +16,7 @@
 
 #include "check.h"
 #include "cublas_loader.h"
+#include "cudnn_conv.h"
 #include "cuda_ops.h"
 #include "rsi/kernels/cuda.h"
 #include "rsi/kernels/dispatch.h"
@@ -93,7 +94,14 @@ struct Context::Impl {
   cublasHandle_t blas = nullptr;
   float* pinned = nullptr;
   void* blas_workspace = nullptr;
+  ConvBackend conv = ConvBackend::Im2col;
+  std::unique_ptr<CudnnConvolutions> cudnn;  // created by the first cuDNN convolution
 };
+
+bool tf32_allowed() {
+  const char* tf32 = std::getenv("RSI_CUDA_TF32");
+  return tf32 && std::strcmp(tf32, "1") == 0;
+}
 
 // cuBLAS's workspace, owned by the context and set explicitly (after cublasSetStream, which resets
 // it): cuBLAS then never allocates inside a stream capture (StreamGraph). NVIDIA's recommended size
@@ -103,14 +111,14 @@ constexpr std::size_t kBlasWorkspaceBytes = std::size_t{32} << 20;
 Context::Context() : impl_(std::make_unique<Impl>()) {
   std::string why;
   if (!cuda_available(&why)) throw std::runtime_error("cannot create a CUDA context: " + why);
+  impl_->conv = conv_backend_from_env();  // a bad RSI_CUDA_CONV fails here, before any work
   RSI_CUDA_CHECK(cudaStreamCreateWithFlags(&impl_->stream, cudaStreamNonBlocking));
   RSI_CUBLAS_CHECK(blas::api().create(&impl_->blas));
   RSI_CUBLAS_CHECK(blas::api().set_stream(impl_->blas, impl_->stream));
   // FP32 GEMMs stay FP32 (no TF32 tensor cores) unless RSI_CUDA_TF32=1: the parity suite compares
   // against the CPU at FP32 tolerances, and TF32's 10-bit mantissa would not meet them.
-  const char* tf32 = std::getenv("RSI_CUDA_TF32");
-  const bool use_tf32 = tf32 && std::strcmp(tf32, "1") == 0;
-  RSI_CUBLAS_CHECK(blas::api().set_math_mode(impl_->blas, use_tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+  RSI_CUBLAS_CHECK(
+      blas::api().set_math_mode(impl_->blas, tf32_allowed() ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
   RSI_CUDA_CHECK(cudaMalloc(&impl_->blas_workspace, kBlasWorkspaceBytes));
   RSI_CUBLAS_CHECK(blas::api().set_workspace(impl_->blas, impl_->blas_workspace, kBlasWorkspaceBytes));
   RSI_CUDA_CHECK(cudaMallocHost(&impl_->pinned, 64 * sizeof(float)));
@@ -118,6 +126,7 @@ Context::Context() : impl_(std::make_unique<Impl>()) {
 
 Context::~Context() {
   if (!impl_) return;
+  impl_->cudnn.reset();  // its handle and workspace belong to this stream
   if (impl_->pinned) RSI_CUDA_CHECK_NOTHROW(cudaFreeHost(impl_->pinned));
   if (impl_->blas) blas::api().destroy(impl_->blas);
   if (impl_->blas_workspace) RSI_CUDA_CHECK_NOTHROW(cudaFree(impl_->blas_workspace));
@@ -127,6 +136,14 @@ Context::~Context() {
 void* Context::stream() const { return impl_->stream; }
 void* Context::cublas() const { return impl_->blas; }
 float* Context::host_scalars() const { return impl_->pinned; }
+
+ConvBackend Context::conv_backend() const { return impl_->conv; }
+void Context::set_conv_backend(ConvBackend b) { impl_->conv = b; }
+std::string Context::conv_report() const { return impl_->cudnn ? impl_->cudnn->report() : std::string(); }
+CudnnConvolutions& Context::cudnn_convolutions() {
+  if (!impl_->cudnn) impl_->cudnn = std::make_unique<CudnnConvolutions>(*this);
+  return *impl_->cudnn;
+}
 
 void Context::synchronize() const { RSI_CUDA_CHECK(cudaStreamSynchronize(impl_->stream)); }
 

@@ -34,6 +34,14 @@ void* Context::stream() const { return nullptr; }
 void* Context::cublas() const { return nullptr; }
 float* Context::host_scalars() const { return nullptr; }
 void Context::synchronize() const {}
+ConvBackend Context::conv_backend() const { return ConvBackend::Im2col; }
+void Context::set_conv_backend(ConvBackend) {}
+std::string Context::conv_report() const { return ""; }
+CudnnConvolutions& Context::cudnn_convolutions() { not_built("cannot run cuDNN"); }
+std::string cudnn_library_version(std::string* why) {
+  if (why) *why = kNotBuilt;
+  return "";
+}
 Context& default_context() { not_built("cannot create a CUDA context"); }
 struct StreamGraph::Impl {};
 StreamGraph::StreamGraph(Context&) { not_built("cannot capture a CUDA graph"); }

@@ -122,6 +122,7 @@ void bind_device(const DeviceChoice& choice) {
   if (!choice.cuda) return;
   try {
     kernels::cuda_set_device(choice.gpu);
+    (void)kernels::cuda::conv_backend_from_env();  // a bad RSI_CUDA_CONV stops the run here, named
     // Training (models::TrainOptions::device) follows the process-wide default from here on.
     kernels::set_default_device(kernels::Device::CUDA);
   } catch (const std::exception& e) {
@@ -175,7 +176,8 @@ RunDevice select_run_device(DevicePolicy policy, int gpus_per_node, MPI_Comm wor
                 (run.choice.cuda ? "cuda: one GPU per rank by local rank (rank " + std::to_string(rank) + ": GPU " +
                                        std::to_string(run.choice.gpu) + " of " + std::to_string(gpus.count) + " on " +
                                        host + ", " + kernels::cuda_device_description() + ", local rank from " +
-                                       run.local.source + ")"
+                                       run.local.source + ", convolution " +
+                                       kernels::cuda::conv_backend_name(kernels::cuda::conv_backend_from_env()) + ")"
                                  : std::string("cpu"));
   return run;
 }

@@ -26,6 +26,7 @@
 #include <cstring>
 #include <filesystem>
 #include <limits>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -87,18 +88,49 @@ std::string cuda_unavailable_reason() {
                                        << ")";
 }
 
-// One backend under test: buffers live on its device, ops run through dispatch.h.
-class Parity : public ::testing::TestWithParam<Device> {
+// cuDNN's convolution on this thread's default context (the one Exec::gpu() and train() use) for
+// the life of the object; the im2col default again afterwards. Empty `skip` when it is on.
+struct CudnnConvolution {
+  std::string skip;
+  CudnnConvolution() {
+    std::string why;
+    if (kn::cuda::cudnn_library_version(&why).empty()) {
+      skip = "cuDNN cannot be loaded: " + why;
+      return;
+    }
+    kn::cuda::default_context().set_conv_backend(kn::cuda::ConvBackend::Cudnn);
+  }
+  ~CudnnConvolution() {
+    if (!skip.empty()) return;
+    const std::string report = kn::cuda::default_context().conv_report();
+    std::printf("[parity] cudnn plans:\n%s", report.c_str());
+    kn::cuda::default_context().set_conv_backend(kn::cuda::ConvBackend::Im2col);
+  }
+};
+
+// One backend under test: buffers live on its device, ops run through dispatch.h. cuda_cudnn is
+// cuda with cuDNN's convolution (ConvBackend::Cudnn); every other op is the same as cuda's.
+struct Backend {
+  Device device;
+  bool cudnn;
+};
+
+class Parity : public ::testing::TestWithParam<Backend> {
  protected:
   void SetUp() override {
-    if (GetParam() == Device::CUDA) {
+    if (GetParam().device == Device::CUDA) {
       const std::string why = cuda_unavailable_reason();
       if (!why.empty()) GTEST_SKIP() << "no CUDA device: " << why;
       exec_ = kn::Exec::gpu();
+      if (GetParam().cudnn) {
+        cudnn_ = std::make_unique<CudnnConvolution>();
+        if (!cudnn_->skip.empty()) GTEST_SKIP() << cudnn_->skip;
+      }
     }
   }
-  Device dev() const { return GetParam(); }
-  const char* name() const { return kn::device_name(dev()); }
+  void TearDown() override { cudnn_.reset(); }
+  Device dev() const { return GetParam().device; }
+  const char* name() const { return GetParam().cudnn ? "cudnn" : kn::device_name(dev()); }
   double tol() const { return dev() == Device::CPU ? 1e-5 : 1e-4; }
 
   kn::Tensor up(const std::vector<float>& host) {
@@ -129,6 +161,7 @@ class Parity : public ::testing::TestWithParam<Device> {
   }
 
   kn::Exec exec_;
+  std::unique_ptr<CudnnConvolution> cudnn_;
 };
 
 // ---- linear ----
@@ -552,10 +585,56 @@ TEST_P(Parity, NetworkForwardBackward) {
   EXPECT_EQ(other.device(), Device::CPU);
 }
 
-std::string backend_name(const ::testing::TestParamInfo<Device>& param) { return kn::device_name(param.param); }
-INSTANTIATE_TEST_SUITE_P(Backends, Parity, ::testing::Values(Device::CPU, Device::CUDA), backend_name);
+std::string backend_name(const ::testing::TestParamInfo<Backend>& param) {
+  return std::string(kn::device_name(param.param.device)) + (param.param.cudnn ? "_cudnn" : "");
+}
+INSTANTIATE_TEST_SUITE_P(Backends, Parity,
+                         ::testing::Values(Backend{Device::CPU, false}, Backend{Device::CUDA, false},
+                                           Backend{Device::CUDA, true}),
+                         backend_name);
 
 // ---- runtime and errors (no GPU needed) ----
+
+// The convolution backend's names and RSI_CUDA_CONV are checked the same in every build; cuDNN's
+// library loads (or says why not) without a GPU.
+TEST(CudaRuntime, ConvBackendsAreNamedAndCudnnSaysWhetherItLoads) {
+  using kn::cuda::ConvBackend;
+  for (const ConvBackend b : {ConvBackend::Im2col, ConvBackend::Cudnn})
+    EXPECT_EQ(kn::cuda::parse_conv_backend(kn::cuda::conv_backend_name(b)), b);
+  try {
+    kn::cuda::parse_conv_backend("winograd");
+    ADD_FAILURE() << "an unknown backend must be refused";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("'winograd'"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("im2col"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("cudnn"), std::string::npos) << e.what();
+  }
+  const char* before = std::getenv("RSI_CUDA_CONV");
+  const std::string saved = before ? before : "";
+  unsetenv("RSI_CUDA_CONV");
+  EXPECT_EQ(kn::cuda::conv_backend_from_env(), ConvBackend::Im2col);
+  setenv("RSI_CUDA_CONV", "cudnn", 1);
+  EXPECT_EQ(kn::cuda::conv_backend_from_env(), ConvBackend::Cudnn);
+  setenv("RSI_CUDA_CONV", "CUDNN", 1);
+  try {
+    kn::cuda::conv_backend_from_env();
+    ADD_FAILURE() << "names are exact";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("RSI_CUDA_CONV"), std::string::npos) << e.what();
+  }
+  if (before) setenv("RSI_CUDA_CONV", saved.c_str(), 1);
+  else unsetenv("RSI_CUDA_CONV");
+
+  std::string why;
+  const std::string version = kn::cuda::cudnn_library_version(&why);
+  std::printf("[parity] cudnn library: %s\n", version.empty() ? why.c_str() : version.c_str());
+  if (version.empty()) {
+    EXPECT_NE(why.find("cuDNN"), std::string::npos) << why;
+  } else {
+    EXPECT_EQ(version.rfind("cuDNN ", 0), 0u) << version;
+    EXPECT_NE(version.find("libcudnn.so."), std::string::npos) << version;
+  }
+}
 
 TEST(CudaRuntime, AvailabilityIsReportedWithAReason) {
   std::string why;
@@ -809,12 +888,19 @@ TEST(TrainingCases, GpuCodePathDetectsDivergence) {
 // Case 5 also drops the augmentation: distillation batches are then gathered on the device from the
 // uploaded labeled set and unlabeled pool (the resident path) and labeled there by the teacher.
 TEST_P(TrainingParity, StepsOnGpuMatchTheCpu) {
-  const bool teacher_on_device = GetParam() >= 4;
-  TrainCase c = training_case(std::min(GetParam(), 3));
+  const bool teacher_on_device = GetParam() == 4 || GetParam() == 5;
+  const bool with_cudnn = GetParam() == 6;
+  TrainCase c = training_case(with_cudnn ? 1 : std::min(GetParam(), 3));
   if (teacher_on_device) c.name += ", teacher network on the device";
   if (GetParam() == 5) {
     c.genome.recipe.augmentation = {};
     c.name += ", resident";
+  }
+  std::unique_ptr<CudnnConvolution> cudnn;
+  if (with_cudnn) {
+    c.name += ", cuDNN convolution";
+    cudnn = std::make_unique<CudnnConvolution>();
+    if (!cudnn->skip.empty()) GTEST_SKIP() << cudnn->skip;
   }
   const models::Dataset labeled = synthetic_set(300, 1), unlabeled = synthetic_set(100, 2),
                         validation = synthetic_set(200, 3);
@@ -881,11 +967,16 @@ TEST_P(TrainingParity, StepsOnGpuMatchTheCpu) {
 }
 
 std::string case_name(const ::testing::TestParamInfo<int>& param) {
-  static const char* const names[] = {"mlp_adam", "cnn_adam", "cnn_sgd", "every_block_staged",
-                                      "every_block_teacher_on_device", "every_block_resident_distillation"};
+  static const char* const names[] = {"mlp_adam",
+                                      "cnn_adam",
+                                      "cnn_sgd",
+                                      "every_block_staged",
+                                      "every_block_teacher_on_device",
+                                      "every_block_resident_distillation",
+                                      "cnn_adam_cudnn"};
   return names[param.param];
 }
-INSTANTIATE_TEST_SUITE_P(Genomes, TrainingParity, ::testing::Values(0, 1, 2, 3, 4, 5), case_name);
+INSTANTIATE_TEST_SUITE_P(Genomes, TrainingParity, ::testing::Values(0, 1, 2, 3, 4, 5, 6), case_name);
 
 // The step replayed from a CUDA graph (TrainOptions::cuda_graphs) is the same kernels on the same
 // buffers as the step queued launch by launch: bitwise the same weights and losses, over two epochs
@@ -896,15 +987,25 @@ TEST(CudaGraphs, ReplayedStepsGiveTheQueuedStepsBits) {
   const models::Dataset labeled = synthetic_set(800, 1);  // 6 full batches of 128 + one of 32 per epoch
   const models::Dataset validation = synthetic_set(300, 3);
   using namespace rsi::test_blocks;
-  for (int i = 0; i < 4; ++i) {
+  for (int i = 0; i < 5; ++i) {
     // The reference MLP and CNN, then a network with batch norm (running statistics updated inside
     // the graph) that is evaluated between epochs (evaluation at batch 256 grows scratch buffers:
-    // the graph must be captured again).
+    // the graph must be captured again), then the CNN with cuDNN's convolution in the graph.
     TrainCase c = i < 3 ? training_case(i)
-                        : TrainCase{"batch norm, evaluated each epoch",
-                                    genome_of({conv(8), batchnorm(), relu(), pool(Block::PoolKind::Max), dense(32),
-                                               batchnorm(), relu(), dense(10)})};
+                  : i == 3 ? TrainCase{"batch norm, evaluated each epoch",
+                                       genome_of({conv(8), batchnorm(), relu(), pool(Block::PoolKind::Max), dense(32),
+                                                  batchnorm(), relu(), dense(10)})}
+                           : training_case(1);
     if (i == 3) c.genome.recipe.batch_size = 128;
+    std::unique_ptr<CudnnConvolution> cudnn;
+    if (i == 4) {
+      c.name = "cnn, cuDNN convolution";
+      cudnn = std::make_unique<CudnnConvolution>();
+      if (!cudnn->skip.empty()) {
+        std::printf("[parity] cuda graphs %-30s skipped: %s\n", c.name.c_str(), cudnn->skip.c_str());
+        continue;
+      }
+    }
     ASSERT_EQ(c.genome.recipe.batch_size, 128) << c.name;
     std::vector<models::TrainResult> results;
     std::vector<std::vector<float>> weights;

@@ -46,6 +46,25 @@ std::string cuda_op_profile_report();
 
 namespace cuda {
 
+// How a context computes convolutions (conv2d_forward / conv2d_backward's GEMM part; bias and its
+// gradient are our kernels either way). Im2col: an im2col kernel + one cuBLAS SGEMM over the whole
+// batch, the parity-tested default. Cudnn: cuDNN's convolution (dlopen'ed libcudnn.so.<major>, the
+// legacy API on our CNHW tensors described by strides), algorithms picked by cuDNN's heuristics
+// among the deterministic FP32 ones and kept per shape, so a run stays reproducible on one GPU model
+// and cuDNN version; a shape cuDNN cannot run falls back to im2col (conv_report() says which and why).
+// The two differ in float rounding only: a run's backend includes this choice.
+enum class ConvBackend { Im2col, Cudnn };
+const char* conv_backend_name(ConvBackend b);
+// "im2col" or "cudnn"; anything else throws std::invalid_argument naming the valid values.
+ConvBackend parse_conv_backend(const std::string& name);
+// RSI_CUDA_CONV from the environment (unset or empty: im2col); a bad value throws as above.
+ConvBackend conv_backend_from_env();
+// "cuDNN 9.19.0 (libcudnn.so.9)" when cuDNN can be loaded (no GPU needed); otherwise empty, with
+// the reason (library missing, built without cuDNN headers, version mismatch) in `why`.
+std::string cudnn_library_version(std::string* why = nullptr);
+
+class CudnnConvolutions;  // kernels/cuda/cudnn_conv.h
+
 // Where CUDA work is queued: one stream, a cuBLAS handle bound to it and a small pinned host
 // buffer for scalar read-backs (losses). Ops take the context explicitly, so nothing runs on the
 // legacy default stream. Not thread-safe: one context per thread of work.
@@ -62,6 +81,14 @@ class Context {
   void synchronize() const;
   // Pinned host scalars, valid after synchronize(); `count` ≤ 64.
   float* host_scalars() const;
+  // The convolution backend of this context's ops: RSI_CUDA_CONV when it was created, or as set.
+  ConvBackend conv_backend() const;
+  void set_conv_backend(ConvBackend b);
+  // One line per conv shape this context ran with cuDNN: the algorithms chosen, or why it fell
+  // back to im2col. Empty when no shape went through cuDNN.
+  std::string conv_report() const;
+  // cuDNN's per-context state (handle, workspace, one plan per shape), created on first use.
+  CudnnConvolutions& cudnn_convolutions();
 
  private:
   struct Impl;

@@ -1,0 +1,41 @@
+// cuDNN convolutions of one context (ConvBackend::Cudnn, kernels/cuda.h): private to kernels/cuda.
+// cuDNN is dlopen'ed (libcudnn.so.<major>) on first use, like cuBLAS (cublas_loader.h), so nothing
+// links it and a machine without it runs the im2col backend.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "rsi/kernels/cuda.h"
+#include "rsi/kernels/ops.h"
+
+namespace rsi::kernels::cuda {
+
+// True when RSI_CUDA_TF32=1: cuBLAS and cuDNN may then use TF32 tensor cores (default: strict FP32).
+bool tf32_allowed();
+
+class CudnnConvolutions {
+ public:
+  // Loads cuDNN and creates a handle bound to ctx's stream; throws with the reason when it cannot.
+  explicit CudnnConvolutions(Context& ctx);
+  ~CudnnConvolutions();
+  CudnnConvolutions(const CudnnConvolutions&) = delete;
+  CudnnConvolutions& operator=(const CudnnConvolutions&) = delete;
+
+  // Y = conv(X, Wt) + beta·Y, X [C][N][H][W] and Y [K][N][OH][OW] (CNHW) as conv2d_forward.
+  // Returns false, having queued nothing, when cuDNN has no deterministic algorithm for the shape
+  // that runs on these tensors: the caller computes it with im2col instead.
+  bool forward(const Conv2dShape& s, const float* X, const float* Wt, float* Y, float beta);
+  // dW = ∂/∂Wt and, when dX is not null, dX = ∂/∂X (both overwritten) for the gradient dY.
+  // Returns false when cuDNN cannot compute both for the shape: the caller then computes both with
+  // im2col (overwriting whatever cuDNN may have queued into dX).
+  bool backward(const Conv2dShape& s, const float* X, const float* Wt, const float* dY, float* dX, float* dW);
+  // One line per shape seen: the algorithms used, or why it fell back to im2col.
+  std::string report() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace rsi::kernels::cuda
