@@ -139,7 +139,14 @@ int main(int argc, char** argv) {
     if (cuda_graphs && !result.cuda_graph_fallback.empty())
       std::fprintf(stderr, "train_throughput_gpu: no CUDA graph, steps queued one by one: %s\n",
                    result.cuda_graph_fallback.c_str());
-    if (device == kernels::Device::CUDA) std::fprintf(stderr, "%s", kernels::cuda::default_context().conv_report().c_str());
+    if (device == kernels::Device::CUDA) {
+      kernels::cuda::Context& ctx = kernels::cuda::default_context();
+      std::fprintf(stderr, "%s", ctx.conv_report().c_str());
+      // cudnn that fell back to im2col for some calls says so on the summary line itself.
+      const kernels::cuda::ConvCounts n = ctx.conv_counts();
+      if (ctx.conv_backend() == kernels::cuda::ConvBackend::Cudnn && n.fallback > 0)
+        conv += "(fallback=" + std::to_string(n.fallback) + "/" + std::to_string(n.cudnn + n.fallback) + ")";
+    }
     std::printf("train_summary model=%s device=%s conv=%s samples_per_s=%.1f train_seconds=%.3f samples=%lld steps=%lld "
                 "graph_steps=%lld final_loss=%.4f test_acc=%.4f data=%s\n",
                 model.c_str(), device_name.c_str(), conv.c_str(), sps, result.seconds, static_cast<long long>(result.samples),

@@ -12,6 +12,8 @@
 
 #include <algorithm>
 #include <array>
+#include <cstdint>
+#include <initializer_list>
 #include <cstdio>
 #include <map>
 #include <mutex>
@@ -50,6 +52,12 @@ struct Api {
   decltype(&cudnnSetConvolution2dDescriptor) set_conv;
   decltype(&cudnnSetConvolutionMathType) set_math;
   decltype(&cudnnDestroyConvolutionDescriptor) destroy_conv;
+  decltype(&cudnnGetConvolutionForwardAlgorithmMaxCount) forward_max;
+  decltype(&cudnnGetConvolutionBackwardDataAlgorithmMaxCount) data_max;
+  decltype(&cudnnGetConvolutionBackwardFilterAlgorithmMaxCount) filter_max;
+  decltype(&cudnnGetConvolutionForwardWorkspaceSize) forward_workspace;
+  decltype(&cudnnGetConvolutionBackwardDataWorkspaceSize) data_workspace;
+  decltype(&cudnnGetConvolutionBackwardFilterWorkspaceSize) filter_workspace;
   decltype(&cudnnGetConvolutionForwardAlgorithm_v7) forward_algos;
   decltype(&cudnnGetConvolutionBackwardDataAlgorithm_v7) data_algos;
   decltype(&cudnnGetConvolutionBackwardFilterAlgorithm_v7) filter_algos;
@@ -94,6 +102,12 @@ void load() {
   bind("cudnnSetConvolution2dDescriptor", g_api.set_conv);
   bind("cudnnSetConvolutionMathType", g_api.set_math);
   bind("cudnnDestroyConvolutionDescriptor", g_api.destroy_conv);
+  bind("cudnnGetConvolutionForwardAlgorithmMaxCount", g_api.forward_max);
+  bind("cudnnGetConvolutionBackwardDataAlgorithmMaxCount", g_api.data_max);
+  bind("cudnnGetConvolutionBackwardFilterAlgorithmMaxCount", g_api.filter_max);
+  bind("cudnnGetConvolutionForwardWorkspaceSize", g_api.forward_workspace);
+  bind("cudnnGetConvolutionBackwardDataWorkspaceSize", g_api.data_workspace);
+  bind("cudnnGetConvolutionBackwardFilterWorkspaceSize", g_api.filter_workspace);
   bind("cudnnGetConvolutionForwardAlgorithm_v7", g_api.forward_algos);
   bind("cudnnGetConvolutionBackwardDataAlgorithm_v7", g_api.data_algos);
   bind("cudnnGetConvolutionBackwardFilterAlgorithm_v7", g_api.filter_algos);
@@ -135,37 +149,91 @@ const char* algo_name(const char* const (&names)[N], int algo) {
   return algo >= 0 && static_cast<std::size_t>(algo) < N ? names[algo] : "?";
 }
 
+// A status saying "this algorithm does not take these tensors" (layout, shape, padding, alignment,
+// launch limits): the next candidate, or im2col, computes it instead. Anything else — a null
+// pointer, a too-small workspace, a stream or driver mismatch, a missing sub-library — is a bug or
+// a broken install and is thrown.
+bool refused(cudnnStatus_t s) {
+  switch (s) {
+    case CUDNN_STATUS_BAD_PARAM:
+    case CUDNN_STATUS_BAD_PARAM_MISALIGNED_POINTER:
+    case CUDNN_STATUS_NOT_SUPPORTED:
+    case CUDNN_STATUS_NOT_SUPPORTED_GRAPH_PATTERN:
+    case CUDNN_STATUS_NOT_SUPPORTED_SHAPE:
+    case CUDNN_STATUS_NOT_SUPPORTED_DATA_TYPE:
+    case CUDNN_STATUS_NOT_SUPPORTED_LAYOUT:
+    case CUDNN_STATUS_NOT_SUPPORTED_SHARED_MEMORY_INSUFFICIENT:
+    case CUDNN_STATUS_NOT_SUPPORTED_PADDING:
+    case CUDNN_STATUS_NOT_SUPPORTED_BAD_LAUNCH_PARAM: return true;
+    default: return false;
+  }
+}
+
+std::string status_text(cudnnStatus_t s) {
+  return std::string(g_api.error_string(s)) + " (" + std::to_string(static_cast<int>(s)) + ")";
+}
+
 struct Candidate {
   int algo;
-  std::size_t bytes;
+  cudnnMathType_t math;  // the math type it runs with (set on the descriptor before each call)
+  std::size_t bytes;     // its workspace with that math type
 };
 
-// One direction of one shape: the heuristics' usable algorithms in their order, then the one that ran.
+// One direction of one plan: the heuristics' usable algorithms in their order, then the one that ran.
 struct Direction {
   std::vector<Candidate> candidates;
   int chosen = -1;  // index into candidates; -1 until a call ran
   std::string why;  // set when no candidate ran (or none was offered)
+  bool failed() const { return chosen < 0 && !why.empty(); }
 };
 
-// Keeps the heuristics' results that are deterministic, FP32 (unless TF32 is allowed), succeed and fit.
-template <typename Perf>
-std::vector<Candidate> usable(const Perf* perf, int count, bool tf32, std::string& why) {
+// The heuristics' results that are deterministic, succeed, fit in the workspace cap and keep FP32
+// accuracy: strict mode (the default) runs them with CUDNN_FMA_MATH and leaves out tensor-core
+// entries and WINOGRAD_NONFUSED (whose rounding NVIDIA warns about); with RSI_CUDA_TF32=1 each runs
+// with the math type the heuristic gave it. `winograd_nonfused` is that algorithm's enum value in
+// this direction. `workspace(algo, math)` asks cuDNN for the size with the descriptor as it will run.
+template <typename Perf, typename Workspace>
+std::vector<Candidate> usable(const std::vector<Perf>& perf, int count, bool tf32, int winograd_nonfused,
+                              Workspace workspace, std::string& why) {
   std::vector<Candidate> out;
-  int nondeterministic = 0, too_big = 0, tensor_op = 0, failed = 0;
+  int nondeterministic = 0, too_big = 0, precision = 0, failed = 0;
   for (int i = 0; i < count; ++i) {
-    const Perf& p = perf[i];
-    if (p.status != CUDNN_STATUS_SUCCESS) ++failed;
-    else if (p.determinism != CUDNN_DETERMINISTIC) ++nondeterministic;
-    else if (p.memory > kMaxWorkspaceBytes) ++too_big;
-    else if (!tf32 && p.mathType != CUDNN_FMA_MATH && p.mathType != CUDNN_DEFAULT_MATH) ++tensor_op;
-    else out.push_back({static_cast<int>(p.algo), p.memory});
+    const Perf& p = perf[static_cast<std::size_t>(i)];
+    const int algo = static_cast<int>(p.algo);
+    const bool fp32 = p.mathType == CUDNN_FMA_MATH || p.mathType == CUDNN_DEFAULT_MATH;
+    if (p.status != CUDNN_STATUS_SUCCESS) {
+      ++failed;
+    } else if (p.determinism != CUDNN_DETERMINISTIC) {
+      ++nondeterministic;
+    } else if (!tf32 && (!fp32 || algo == winograd_nonfused)) {
+      ++precision;
+    } else {
+      const cudnnMathType_t math = tf32 ? p.mathType : CUDNN_FMA_MATH;
+      const std::size_t bytes = std::max(p.memory, workspace(algo, math));
+      if (bytes > kMaxWorkspaceBytes) ++too_big;
+      else if (std::none_of(out.begin(), out.end(), [&](const Candidate& c) { return c.algo == algo && c.math == math; }))
+        out.push_back({algo, math, bytes});
+    }
   }
   if (out.empty())
     why = "no usable algorithm among " + std::to_string(count) + " (" + std::to_string(failed) + " not supported, " +
-          std::to_string(nondeterministic) + " nondeterministic, " + std::to_string(too_big) + " over " +
-          std::to_string(kMaxWorkspaceBytes >> 20) + " MiB of workspace, " + std::to_string(tensor_op) +
-          " on TF32 tensor cores)";
+          std::to_string(nondeterministic) + " nondeterministic, " + std::to_string(precision) +
+          " below FP32 accuracy, " + std::to_string(too_big) + " over " + std::to_string(kMaxWorkspaceBytes >> 20) +
+          " MiB of workspace)";
   return out;
+}
+
+// Smallest power-of-two byte alignment (capped at 16) of the pointers a call passes: cuDNN's kernels
+// may need aligned operands, so calls of one shape with differently aligned weights (they sit at
+// float offsets in a network's flat parameter buffer) get plans of their own.
+int alignment(std::initializer_list<const void*> pointers) {
+  int align = 16;
+  for (const void* p : pointers) {
+    if (!p) continue;
+    const auto v = reinterpret_cast<std::uintptr_t>(p);
+    while (align > 1 && v % static_cast<std::uintptr_t>(align) != 0) align /= 2;
+  }
+  return align;
 }
 
 struct Plan {
@@ -174,8 +242,6 @@ struct Plan {
   cudnnFilterDescriptor_t w = nullptr;
   cudnnConvolutionDescriptor_t conv = nullptr;
   Direction forward, data, filter;
-  bool usable = false;  // forward and filter gradient have candidates (the data gradient may not)
-  std::string why;      // why not usable
 
   ~Plan() {
     const Api& a = g_api;  // loaded: a plan exists only after api() succeeded
@@ -186,7 +252,27 @@ struct Plan {
   }
 };
 
-using Key = std::array<int, 8>;
+// Fills one direction of a plan: cuDNN's heuristics for it (`max_count(&n)`, `algos(n, &got, perf)`),
+// filtered by usable(); `workspace(algo, &bytes)` sizes a candidate with the descriptor's math type
+// set to the one it will run with.
+template <typename Perf, typename MaxCount, typename Algos, typename Workspace>
+void choose(Plan& p, Direction& d, bool tf32, int winograd_nonfused, MaxCount max_count, Algos algos,
+            Workspace workspace) {
+  int max = 0, got = 0;
+  RSI_CUDNN_CHECK(max_count(&max));
+  std::vector<Perf> perf(static_cast<std::size_t>(std::max(max, 1)));
+  RSI_CUDNN_CHECK(algos(max, &got, perf.data()));
+  auto sized = [&](int algo, cudnnMathType_t math) {
+    RSI_CUDNN_CHECK(g_api.set_math(p.conv, math));
+    std::size_t bytes = 0;
+    return workspace(algo, &bytes) == CUDNN_STATUS_SUCCESS ? bytes : kMaxWorkspaceBytes + 1;  // unsizable: left out
+  };
+  d.candidates = usable(perf, got, tf32, winograd_nonfused, sized, d.why);
+}
+
+// Shape, then the call's kind: forward with beta 0, forward with beta 1, or backward; then alignment.
+using Key = std::array<int, 10>;
+enum CallKind { kForwardOverwrite = 0, kForwardAccumulate = 1, kBackward = 2 };
 
 }  // namespace
 
@@ -199,18 +285,36 @@ struct CudnnConvolutions::Impl {
   // queued, may hold the old pointer. Growth is rare (a new shape), so this costs little.
   std::vector<float*> retired;
   std::map<Key, std::unique_ptr<Plan>> plans;
+  ConvCounts counts;
 
   cudaStream_t stream() const { return static_cast<cudaStream_t>(ctx->stream()); }
 
-  Plan& plan(const Conv2dShape& s) {
-    const Key key{s.N, s.C, s.H, s.W, s.K, s.kernel, s.stride, s.pad};
+  ~Impl() {
+    plans.clear();
+    if (handle) g_api.destroy(handle);
+    detail::cuda_free(workspace);  // cudaFree waits for the device: nothing queued still uses them
+    for (float* p : retired) detail::cuda_free(p);
+  }
+
+  void refuse_in_capture(const char* what) const {
+    cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
+    RSI_CUDA_CHECK(cudaStreamIsCapturing(stream(), &capturing));
+    if (capturing != cudaStreamCaptureStatusNone)
+      throw std::runtime_error(std::string("cuDNN would ") + what + " during a CUDA graph capture (a new convolution shape)");
+  }
+
+  Plan& plan(const Conv2dShape& s, CallKind kind, int align) {
+    const Key key{s.N, s.C, s.H, s.W, s.K, s.kernel, s.stride, s.pad, kind, align};
     auto it = plans.find(key);
     if (it != plans.end()) return *it->second;
+    refuse_in_capture("plan a convolution");  // heuristics and first-call trials run uncaptured
     const Api& a = api();
     auto p = std::make_unique<Plan>();
     p->tag = "N" + std::to_string(s.N) + " C" + std::to_string(s.C) + " " + std::to_string(s.H) + "x" +
              std::to_string(s.W) + " K" + std::to_string(s.K) + " k" + std::to_string(s.kernel) + " s" +
-             std::to_string(s.stride) + " p" + std::to_string(s.pad);
+             std::to_string(s.stride) + " p" + std::to_string(s.pad) +
+             (kind == kBackward ? " backward" : kind == kForwardAccumulate ? " forward+bias" : " forward") +
+             (align < 16 ? " align " + std::to_string(align) : "");
     const int OH = s.OH(), OW = s.OW();
     // CNHW described by strides: n steps one H·W plane, c steps N planes.
     RSI_CUDNN_CHECK(a.create_tensor(&p->x));
@@ -224,99 +328,108 @@ struct CudnnConvolutions::Impl {
                                CUDNN_DATA_FLOAT));
     const bool tf32 = tf32_allowed();
     RSI_CUDNN_CHECK(a.set_math(p->conv, tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH));
-
-    int got = 0;
-    cudnnConvolutionFwdAlgoPerf_t fwd[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
-    RSI_CUDNN_CHECK(a.forward_algos(handle, p->x, p->w, p->conv, p->y, CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &got, fwd));
-    p->forward.candidates = usable(fwd, got, tf32, p->forward.why);
-    cudnnConvolutionBwdDataAlgoPerf_t data[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
-    RSI_CUDNN_CHECK(a.data_algos(handle, p->w, p->y, p->conv, p->x, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &got, data));
-    p->data.candidates = usable(data, got, tf32, p->data.why);
-    cudnnConvolutionBwdFilterAlgoPerf_t filter[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
-    RSI_CUDNN_CHECK(
-        a.filter_algos(handle, p->x, p->y, p->conv, p->w, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &got, filter));
-    p->filter.candidates = usable(filter, got, tf32, p->filter.why);
-    p->usable = !p->forward.candidates.empty() && !p->filter.candidates.empty();
-    if (!p->usable)
-      p->why = p->forward.candidates.empty() ? "forward: " + p->forward.why : "filter gradient: " + p->filter.why;
+    Plan& q = *p;
+    using FwdAlgo = cudnnConvolutionFwdAlgo_t;
+    using DataAlgo = cudnnConvolutionBwdDataAlgo_t;
+    using FilterAlgo = cudnnConvolutionBwdFilterAlgo_t;
+    if (kind != kBackward) {
+      choose<cudnnConvolutionFwdAlgoPerf_t>(
+          q, q.forward, tf32, CUDNN_CONVOLUTION_FWD_ALGO_WINOGRAD_NONFUSED, [&](int* n) { return a.forward_max(handle, n); },
+          [&](int n, int* got, auto* perf) { return a.forward_algos(handle, q.x, q.w, q.conv, q.y, n, got, perf); },
+          [&](int algo, std::size_t* bytes) {
+            return a.forward_workspace(handle, q.x, q.w, q.conv, q.y, static_cast<FwdAlgo>(algo), bytes);
+          });
+    } else {
+      choose<cudnnConvolutionBwdDataAlgoPerf_t>(
+          q, q.data, tf32, CUDNN_CONVOLUTION_BWD_DATA_ALGO_WINOGRAD_NONFUSED, [&](int* n) { return a.data_max(handle, n); },
+          [&](int n, int* got, auto* perf) { return a.data_algos(handle, q.w, q.y, q.conv, q.x, n, got, perf); },
+          [&](int algo, std::size_t* bytes) {
+            return a.data_workspace(handle, q.w, q.y, q.conv, q.x, static_cast<DataAlgo>(algo), bytes);
+          });
+      choose<cudnnConvolutionBwdFilterAlgoPerf_t>(
+          q, q.filter, tf32, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_WINOGRAD_NONFUSED,
+          [&](int* n) { return a.filter_max(handle, n); },
+          [&](int n, int* got, auto* perf) { return a.filter_algos(handle, q.x, q.y, q.conv, q.w, n, got, perf); },
+          [&](int algo, std::size_t* bytes) {
+            return a.filter_workspace(handle, q.x, q.y, q.conv, q.w, static_cast<FilterAlgo>(algo), bytes);
+          });
+    }
     return *plans.emplace(key, std::move(p)).first->second;
   }
 
   void reserve(std::size_t bytes) {
     if (bytes <= workspace_bytes) return;
-    cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
-    RSI_CUDA_CHECK(cudaStreamIsCapturing(stream(), &capturing));
-    if (capturing != cudaStreamCaptureStatusNone)
-      throw std::runtime_error("cuDNN's workspace would grow during a CUDA graph capture (a new convolution shape)");
-    float* grown = detail::cuda_alloc_floats(static_cast<std::int64_t>((bytes + sizeof(float) - 1) / sizeof(float)));
+    refuse_in_capture("grow its workspace");
+    // Doubling (up to the cap) keeps the retired ones under the final size in total.
+    const std::size_t size = std::max(bytes, std::min(2 * workspace_bytes, kMaxWorkspaceBytes));
+    float* grown = detail::cuda_alloc_floats(static_cast<std::int64_t>((size + sizeof(float) - 1) / sizeof(float)));
     if (workspace) retired.push_back(workspace);
     workspace = grown;
-    workspace_bytes = bytes;
+    workspace_bytes = size;
   }
 
   // Runs `call(algo, workspace, bytes)` with the direction's kept algorithm, or on the first call
-  // with each candidate in order until one runs: an algorithm that refuses these tensors (a
-  // NOT_SUPPORTED or BAD_PARAM status: our CNHW strides are not every kernel's layout) makes way for
-  // the next. False when none ran (nothing was queued); `why` then lists their answers.
+  // with each candidate in order until one runs; a refusal (refused()) makes way for the next. False
+  // when none ran (nothing was queued): `why` then lists their answers and the direction stays on
+  // im2col. A refusal of the kept algorithm (not expected: the plan's key holds what it depends on)
+  // sends that call to im2col too.
   template <typename Call>
-  bool run(Direction& d, Call call) {
+  bool run(Plan& p, Direction& d, Call call) {
+    const Api& a = g_api;
     if (d.chosen >= 0) {
       const Candidate& c = d.candidates[static_cast<std::size_t>(d.chosen)];
-      RSI_CUDNN_CHECK(call(c.algo, workspace, workspace_bytes));
-      return true;
+      RSI_CUDNN_CHECK(a.set_math(p.conv, c.math));
+      const cudnnStatus_t status = call(c.algo, workspace, workspace_bytes);
+      if (status == CUDNN_STATUS_SUCCESS) return true;
+      if (refused(status)) return false;
+      throw_cudnn(status, "a cuDNN convolution", __FILE__, __LINE__);
     }
-    if (d.candidates.empty()) return false;
-    if (!d.why.empty()) return false;  // tried before: none ran
+    if (d.candidates.empty() || d.failed()) return false;
     std::string refusals;
     for (std::size_t i = 0; i < d.candidates.size(); ++i) {
-      reserve(d.candidates[i].bytes);
-      const cudnnStatus_t status = call(d.candidates[i].algo, workspace, workspace_bytes);
+      const Candidate& c = d.candidates[i];
+      reserve(c.bytes);
+      RSI_CUDNN_CHECK(a.set_math(p.conv, c.math));
+      const cudnnStatus_t status = call(c.algo, workspace, workspace_bytes);
       if (status == CUDNN_STATUS_SUCCESS) {
         d.chosen = static_cast<int>(i);
         return true;
       }
-      const int category = static_cast<int>(status) / 1000 * 1000;
-      if (category != CUDNN_STATUS_NOT_SUPPORTED && category != CUDNN_STATUS_BAD_PARAM)
-        throw_cudnn(status, "first call of a cuDNN convolution", __FILE__, __LINE__);
-      refusals += std::string(refusals.empty() ? "" : "; ") + "algorithm " + std::to_string(d.candidates[i].algo) +
-                  ": " + api().error_string(status);
+      if (!refused(status)) throw_cudnn(status, "the first call of a cuDNN convolution", __FILE__, __LINE__);
+      refusals += std::string(refusals.empty() ? "" : "; ") + "algorithm " + std::to_string(c.algo) + ": " +
+                  status_text(status);
     }
     d.why = "every candidate refused these CNHW tensors (" + refusals + ")";
     return false;
   }
+
+  void count(bool ran) { ++(ran ? counts.cudnn : counts.fallback); }
 };
 
 CudnnConvolutions::CudnnConvolutions(Context& ctx) : impl_(std::make_unique<Impl>()) {
   impl_->ctx = &ctx;
   const Api& a = api();
-  RSI_CUDNN_CHECK(a.create(&impl_->handle));
+  RSI_CUDNN_CHECK(a.create(&impl_->handle));  // ~Impl destroys it should the next line throw
   RSI_CUDNN_CHECK(a.set_stream(impl_->handle, impl_->stream()));
 }
 
-CudnnConvolutions::~CudnnConvolutions() {
-  if (!impl_) return;
-  impl_->plans.clear();
-  if (impl_->handle) g_api.destroy(impl_->handle);
-  detail::cuda_free(impl_->workspace);  // cudaFree waits for the device: nothing queued still uses them
-  for (float* p : impl_->retired) detail::cuda_free(p);
-}
+CudnnConvolutions::~CudnnConvolutions() = default;
 
 bool CudnnConvolutions::forward(const Conv2dShape& s, const float* X, const float* Wt, float* Y, float beta) {
-  Plan& p = impl_->plan(s);
-  if (!p.usable) return false;
+  Plan& p = impl_->plan(s, beta != 0.0f ? kForwardAccumulate : kForwardOverwrite, alignment({X, Wt, Y}));
   const Api& a = g_api;
   const float one = 1.0f;
-  return impl_->run(p.forward, [&](int algo, void* ws, std::size_t bytes) {
+  const bool ran = impl_->run(p, p.forward, [&](int algo, void* ws, std::size_t bytes) {
     return a.forward(impl_->handle, &one, p.x, X, p.w, Wt, p.conv, static_cast<cudnnConvolutionFwdAlgo_t>(algo), ws,
                      bytes, &beta, p.y, Y);
   });
+  impl_->count(ran);
+  return ran;
 }
 
 bool CudnnConvolutions::backward(const Conv2dShape& s, const float* X, const float* Wt, const float* dY, float* dX,
                                  float* dW) {
-  Plan& p = impl_->plan(s);
-  if (!p.usable) return false;
-  if (dX && p.data.candidates.empty()) return false;
+  Plan& p = impl_->plan(s, kBackward, alignment({X, Wt, dY, dX, dW}));
   const Api& a = g_api;
   const float one = 1.0f, zero = 0.0f;
   auto filter = [&](int algo, void* ws, std::size_t bytes) {
@@ -327,28 +440,36 @@ bool CudnnConvolutions::backward(const Conv2dShape& s, const float* X, const flo
     return a.backward_data(impl_->handle, &one, p.w, Wt, p.y, dY, p.conv, static_cast<cudnnConvolutionBwdDataAlgo_t>(algo),
                            ws, bytes, &zero, p.x, dX);
   };
-  // A false return after the data gradient ran is still correct: the im2col path overwrites both.
-  if (dX && !impl_->run(p.data, data)) return false;
-  return impl_->run(p.filter, filter);
+  // The filter gradient first (every call needs it); a data gradient that then cannot run leaves
+  // both to im2col, which overwrites dW.
+  const bool ran = impl_->run(p, p.filter, filter) && (!dX || impl_->run(p, p.data, data));
+  impl_->count(ran);
+  return ran;
 }
+
+ConvCounts CudnnConvolutions::counts() const { return impl_->counts; }
 
 std::string CudnnConvolutions::report() const {
   std::string out;
+  auto part = [](const char* what, const Direction& d, const char* name) {
+    return std::string(what) + " " + (d.chosen >= 0 ? name : d.why.empty() ? "not run yet" : "im2col (" + d.why + ")");
+  };
+  auto chosen = [](const Direction& d) {
+    return d.chosen >= 0 ? d.candidates[static_cast<std::size_t>(d.chosen)].algo : -1;
+  };
   for (const auto& [key, p] : impl_->plans) {
     out += "conv " + p->tag + ": ";
-    if (!p->usable) {
-      out += "im2col (cuDNN " + p->why + ")\n";
-      continue;
+    if (key[8] != kBackward) {
+      out += part("cudnn", p->forward, algo_name(kForwardNames, chosen(p->forward))) + "\n";
+    } else {
+      out += part("cudnn filter", p->filter, algo_name(kFilterNames, chosen(p->filter))) + ", " +
+             part("data", p->data, algo_name(kDataNames, chosen(p->data))) + "\n";
     }
-    auto part = [](const char* what, const Direction& d, const char* name) {
-      return std::string(what) + " " + (d.chosen >= 0 ? name : d.why.empty() ? "not run yet" : "im2col (" + d.why + ")");
-    };
-    auto chosen = [](const Direction& d) { return d.chosen >= 0 ? d.candidates[static_cast<std::size_t>(d.chosen)].algo : -1; };
-    out += "cudnn " + part("forward", p->forward, algo_name(kForwardNames, chosen(p->forward))) + ", " +
-           part("data", p->data, algo_name(kDataNames, chosen(p->data))) + ", " +
-           part("filter", p->filter, algo_name(kFilterNames, chosen(p->filter))) + "\n";
   }
-  if (!out.empty()) out += "cuDNN workspace " + std::to_string(impl_->workspace_bytes >> 10) + " KiB\n";
+  if (!out.empty())
+    out += "cuDNN: " + std::to_string(impl_->counts.cudnn) + " convolution calls, " +
+           std::to_string(impl_->counts.fallback) + " fell back to im2col; workspace " +
+           std::to_string(impl_->workspace_bytes >> 10) + " KiB\n";
   return out;
 }
 
@@ -378,6 +499,7 @@ bool CudnnConvolutions::forward(const Conv2dShape&, const float*, const float*, 
 bool CudnnConvolutions::backward(const Conv2dShape&, const float*, const float*, const float*, float*, float*) {
   return false;
 }
+ConvCounts CudnnConvolutions::counts() const { return {}; }
 std::string CudnnConvolutions::report() const { return ""; }
 std::string cudnn_library_version(std::string* why) {
   if (why) *why = kNoCudnn;

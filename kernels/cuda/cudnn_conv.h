@@ -23,15 +23,18 @@ class CudnnConvolutions {
   CudnnConvolutions& operator=(const CudnnConvolutions&) = delete;
 
   // Y = conv(X, Wt) + beta·Y, X [C][N][H][W] and Y [K][N][OH][OW] (CNHW) as conv2d_forward.
-  // Returns false, having queued nothing, when cuDNN has no deterministic algorithm for the shape
-  // that runs on these tensors: the caller computes it with im2col instead.
+  // Returns false, having queued nothing, when cuDNN has no deterministic FP32 algorithm that takes
+  // these tensors: the caller computes it with im2col instead. Plans are made (heuristics queried,
+  // candidates tried) on the first call of a shape, call kind and pointer alignment; that first call
+  // must not be inside a CUDA graph capture (it throws there, and the capture falls back).
   bool forward(const Conv2dShape& s, const float* X, const float* Wt, float* Y, float beta);
   // dW = ∂/∂Wt and, when dX is not null, dX = ∂/∂X (both overwritten) for the gradient dY.
   // Returns false when cuDNN cannot compute both for the shape: the caller then computes both with
   // im2col (overwriting whatever cuDNN may have queued into dX).
   bool backward(const Conv2dShape& s, const float* X, const float* Wt, const float* dY, float* dX, float* dW);
-  // One line per shape seen: the algorithms used, or why it fell back to im2col.
+  // One line per plan: the algorithm used, or why it fell back to im2col; then the call counts.
   std::string report() const;
+  ConvCounts counts() const;
 
  private:
   struct Impl;

@@ -560,7 +560,7 @@ void conv2d_backward(Context& ctx, const Conv2dShape& s, const float* X, const f
   const float* B = direct ? X : col;
   row_sums_kernel<<<s.K, kThreads, 0, stream_of(ctx)>>>(dY, db, NP);
   RSI_CUDA_LAUNCHED();
-  if (ctx.conv_backend() == ConvBackend::Cudnn) {
+  if (ctx.conv_backend() == ConvBackend::Cudnn && NP > 0) {
     if (ctx.cudnn_convolutions().backward(s, X, Wt, dY, dX, dW)) return;
     // cuDNN cannot run this shape: im2col, whose `col` the cuDNN forward did not fill.
     if (!direct) {

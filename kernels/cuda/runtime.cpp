@@ -111,7 +111,7 @@ constexpr std::size_t kBlasWorkspaceBytes = std::size_t{32} << 20;
 Context::Context() : impl_(std::make_unique<Impl>()) {
   std::string why;
   if (!cuda_available(&why)) throw std::runtime_error("cannot create a CUDA context: " + why);
-  impl_->conv = conv_backend_from_env();  // a bad RSI_CUDA_CONV fails here, before any work
+  const ConvBackend conv = conv_backend_from_env();  // a bad RSI_CUDA_CONV fails here, before any work
   RSI_CUDA_CHECK(cudaStreamCreateWithFlags(&impl_->stream, cudaStreamNonBlocking));
   RSI_CUBLAS_CHECK(blas::api().create(&impl_->blas));
   RSI_CUBLAS_CHECK(blas::api().set_stream(impl_->blas, impl_->stream));
@@ -122,6 +122,7 @@ Context::Context() : impl_(std::make_unique<Impl>()) {
   RSI_CUDA_CHECK(cudaMalloc(&impl_->blas_workspace, kBlasWorkspaceBytes));
   RSI_CUBLAS_CHECK(blas::api().set_workspace(impl_->blas, impl_->blas_workspace, kBlasWorkspaceBytes));
   RSI_CUDA_CHECK(cudaMallocHost(&impl_->pinned, 64 * sizeof(float)));
+  set_conv_backend(conv);  // cudnn: loaded now, so a machine without it says so before any work
 }
 
 Context::~Context() {
@@ -138,8 +139,12 @@ void* Context::cublas() const { return impl_->blas; }
 float* Context::host_scalars() const { return impl_->pinned; }
 
 ConvBackend Context::conv_backend() const { return impl_->conv; }
-void Context::set_conv_backend(ConvBackend b) { impl_->conv = b; }
+void Context::set_conv_backend(ConvBackend b) {
+  if (b == ConvBackend::Cudnn) (void)cudnn_convolutions();
+  impl_->conv = b;
+}
 std::string Context::conv_report() const { return impl_->cudnn ? impl_->cudnn->report() : std::string(); }
+ConvCounts Context::conv_counts() const { return impl_->cudnn ? impl_->cudnn->counts() : ConvCounts{}; }
 CudnnConvolutions& Context::cudnn_convolutions() {
   if (!impl_->cudnn) impl_->cudnn = std::make_unique<CudnnConvolutions>(*this);
   return *impl_->cudnn;

@@ -37,6 +37,7 @@ void Context::synchronize() const {}
 ConvBackend Context::conv_backend() const { return ConvBackend::Im2col; }
 void Context::set_conv_backend(ConvBackend) {}
 std::string Context::conv_report() const { return ""; }
+ConvCounts Context::conv_counts() const { return {}; }
 CudnnConvolutions& Context::cudnn_convolutions() { not_built("cannot run cuDNN"); }
 std::string cudnn_library_version(std::string* why) {
   if (why) *why = kNotBuilt;

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <stdexcept>
 #include <string>
 
 #include "rsi/kernels/cuda.h"
@@ -122,7 +123,11 @@ void bind_device(const DeviceChoice& choice) {
   if (!choice.cuda) return;
   try {
     kernels::cuda_set_device(choice.gpu);
-    (void)kernels::cuda::conv_backend_from_env();  // a bad RSI_CUDA_CONV stops the run here, named
+    // A bad RSI_CUDA_CONV, or cudnn where cuDNN cannot be loaded, stops the run here, named.
+    if (kernels::cuda::conv_backend_from_env() == kernels::cuda::ConvBackend::Cudnn) {
+      std::string why;
+      if (kernels::cuda::cudnn_library_version(&why).empty()) throw std::runtime_error("RSI_CUDA_CONV=cudnn: " + why);
+    }
     // Training (models::TrainOptions::device) follows the process-wide default from here on.
     kernels::set_default_device(kernels::Device::CUDA);
   } catch (const std::exception& e) {

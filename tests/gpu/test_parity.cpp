@@ -90,21 +90,33 @@ std::string cuda_unavailable_reason() {
 
 // cuDNN's convolution on this thread's default context (the one Exec::gpu() and train() use) for
 // the life of the object; the im2col default again afterwards. Empty `skip` when it is on.
+// conv_counts() tells calls that ran through cuDNN from those that fell back to im2col, so a
+// test of the cuDNN path can require that cuDNN really computed it.
 struct CudnnConvolution {
   std::string skip;
+  kn::cuda::ConvBackend before = kn::cuda::ConvBackend::Im2col;
+  kn::cuda::ConvCounts start;
   CudnnConvolution() {
     std::string why;
     if (kn::cuda::cudnn_library_version(&why).empty()) {
       skip = "cuDNN cannot be loaded: " + why;
       return;
     }
-    kn::cuda::default_context().set_conv_backend(kn::cuda::ConvBackend::Cudnn);
+    kn::cuda::Context& ctx = kn::cuda::default_context();
+    before = ctx.conv_backend();
+    ctx.set_conv_backend(kn::cuda::ConvBackend::Cudnn);
+    start = ctx.conv_counts();
+  }
+  // Calls since construction: through cuDNN, and fallen back to im2col.
+  kn::cuda::ConvCounts since_start() const {
+    const kn::cuda::ConvCounts now = kn::cuda::default_context().conv_counts();
+    return {now.cudnn - start.cudnn, now.fallback - start.fallback};
   }
   ~CudnnConvolution() {
     if (!skip.empty()) return;
     const std::string report = kn::cuda::default_context().conv_report();
     std::printf("[parity] cudnn plans:\n%s", report.c_str());
-    kn::cuda::default_context().set_conv_backend(kn::cuda::ConvBackend::Im2col);
+    kn::cuda::default_context().set_conv_backend(before);
   }
 };
 
@@ -210,12 +222,24 @@ TEST_P(Parity, Conv2d) {
     ref::conv2d_backward(s, X.data(), Wt.data(), dY.data(), dX.data(), dW.data(), db.data(), nullptr);
     auto x = up(X), w = up(Wt), bb = up(b), dy = up(dY), y = nans(out), dx = nans(in), dw = nans(wn), dbb = nans(c.K);
     kn::Tensor col({std::max<std::int64_t>(s.col_size(), 1)}, dev());
+    const kn::cuda::ConvCounts before = cudnn_ ? cudnn_->since_start() : kn::cuda::ConvCounts{};
     kn::conv2d_forward(exec_, s, x.data(), w.data(), bb.data(), y.data(), col.data());
     EXPECT_TRUE(check("conv2d_forward " + tag.str(), y, Y));
     kn::conv2d_backward(exec_, s, x.data(), w.data(), dy.data(), dx.data(), dw.data(), dbb.data(), col.data());
     EXPECT_TRUE(check("conv2d_backward dX " + tag.str(), dx, dX));
     EXPECT_TRUE(check("conv2d_backward dW " + tag.str(), dw, dW));
     EXPECT_TRUE(check("conv2d_backward db " + tag.str(), dbb, db));
+    if (cudnn_) {
+      // The reference CNN's two convolutions (3×3, stride 1) must really run on cuDNN; other shapes
+      // may fall back to im2col (the plans printed at the end say which and why).
+      const kn::cuda::ConvCounts after = cudnn_->since_start();
+      const std::int64_t ran = after.cudnn - before.cudnn, fell = after.fallback - before.fallback;
+      std::printf("[parity] cudnn conv2d %-40s forward+backward through cuDNN: %lld of %lld calls\n",
+                  tag.str().c_str(), static_cast<long long>(ran), static_cast<long long>(ran + fell));
+      if (c.k == 3 && c.s == 1 && (c.C == 1 || c.C == 32)) {
+        EXPECT_EQ(ran, 2) << tag.str() << ": cuDNN did not compute it (" << fell << " call(s) fell back to im2col)";
+      }
+    }
   }
 }
 
@@ -931,6 +955,11 @@ TEST_P(TrainingParity, StepsOnGpuMatchTheCpu) {
   gpu.initialize(7, 3);
   const models::TrainResult rc = models::train(cpu, labeled, make_options(Device::CPU));
   const models::TrainResult rg = models::train(gpu, labeled, make_options(Device::CUDA));
+  if (cudnn) {
+    const kn::cuda::ConvCounts n = cudnn->since_start();
+    EXPECT_GT(n.cudnn, 0) << "no convolution ran through cuDNN";
+    EXPECT_EQ(n.fallback, 0) << n.fallback << " convolution call(s) fell back to im2col";
+  }
   ASSERT_EQ(gpu.device(), Device::CPU) << "train() must hand the network back on the device it got it on";
   ASSERT_EQ(teacher.device(), Device::CPU) << "train() must hand the teacher back on the device it got it on";
   ASSERT_EQ(rc.steps, rg.steps);
@@ -1020,6 +1049,11 @@ TEST(CudaGraphs, ReplayedStepsGiveTheQueuedStepsBits) {
       if (i == 3) o.validation = &validation;
       results.push_back(models::train(net, labeled, o));
       weights.emplace_back(net.parameters().span().begin(), net.parameters().span().end());
+    }
+    if (cudnn) {
+      const kn::cuda::ConvCounts n = cudnn->since_start();
+      EXPECT_GT(n.cudnn, 0) << c.name << ": no convolution ran through cuDNN";
+      EXPECT_EQ(n.fallback, 0) << c.name << ": " << n.fallback << " convolution call(s) fell back to im2col";
     }
     const models::TrainResult &plain = results[0], &replayed = results[1];
     std::printf("[parity] cuda graphs %-30s replayed %lld of %lld steps, loss %.9g vs %.9g%s%s\n", c.name.c_str(),

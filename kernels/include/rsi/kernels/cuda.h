@@ -50,9 +50,10 @@ namespace cuda {
 // gradient are our kernels either way). Im2col: an im2col kernel + one cuBLAS SGEMM over the whole
 // batch, the parity-tested default. Cudnn: cuDNN's convolution (dlopen'ed libcudnn.so.<major>, the
 // legacy API on our CNHW tensors described by strides), algorithms picked by cuDNN's heuristics
-// among the deterministic FP32 ones and kept per shape, so a run stays reproducible on one GPU model
-// and cuDNN version; a shape cuDNN cannot run falls back to im2col (conv_report() says which and why).
-// The two differ in float rounding only: a run's backend includes this choice.
+// (no timing) among the deterministic FP32 ones (no tensor cores, no WINOGRAD_NONFUSED unless
+// RSI_CUDA_TF32=1) and kept per plan, so a run stays reproducible on one GPU model and cuDNN
+// version; a call cuDNN cannot run falls back to im2col (conv_report() / conv_counts() say which and
+// why). The two differ in float rounding only: a run's backend includes this choice.
 enum class ConvBackend { Im2col, Cudnn };
 const char* conv_backend_name(ConvBackend b);
 // "im2col" or "cudnn"; anything else throws std::invalid_argument naming the valid values.
@@ -64,6 +65,12 @@ ConvBackend conv_backend_from_env();
 std::string cudnn_library_version(std::string* why = nullptr);
 
 class CudnnConvolutions;  // kernels/cuda/cudnn_conv.h
+
+// Convolution calls (a forward, or a backward with its gradients) that a context's cudnn backend ran
+// through cuDNN, and those that fell back to im2col (a shape, call or alignment cuDNN refused).
+struct ConvCounts {
+  std::int64_t cudnn = 0, fallback = 0;
+};
 
 // Where CUDA work is queued: one stream, a cuBLAS handle bound to it and a small pinned host
 // buffer for scalar read-backs (losses). Ops take the context explicitly, so nothing runs on the
@@ -82,11 +89,15 @@ class Context {
   // Pinned host scalars, valid after synchronize(); `count` ≤ 64.
   float* host_scalars() const;
   // The convolution backend of this context's ops: RSI_CUDA_CONV when it was created, or as set.
+  // Choosing cudnn loads cuDNN and creates its handle now (throws with the reason when it cannot).
+  // Change it between steps, never between a layer's forward and its backward (the im2col backward
+  // reuses what its forward left in `col`).
   ConvBackend conv_backend() const;
   void set_conv_backend(ConvBackend b);
-  // One line per conv shape this context ran with cuDNN: the algorithms chosen, or why it fell
-  // back to im2col. Empty when no shape went through cuDNN.
+  // One line per convolution plan this context made for cuDNN (shape, call, alignment): the
+  // algorithm chosen, or why it fell back to im2col; then the call counts. Empty when none.
   std::string conv_report() const;
+  ConvCounts conv_counts() const;
   // cuDNN's per-context state (handle, workspace, one plan per shape), created on first use.
   CudnnConvolutions& cudnn_convolutions();
 
