@@ -123,6 +123,8 @@ int main(int argc, char** argv) {
       models::train(warm, train, w);
     }
     if (profile_ops) (void)kernels::cuda_op_profile_report();  // drop the warm-up's records
+    const kernels::cuda::ConvCounts warm_counts =
+        device == kernels::Device::CUDA ? kernels::cuda::default_context().conv_counts() : kernels::cuda::ConvCounts{};
     models::Network net(genome);
     net.initialize(1, 0);
     options.epochs = epochs;
@@ -142,10 +144,12 @@ int main(int argc, char** argv) {
     if (device == kernels::Device::CUDA) {
       kernels::cuda::Context& ctx = kernels::cuda::default_context();
       std::fprintf(stderr, "%s", ctx.conv_report().c_str());
-      // cudnn that fell back to im2col for some calls says so on the summary line itself.
-      const kernels::cuda::ConvCounts n = ctx.conv_counts();
-      if (ctx.conv_backend() == kernels::cuda::ConvBackend::Cudnn && n.fallback > 0)
-        conv += "(fallback=" + std::to_string(n.fallback) + "/" + std::to_string(n.cudnn + n.fallback) + ")";
+      // cudnn that fell back to im2col for some calls of the timed run (host calls: a replayed graph
+      // repeats what its capture did) says so on the summary line itself.
+      const kernels::cuda::ConvCounts all = ctx.conv_counts();
+      const std::int64_t fell = all.fallback - warm_counts.fallback, calls = fell + all.cudnn - warm_counts.cudnn;
+      if (ctx.conv_backend() == kernels::cuda::ConvBackend::Cudnn && fell > 0)
+        conv += "(fallback:" + std::to_string(fell) + "/" + std::to_string(calls) + ")";
     }
     std::printf("train_summary model=%s device=%s conv=%s samples_per_s=%.1f train_seconds=%.3f samples=%lld steps=%lld "
                 "graph_steps=%lld final_loss=%.4f test_acc=%.4f data=%s\n",

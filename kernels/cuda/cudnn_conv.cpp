@@ -190,26 +190,34 @@ struct Direction {
 // The heuristics' results that are deterministic, succeed, fit in the workspace cap and keep FP32
 // accuracy: strict mode (the default) runs them with CUDNN_FMA_MATH and leaves out tensor-core
 // entries and WINOGRAD_NONFUSED (whose rounding NVIDIA warns about); with RSI_CUDA_TF32=1 each runs
-// with the math type the heuristic gave it. `winograd_nonfused` is that algorithm's enum value in
-// this direction. `workspace(algo, math)` asks cuDNN for the size with the descriptor as it will run.
+// with the math type the heuristic gave it (never ALLOW_CONVERSION, which may round to FP16).
+// `winograd_nonfused` is that algorithm's enum value in this direction. `workspace(algo, math,
+// &bytes)` asks cuDNN for the size with the descriptor as it will run; false when cuDNN refuses.
 template <typename Perf, typename Workspace>
 std::vector<Candidate> usable(const std::vector<Perf>& perf, int count, bool tf32, int winograd_nonfused,
                               Workspace workspace, std::string& why) {
   std::vector<Candidate> out;
-  int nondeterministic = 0, too_big = 0, precision = 0, failed = 0;
+  int nondeterministic = 0, too_big = 0, precision = 0, failed = 0, unsizable = 0;
   for (int i = 0; i < count; ++i) {
     const Perf& p = perf[static_cast<std::size_t>(i)];
     const int algo = static_cast<int>(p.algo);
     const bool fp32 = p.mathType == CUDNN_FMA_MATH || p.mathType == CUDNN_DEFAULT_MATH;
+    // ALLOW_CONVERSION may round FP32 data down to FP16: never, in either mode.
+    const bool converts = p.mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION;
     if (p.status != CUDNN_STATUS_SUCCESS) {
       ++failed;
     } else if (p.determinism != CUDNN_DETERMINISTIC) {
       ++nondeterministic;
-    } else if (!tf32 && (!fp32 || algo == winograd_nonfused)) {
+    } else if (converts || (!tf32 && (!fp32 || algo == winograd_nonfused))) {
       ++precision;
     } else {
       const cudnnMathType_t math = tf32 ? p.mathType : CUDNN_FMA_MATH;
-      const std::size_t bytes = std::max(p.memory, workspace(algo, math));
+      std::size_t sized = 0;
+      if (!workspace(algo, math, &sized)) {
+        ++unsizable;
+        continue;
+      }
+      const std::size_t bytes = std::max(p.memory, sized);
       if (bytes > kMaxWorkspaceBytes) ++too_big;
       else if (std::none_of(out.begin(), out.end(), [&](const Candidate& c) { return c.algo == algo && c.math == math; }))
         out.push_back({algo, math, bytes});
@@ -218,8 +226,8 @@ std::vector<Candidate> usable(const std::vector<Perf>& perf, int count, bool tf3
   if (out.empty())
     why = "no usable algorithm among " + std::to_string(count) + " (" + std::to_string(failed) + " not supported, " +
           std::to_string(nondeterministic) + " nondeterministic, " + std::to_string(precision) +
-          " below FP32 accuracy, " + std::to_string(too_big) + " over " + std::to_string(kMaxWorkspaceBytes >> 20) +
-          " MiB of workspace)";
+          " below FP32 accuracy, " + std::to_string(unsizable) + " refused a workspace size, " +
+          std::to_string(too_big) + " over " + std::to_string(kMaxWorkspaceBytes >> 20) + " MiB of workspace)";
   return out;
 }
 
@@ -258,14 +266,18 @@ struct Plan {
 template <typename Perf, typename MaxCount, typename Algos, typename Workspace>
 void choose(Plan& p, Direction& d, bool tf32, int winograd_nonfused, MaxCount max_count, Algos algos,
             Workspace workspace) {
+  // The heuristics see the descriptor's base math type (sizing below changes it per candidate).
+  RSI_CUDNN_CHECK(g_api.set_math(p.conv, tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH));
   int max = 0, got = 0;
   RSI_CUDNN_CHECK(max_count(&max));
   std::vector<Perf> perf(static_cast<std::size_t>(std::max(max, 1)));
   RSI_CUDNN_CHECK(algos(max, &got, perf.data()));
-  auto sized = [&](int algo, cudnnMathType_t math) {
+  auto sized = [&](int algo, cudnnMathType_t math, std::size_t* bytes) {
     RSI_CUDNN_CHECK(g_api.set_math(p.conv, math));
-    std::size_t bytes = 0;
-    return workspace(algo, &bytes) == CUDNN_STATUS_SUCCESS ? bytes : kMaxWorkspaceBytes + 1;  // unsizable: left out
+    const cudnnStatus_t status = workspace(algo, bytes);
+    if (status == CUDNN_STATUS_SUCCESS) return true;
+    if (!refused(status)) throw_cudnn(status, "a cuDNN workspace size query", __FILE__, __LINE__);
+    return false;
   };
   d.candidates = usable(perf, got, tf32, winograd_nonfused, sized, d.why);
 }
@@ -327,7 +339,6 @@ struct CudnnConvolutions::Impl {
     RSI_CUDNN_CHECK(a.set_conv(p->conv, s.pad, s.pad, s.stride, s.stride, 1, 1, CUDNN_CROSS_CORRELATION,
                                CUDNN_DATA_FLOAT));
     const bool tf32 = tf32_allowed();
-    RSI_CUDNN_CHECK(a.set_math(p->conv, tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH));
     Plan& q = *p;
     using FwdAlgo = cudnnConvolutionFwdAlgo_t;
     using DataAlgo = cudnnConvolutionBwdDataAlgo_t;
@@ -385,10 +396,16 @@ struct CudnnConvolutions::Impl {
       throw_cudnn(status, "a cuDNN convolution", __FILE__, __LINE__);
     }
     if (d.candidates.empty() || d.failed()) return false;
+    refuse_in_capture("try its algorithms");  // a captured trial would decide nothing
     std::string refusals;
     for (std::size_t i = 0; i < d.candidates.size(); ++i) {
       const Candidate& c = d.candidates[i];
-      reserve(c.bytes);
+      try {
+        reserve(c.bytes);
+      } catch (const std::runtime_error& e) {  // out of GPU memory for this one: the next may fit
+        refusals += std::string(refusals.empty() ? "" : "; ") + "algorithm " + std::to_string(c.algo) + ": " + e.what();
+        continue;
+      }
       RSI_CUDNN_CHECK(a.set_math(p.conv, c.math));
       const cudnnStatus_t status = call(c.algo, workspace, workspace_bytes);
       if (status == CUDNN_STATUS_SUCCESS) {
@@ -427,24 +444,24 @@ bool CudnnConvolutions::forward(const Conv2dShape& s, const float* X, const floa
   return ran;
 }
 
-bool CudnnConvolutions::backward(const Conv2dShape& s, const float* X, const float* Wt, const float* dY, float* dX,
-                                 float* dW) {
+CudnnConvolutions::Parts CudnnConvolutions::backward(const Conv2dShape& s, const float* X, const float* Wt,
+                                                     const float* dY, float* dX, float* dW) {
   Plan& p = impl_->plan(s, kBackward, alignment({X, Wt, dY, dX, dW}));
   const Api& a = g_api;
   const float one = 1.0f, zero = 0.0f;
-  auto filter = [&](int algo, void* ws, std::size_t bytes) {
+  Parts done;
+  done.filter = impl_->run(p, p.filter, [&](int algo, void* ws, std::size_t bytes) {
     return a.backward_filter(impl_->handle, &one, p.x, X, p.y, dY, p.conv,
                              static_cast<cudnnConvolutionBwdFilterAlgo_t>(algo), ws, bytes, &zero, p.w, dW);
-  };
-  auto data = [&](int algo, void* ws, std::size_t bytes) {
-    return a.backward_data(impl_->handle, &one, p.w, Wt, p.y, dY, p.conv, static_cast<cudnnConvolutionBwdDataAlgo_t>(algo),
-                           ws, bytes, &zero, p.x, dX);
-  };
-  // The filter gradient first (every call needs it); a data gradient that then cannot run leaves
-  // both to im2col, which overwrites dW.
-  const bool ran = impl_->run(p, p.filter, filter) && (!dX || impl_->run(p, p.data, data));
-  impl_->count(ran);
-  return ran;
+  });
+  if (dX) {
+    done.data = impl_->run(p, p.data, [&](int algo, void* ws, std::size_t bytes) {
+      return a.backward_data(impl_->handle, &one, p.w, Wt, p.y, dY, p.conv,
+                             static_cast<cudnnConvolutionBwdDataAlgo_t>(algo), ws, bytes, &zero, p.x, dX);
+    });
+  }
+  impl_->count(done.filter && (!dX || done.data));
+  return done;
 }
 
 ConvCounts CudnnConvolutions::counts() const { return impl_->counts; }
@@ -496,8 +513,9 @@ struct CudnnConvolutions::Impl {};
 CudnnConvolutions::CudnnConvolutions(Context&) { throw std::runtime_error(kNoCudnn); }
 CudnnConvolutions::~CudnnConvolutions() = default;
 bool CudnnConvolutions::forward(const Conv2dShape&, const float*, const float*, float*, float) { return false; }
-bool CudnnConvolutions::backward(const Conv2dShape&, const float*, const float*, const float*, float*, float*) {
-  return false;
+CudnnConvolutions::Parts CudnnConvolutions::backward(const Conv2dShape&, const float*, const float*, const float*,
+                                                     float*, float*) {
+  return {};
 }
 ConvCounts CudnnConvolutions::counts() const { return {}; }
 std::string CudnnConvolutions::report() const { return ""; }

@@ -28,12 +28,17 @@ class CudnnConvolutions {
   // candidates tried) on the first call of a shape, call kind and pointer alignment; that first call
   // must not be inside a CUDA graph capture (it throws there, and the capture falls back).
   bool forward(const Conv2dShape& s, const float* X, const float* Wt, float* Y, float beta);
-  // dW = ∂/∂Wt and, when dX is not null, dX = ∂/∂X (both overwritten) for the gradient dY.
-  // Returns false when cuDNN cannot compute both for the shape: the caller then computes both with
-  // im2col (overwriting whatever cuDNN may have queued into dX).
-  bool backward(const Conv2dShape& s, const float* X, const float* Wt, const float* dY, float* dX, float* dW);
+  // What a backward computed: dW (filter) and dX (data; false when dX was null).
+  struct Parts {
+    bool filter = false, data = false;
+  };
+  // dW = ∂/∂Wt and, when dX is not null, dX = ∂/∂X (both overwritten) for the gradient dY, each
+  // with cuDNN where it can; the caller computes the parts not done with im2col. A call counts as
+  // cuDNN's (counts()) when it did every part asked for.
+  Parts backward(const Conv2dShape& s, const float* X, const float* Wt, const float* dY, float* dX, float* dW);
   // One line per plan: the algorithm used, or why it fell back to im2col; then the call counts.
   std::string report() const;
+  // Calls the host made (a graph replay is not a call), see ConvCounts.
   ConvCounts counts() const;
 
  private:

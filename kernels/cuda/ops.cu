@@ -560,21 +560,28 @@ void conv2d_backward(Context& ctx, const Conv2dShape& s, const float* X, const f
   const float* B = direct ? X : col;
   row_sums_kernel<<<s.K, kThreads, 0, stream_of(ctx)>>>(dY, db, NP);
   RSI_CUDA_LAUNCHED();
-  if (ctx.conv_backend() == ConvBackend::Cudnn && NP > 0) {
-    if (ctx.cudnn_convolutions().backward(s, X, Wt, dY, dX, dW)) return;
-    // cuDNN cannot run this shape: im2col, whose `col` the cuDNN forward did not fill.
-    if (!direct) {
+  if (NP == 0) {  // no outputs: zero gradients (a GEMM with k = 0 is refused by cuBLAS)
+    launch_fill(dW, static_cast<std::int64_t>(s.K) * CKK, 0.0f, stream_of(ctx));
+    if (dX) launch_fill(dX, static_cast<std::int64_t>(s.C) * s.N * s.H * s.W, 0.0f, stream_of(ctx));
+    return;
+  }
+  // cuDNN computes what it can (cudnn backend); im2col the rest.
+  CudnnConvolutions::Parts done;
+  if (ctx.conv_backend() == ConvBackend::Cudnn) done = ctx.cudnn_convolutions().backward(s, X, Wt, dY, dX, dW);
+  if (!done.filter) {
+    // After a cuDNN forward `col` does not hold im2col(X): make it.
+    if (ctx.conv_backend() == ConvBackend::Cudnn && !direct) {
       im2col_kernel<<<grid_for(s.col_size()), kThreads, 0, stream_of(ctx)>>>(s, X, col);
       RSI_CUDA_LAUNCHED();
     }
+    gemm_rm(ctx, false, true, s.K, CKK, ld, 1.0f, dY, ld, B, ld, 0.0f, dW, CKK);
   }
-  gemm_rm(ctx, false, true, s.K, CKK, ld, 1.0f, dY, ld, B, ld, 0.0f, dW, CKK);
-  if (!dX) return;
+  if (!dX || done.data) return;
   if (direct) {
     gemm_rm(ctx, true, false, CKK, ld, s.K, 1.0f, Wt, CKK, dY, ld, 0.0f, dX, ld);
     return;
   }
-  gemm_rm(ctx, true, false, CKK, ld, s.K, 1.0f, Wt, CKK, dY, ld, 0.0f, col, ld);
+  gemm_rm(ctx, true, false, CKK, ld, s.K, 1.0f, Wt, CKK, dY, ld, 0.0f, col, ld);  // dcol (col is scratch now)
   const std::int64_t inputs = static_cast<std::int64_t>(s.C) * s.N * s.H * s.W;
   col2im_kernel<<<grid_for(inputs), kThreads, 0, stream_of(ctx)>>>(s, col, dX);
   RSI_CUDA_LAUNCHED();

@@ -95,7 +95,16 @@ struct Context::Impl {
   float* pinned = nullptr;
   void* blas_workspace = nullptr;
   ConvBackend conv = ConvBackend::Im2col;
-  std::unique_ptr<CudnnConvolutions> cudnn;  // created by the first cuDNN convolution
+  std::unique_ptr<CudnnConvolutions> cudnn;  // created when the cudnn backend is chosen
+
+  // Here rather than in ~Context, so a constructor that throws half-way frees what it made.
+  ~Impl() {
+    cudnn.reset();  // its handle and workspace belong to this stream
+    if (pinned) RSI_CUDA_CHECK_NOTHROW(cudaFreeHost(pinned));
+    if (blas) blas::api().destroy(blas);
+    if (blas_workspace) RSI_CUDA_CHECK_NOTHROW(cudaFree(blas_workspace));
+    if (stream) RSI_CUDA_CHECK_NOTHROW(cudaStreamDestroy(stream));
+  }
 };
 
 bool tf32_allowed() {
@@ -125,14 +134,7 @@ Context::Context() : impl_(std::make_unique<Impl>()) {
   set_conv_backend(conv);  // cudnn: loaded now, so a machine without it says so before any work
 }
 
-Context::~Context() {
-  if (!impl_) return;
-  impl_->cudnn.reset();  // its handle and workspace belong to this stream
-  if (impl_->pinned) RSI_CUDA_CHECK_NOTHROW(cudaFreeHost(impl_->pinned));
-  if (impl_->blas) blas::api().destroy(impl_->blas);
-  if (impl_->blas_workspace) RSI_CUDA_CHECK_NOTHROW(cudaFree(impl_->blas_workspace));
-  if (impl_->stream) RSI_CUDA_CHECK_NOTHROW(cudaStreamDestroy(impl_->stream));
-}
+Context::~Context() = default;
 
 void* Context::stream() const { return impl_->stream; }
 void* Context::cublas() const { return impl_->blas; }

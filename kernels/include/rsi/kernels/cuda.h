@@ -67,7 +67,8 @@ std::string cudnn_library_version(std::string* why = nullptr);
 class CudnnConvolutions;  // kernels/cuda/cudnn_conv.h
 
 // Convolution calls (a forward, or a backward with its gradients) that a context's cudnn backend ran
-// through cuDNN, and those that fell back to im2col (a shape, call or alignment cuDNN refused).
+// wholly through cuDNN, and those that fell back to im2col in whole or part (a shape, call or
+// alignment cuDNN refused). Host calls: a replayed CUDA graph repeats what its capture counted once.
 struct ConvCounts {
   std::int64_t cudnn = 0, fallback = 0;
 };
