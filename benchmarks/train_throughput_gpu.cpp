@@ -121,6 +121,14 @@ int main(int argc, char** argv) {
       w.epochs = 1;
       w.max_steps = kWarmupSteps;
       models::train(warm, train, w);
+      // And the epoch's short last batch once (its shapes: cuDNN plans, workspace growth).
+      const std::int64_t batch = genome.recipe.batch_size, rest = train.size() % batch;
+      if (rest > 0) {
+        std::vector<std::int64_t> last(static_cast<std::size_t>(rest));
+        for (std::int64_t i = 0; i < rest; ++i) last[static_cast<std::size_t>(i)] = i;
+        w.max_steps = 1;
+        models::train(warm, models::subset(train, last), w);
+      }
     }
     if (profile_ops) (void)kernels::cuda_op_profile_report();  // drop the warm-up's records
     const kernels::cuda::ConvCounts warm_counts =
