@@ -31,6 +31,15 @@ unsigned grid_for(std::int64_t n) {
   return static_cast<unsigned>(std::clamp<std::int64_t>(blocks, 1, 1 << 20));
 }
 
+// The same with index type I (kernels templated on int / int64: see index_fits_int32).
+#define RSI_GRID_STRIDE_T(I, i, n) \
+  for (I i = static_cast<I>(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); i += static_cast<I>(blockDim.x) * gridDim.x)
+
+// Kernels whose index arithmetic divides run it in int when every index fits in 30 bits (headroom
+// for the grid-stride step, at most 2^28): 64-bit integer division is emulated on the GPU and
+// several times slower. The float work is the same either way.
+inline bool index_fits_int32(std::int64_t n) { return n < (std::int64_t{1} << 30); }
+
 #define RSI_GRID_STRIDE(i, n)                                                                                 \
   for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < (n);           \
        i += static_cast<std::int64_t>(blockDim.x) * gridDim.x)
@@ -65,8 +74,18 @@ __global__ void fill_kernel(float* p, std::int64_t n, float value) {
 }
 
 // Y[r][c] = b[c] for a [rows][cols] matrix (dense bias), or Y[r][:] = b[r] (conv bias, per_row).
-__global__ void broadcast_bias_kernel(float* Y, const float* b, std::int64_t rows, std::int64_t cols, bool per_row) {
-  RSI_GRID_STRIDE(i, rows * cols) Y[i] = per_row ? b[i / cols] : b[i % cols];
+template <typename I>
+__global__ void broadcast_bias_kernel(float* Y, const float* b, I rows, I cols, bool per_row) {
+  RSI_GRID_STRIDE_T(I, i, rows * cols) Y[i] = per_row ? b[i / cols] : b[i % cols];
+}
+void launch_broadcast_bias(cudaStream_t stream, float* Y, const float* b, std::int64_t rows, std::int64_t cols,
+                           bool per_row) {
+  if (index_fits_int32(rows * cols))
+    broadcast_bias_kernel<int><<<grid_for(rows * cols), kThreads, 0, stream>>>(Y, b, static_cast<int>(rows),
+                                                                               static_cast<int>(cols), per_row);
+  else
+    broadcast_bias_kernel<std::int64_t><<<grid_for(rows * cols), kThreads, 0, stream>>>(Y, b, rows, cols, per_row);
+  RSI_CUDA_LAUNCHED();
 }
 
 // out[c] = Σ_r A[r][c], rows added in order (the CPU's linear bias gradient order).
@@ -97,9 +116,10 @@ __global__ void activation_forward_kernel(Activation a, const float* X, float* Y
   }
 }
 
-__global__ void bias_activation_kernel(Activation a, const float* X, const float* bias, float* Y, std::int64_t rows,
-                                       std::int64_t cols, bool per_row) {
-  RSI_GRID_STRIDE(i, rows * cols) {
+template <typename I>
+__global__ void bias_activation_kernel(Activation a, const float* X, const float* bias, float* Y, I rows, I cols,
+                                       bool per_row) {
+  RSI_GRID_STRIDE_T(I, i, rows * cols) {
     const float x = X[i] + bias[per_row ? i / cols : i % cols];
     Y[i] = a == Activation::ReLU ? (x > 0.0f ? x : 0.0f) : a == Activation::GELU ? gelu(x) : tanhf(x);
   }
@@ -191,57 +211,77 @@ __global__ void augment_rows_kernel(const float* src, const std::int32_t* ids, i
 
 // ---- convolution (CNHW, see ops.h) ----
 
+// Index arithmetic of the two conv kernels runs in I (index_fits_int32 for every index of the call).
+inline bool conv_fits_int32(const Conv2dShape& s) {
+  return index_fits_int32(s.col_size()) && index_fits_int32(static_cast<std::int64_t>(s.C) * s.N * s.H * s.W) &&
+         index_fits_int32(static_cast<std::int64_t>(s.K) * s.N * s.OH() * s.OW());
+}
+
 // col[r][j], r = (c, ky, kx), j = (n, oy, ox): the input pixel under tap (ky, kx), 0 in the padding.
+template <typename I>
 __global__ void im2col_kernel(Conv2dShape s, const float* X, float* col) {
-  const int OH = s.OH(), OW = s.OW(), k = s.kernel;
-  const std::int64_t cols = static_cast<std::int64_t>(s.N) * OH * OW;
-  RSI_GRID_STRIDE(idx, cols * s.C * k * k) {
-    const std::int64_t r = idx / cols, j = idx % cols;
-    const int c = static_cast<int>(r / (k * k)), ky = static_cast<int>((r / k) % k), kx = static_cast<int>(r % k);
-    const int ox = static_cast<int>(j % OW), oy = static_cast<int>((j / OW) % OH), n = static_cast<int>(j / (OW * OH));
-    const int iy = oy * s.stride - s.pad + ky, ix = ox * s.stride - s.pad + kx;
-    col[idx] = (iy >= 0 && iy < s.H && ix >= 0 && ix < s.W)
-                   ? X[((static_cast<std::int64_t>(c) * s.N + n) * s.H + iy) * s.W + ix]
-                   : 0.0f;
+  const I OH = s.OH(), OW = s.OW(), k = s.kernel;
+  const I cols = static_cast<I>(s.N) * OH * OW, total = cols * s.C * k * k;
+  for (I idx = static_cast<I>(blockIdx.x) * blockDim.x + threadIdx.x; idx < total;
+       idx += static_cast<I>(blockDim.x) * gridDim.x) {
+    const I r = idx / cols, j = idx - r * cols;
+    const I c = r / (k * k), ky = (r / k) % k, kx = r % k;
+    const I ox = j % OW, oy = (j / OW) % OH, n = j / (OW * OH);
+    const I iy = oy * s.stride - s.pad + ky, ix = ox * s.stride - s.pad + kx;
+    col[idx] = (iy >= 0 && iy < s.H && ix >= 0 && ix < s.W) ? X[((c * s.N + n) * s.H + iy) * s.W + ix] : 0.0f;
   }
 }
 
 // dX[c][n][iy][ix] = Σ over taps (ky, kx) in order of dcol[(c, ky, kx)][(n, oy, ox)] where the tap of
 // output (oy, ox) lands on (iy, ix). One thread per input pixel: no write conflicts.
+template <typename I>
 __global__ void col2im_kernel(Conv2dShape s, const float* dcol, float* dX) {
-  const int OH = s.OH(), OW = s.OW(), k = s.kernel;
-  const std::int64_t cols = static_cast<std::int64_t>(s.N) * OH * OW;
-  RSI_GRID_STRIDE(idx, static_cast<std::int64_t>(s.C) * s.N * s.H * s.W) {
-    const int ix = static_cast<int>(idx % s.W), iy = static_cast<int>((idx / s.W) % s.H);
-    const int n = static_cast<int>((idx / (static_cast<std::int64_t>(s.W) * s.H)) % s.N);
-    const int c = static_cast<int>(idx / (static_cast<std::int64_t>(s.W) * s.H * s.N));
+  const I OH = s.OH(), OW = s.OW(), k = s.kernel, H = s.H, W = s.W, N = s.N;
+  const I cols = N * OH * OW, total = static_cast<I>(s.C) * N * H * W;
+  for (I idx = static_cast<I>(blockIdx.x) * blockDim.x + threadIdx.x; idx < total;
+       idx += static_cast<I>(blockDim.x) * gridDim.x) {
+    const I ix = idx % W, iy = (idx / W) % H, n = (idx / (W * H)) % N, c = idx / (W * H * N);
     float acc = 0.0f;
-    for (int ky = 0; ky < k; ++ky) {
-      const int ty = iy + s.pad - ky;
+    for (I ky = 0; ky < k; ++ky) {
+      const I ty = iy + s.pad - ky;
       if (ty < 0 || ty % s.stride != 0) continue;
-      const int oy = ty / s.stride;
+      const I oy = ty / s.stride;
       if (oy >= OH) continue;
-      for (int kx = 0; kx < k; ++kx) {
-        const int tx = ix + s.pad - kx;
+      for (I kx = 0; kx < k; ++kx) {
+        const I tx = ix + s.pad - kx;
         if (tx < 0 || tx % s.stride != 0) continue;
-        const int ox = tx / s.stride;
+        const I ox = tx / s.stride;
         if (ox >= OW) continue;
-        const std::int64_t r = (static_cast<std::int64_t>(c) * k + ky) * k + kx;
-        acc += dcol[r * cols + (static_cast<std::int64_t>(n) * OH + oy) * OW + ox];
+        const I r = (c * k + ky) * k + kx;
+        acc += dcol[r * cols + (n * OH + oy) * OW + ox];
       }
     }
     dX[idx] = acc;
   }
 }
 
+void launch_im2col(Context& ctx, const Conv2dShape& s, const float* X, float* col) {
+  if (conv_fits_int32(s)) im2col_kernel<int><<<grid_for(s.col_size()), kThreads, 0, stream_of(ctx)>>>(s, X, col);
+  else im2col_kernel<std::int64_t><<<grid_for(s.col_size()), kThreads, 0, stream_of(ctx)>>>(s, X, col);
+  RSI_CUDA_LAUNCHED();
+}
+
+void launch_col2im(Context& ctx, const Conv2dShape& s, const float* dcol, float* dX) {
+  const std::int64_t inputs = static_cast<std::int64_t>(s.C) * s.N * s.H * s.W;
+  if (conv_fits_int32(s)) col2im_kernel<int><<<grid_for(inputs), kThreads, 0, stream_of(ctx)>>>(s, dcol, dX);
+  else col2im_kernel<std::int64_t><<<grid_for(inputs), kThreads, 0, stream_of(ctx)>>>(s, dcol, dX);
+  RSI_CUDA_LAUNCHED();
+}
+
 // ---- pooling ----
 
+template <typename I>
 __global__ void maxpool_forward_kernel(Pool2dShape s, const float* X, float* Y, std::int32_t* argmax) {
-  const int OH = s.OH(), OW = s.OW();
-  RSI_GRID_STRIDE(idx, s.planes * OH * OW) {
+  const I OH = s.OH(), OW = s.OW();
+  RSI_GRID_STRIDE_T(I, idx, static_cast<I>(s.planes) * OH * OW) {
     const int ox = static_cast<int>(idx % OW), oy = static_cast<int>((idx / OW) % OH);
-    const std::int64_t p = idx / (static_cast<std::int64_t>(OW) * OH);
-    const float* in = X + p * s.H * s.W;
+    const I p = idx / (OW * OH);
+    const float* in = X + static_cast<std::int64_t>(p) * s.H * s.W;
     // The first maximum in row-major window order wins, as on the CPU.
     std::int32_t best_at = (oy * s.stride) * s.W + ox * s.stride;
     float best = in[best_at];
@@ -261,13 +301,15 @@ __device__ __forceinline__ void covering(int i, int size, int stride, int out, i
   hi = min(out - 1, i / stride);
 }
 
+template <typename I>
 __global__ void pool_backward_kernel(Pool2dShape s, const float* dY, const std::int32_t* argmax, float* dX,
                                      bool max_pool) {
   const int OH = s.OH(), OW = s.OW();
+  const I H = s.H, W = s.W;
   const float inv = 1.0f / static_cast<float>(s.size * s.size);
-  RSI_GRID_STRIDE(idx, s.planes * s.H * s.W) {
-    const int ix = static_cast<int>(idx % s.W), iy = static_cast<int>((idx / s.W) % s.H);
-    const std::int64_t p = idx / (static_cast<std::int64_t>(s.W) * s.H);
+  RSI_GRID_STRIDE_T(I, idx, static_cast<I>(s.planes) * H * W) {
+    const int ix = static_cast<int>(idx % W), iy = static_cast<int>((idx / W) % H);
+    const std::int64_t p = idx / (W * H);
     const std::int32_t self = iy * s.W + ix;
     int oy_lo, oy_hi, ox_lo, ox_hi;
     covering(iy, s.size, s.stride, OH, oy_lo, oy_hi);
@@ -286,12 +328,13 @@ __global__ void pool_backward_kernel(Pool2dShape s, const float* dY, const std::
   }
 }
 
+template <typename I>
 __global__ void avgpool_forward_kernel(Pool2dShape s, const float* X, float* Y) {
-  const int OH = s.OH(), OW = s.OW();
+  const I OH = s.OH(), OW = s.OW();
   const float inv = 1.0f / static_cast<float>(s.size * s.size);
-  RSI_GRID_STRIDE(idx, s.planes * OH * OW) {
+  RSI_GRID_STRIDE_T(I, idx, static_cast<I>(s.planes) * OH * OW) {
     const int ox = static_cast<int>(idx % OW), oy = static_cast<int>((idx / OW) % OH);
-    const float* in = X + (idx / (static_cast<std::int64_t>(OW) * OH)) * s.H * s.W;
+    const float* in = X + static_cast<std::int64_t>(idx / (OW * OH)) * s.H * s.W;
     float acc = 0.0f;
     for (int dy = 0; dy < s.size; ++dy)
       for (int dx = 0; dx < s.size; ++dx) acc += in[(oy * s.stride + dy) * s.W + ox * s.stride + dx];
@@ -507,8 +550,7 @@ void linear_forward(Context& ctx, const float* X, const float* W, const float* b
   const std::int64_t n = static_cast<std::int64_t>(N) * O;
   if (n == 0) return;
   if (b) {
-    broadcast_bias_kernel<<<grid_for(n), kThreads, 0, stream_of(ctx)>>>(Y, b, N, O, false);
-    RSI_CUDA_LAUNCHED();
+    launch_broadcast_bias(stream_of(ctx), Y, b, N, O, false);
   }
   gemm_rm(ctx, false, true, N, O, I, 1.0f, X, I, W, I, b ? 1.0f : 0.0f, Y, O);
 }
@@ -516,7 +558,12 @@ void linear_forward(Context& ctx, const float* X, const float* W, const float* b
 void bias_activation_forward(Context& ctx, Activation a, const float* X, const float* bias, float* Y,
                              std::int64_t rows, std::int64_t cols, bool per_row) {
   if (rows * cols <= 0) return;
-  bias_activation_kernel<<<grid_for(rows * cols), kThreads, 0, stream_of(ctx)>>>(a, X, bias, Y, rows, cols, per_row);
+  if (index_fits_int32(rows * cols))
+    bias_activation_kernel<int><<<grid_for(rows * cols), kThreads, 0, stream_of(ctx)>>>(
+        a, X, bias, Y, static_cast<int>(rows), static_cast<int>(cols), per_row);
+  else
+    bias_activation_kernel<std::int64_t><<<grid_for(rows * cols), kThreads, 0, stream_of(ctx)>>>(a, X, bias, Y, rows,
+                                                                                                 cols, per_row);
   RSI_CUDA_LAUNCHED();
 }
 
@@ -536,15 +583,13 @@ void conv2d_forward(Context& ctx, const Conv2dShape& s, const float* X, const fl
   const int CKK = s.C * s.kernel * s.kernel;
   if (NP == 0) return;
   if (b) {
-    broadcast_bias_kernel<<<grid_for(s.K * NP), kThreads, 0, stream_of(ctx)>>>(Y, b, s.K, NP, true);
-    RSI_CUDA_LAUNCHED();
+    launch_broadcast_bias(stream_of(ctx), Y, b, s.K, NP, true);
   }
   if (ctx.conv_backend() == ConvBackend::Cudnn && ctx.cudnn_convolutions().forward(s, X, Wt, Y, b ? 1.0f : 0.0f))
     return;
   const float* B = X;
   if (s.col_size() != 0) {
-    im2col_kernel<<<grid_for(s.col_size()), kThreads, 0, stream_of(ctx)>>>(s, X, col);
-    RSI_CUDA_LAUNCHED();
+    launch_im2col(ctx, s, X, col);
     B = col;
   }
   gemm_rm(ctx, false, false, s.K, static_cast<int>(NP), CKK, 1.0f, Wt, CKK, B, static_cast<int>(NP), b ? 1.0f : 0.0f,
@@ -571,8 +616,7 @@ void conv2d_backward(Context& ctx, const Conv2dShape& s, const float* X, const f
   if (!done.filter) {
     // After a cuDNN forward `col` does not hold im2col(X): make it.
     if (ctx.conv_backend() == ConvBackend::Cudnn && !direct) {
-      im2col_kernel<<<grid_for(s.col_size()), kThreads, 0, stream_of(ctx)>>>(s, X, col);
-      RSI_CUDA_LAUNCHED();
+      launch_im2col(ctx, s, X, col);
     }
     gemm_rm(ctx, false, true, s.K, CKK, ld, 1.0f, dY, ld, B, ld, 0.0f, dW, CKK);
   }
@@ -582,33 +626,35 @@ void conv2d_backward(Context& ctx, const Conv2dShape& s, const float* X, const f
     return;
   }
   gemm_rm(ctx, true, false, CKK, ld, s.K, 1.0f, Wt, CKK, dY, ld, 0.0f, col, ld);  // dcol (col is scratch now)
-  const std::int64_t inputs = static_cast<std::int64_t>(s.C) * s.N * s.H * s.W;
-  col2im_kernel<<<grid_for(inputs), kThreads, 0, stream_of(ctx)>>>(s, col, dX);
-  RSI_CUDA_LAUNCHED();
+  launch_col2im(ctx, s, col, dX);
 }
 
 void maxpool2d_forward(Context& ctx, const Pool2dShape& s, const float* X, float* Y, std::int32_t* argmax) {
   const std::int64_t n = s.planes * s.OH() * s.OW();
   if (n == 0) return;
-  maxpool_forward_kernel<<<grid_for(n), kThreads, 0, stream_of(ctx)>>>(s, X, Y, argmax);
+  if (index_fits_int32(s.planes * s.H * s.W)) maxpool_forward_kernel<int><<<grid_for(n), kThreads, 0, stream_of(ctx)>>>(s, X, Y, argmax);
+  else maxpool_forward_kernel<std::int64_t><<<grid_for(n), kThreads, 0, stream_of(ctx)>>>(s, X, Y, argmax);
   RSI_CUDA_LAUNCHED();
 }
 void maxpool2d_backward(Context& ctx, const Pool2dShape& s, const float* dY, const std::int32_t* argmax, float* dX) {
   const std::int64_t n = s.planes * s.H * s.W;
   if (n == 0) return;
-  pool_backward_kernel<<<grid_for(n), kThreads, 0, stream_of(ctx)>>>(s, dY, argmax, dX, true);
+  if (index_fits_int32(n)) pool_backward_kernel<int><<<grid_for(n), kThreads, 0, stream_of(ctx)>>>(s, dY, argmax, dX, true);
+  else pool_backward_kernel<std::int64_t><<<grid_for(n), kThreads, 0, stream_of(ctx)>>>(s, dY, argmax, dX, true);
   RSI_CUDA_LAUNCHED();
 }
 void avgpool2d_forward(Context& ctx, const Pool2dShape& s, const float* X, float* Y) {
   const std::int64_t n = s.planes * s.OH() * s.OW();
   if (n == 0) return;
-  avgpool_forward_kernel<<<grid_for(n), kThreads, 0, stream_of(ctx)>>>(s, X, Y);
+  if (index_fits_int32(s.planes * s.H * s.W)) avgpool_forward_kernel<int><<<grid_for(n), kThreads, 0, stream_of(ctx)>>>(s, X, Y);
+  else avgpool_forward_kernel<std::int64_t><<<grid_for(n), kThreads, 0, stream_of(ctx)>>>(s, X, Y);
   RSI_CUDA_LAUNCHED();
 }
 void avgpool2d_backward(Context& ctx, const Pool2dShape& s, const float* dY, float* dX) {
   const std::int64_t n = s.planes * s.H * s.W;
   if (n == 0) return;
-  pool_backward_kernel<<<grid_for(n), kThreads, 0, stream_of(ctx)>>>(s, dY, nullptr, dX, false);
+  if (index_fits_int32(n)) pool_backward_kernel<int><<<grid_for(n), kThreads, 0, stream_of(ctx)>>>(s, dY, nullptr, dX, false);
+  else pool_backward_kernel<std::int64_t><<<grid_for(n), kThreads, 0, stream_of(ctx)>>>(s, dY, nullptr, dX, false);
   RSI_CUDA_LAUNCHED();
 }
 
