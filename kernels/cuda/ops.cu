@@ -8,6 +8,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 
@@ -38,7 +39,11 @@ unsigned grid_for(std::int64_t n) {
 // Kernels whose index arithmetic divides run it in int when every index fits in 30 bits (headroom
 // for the grid-stride step, at most 2^28): 64-bit integer division is emulated on the GPU and
 // several times slower. The float work is the same either way.
-inline bool index_fits_int32(std::int64_t n) { return n < (std::int64_t{1} << 30); }
+// set_wide_indexing(true) (tests) makes every launch take the 64-bit path.
+std::atomic<bool> g_wide_indexing{false};
+inline bool index_fits_int32(std::int64_t n) {
+  return n < (std::int64_t{1} << 30) && !g_wide_indexing.load(std::memory_order_relaxed);
+}
 
 #define RSI_GRID_STRIDE(i, n)                                                                                 \
   for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < (n);           \
@@ -213,8 +218,7 @@ __global__ void augment_rows_kernel(const float* src, const std::int32_t* ids, i
 
 // Index arithmetic of the two conv kernels runs in I (index_fits_int32 for every index of the call).
 inline bool conv_fits_int32(const Conv2dShape& s) {
-  return index_fits_int32(s.col_size()) && index_fits_int32(static_cast<std::int64_t>(s.C) * s.N * s.H * s.W) &&
-         index_fits_int32(static_cast<std::int64_t>(s.K) * s.N * s.OH() * s.OW());
+  return index_fits_int32(s.col_size()) && index_fits_int32(static_cast<std::int64_t>(s.C) * s.N * s.H * s.W);
 }
 
 // col[r][j], r = (c, ky, kx), j = (n, oy, ox): the input pixel under tap (ky, kx), 0 in the padding.
@@ -511,6 +515,8 @@ __global__ void sgd_kernel(float* __restrict__ param, const float* __restrict__ 
 
 }  // namespace
 
+void set_wide_indexing(bool on) { g_wide_indexing.store(on); }
+
 void launch_fill(float* p, std::int64_t n, float value, cudaStream_t stream) {
   if (n <= 0) return;
   fill_kernel<<<grid_for(n), kThreads, 0, stream>>>(p, n, value);
@@ -632,29 +638,38 @@ void conv2d_backward(Context& ctx, const Conv2dShape& s, const float* X, const f
 void maxpool2d_forward(Context& ctx, const Pool2dShape& s, const float* X, float* Y, std::int32_t* argmax) {
   const std::int64_t n = s.planes * s.OH() * s.OW();
   if (n == 0) return;
-  if (index_fits_int32(s.planes * s.H * s.W)) maxpool_forward_kernel<int><<<grid_for(n), kThreads, 0, stream_of(ctx)>>>(s, X, Y, argmax);
-  else maxpool_forward_kernel<std::int64_t><<<grid_for(n), kThreads, 0, stream_of(ctx)>>>(s, X, Y, argmax);
+  // Outputs are the only indices formed in I (the input offset is widened first).
+  if (index_fits_int32(n))
+    maxpool_forward_kernel<int><<<grid_for(n), kThreads, 0, stream_of(ctx)>>>(s, X, Y, argmax);
+  else
+    maxpool_forward_kernel<std::int64_t><<<grid_for(n), kThreads, 0, stream_of(ctx)>>>(s, X, Y, argmax);
   RSI_CUDA_LAUNCHED();
 }
 void maxpool2d_backward(Context& ctx, const Pool2dShape& s, const float* dY, const std::int32_t* argmax, float* dX) {
   const std::int64_t n = s.planes * s.H * s.W;
   if (n == 0) return;
-  if (index_fits_int32(n)) pool_backward_kernel<int><<<grid_for(n), kThreads, 0, stream_of(ctx)>>>(s, dY, argmax, dX, true);
-  else pool_backward_kernel<std::int64_t><<<grid_for(n), kThreads, 0, stream_of(ctx)>>>(s, dY, argmax, dX, true);
+  if (index_fits_int32(n))
+    pool_backward_kernel<int><<<grid_for(n), kThreads, 0, stream_of(ctx)>>>(s, dY, argmax, dX, true);
+  else
+    pool_backward_kernel<std::int64_t><<<grid_for(n), kThreads, 0, stream_of(ctx)>>>(s, dY, argmax, dX, true);
   RSI_CUDA_LAUNCHED();
 }
 void avgpool2d_forward(Context& ctx, const Pool2dShape& s, const float* X, float* Y) {
   const std::int64_t n = s.planes * s.OH() * s.OW();
   if (n == 0) return;
-  if (index_fits_int32(s.planes * s.H * s.W)) avgpool_forward_kernel<int><<<grid_for(n), kThreads, 0, stream_of(ctx)>>>(s, X, Y);
-  else avgpool_forward_kernel<std::int64_t><<<grid_for(n), kThreads, 0, stream_of(ctx)>>>(s, X, Y);
+  if (index_fits_int32(n))
+    avgpool_forward_kernel<int><<<grid_for(n), kThreads, 0, stream_of(ctx)>>>(s, X, Y);
+  else
+    avgpool_forward_kernel<std::int64_t><<<grid_for(n), kThreads, 0, stream_of(ctx)>>>(s, X, Y);
   RSI_CUDA_LAUNCHED();
 }
 void avgpool2d_backward(Context& ctx, const Pool2dShape& s, const float* dY, float* dX) {
   const std::int64_t n = s.planes * s.H * s.W;
   if (n == 0) return;
-  if (index_fits_int32(n)) pool_backward_kernel<int><<<grid_for(n), kThreads, 0, stream_of(ctx)>>>(s, dY, nullptr, dX, false);
-  else pool_backward_kernel<std::int64_t><<<grid_for(n), kThreads, 0, stream_of(ctx)>>>(s, dY, nullptr, dX, false);
+  if (index_fits_int32(n))
+    pool_backward_kernel<int><<<grid_for(n), kThreads, 0, stream_of(ctx)>>>(s, dY, nullptr, dX, false);
+  else
+    pool_backward_kernel<std::int64_t><<<grid_for(n), kThreads, 0, stream_of(ctx)>>>(s, dY, nullptr, dX, false);
   RSI_CUDA_LAUNCHED();
 }
 

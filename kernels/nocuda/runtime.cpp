@@ -44,6 +44,7 @@ std::string cudnn_library_version(std::string* why) {
   return "";
 }
 Context& default_context() { not_built("cannot create a CUDA context"); }
+void set_wide_indexing(bool) {}
 struct StreamGraph::Impl {};
 StreamGraph::StreamGraph(Context&) { not_built("cannot capture a CUDA graph"); }
 StreamGraph::~StreamGraph() = default;

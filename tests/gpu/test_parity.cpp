@@ -122,9 +122,12 @@ struct CudnnConvolution {
 
 // One backend under test: buffers live on its device, ops run through dispatch.h. cuda_cudnn is
 // cuda with cuDNN's convolution (ConvBackend::Cudnn); every other op is the same as cuda's.
+// cuda_wide64 is cuda with every kernel on its 64-bit indexing path (set_wide_indexing), which
+// real shapes take only past 2^30 elements.
 struct Backend {
   Device device;
-  bool cudnn;
+  bool cudnn = false;
+  bool wide = false;
 };
 
 class Parity : public ::testing::TestWithParam<Backend> {
@@ -138,11 +141,17 @@ class Parity : public ::testing::TestWithParam<Backend> {
         cudnn_ = std::make_unique<CudnnConvolution>();
         if (!cudnn_->skip.empty()) GTEST_SKIP() << cudnn_->skip;
       }
+      kn::cuda::set_wide_indexing(GetParam().wide);
     }
   }
-  void TearDown() override { cudnn_.reset(); }
+  void TearDown() override {
+    cudnn_.reset();
+    if (GetParam().wide) kn::cuda::set_wide_indexing(false);
+  }
   Device dev() const { return GetParam().device; }
-  const char* name() const { return GetParam().cudnn ? "cudnn" : kn::device_name(dev()); }
+  const char* name() const {
+    return GetParam().cudnn ? "cudnn" : GetParam().wide ? "wide" : kn::device_name(dev());
+  }
   double tol() const { return dev() == Device::CPU ? 1e-5 : 1e-4; }
 
   kn::Tensor up(const std::vector<float>& host) {
@@ -610,11 +619,12 @@ TEST_P(Parity, NetworkForwardBackward) {
 }
 
 std::string backend_name(const ::testing::TestParamInfo<Backend>& param) {
-  return std::string(kn::device_name(param.param.device)) + (param.param.cudnn ? "_cudnn" : "");
+  return std::string(kn::device_name(param.param.device)) + (param.param.cudnn ? "_cudnn" : "") +
+         (param.param.wide ? "_wide64" : "");
 }
 INSTANTIATE_TEST_SUITE_P(Backends, Parity,
-                         ::testing::Values(Backend{Device::CPU, false}, Backend{Device::CUDA, false},
-                                           Backend{Device::CUDA, true}),
+                         ::testing::Values(Backend{Device::CPU}, Backend{Device::CUDA}, Backend{Device::CUDA, true},
+                                           Backend{Device::CUDA, false, true}),
                          backend_name);
 
 // ---- runtime and errors (no GPU needed) ----

@@ -110,6 +110,10 @@ class Context {
 // The calling thread's context (created on first use on the current device).
 Context& default_context();
 
+// For tests: kernels that index in 32-bit integers when every index fits (the usual case) take
+// their 64-bit path instead while this is on, so both are checked to give the same bits.
+void set_wide_indexing(bool on);
+
 // Work queued on a context's stream, recorded once as a CUDA graph and replayed with one launch
 // (a small network's training step is bound by kernel launches: replaying it as one graph removes
 // the per-launch cost). Capture records without running anything, and freezes every pointer and
