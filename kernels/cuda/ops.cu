@@ -44,6 +44,14 @@ std::atomic<bool> g_wide_indexing{false};
 inline bool index_fits_int32(std::int64_t n) {
   return n < (std::int64_t{1} << 30) && !g_wide_indexing.load(std::memory_order_relaxed);
 }
+// launch(I{}) with I = int when `narrow` (index_fits_int32 of what the kernel indexes), else int64;
+// the one place that picks a kernel's index type.
+template <typename Launch>
+void launch_indexed(bool narrow, Launch launch) {
+  if (narrow) launch(int{});
+  else launch(std::int64_t{});
+  RSI_CUDA_LAUNCHED();
+}
 
 #define RSI_GRID_STRIDE(i, n)                                                                                 \
   for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < (n);           \
@@ -85,12 +93,11 @@ __global__ void broadcast_bias_kernel(float* Y, const float* b, I rows, I cols, 
 }
 void launch_broadcast_bias(cudaStream_t stream, float* Y, const float* b, std::int64_t rows, std::int64_t cols,
                            bool per_row) {
-  if (index_fits_int32(rows * cols))
-    broadcast_bias_kernel<int><<<grid_for(rows * cols), kThreads, 0, stream>>>(Y, b, static_cast<int>(rows),
-                                                                               static_cast<int>(cols), per_row);
-  else
-    broadcast_bias_kernel<std::int64_t><<<grid_for(rows * cols), kThreads, 0, stream>>>(Y, b, rows, cols, per_row);
-  RSI_CUDA_LAUNCHED();
+  launch_indexed(index_fits_int32(rows * cols), [&](auto i) {
+    using I = decltype(i);
+    broadcast_bias_kernel<I><<<grid_for(rows * cols), kThreads, 0, stream>>>(Y, b, static_cast<I>(rows),
+                                                                             static_cast<I>(cols), per_row);
+  });
 }
 
 // out[c] = Σ_r A[r][c], rows added in order (the CPU's linear bias gradient order).
@@ -265,16 +272,16 @@ __global__ void col2im_kernel(Conv2dShape s, const float* dcol, float* dX) {
 }
 
 void launch_im2col(Context& ctx, const Conv2dShape& s, const float* X, float* col) {
-  if (conv_fits_int32(s)) im2col_kernel<int><<<grid_for(s.col_size()), kThreads, 0, stream_of(ctx)>>>(s, X, col);
-  else im2col_kernel<std::int64_t><<<grid_for(s.col_size()), kThreads, 0, stream_of(ctx)>>>(s, X, col);
-  RSI_CUDA_LAUNCHED();
+  launch_indexed(conv_fits_int32(s), [&](auto i) {
+    im2col_kernel<decltype(i)><<<grid_for(s.col_size()), kThreads, 0, stream_of(ctx)>>>(s, X, col);
+  });
 }
 
 void launch_col2im(Context& ctx, const Conv2dShape& s, const float* dcol, float* dX) {
   const std::int64_t inputs = static_cast<std::int64_t>(s.C) * s.N * s.H * s.W;
-  if (conv_fits_int32(s)) col2im_kernel<int><<<grid_for(inputs), kThreads, 0, stream_of(ctx)>>>(s, dcol, dX);
-  else col2im_kernel<std::int64_t><<<grid_for(inputs), kThreads, 0, stream_of(ctx)>>>(s, dcol, dX);
-  RSI_CUDA_LAUNCHED();
+  launch_indexed(conv_fits_int32(s), [&](auto i) {
+    col2im_kernel<decltype(i)><<<grid_for(inputs), kThreads, 0, stream_of(ctx)>>>(s, dcol, dX);
+  });
 }
 
 // ---- pooling ----
@@ -564,13 +571,11 @@ void linear_forward(Context& ctx, const float* X, const float* W, const float* b
 void bias_activation_forward(Context& ctx, Activation a, const float* X, const float* bias, float* Y,
                              std::int64_t rows, std::int64_t cols, bool per_row) {
   if (rows * cols <= 0) return;
-  if (index_fits_int32(rows * cols))
-    bias_activation_kernel<int><<<grid_for(rows * cols), kThreads, 0, stream_of(ctx)>>>(
-        a, X, bias, Y, static_cast<int>(rows), static_cast<int>(cols), per_row);
-  else
-    bias_activation_kernel<std::int64_t><<<grid_for(rows * cols), kThreads, 0, stream_of(ctx)>>>(a, X, bias, Y, rows,
-                                                                                                 cols, per_row);
-  RSI_CUDA_LAUNCHED();
+  launch_indexed(index_fits_int32(rows * cols), [&](auto i) {
+    using I = decltype(i);
+    bias_activation_kernel<I><<<grid_for(rows * cols), kThreads, 0, stream_of(ctx)>>>(
+        a, X, bias, Y, static_cast<I>(rows), static_cast<I>(cols), per_row);
+  });
 }
 
 void linear_backward(Context& ctx, const float* X, const float* W, const float* dY, float* dX, float* dW, float* db,
@@ -639,38 +644,30 @@ void maxpool2d_forward(Context& ctx, const Pool2dShape& s, const float* X, float
   const std::int64_t n = s.planes * s.OH() * s.OW();
   if (n == 0) return;
   // Outputs are the only indices formed in I (the input offset is widened first).
-  if (index_fits_int32(n))
-    maxpool_forward_kernel<int><<<grid_for(n), kThreads, 0, stream_of(ctx)>>>(s, X, Y, argmax);
-  else
-    maxpool_forward_kernel<std::int64_t><<<grid_for(n), kThreads, 0, stream_of(ctx)>>>(s, X, Y, argmax);
-  RSI_CUDA_LAUNCHED();
+  launch_indexed(index_fits_int32(n), [&](auto i) {
+    maxpool_forward_kernel<decltype(i)><<<grid_for(n), kThreads, 0, stream_of(ctx)>>>(s, X, Y, argmax);
+  });
 }
 void maxpool2d_backward(Context& ctx, const Pool2dShape& s, const float* dY, const std::int32_t* argmax, float* dX) {
   const std::int64_t n = s.planes * s.H * s.W;
   if (n == 0) return;
-  if (index_fits_int32(n))
-    pool_backward_kernel<int><<<grid_for(n), kThreads, 0, stream_of(ctx)>>>(s, dY, argmax, dX, true);
-  else
-    pool_backward_kernel<std::int64_t><<<grid_for(n), kThreads, 0, stream_of(ctx)>>>(s, dY, argmax, dX, true);
-  RSI_CUDA_LAUNCHED();
+  launch_indexed(index_fits_int32(n), [&](auto i) {
+    pool_backward_kernel<decltype(i)><<<grid_for(n), kThreads, 0, stream_of(ctx)>>>(s, dY, argmax, dX, true);
+  });
 }
 void avgpool2d_forward(Context& ctx, const Pool2dShape& s, const float* X, float* Y) {
   const std::int64_t n = s.planes * s.OH() * s.OW();
   if (n == 0) return;
-  if (index_fits_int32(n))
-    avgpool_forward_kernel<int><<<grid_for(n), kThreads, 0, stream_of(ctx)>>>(s, X, Y);
-  else
-    avgpool_forward_kernel<std::int64_t><<<grid_for(n), kThreads, 0, stream_of(ctx)>>>(s, X, Y);
-  RSI_CUDA_LAUNCHED();
+  launch_indexed(index_fits_int32(n), [&](auto i) {
+    avgpool_forward_kernel<decltype(i)><<<grid_for(n), kThreads, 0, stream_of(ctx)>>>(s, X, Y);
+  });
 }
 void avgpool2d_backward(Context& ctx, const Pool2dShape& s, const float* dY, float* dX) {
   const std::int64_t n = s.planes * s.H * s.W;
   if (n == 0) return;
-  if (index_fits_int32(n))
-    pool_backward_kernel<int><<<grid_for(n), kThreads, 0, stream_of(ctx)>>>(s, dY, nullptr, dX, false);
-  else
-    pool_backward_kernel<std::int64_t><<<grid_for(n), kThreads, 0, stream_of(ctx)>>>(s, dY, nullptr, dX, false);
-  RSI_CUDA_LAUNCHED();
+  launch_indexed(index_fits_int32(n), [&](auto i) {
+    pool_backward_kernel<decltype(i)><<<grid_for(n), kThreads, 0, stream_of(ctx)>>>(s, dY, nullptr, dX, false);
+  });
 }
 
 void activation_forward(Context& ctx, Activation a, const float* X, float* Y, std::int64_t n) {
