@@ -36,7 +36,9 @@ WARMUP_STEPS = 5
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", choices=["mlp", "cnn"], required=True)
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op (OpenMP) threads")
+    p.add_argument("--blas-threads", type=int, default=None,
+                   help="OpenBLAS threads (default: --threads); its best may differ from torch's")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--max-steps", type=int, default=None, help="cap on timed optimizer steps")
     p.add_argument("--seed", type=int, default=0)
@@ -47,13 +49,17 @@ def parse_args():
 
 
 args = parse_args()
-if args.threads < 1 or args.epochs < 1 or (args.max_steps is not None and args.max_steps < 1):
-    sys.exit("torch_train_peer: --threads, --epochs and --max-steps must be >= 1")
+if args.blas_threads is None:
+    args.blas_threads = args.threads
+if min(args.threads, args.blas_threads, args.epochs) < 1 or (args.max_steps is not None and args.max_steps < 1):
+    sys.exit("torch_train_peer: --threads, --blas-threads, --epochs and --max-steps must be >= 1")
 
-# Pin every pool torch may use (OpenMP for ATen/oneDNN, OpenBLAS's own pthreads for GEMM)
-# before torch is imported, so --threads means the same thing for every kernel.
-for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ[var] = str(args.threads)
+# Set both pools torch uses before it is imported: OpenMP for ATen/oneDNN (--threads) and
+# OpenBLAS's own pthreads for GEMM (--blas-threads). They compete for the same cores, so the best
+# pair is found by trying them (benchmarks/train_throughput does).
+os.environ["OMP_NUM_THREADS"] = str(args.threads)
+os.environ["MKL_NUM_THREADS"] = str(args.threads)
+os.environ["OPENBLAS_NUM_THREADS"] = str(args.blas_threads)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -111,6 +117,26 @@ def build_model(name):
         nn.Linear(64 * 7 * 7, 128), nn.ReLU(),
         nn.Linear(128, 10),
     )
+
+
+def cpu_kernels():
+    """What torch computes with on this CPU: ATen's vector ISA, OpenBLAS's core, oneDNN's presence."""
+    import ctypes
+    import re
+    cap = re.search(r"CPU capability usage: (\S+)", torch.__config__.show())
+    blas = "?"
+    with open("/proc/self/maps") as maps:
+        libs = sorted({line.split()[-1] for line in maps if "blas" in line and ".so" in line})
+    for lib in libs:
+        try:
+            fn = ctypes.CDLL(lib).openblas_get_corename
+        except (OSError, AttributeError):
+            continue
+        fn.restype = ctypes.c_char_p
+        blas = fn().decode()
+        break
+    onednn = "onednn" if torch.backends.mkldnn.is_available() else "no-onednn"
+    return f"aten:{cap.group(1) if cap else '?'},openblas:{blas},{onednn}"
 
 
 def main():
@@ -190,9 +216,10 @@ def main():
     test_acc = correct / x_test.shape[0]
 
     peak_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    print(f"train_summary model={args.model} threads={args.threads} device={args.device} "
+    print(f"train_summary model={args.model} threads={args.threads} blas_threads={args.blas_threads} device={args.device} "
           f"samples_per_s={samples / train_seconds:.1f} train_seconds={train_seconds:.3f} "
-          f"samples={samples} peak_rss_mib={peak_rss_mib:.1f} test_acc={test_acc:.4f} data={data_kind}",
+          f"samples={samples} peak_rss_mib={peak_rss_mib:.1f} test_acc={test_acc:.4f} data={data_kind} "
+          f"kernels={cpu_kernels() if not cuda else 'cuda'}",
           flush=True)
 
 

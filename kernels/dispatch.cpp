@@ -82,12 +82,6 @@ Tensor to_device(const Tensor& src, Device device) {
 }
 
 namespace {
-// ops.h's CPU ops always take a bias; "no bias" is a zero one there (networks on the CPU never ask).
-const float* bias_or_zeros(const float* b, int count, std::vector<float>& zeros) {
-  if (b) return b;
-  zeros.assign(static_cast<std::size_t>(count), 0.0f);
-  return zeros.data();
-}
 float activate(Activation a, float v) {
   float y = 0.0f;
   kernels::activation_forward(a, &v, &y, 1);
@@ -95,10 +89,11 @@ float activate(Activation a, float v) {
 }
 }  // namespace
 
-void linear_forward(const Exec& e, const float* X, const float* W, const float* b, float* Y, int N, int I, int O) {
-  std::vector<float> zeros;
-  RSI_DISPATCH(kernels::linear_forward(X, W, bias_or_zeros(b, O, zeros), Y, N, I, O),
+void linear_forward(const Exec& e, const float* X, const float* W, const float* b, float* Y, int N, int I, int O,
+                    bool relu) {
+  RSI_DISPATCH(relu ? kernels::linear_forward_relu(X, W, b, Y, N, I, O) : kernels::linear_forward(X, W, b, Y, N, I, O),
                cuda::linear_forward(ctx, X, W, b, Y, N, I, O));
+  if (relu && e.cuda()) activation_forward(e, Activation::ReLU, Y, Y, static_cast<std::int64_t>(N) * O);
 }
 void bias_activation_forward(const Exec& e, Activation a, const float* X, const float* bias, float* Y,
                              std::int64_t rows, std::int64_t cols, bool per_row) {
@@ -112,10 +107,11 @@ void linear_backward(const Exec& e, const float* X, const float* W, const float*
                cuda::linear_backward(ctx, X, W, dY, dX, dW, db, N, I, O));
 }
 void conv2d_forward(const Exec& e, const Conv2dShape& s, const float* X, const float* Wt, const float* b, float* Y,
-                    float* col) {
-  std::vector<float> zeros;
-  RSI_DISPATCH(kernels::conv2d_forward(s, X, Wt, bias_or_zeros(b, s.K, zeros), Y, col),
+                    float* col, bool relu) {
+  RSI_DISPATCH(relu ? kernels::conv2d_forward_relu(s, X, Wt, b, Y, col) : kernels::conv2d_forward(s, X, Wt, b, Y, col),
                cuda::conv2d_forward(ctx, s, X, Wt, b, Y, col));
+  if (relu && e.cuda())
+    activation_forward(e, Activation::ReLU, Y, Y, static_cast<std::int64_t>(s.K) * s.N * s.OH() * s.OW());
 }
 void conv2d_backward(const Exec& e, const Conv2dShape& s, const float* X, const float* Wt, const float* dY, float* dX,
                      float* dW, float* db, float* col) {

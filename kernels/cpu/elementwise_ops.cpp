@@ -1,5 +1,7 @@
 // Element-wise ops, pooling and layout changes on the CPU. Each output element is computed by one
 // thread from its own inputs, so the OpenMP partition never changes a result.
+#include <immintrin.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -108,8 +110,41 @@ void dense_to_cnhw(const float* X, float* Y, int C, int N, int HW) {
 // ---- pooling ----
 
 namespace {
+// One output row of the 2×2, stride-2 max pool with AVX-512: 16 outputs per step, the window's
+// even and odd columns split by permutes, compares as the scalar loop makes them (strictly greater
+// replaces, in row-major window order), so values and argmax are the same.
+__attribute__((target("avx512f"))) void maxpool2x2_row_avx512(const float* row0, const float* row1, float* o,
+                                                              std::int32_t* at, int OW, std::int32_t r0, int W) {
+  const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  for (int ox = 0; ox < OW; ox += 16) {
+    const int n = std::min(16, OW - ox);
+    const __mmask16 out_mask = static_cast<__mmask16>((1u << n) - 1);
+    const __mmask16 lo_mask = static_cast<__mmask16>((1u << std::min(16, 2 * n)) - 1);
+    const __mmask16 hi_mask = static_cast<__mmask16>(2 * n > 16 ? (1u << (2 * n - 16)) - 1 : 0);
+    const __m512 t0 = _mm512_maskz_loadu_ps(lo_mask, row0 + 2 * ox), t1 = _mm512_maskz_loadu_ps(hi_mask, row0 + 2 * ox + 16);
+    const __m512 u0 = _mm512_maskz_loadu_ps(lo_mask, row1 + 2 * ox), u1 = _mm512_maskz_loadu_ps(hi_mask, row1 + 2 * ox + 16);
+    const __m512 a = _mm512_permutex2var_ps(t0, even, t1), b = _mm512_permutex2var_ps(t0, odd, t1);
+    const __m512 c = _mm512_permutex2var_ps(u0, even, u1), d = _mm512_permutex2var_ps(u0, odd, u1);
+    __m512 best = a;
+    __m512i off = _mm512_setzero_si512();
+    __mmask16 m = _mm512_cmp_ps_mask(b, best, _CMP_GT_OQ);
+    best = _mm512_mask_blend_ps(m, best, b), off = _mm512_mask_blend_epi32(m, off, _mm512_set1_epi32(1));
+    m = _mm512_cmp_ps_mask(c, best, _CMP_GT_OQ);
+    best = _mm512_mask_blend_ps(m, best, c), off = _mm512_mask_blend_epi32(m, off, _mm512_set1_epi32(W));
+    m = _mm512_cmp_ps_mask(d, best, _CMP_GT_OQ);
+    best = _mm512_mask_blend_ps(m, best, d), off = _mm512_mask_blend_epi32(m, off, _mm512_set1_epi32(W + 1));
+    const __m512i index = _mm512_add_epi32(_mm512_set1_epi32(r0 + 2 * ox),
+                                           _mm512_add_epi32(_mm512_slli_epi32(lane, 1), off));
+    _mm512_mask_storeu_ps(o + ox, out_mask, best);
+    _mm512_mask_storeu_epi32(at + ox, out_mask, index);
+  }
+}
+
 // The common 2×2, stride-2 window: two input rows per output row, no inner window loops.
 void maxpool2x2_forward(const Pool2dShape& s, const float* X, float* Y, std::int32_t* argmax) {
+  static const bool avx512 = __builtin_cpu_supports("avx512f");
   const int OH = s.OH(), OW = s.OW();
   const std::int64_t in_plane = static_cast<std::int64_t>(s.H) * s.W, out_plane = static_cast<std::int64_t>(OH) * OW;
 #pragma omp parallel for schedule(static) if (s.planes * s.H * s.W > kParallelMin)
@@ -118,16 +153,28 @@ void maxpool2x2_forward(const Pool2dShape& s, const float* X, float* Y, std::int
     float* out = Y + p * out_plane;
     std::int32_t* arg = argmax + p * out_plane;
     for (int oy = 0; oy < OH; ++oy) {
-      const std::int32_t r0 = 2 * oy * s.W, r1 = r0 + s.W;
+      const std::int32_t r0 = 2 * oy * s.W, W = s.W;
+      const float* row0 = in + r0;
+      const float* row1 = row0 + W;
+      float* o = out + oy * OW;
+      std::int32_t* at = arg + oy * OW;
+      if (avx512) {
+        maxpool2x2_row_avx512(row0, row1, o, at, OW, r0, W);
+        continue;
+      }
+      // Same tie-breaking as the general loop: the first maximum in row-major window order wins.
       for (int ox = 0; ox < OW; ++ox) {
-        const std::int32_t a = r0 + 2 * ox, b = a + 1, c = r1 + 2 * ox, d = c + 1;
-        // Same tie-breaking as the general loop: the first maximum in row-major window order wins.
-        std::int32_t best = a;
-        if (in[b] > in[best]) best = b;
-        if (in[c] > in[best]) best = c;
-        if (in[d] > in[best]) best = d;
-        out[oy * OW + ox] = in[best];
-        arg[oy * OW + ox] = best;
+        const float a = row0[2 * ox], b = row0[2 * ox + 1], c = row1[2 * ox], d = row1[2 * ox + 1];
+        float best = a;
+        std::int32_t off = 0;
+        const bool mb = b > best;
+        best = mb ? b : best, off = mb ? 1 : off;
+        const bool mc = c > best;
+        best = mc ? c : best, off = mc ? W : off;
+        const bool md = d > best;
+        best = md ? d : best, off = md ? W + 1 : off;
+        o[ox] = best;
+        at[ox] = r0 + 2 * ox + off;
       }
     }
   }
@@ -161,6 +208,33 @@ void maxpool2d_forward(const Pool2dShape& s, const float* X, float* Y, std::int3
 void maxpool2d_backward(const Pool2dShape& s, const float* dY, const std::int32_t* argmax, float* dX) {
   const std::int64_t in_plane = static_cast<std::int64_t>(s.H) * s.W,
                      out_plane = static_cast<std::int64_t>(s.OH()) * s.OW();
+  if (s.size == 2 && s.stride == 2) {
+    // Disjoint 2×2 windows: each input element is written once — the window's gradient where its
+    // argmax is, zero elsewhere — instead of zero-filling the plane and scattering into it.
+    const int OH = s.OH(), OW = s.OW();
+#pragma omp parallel for schedule(static) if (s.planes * s.H * s.W > kParallelMin)
+    for (std::int64_t p = 0; p < s.planes; ++p) {
+      float* out = dX + p * in_plane;
+      const float* g = dY + p * out_plane;
+      const std::int32_t* at = argmax + p * out_plane;
+      for (int oy = 0; oy < OH; ++oy) {
+        float* row0 = out + static_cast<std::int64_t>(2 * oy) * s.W;
+        float* row1 = row0 + s.W;
+        const std::int32_t r0 = 2 * oy * s.W;
+        for (int ox = 0; ox < OW; ++ox) {
+          const std::int32_t a = at[oy * OW + ox] - r0 - 2 * ox;  // 0, 1, W, W + 1
+          const float v = g[oy * OW + ox] + 0.0f;  // as 0 + v in the scatter: -0 becomes +0
+          row0[2 * ox] = a == 0 ? v : 0.0f;
+          row0[2 * ox + 1] = a == 1 ? v : 0.0f;
+          row1[2 * ox] = a == s.W ? v : 0.0f;
+          row1[2 * ox + 1] = a == s.W + 1 ? v : 0.0f;
+        }
+        if (s.W % 2) row0[s.W - 1] = row1[s.W - 1] = 0.0f;  // the column no window covers
+      }
+      if (s.H % 2) std::fill_n(out + static_cast<std::int64_t>(s.H - 1) * s.W, s.W, 0.0f);
+    }
+    return;
+  }
 #pragma omp parallel for schedule(static) if (s.planes * s.H * s.W > kParallelMin)
   for (std::int64_t p = 0; p < s.planes; ++p) {
     float* out = dX + p * in_plane;

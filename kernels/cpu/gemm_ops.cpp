@@ -1,12 +1,13 @@
-// Linear and conv2d on the CPU: every multiply goes through OpenBLAS cblas_sgemm. Convolution uses
-// the CNHW layout so a whole batch is one GEMM (see ops.h); im2col/col2im are parallel over rows
-// and channels, so each output element is written by one thread in a fixed order.
-#include <cblas.h>
+// Linear and conv2d on the CPU: every multiply goes through our sgemm (cpu_gemm.h: one FMA chain
+// per output element, so the bits do not depend on threads or CPU). Convolution uses the CNHW
+// layout so a whole batch is one GEMM (see ops.h); im2col/col2im are parallel over rows and
+// channels, so each output element is written by one thread in a fixed order.
 #include <omp.h>
 
 #include <algorithm>
 #include <cstring>
 
+#include "rsi/kernels/cpu_gemm.h"
 #include "rsi/kernels/ops.h"
 
 namespace rsi::kernels {
@@ -21,20 +22,22 @@ void set_num_threads(int threads) {
   if (threads <= 0) threads = omp_get_num_procs();
   g_threads = threads;
   omp_set_num_threads(threads);
-  openblas_set_num_threads(threads);
 }
 
 int num_threads() { return g_threads > 0 ? g_threads : omp_get_max_threads(); }
 
 void linear_forward(const float* X, const float* W, const float* b, float* Y, int N, int I, int O) {
-  for (int n = 0; n < N; ++n) std::memcpy(Y + static_cast<std::int64_t>(n) * O, b, sizeof(float) * O);
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, O, I, 1.0f, X, I, W, I, 1.0f, Y, O);
+  sgemm(Trans::No, Trans::Yes, N, O, I, X, I, W, I, 0.0f, Y, O, {nullptr, b, false});
+}
+
+void linear_forward_relu(const float* X, const float* W, const float* b, float* Y, int N, int I, int O) {
+  sgemm(Trans::No, Trans::Yes, N, O, I, X, I, W, I, 0.0f, Y, O, {nullptr, b, true});
 }
 
 void linear_backward(const float* X, const float* W, const float* dY, float* dX, float* dW, float* db, int N, int I,
                      int O) {
-  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, O, I, N, 1.0f, dY, O, X, I, 0.0f, dW, I);
-  if (dX) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, I, O, 1.0f, dY, O, W, I, 0.0f, dX, I);
+  sgemm(Trans::Yes, Trans::No, O, I, N, dY, O, X, I, 0.0f, dW, I);
+  if (dX) sgemm(Trans::No, Trans::No, N, I, O, dY, O, W, I, 0.0f, dX, I);
   // Bias gradient: column sums of dY, rows added in order.
   std::fill_n(db, O, 0.0f);
   for (int n = 0; n < N; ++n) {
@@ -81,7 +84,8 @@ void im2col(const Conv2dShape& s, const float* X, float* col) {
         const float* in_row = img + static_cast<std::int64_t>(iy) * s.W;
         std::fill_n(out, ox_lo, 0.0f);
         if (s.stride == 1) {
-          std::memcpy(out + ox_lo, in_row + ox_lo - s.pad + kx, sizeof(float) * (ox_hi - ox_lo));
+          const float* src = in_row - s.pad + kx;
+          for (int ox = ox_lo; ox < ox_hi; ++ox) out[ox] = src[ox];  // short rows: a loop beats memcpy calls
         } else {
           for (int ox = ox_lo; ox < ox_hi; ++ox) out[ox] = in_row[ox * s.stride - s.pad + kx];
         }
@@ -112,7 +116,12 @@ void col2im(const Conv2dShape& s, const float* dcol, float* dX) {
             const int iy = oy * s.stride - s.pad + ky;
             if (iy < 0 || iy >= s.H) continue;
             float* out_row = img + static_cast<std::int64_t>(iy) * s.W;
-            for (int ox = ox_lo; ox < ox_hi; ++ox) out_row[ox * s.stride - s.pad + kx] += in[ox];
+            if (s.stride == 1) {  // contiguous: vectorises
+              float* out = out_row - s.pad + kx;
+              for (int ox = ox_lo; ox < ox_hi; ++ox) out[ox] += in[ox];
+            } else {
+              for (int ox = ox_lo; ox < ox_hi; ++ox) out_row[ox * s.stride - s.pad + kx] += in[ox];
+            }
           }
         }
       }
@@ -120,20 +129,26 @@ void col2im(const Conv2dShape& s, const float* dcol, float* dX) {
   }
 }
 
-// Row sums of a [rows][cols] matrix in double, one row per thread at a time.
+// Row sums of a [rows][cols] matrix in double, one row per thread at a time. Eight partial sums
+// (element i goes to i mod 8), added in a fixed order at the end: a fixed order that vectorises.
 void row_sums(const float* A, float* out, int rows, std::int64_t cols) {
 #pragma omp parallel for schedule(static) if (rows * cols > kParallelMin)
   for (int r = 0; r < rows; ++r) {
     const float* row = A + r * cols;
-    double acc = 0.0;
-    for (std::int64_t i = 0; i < cols; ++i) acc += row[i];
-    out[r] = static_cast<float>(acc);
+    double acc[8] = {};
+    std::int64_t i = 0;
+    for (; i + 8 <= cols; i += 8)
+      for (int l = 0; l < 8; ++l) acc[l] += row[i + l];
+    for (int l = 0; i < cols; ++i, ++l) acc[l] += row[i];
+    out[r] = static_cast<float>(((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])));
   }
 }
 
 }  // namespace
 
-void conv2d_forward(const Conv2dShape& s, const float* X, const float* Wt, const float* b, float* Y, float* col) {
+namespace {
+void conv2d_forward_impl(const Conv2dShape& s, const float* X, const float* Wt, const float* b, float* Y, float* col,
+                         bool relu) {
   const std::int64_t NP = static_cast<std::int64_t>(s.N) * s.OH() * s.OW();
   const int CKK = s.C * s.kernel * s.kernel;
   const float* B = X;
@@ -141,10 +156,17 @@ void conv2d_forward(const Conv2dShape& s, const float* X, const float* Wt, const
     im2col(s, X, col);
     B = col;
   }
-#pragma omp parallel for schedule(static) if (s.K * NP > kParallelMin)
-  for (int k = 0; k < s.K; ++k) std::fill_n(Y + k * NP, NP, b[k]);
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, s.K, static_cast<int>(NP), CKK, 1.0f, Wt, CKK, B,
-              static_cast<int>(NP), 1.0f, Y, static_cast<int>(NP));
+  sgemm(Trans::No, Trans::No, s.K, static_cast<int>(NP), CKK, Wt, CKK, B, static_cast<int>(NP), 0.0f, Y,
+        static_cast<int>(NP), {b, nullptr, relu});
+}
+}  // namespace
+
+void conv2d_forward(const Conv2dShape& s, const float* X, const float* Wt, const float* b, float* Y, float* col) {
+  conv2d_forward_impl(s, X, Wt, b, Y, col, false);
+}
+
+void conv2d_forward_relu(const Conv2dShape& s, const float* X, const float* Wt, const float* b, float* Y, float* col) {
+  conv2d_forward_impl(s, X, Wt, b, Y, col, true);
 }
 
 void conv2d_backward(const Conv2dShape& s, const float* X, const float* Wt, const float* dY, float* dX, float* dW,
@@ -154,13 +176,13 @@ void conv2d_backward(const Conv2dShape& s, const float* X, const float* Wt, cons
   const int ld = static_cast<int>(NP);
   const float* B = direct_gemm(s) ? X : col;
   row_sums(dY, db, s.K, NP);
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s.K, CKK, ld, 1.0f, dY, ld, B, ld, 0.0f, dW, CKK);
+  sgemm(Trans::No, Trans::Yes, s.K, CKK, ld, dY, ld, B, ld, 0.0f, dW, CKK);
   if (!dX) return;
   if (direct_gemm(s)) {
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, CKK, ld, s.K, 1.0f, Wt, CKK, dY, ld, 0.0f, dX, ld);
+    sgemm(Trans::Yes, Trans::No, CKK, ld, s.K, Wt, CKK, dY, ld, 0.0f, dX, ld);
     return;
   }
-  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, CKK, ld, s.K, 1.0f, Wt, CKK, dY, ld, 0.0f, col, ld);
+  sgemm(Trans::Yes, Trans::No, CKK, ld, s.K, Wt, CKK, dY, ld, 0.0f, col, ld);
   col2im(s, col, dX);
 }
 

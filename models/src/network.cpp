@@ -67,6 +67,10 @@ class Layer {
     return nullptr;
   }
   bool defer_bias = false;  // set by the network when the next layer is a ReLU or tanh
+  // CPU fusion: a dense or conv layer followed by ReLU writes ReLU(out) in its GEMM's own pass and
+  // the ReLU layer's output is a view of it (same bits as two passes; ReLU's backward reads only
+  // its output). Set by the network; used only on the CPU.
+  bool relu_in_gemm = false;
   // x holds N samples of in_shape; writes out.
   virtual void forward(const float* x, int N, const Network::Mode& mode) = 0;
   // dy: gradient of out; dx (may be null): gradient of x. Overwrites parameter gradients.
@@ -102,7 +106,7 @@ class DenseLayer final : public Layer {
   void forward(const float* x, int N, const Network::Mode&) override {
     prepare_out(N);
     const float* bias = defer_bias && exec.cuda() ? nullptr : buf_.params + b_;
-    kernels::linear_forward(exec, x, buf_.params + w_, bias, out.data(), N, inputs_, units_);
+    kernels::linear_forward(exec, x, buf_.params + w_, bias, out.data(), N, inputs_, units_, relu_in_gemm && !exec.cuda());
   }
   const float* deferred_bias(int N, std::int64_t& rows, std::int64_t& cols, bool& per_row) const override {
     if (!defer_bias || !exec.cuda()) return nullptr;
@@ -145,7 +149,7 @@ class ConvLayer final : public Layer {
     prepare_out(N);
     col_.resize({std::max<std::int64_t>(shape_.col_size(), 1)});
     const float* bias = defer_bias && exec.cuda() ? nullptr : buf_.params + b_;
-    kernels::conv2d_forward(exec, shape_, x, buf_.params + w_, bias, out.data(), col_.data());
+    kernels::conv2d_forward(exec, shape_, x, buf_.params + w_, bias, out.data(), col_.data(), relu_in_gemm && !exec.cuda());
   }
   const float* deferred_bias(int N, std::int64_t& rows, std::int64_t& cols, bool& per_row) const override {
     if (!defer_bias || !exec.cuda()) return nullptr;
@@ -213,9 +217,15 @@ class ActivationLayer final : public Layer {
   ActivationLayer(ActShape in, kernels::Activation a) : act_(a) { in_shape = out_shape = in; }
   // ReLU and tanh backward read only the output, so the layer before may leave its bias to us;
   // GELU's backward reads its input, which must then include the bias.
+  bool is_relu() const { return act_ == kernels::Activation::ReLU; }
   bool can_take_bias() const { return act_ == kernels::Activation::ReLU || act_ == kernels::Activation::Tanh; }
   const Layer* bias_source = nullptr;
+  Layer* relu_source = nullptr;  // the CPU layer that already applied this ReLU (relu_in_gemm)
   void forward(const float* x, int N, const Network::Mode&) override {
+    if (relu_source && !exec.cuda()) {
+      out = Tensor::view(relu_source->out.data(), relu_source->out.shape(), relu_source->out.device());
+      return;
+    }
     prepare_out(N);
     std::int64_t rows = 0, cols = 0;
     bool per_row = false;
@@ -435,14 +445,20 @@ Network::Network(const Genome& genome, const InputSpec& input) : genome_(genome)
     }
     shape = layers_.back()->out_shape;
   }
-  // Dense/conv followed by ReLU or tanh: on the GPU the activation applies the bias (one pass less).
-  // RSI_CUDA_FUSE=0 turns that off (A/B timing); the CPU never fuses, so its results are unchanged.
+  // Dense/conv followed by ReLU or tanh: on the GPU the activation applies the bias (one pass less;
+  // RSI_CUDA_FUSE=0 turns that off for A/B timing). On the CPU a following ReLU is applied in the
+  // GEMM's pass (relu_in_gemm): the same bits either way, so it is always on.
   const char* fuse_env = std::getenv("RSI_CUDA_FUSE");
   const bool fuse = !(fuse_env && std::string(fuse_env) == "0");
-  for (std::size_t i = 0; fuse && i + 1 < layers_.size(); ++i) {
+  for (std::size_t i = 0; i + 1 < layers_.size(); ++i) {
     auto* act = dynamic_cast<ActivationLayer*>(layers_[i + 1].get());
     const bool biased = dynamic_cast<DenseLayer*>(layers_[i].get()) || dynamic_cast<ConvLayer*>(layers_[i].get());
-    if (!act || !biased || !act->can_take_bias()) continue;
+    if (!act || !biased) continue;
+    if (act->is_relu()) {
+      layers_[i]->relu_in_gemm = true;
+      act->relu_source = layers_[i].get();
+    }
+    if (!fuse || !act->can_take_bias()) continue;
     layers_[i]->defer_bias = true;
     act->bias_source = layers_[i].get();
   }

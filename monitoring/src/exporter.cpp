@@ -32,7 +32,8 @@
 // civetweb (Debian's libcivetweb 1.15, the HTTP server under prometheus-cpp's Exposer) starts its
 // threads with a fixed 100 KiB stack (its compile-time USE_STACK_SIZE), and glibc carves every
 // thread's static TLS out of its stack. The libraries rsi links carry large static TLS blocks
-// (OpenBLAS 60 KiB, NCCL 12 KiB, cudart 4 KiB; cuBLASLt's 94 KiB is why kernels/ dlopen()s cuBLAS),
+// (NCCL 12 KiB, cudart 4 KiB, OpenBLAS 60 KiB when rsi still linked it; cuBLASLt's 94 KiB is why
+// kernels/ dlopen()s cuBLAS),
 // which left civetweb's threads a few KiB: they crashed (SIGSEGV, stack exhausted) or did not start
 // ("null context when constructing CivetServer"). This definition takes precedence over glibc's in
 // the whole process (shared libraries bind to the executable's symbol) and raises any stack size

@@ -275,7 +275,7 @@ RunConfig parse_manifest(const std::string& text, const std::string& source, con
   if (top.has("cluster")) {
     const Section s(source, top.get("cluster"), "cluster",
                     {"group_size", "threads_per_rank", "nodes", "gpus_per_node", "tasks_per_node", "time_limit",
-                     "partition", "account", "signal_seconds", "device"});
+                     "partition", "account", "signal_seconds", "device", "cpu_kernels"});
     loop.group_size = s.value<int>("group_size", loop.group_size, positive, "a positive integer");
     loop.threads_per_rank = s.value<int>("threads_per_rank", loop.threads_per_rank, positive, "a positive integer");
     // --- job shape and Slurm submission (rsi submit) ---
@@ -309,6 +309,10 @@ RunConfig parse_manifest(const std::string& text, const std::string& source, con
     c.device = s.value<std::string>(
         "device", c.device, [](const std::string& v) { return v == "cpu" || v == "auto" || v == "cuda"; },
         "one of cpu, auto, cuda");
+    c.cpu_kernels = s.value<std::string>(
+        "cpu_kernels", c.cpu_kernels,
+        [](const std::string& v) { return v == "best" || v == "avx512" || v == "avx2" || v == "generic"; },
+        "one of best, avx512, avx2, generic");
   }
   if (top.has("output")) {
     const Section s(source, top.get("output"), "output", {"directory"});
@@ -500,6 +504,7 @@ std::string resolved_yaml(const RunConfig& rc) {
   out << YAML::Key << "account" << YAML::Value << YAML::DoubleQuoted << rc.cluster.account;
   out << YAML::Key << "signal_seconds" << YAML::Value << rc.cluster.signal_seconds;
   out << YAML::Key << "device" << YAML::Value << rc.cluster.device;
+  out << YAML::Key << "cpu_kernels" << YAML::Value << rc.cluster.cpu_kernels;
   // --- end job shape ---
   out << YAML::EndMap;
   out << YAML::Key << "output" << YAML::Value << YAML::BeginMap << YAML::Key << "directory" << YAML::Value
@@ -551,11 +556,12 @@ std::string manifest_differences(const std::string& stored, const std::string& c
     return std::string("  (a manifest does not parse: ") + e.what() + ")\n";
   }
   // Keys that do not shape the lineage may change between a run and its resume: the exporter's
-  // address, how long a run waits for a decision, and the Slurm job's queue, account and time (a
-  // resubmission with a longer time limit is the usual way to finish a run).
+  // address, how long a run waits for a decision, the Slurm job's queue, account and time (a
+  // resubmission with a longer time limit is the usual way to finish a run) and the CPU kernel
+  // family (all families compute the same bits).
   static const std::set<std::string> free_keys = {
       "governance.gates.approval_timeout_seconds", "governance.gates.poll_seconds", "cluster.time_limit",
-      "cluster.partition", "cluster.account", "cluster.signal_seconds"};
+      "cluster.partition", "cluster.account", "cluster.signal_seconds", "cluster.cpu_kernels"};
   for (auto* keys : {&a, &b})
     std::erase_if(*keys, [](const auto& kv) { return kv.first.rfind("monitoring.", 0) == 0 || free_keys.count(kv.first); });
   std::string out;

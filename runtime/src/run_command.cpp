@@ -15,6 +15,7 @@
 
 #include "rsi/checkpoints/store.h"
 #include "rsi/collective/communicator.h"
+#include "rsi/kernels/cpu_gemm.h"
 #include "rsi/monitoring/exporter.h"
 #include "rsi/runtime/commands.h"
 #include "rsi/runtime/manifest.h"
@@ -161,6 +162,40 @@ std::string host_list() {
   return out;
 }
 
+// Pins every rank's CPU kernel family to cluster.cpu_kernels (best: each CPU's own) and gathers
+// "host:family" of every rank to rank 0, distinct and comma-separated, for the lineage. Sets `error`
+// on every rank when any rank cannot run the family (collective).
+struct CpuKernels {
+  std::string list;   // rank 0
+  std::string error;  // every rank, when any failed: the first failing rank's reason
+};
+CpuKernels select_cpu_kernels(const std::string& wanted) {
+  char host[256] = {};
+  gethostname(host, sizeof host - 1);
+  int rank = 0, size = 1;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  char mine[512] = {};
+  try {
+    if (wanted != "best") kernels::set_cpu_kernel(kernels::parse_cpu_kernel(wanted));
+    std::snprintf(mine, sizeof mine, "%s:%s", host, kernels::cpu_kernel_name(kernels::cpu_kernel()));
+  } catch (const std::invalid_argument& e) {
+    std::snprintf(mine, sizeof mine, "!%s rank %d: %s", host, rank, e.what());
+  }
+  std::vector<char> all(static_cast<std::size_t>(size) * sizeof mine);
+  MPI_Allgather(mine, sizeof mine, MPI_CHAR, all.data(), sizeof mine, MPI_CHAR, MPI_COMM_WORLD);
+  CpuKernels out;
+  for (int r = 0; r < size; ++r) {
+    const std::string entry(all.data() + static_cast<std::size_t>(r) * sizeof mine);
+    if (entry[0] == '!') {
+      if (out.error.empty()) out.error = "cluster.cpu_kernels: " + wanted + ": " + entry.substr(1);
+    } else if (("," + out.list + ",").find("," + entry + ",") == std::string::npos) {
+      out.list += (out.list.empty() ? "" : ",") + entry;
+    }
+  }
+  return out;
+}
+
 // --- monitoring (monitoring/README.md) ---
 // The exporters, started collectively before training: the coordinator's on rank 0 and, on a
 // multi-node job, a node endpoint on local rank 0 of every other node (ranks split by node with
@@ -286,6 +321,17 @@ int run_loop_command(const RunArgs& args) {
     }
     if (!device.warning.empty()) std::fprintf(stderr, "rsi run: %s warning: %s\n", rank_tag(rank).c_str(), device.warning.c_str());
     if (rank == 0 && device_policy != DevicePolicy::Cpu) std::printf("rsi run: %s\n", device.summary.c_str());
+    // CPU kernels: every rank runs them (the coordinator's work, and training on a CPU device).
+    const CpuKernels cpu_kernels = select_cpu_kernels(config.cluster.cpu_kernels);  // collective
+    if (!cpu_kernels.error.empty()) {
+      if (rank == 0) std::fprintf(stderr, "rsi run: %s %s: %s\n", rank_tag(rank).c_str(), manifest_name.c_str(), cpu_kernels.error.c_str());
+      MPI_Finalize();
+      return kExitBadInput;
+    }
+    if (rank == 0)
+      std::printf("rsi run: %s; every rank: %s\n", kernels::cpu_kernel_summary().c_str(), cpu_kernels.list.c_str());
+    if (const std::string w = kernels::cpu_kernel_warning(); !w.empty())
+      std::fprintf(stderr, "rsi run: %s warning: %s\n", rank_tag(rank).c_str(), w.c_str());
     // Device buffers all-reduce over NCCL; host buffers and the scheduler's messages stay on MPI.
     auto world = device.choice.cuda && collective::nccl_available_in_build()
                      ? collective::make_nccl_communicator(collective::make_mpi_world_communicator(), device.choice.gpu)
@@ -363,6 +409,7 @@ int run_loop_command(const RunArgs& args) {
         info.group_size = config.loop.group_size;
         info.threads_per_rank = config.loop.threads_per_rank;
         info.hosts = hosts;
+        info.cpu_kernels = cpu_kernels.list;
         info.start_time = utc_now();
         if (config.loop.task.kind == scheduler::TaskSpec::Kind::FashionMnist)  // the 60k training images
           info.split_fingerprint =

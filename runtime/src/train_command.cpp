@@ -7,6 +7,7 @@
 #include <string>
 
 #include "rsi/kernels/ops.h"
+#include "rsi/kernels/cpu_gemm.h"
 #include "rsi/models/data.h"
 #include "rsi/models/trainer.h"
 #include "rsi/runtime/commands.h"
@@ -30,6 +31,7 @@ struct TrainArgs {
   std::int64_t max_steps = -1;
   std::int64_t labeled = 50'000;
   std::int64_t validation = 10'000;
+  std::string cpu_kernels = "best";
 };
 
 int run_train(const TrainArgs& a) {
@@ -43,6 +45,14 @@ int run_train(const TrainArgs& a) {
     return kExitBadInput;
   }
   kernels::set_num_threads(a.threads);
+  try {  // RSI_CPU_KERNEL, then --cpu-kernels
+    if (a.cpu_kernels != "best") kernels::set_cpu_kernel(kernels::parse_cpu_kernel(a.cpu_kernels));
+    (void)kernels::cpu_kernel();
+  } catch (const std::invalid_argument& e) {
+    std::fprintf(stderr, "rsi train: %s\n", e.what());
+    return kExitUsage;
+  }
+  if (const std::string w = kernels::cpu_kernel_warning(); !w.empty()) std::fprintf(stderr, "rsi train: warning: %s\n", w.c_str());
   models::Dataset train_set, test_set;
   try {
     train_set = models::load_fashion_mnist_train(a.data_dir);
@@ -71,6 +81,7 @@ int run_train(const TrainArgs& a) {
               static_cast<long long>(labeled.size()), static_cast<long long>(validation.size()),
               static_cast<long long>(test_set.size()), genome.recipe.batch_size, epochs,
               static_cast<unsigned long long>(a.seed));
+  std::printf("  device: cpu, %s\n", kernels::cpu_kernel_summary().c_str());
   std::fflush(stdout);
 
   const bool tty = isatty(STDOUT_FILENO);
@@ -128,6 +139,11 @@ void add_train_command(CLI::App& app, std::function<int()>& run) {
   cmd->add_option("--seed", args->seed, "Seed for the split, initialisation, shuffling and augmentation")
       ->capture_default_str();
   cmd->add_option("--threads", args->threads, "CPU threads (0 = all cores)")->capture_default_str()->check(CLI::NonNegativeNumber);
+  cmd->add_option("--cpu-kernels", args->cpu_kernels,
+                  "CPU kernel family: best (what this CPU supports best), avx512, avx2 or generic. Every family "
+                  "computes the same bits; they differ in speed (RSI_CPU_KERNEL sets the same)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"best", "avx512", "avx2", "generic"}));
   cmd->add_option("--max-steps", args->max_steps, "Stop after this many optimizer steps (benchmarks, smoke tests)");
   cmd->add_option("--labeled", args->labeled, "Labeled training examples taken from the 60k training set")
       ->capture_default_str()

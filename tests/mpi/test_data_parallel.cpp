@@ -11,7 +11,7 @@
 // the two halves, a different rounding order. Measured on this genome (conv, dense, spatial and
 // flat dropout, shift+flip augmentation, an odd global batch so the shards differ in size, and a
 // last batch of one row so one rank's shard is empty), as max |Δp| / max |p| over the worst
-// parameter segment (Open MPI 4.1, OpenBLAS, x86-64 AVX2):
+// parameter segment (Open MPI 4.1, OpenBLAS then, x86-64 AVX2; the figures are similar with our GEMM):
 //   after 1 step:              SGD+momentum 6.0e-8, Adam 1.2e-7   → asserted ≤ 1e-6 (the requirement)
 //   after 12 steps (4 epochs): SGD+momentum 1.1e-7, Adam 9.6e-8   → asserted ≤ 1e-5, a looser bound
 //     kept on purpose: over several steps a rounding difference can flip a ReLU or max-pool tie

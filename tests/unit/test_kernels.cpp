@@ -775,7 +775,7 @@ const OpTable kKernelOps = RSI_OP_TABLE("Kernels", rsi::kernels);
 const OpTable kReferenceOps = RSI_OP_TABLE("Reference", rsi::reference);
 #undef RSI_OP_TABLE
 
-// Thousands of tiny evaluations: run them on one thread, since OpenMP/OpenBLAS start-up dominates such
+// Thousands of tiny evaluations: run them on one thread, since OpenMP start-up dominates such
 // sizes and crawls on a loaded machine. Results do not depend on the thread count (Determinism checks it).
 class Jacobian : public ::testing::TestWithParam<const OpTable*> {
  protected:

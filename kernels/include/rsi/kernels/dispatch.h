@@ -27,12 +27,14 @@ void require_device(const Exec& exec, const Tensor& t, const char* what);
 
 // b (and conv2d_forward's b) may be null: no bias, Y = X·Wᵀ. A network on the GPU leaves the bias
 // out when the next layer is an activation and applies it there (bias_activation_forward): one
-// pass and one launch less per layer.
-void linear_forward(const Exec& e, const float* X, const float* W, const float* b, float* Y, int N, int I, int O);
+// pass and one launch less per layer. relu: Y = ReLU(X·Wᵀ + b) — on the CPU in the GEMM's own pass
+// (a network on the CPU asks for it when the next layer is a ReLU), on the GPU as a second op.
+void linear_forward(const Exec& e, const float* X, const float* W, const float* b, float* Y, int N, int I, int O,
+                    bool relu = false);
 void linear_backward(const Exec& e, const float* X, const float* W, const float* dY, float* dX, float* dW, float* db,
                      int N, int I, int O);
 void conv2d_forward(const Exec& e, const Conv2dShape& s, const float* X, const float* Wt, const float* b, float* Y,
-                    float* col);
+                    float* col, bool relu = false);
 void conv2d_backward(const Exec& e, const Conv2dShape& s, const float* X, const float* Wt, const float* dY, float* dX,
                      float* dW, float* db, float* col);
 void maxpool2d_forward(const Exec& e, const Pool2dShape& s, const float* X, float* Y, std::int32_t* argmax);

@@ -1,5 +1,5 @@
 // rsi::kernels ops — forward and backward of every layer rsi networks are made of, plus losses and
-// optimizers. The CPU implementation lives in kernels/cpu/ (OpenBLAS GEMM + OpenMP); a plain
+// optimizers. The CPU implementation lives in kernels/cpu/ (our GEMM, cpu_gemm.h, + OpenMP); a plain
 // reference of each op is kept in tests/unit/reference_ops.h and the tests check one against the other.
 //
 // Layouts. Dense activations are row-major [N][F]. Convolutional activations are channel-major
@@ -19,12 +19,15 @@
 
 namespace rsi::kernels {
 
-// Threads used by OpenMP regions and by OpenBLAS. 0 = all cores.
+// Threads used by OpenMP regions and the GEMM. 0 = all cores. Results do not depend on it.
 void set_num_threads(int threads);
 int num_threads();
 
 // ---- linear: Y[N][O] = X[N][I] · W[O][I]^T + b[O] ----
+// b may be null (no bias). The _relu variant writes ReLU(Y) in the GEMM's own pass: the same bits
+// as linear_forward followed by activation_forward(ReLU), one pass over Y less.
 void linear_forward(const float* X, const float* W, const float* b, float* Y, int N, int I, int O);
+void linear_forward_relu(const float* X, const float* W, const float* b, float* Y, int N, int I, int O);
 void linear_backward(const float* X, const float* W, const float* dY, float* dX, float* dW, float* db,
                      int N, int I, int O);
 
@@ -40,7 +43,9 @@ struct Conv2dShape {
 };
 // X[C][N][H][W], Wt[K][C][k][k], b[K] -> Y[K][N][OH][OW]. `col` holds the im2col matrix afterwards,
 // which conv2d_backward reuses.
+// b may be null; the _relu variant as for linear_forward_relu.
 void conv2d_forward(const Conv2dShape& s, const float* X, const float* Wt, const float* b, float* Y, float* col);
+void conv2d_forward_relu(const Conv2dShape& s, const float* X, const float* Wt, const float* b, float* Y, float* col);
 // `col` must hold what conv2d_forward left there; it is overwritten (used as dcol).
 void conv2d_backward(const Conv2dShape& s, const float* X, const float* Wt, const float* dY, float* dX, float* dW,
                      float* db, float* col);

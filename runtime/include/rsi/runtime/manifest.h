@@ -30,6 +30,11 @@ struct ClusterConfig {
   // CPU with a warning) or cuda (GPUs required: exit code 3 without). Unlike the keys above it is
   // part of the lineage: GPU kernels do not reproduce the CPU's bits.
   std::string device = "cpu";
+  // CPU kernel family (kernels/include/rsi/kernels/cpu_gemm.h): best (what each CPU supports best),
+  // avx512, avx2 or generic. Not part of the lineage: every family computes the same bits, so a run
+  // may resume on, or spread over, CPUs of other kinds. A rank whose CPU lacks a pinned family stops
+  // the run before training (exit code 3).
+  std::string cpu_kernels = "best";
 };
 
 // monitoring: the Prometheus exporter (monitoring/README.md). Not part of the lineage: a resume may
