@@ -142,6 +142,35 @@ __attribute__((target("avx512f"))) void maxpool2x2_row_avx512(const float* row0,
   }
 }
 
+// The backward of one output row of the 2×2, stride-2 max pool with AVX-512: each window's four
+// input gradients (g where the argmax is, +0 elsewhere) interleaved back into the two input rows.
+__attribute__((target("avx512f"))) void maxpool2x2_backward_row_avx512(const float* g, const std::int32_t* at,
+                                                                       const float* y, float* row0, float* row1,
+                                                                       int OW, std::int32_t r0, int W) {
+  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+  const __m512i hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+  for (int ox = 0; ox < OW; ox += 16) {
+    const int n = std::min(16, OW - ox);
+    const __mmask16 in_mask = static_cast<__mmask16>((1u << n) - 1);
+    const __mmask16 lo_mask = static_cast<__mmask16>((1u << std::min(16, 2 * n)) - 1);
+    const __mmask16 hi_mask = static_cast<__mmask16>(2 * n > 16 ? (1u << (2 * n - 16)) - 1 : 0);
+    // 0 + g as in the scatter form (-0 becomes +0).
+    __m512 v = _mm512_add_ps(_mm512_maskz_loadu_ps(in_mask, g + ox), _mm512_setzero_ps());
+    if (y) v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(_mm512_maskz_loadu_ps(in_mask, y + ox), _mm512_setzero_ps(), _CMP_GT_OQ), v);
+    const __m512i off = _mm512_sub_epi32(_mm512_maskz_loadu_epi32(in_mask, at + ox),
+                                         _mm512_add_epi32(_mm512_set1_epi32(r0 + 2 * ox), _mm512_slli_epi32(lane, 1)));
+    const __m512 a = _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(off, _mm512_setzero_si512()), v);
+    const __m512 b = _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(off, _mm512_set1_epi32(1)), v);
+    const __m512 c = _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(off, _mm512_set1_epi32(W)), v);
+    const __m512 d = _mm512_maskz_mov_ps(_mm512_cmpeq_epi32_mask(off, _mm512_set1_epi32(W + 1)), v);
+    _mm512_mask_storeu_ps(row0 + 2 * ox, lo_mask, _mm512_permutex2var_ps(a, lo, b));
+    _mm512_mask_storeu_ps(row0 + 2 * ox + 16, hi_mask, _mm512_permutex2var_ps(a, hi, b));
+    _mm512_mask_storeu_ps(row1 + 2 * ox, lo_mask, _mm512_permutex2var_ps(c, lo, d));
+    _mm512_mask_storeu_ps(row1 + 2 * ox + 16, hi_mask, _mm512_permutex2var_ps(c, hi, d));
+  }
+}
+
 // The common 2×2, stride-2 window: two input rows per output row, no inner window loops.
 void maxpool2x2_forward(const Pool2dShape& s, const float* X, float* Y, std::int32_t* argmax) {
   static const bool avx512 = __builtin_cpu_supports("avx512f");
@@ -205,12 +234,16 @@ void maxpool2d_forward(const Pool2dShape& s, const float* X, float* Y, std::int3
   }
 }
 
-void maxpool2d_backward(const Pool2dShape& s, const float* dY, const std::int32_t* argmax, float* dX) {
+namespace {
+// Y non-null: the pool's input is a ReLU's output and its gradient is masked here as the ReLU's
+// backward would (Y, the pool's output, is the input value at each argmax).
+void maxpool_backward(const Pool2dShape& s, const float* dY, const std::int32_t* argmax, const float* Y, float* dX) {
   const std::int64_t in_plane = static_cast<std::int64_t>(s.H) * s.W,
                      out_plane = static_cast<std::int64_t>(s.OH()) * s.OW();
   if (s.size == 2 && s.stride == 2) {
     // Disjoint 2×2 windows: each input element is written once — the window's gradient where its
     // argmax is, zero elsewhere — instead of zero-filling the plane and scattering into it.
+    static const bool avx512 = __builtin_cpu_supports("avx512f");
     const int OH = s.OH(), OW = s.OW();
 #pragma omp parallel for schedule(static) if (s.planes * s.H * s.W > kParallelMin)
     for (std::int64_t p = 0; p < s.planes; ++p) {
@@ -221,13 +254,19 @@ void maxpool2d_backward(const Pool2dShape& s, const float* dY, const std::int32_
         float* row0 = out + static_cast<std::int64_t>(2 * oy) * s.W;
         float* row1 = row0 + s.W;
         const std::int32_t r0 = 2 * oy * s.W;
-        for (int ox = 0; ox < OW; ++ox) {
+        if (avx512) {
+          maxpool2x2_backward_row_avx512(g + oy * OW, at + oy * OW, Y ? Y + p * out_plane + oy * OW : nullptr, row0,
+                                         row1, OW, r0, s.W);
+        } else {
+          for (int ox = 0; ox < OW; ++ox) {
           const std::int32_t a = at[oy * OW + ox] - r0 - 2 * ox;  // 0, 1, W, W + 1
-          const float v = g[oy * OW + ox] + 0.0f;  // as 0 + v in the scatter: -0 becomes +0
+          float v = g[oy * OW + ox] + 0.0f;  // as 0 + v in the scatter: -0 becomes +0
+          if (Y && !(Y[p * out_plane + oy * OW + ox] > 0.0f)) v = 0.0f;
           row0[2 * ox] = a == 0 ? v : 0.0f;
           row0[2 * ox + 1] = a == 1 ? v : 0.0f;
           row1[2 * ox] = a == s.W ? v : 0.0f;
           row1[2 * ox + 1] = a == s.W + 1 ? v : 0.0f;
+          }
         }
         if (s.W % 2) row0[s.W - 1] = row1[s.W - 1] = 0.0f;  // the column no window covers
       }
@@ -239,8 +278,19 @@ void maxpool2d_backward(const Pool2dShape& s, const float* dY, const std::int32_
   for (std::int64_t p = 0; p < s.planes; ++p) {
     float* out = dX + p * in_plane;
     std::fill_n(out, in_plane, 0.0f);
-    for (std::int64_t i = 0; i < out_plane; ++i) out[argmax[p * out_plane + i]] += dY[p * out_plane + i];
+    for (std::int64_t i = 0; i < out_plane; ++i)
+      out[argmax[p * out_plane + i]] += Y && !(Y[p * out_plane + i] > 0.0f) ? 0.0f : dY[p * out_plane + i];
   }
+}
+}  // namespace
+
+void maxpool2d_backward(const Pool2dShape& s, const float* dY, const std::int32_t* argmax, float* dX) {
+  maxpool_backward(s, dY, argmax, nullptr, dX);
+}
+
+void maxpool2d_backward_relu(const Pool2dShape& s, const float* dY, const std::int32_t* argmax, const float* Y,
+                             float* dX) {
+  maxpool_backward(s, dY, argmax, Y, dX);
 }
 
 void avgpool2d_forward(const Pool2dShape& s, const float* X, float* Y) {

@@ -71,6 +71,9 @@ class Layer {
   // the ReLU layer's output is a view of it (same bits as two passes; ReLU's backward reads only
   // its output). Set by the network; used only on the CPU.
   bool relu_in_gemm = false;
+  // True when this layer's backward is the identity for this step (the next layer's backward already
+  // did its work): the network then hands the gradient straight on.
+  virtual bool gradient_passes_through() const { return false; }
   // x holds N samples of in_shape; writes out.
   virtual void forward(const float* x, int N, const Network::Mode& mode) = 0;
   // dy: gradient of out; dx (may be null): gradient of x. Overwrites parameter gradients.
@@ -193,14 +196,20 @@ class PoolLayer final : public Layer {
     Layer::set_device(device);
     argmax_ = Tensor(kernels::Shape{0}, device);
   }
+  // Set by the network when the layer before is a ReLU: on the CPU this backward applies the ReLU's
+  // mask too and the ReLU's own backward is skipped (gradient_passes_through).
+  bool masks_relu = false;
   void backward(const float*, const float* dy, float* dx, int N) override {
     if (!dx) return;
     shape_.planes = static_cast<std::int64_t>(in_shape.C) * N;
-    if (max_)
+    if (max_ && masks_relu && !exec.cuda())
+      kernels::maxpool2d_backward_relu(shape_, dy, argmax(), out.data(), dx);
+    else if (max_)
       kernels::maxpool2d_backward(exec, shape_, dy, argmax(), dx);
     else
       kernels::avgpool2d_backward(exec, shape_, dy, dx);
   }
+  bool is_max() const { return max_; }
   std::string kind() const override { return std::string(max_ ? "maxpool(" : "avgpool(") + std::to_string(shape_.size) + ")"; }
 
  private:
@@ -221,6 +230,8 @@ class ActivationLayer final : public Layer {
   bool can_take_bias() const { return act_ == kernels::Activation::ReLU || act_ == kernels::Activation::Tanh; }
   const Layer* bias_source = nullptr;
   Layer* relu_source = nullptr;  // the CPU layer that already applied this ReLU (relu_in_gemm)
+  bool masked_by_next = false;   // the max pool after this ReLU applies its mask in its backward (CPU)
+  bool gradient_passes_through() const override { return masked_by_next && !exec.cuda(); }
   void forward(const float* x, int N, const Network::Mode&) override {
     if (relu_source && !exec.cuda()) {
       out = Tensor::view(relu_source->out.data(), relu_source->out.shape(), relu_source->out.device());
@@ -458,6 +469,11 @@ Network::Network(const Genome& genome, const InputSpec& input) : genome_(genome)
       layers_[i]->relu_in_gemm = true;
       act->relu_source = layers_[i].get();
     }
+    if (auto* pool = i + 2 < layers_.size() ? dynamic_cast<PoolLayer*>(layers_[i + 2].get()) : nullptr;
+        pool && act->is_relu()) {
+      pool->masks_relu = true;  // ReLU's backward done by the max pool's (CPU; an avg pool ignores it)
+      act->masked_by_next = pool->is_max();
+    }
     if (!fuse || !act->can_take_bias()) continue;
     layers_[i]->defer_bias = true;
     act->bias_source = layers_[i].get();
@@ -544,12 +560,15 @@ const Tensor& Network::forward(const float* x, int N, const Mode& mode) {
 void Network::backward(const float* dlogits, const GradientsReady& ready) {
   if (!input_data_) throw std::logic_error("Network::backward called before forward");
   const float* g = dlogits;
+  bool ping = false;  // the buffer the next gradient goes to: never the one g is read from
   for (std::size_t i = layers_.size(); i-- > 0;) {
     Layer& layer = *layers_[i];
+    if (i > 0 && layer.gradient_passes_through()) continue;  // g is already this layer's input gradient
     const float* in = i == 0 ? input_data_ : layers_[i - 1]->out.data();
     float* gin = nullptr;
     if (i > 0) {
-      Tensor& buf = (i % 2 == 0) ? grad_ping_ : grad_pong_;  // gradient between layers
+      Tensor& buf = ping ? grad_ping_ : grad_pong_;  // gradient between layers
+      ping = !ping;
       buf.resize({static_cast<std::int64_t>(batch_) * layer.in_shape.features()});
       gin = buf.data();
     }

@@ -6,7 +6,8 @@
 //   Dispatch     the family in use is the best this CPU supports (a generic fallback on an AVX2 or
 //                AVX-512 CPU fails here, in CI); names parse; an unsupported family is refused.
 //   Fusion       linear/conv forward with ReLU in the GEMM pass equal the unfused ops bit for bit;
-//                the 2×2 max pool (vectorised on AVX-512) equals the reference, ties included.
+//                the 2×2 max pool forward and backward (vectorised on AVX-512) equal the reference,
+//                ties, odd sizes and -0 gradients included.
 //   cmake --build build --target test_cpu_gemm && build/tests/test_cpu_gemm
 #include <gtest/gtest.h>
 
@@ -181,9 +182,41 @@ TEST_F(CpuGemm, ReluInTheGemmPassEqualsASeparatePass) {
   EXPECT_TRUE(bitwise_equal(yf, yp)) << "conv2d";
 }
 
+double normalised_error(const std::vector<float>& a, const std::vector<float>& b) {
+  double worst = 0.0, scale = 1.0;
+  for (std::size_t i = 0; i < b.size(); ++i) scale = std::max(scale, std::fabs(double(b[i])));
+  for (std::size_t i = 0; i < b.size(); ++i) worst = std::max(worst, std::fabs(double(a[i]) - b[i]));
+  return worst / scale;
+}
+
+TEST_F(CpuGemm, ConvolutionInImageChunksMatchesTheReference) {
+  // 64 channels of 14×14: ~450 KB of im2col matrix per image, so the CPU convolution runs a few
+  // images at a time (gemm_ops.cpp, images_per_chunk): chunks 3 + 3 + 1 here, dW chained across them.
+  kn::set_num_threads(2);
+  for (int kernel : {3, 5}) {
+    kn::Conv2dShape s;
+    s.N = 7, s.C = 64, s.H = 14, s.W = 14, s.K = 8, s.kernel = kernel, s.stride = 1, s.pad = kernel / 2;
+    const auto X = inputs.normal(static_cast<std::size_t>(s.C) * s.N * s.H * s.W, 70 + kernel);
+    const auto W = inputs.normal(static_cast<std::size_t>(s.K) * s.C * kernel * kernel, 71 + kernel, 0.1f);
+    const auto b = inputs.normal(s.K, 72 + kernel);
+    const std::size_t out = static_cast<std::size_t>(s.K) * s.N * s.OH() * s.OW();
+    const auto dY = inputs.normal(out, 73 + kernel);
+    std::vector<float> col(static_cast<std::size_t>(s.col_size())), Y(out), Yr(out), dX(X.size()), dXr(X.size()),
+        dW(W.size()), dWr(W.size()), db(b.size()), dbr(b.size());
+    kn::conv2d_forward(s, X.data(), W.data(), b.data(), Y.data(), col.data());
+    kn::conv2d_backward(s, X.data(), W.data(), dY.data(), dX.data(), dW.data(), db.data(), col.data());
+    ref::conv2d_forward(s, X.data(), W.data(), b.data(), Yr.data(), nullptr);
+    ref::conv2d_backward(s, X.data(), W.data(), dY.data(), dXr.data(), dWr.data(), dbr.data(), nullptr);
+    EXPECT_LT(normalised_error(Y, Yr), 1e-5) << "Y, kernel " << kernel;
+    EXPECT_LT(normalised_error(dX, dXr), 1e-5) << "dX, kernel " << kernel;
+    EXPECT_LT(normalised_error(dW, dWr), 1e-5) << "dW, kernel " << kernel;
+    EXPECT_LT(normalised_error(db, dbr), 1e-5) << "db, kernel " << kernel;
+  }
+}
+
 TEST_F(CpuGemm, MaxPool2x2MatchesTheReferenceWithTies) {
   // ReLU outputs: many exact zeros, so windows tie and the first maximum must win as in the reference.
-  for (int W : {28, 14, 7, 40}) {
+  for (int W : {28, 14, 7, 40, 9}) {
     kn::Pool2dShape s;
     s.planes = 6, s.H = W, s.W = W, s.size = 2, s.stride = 2;
     auto X = inputs.normal(static_cast<std::size_t>(s.planes) * W * W, 60 + W);
@@ -196,6 +229,13 @@ TEST_F(CpuGemm, MaxPool2x2MatchesTheReferenceWithTies) {
     ref::maxpool2d_forward(s, X.data(), y_ref.data(), arg_ref.data());
     EXPECT_TRUE(bitwise_equal(y, y_ref)) << "W=" << W;
     EXPECT_EQ(arg, arg_ref) << "W=" << W;
+    // Backward: one write per input element (AVX-512 where available) against the reference scatter.
+    auto dy = inputs.normal(out, 90 + W);
+    dy[0] = -0.0f;  // the scatter adds it to +0
+    std::vector<float> dx(X.size(), std::nanf("")), dx_ref(X.size());
+    kn::maxpool2d_backward(s, dy.data(), arg.data(), dx.data());
+    ref::maxpool2d_backward(s, dy.data(), arg_ref.data(), dx_ref.data());
+    EXPECT_TRUE(bitwise_equal(dx, dx_ref)) << "backward, W=" << W;
   }
 }
 

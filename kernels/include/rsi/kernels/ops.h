@@ -41,12 +41,13 @@ struct Conv2dShape {
   // Elements of the im2col workspace: [C*k*k][N*OH*OW]; zero when the conv is a plain GEMM (1×1, stride 1).
   std::int64_t col_size() const;
 };
-// X[C][N][H][W], Wt[K][C][k][k], b[K] -> Y[K][N][OH][OW]. `col` holds the im2col matrix afterwards,
-// which conv2d_backward reuses.
+// X[C][N][H][W], Wt[K][C][k][k], b[K] -> Y[K][N][OH][OW]. `col` (col_size() floats) is scratch for
+// the im2col matrix: the CPU makes it a few images at a time, in cache, in the forward and again in
+// the backward; the GPU keeps the whole batch's from the forward for the backward.
 // b may be null; the _relu variant as for linear_forward_relu.
 void conv2d_forward(const Conv2dShape& s, const float* X, const float* Wt, const float* b, float* Y, float* col);
 void conv2d_forward_relu(const Conv2dShape& s, const float* X, const float* Wt, const float* b, float* Y, float* col);
-// `col` must hold what conv2d_forward left there; it is overwritten (used as dcol).
+// `col`: on the GPU it must hold what conv2d_forward left there; it is overwritten (used as dcol).
 void conv2d_backward(const Conv2dShape& s, const float* X, const float* Wt, const float* dY, float* dX, float* dW,
                      float* db, float* col);
 
@@ -59,6 +60,10 @@ struct Pool2dShape {
 };
 void maxpool2d_forward(const Pool2dShape& s, const float* X, float* Y, std::int32_t* argmax);
 void maxpool2d_backward(const Pool2dShape& s, const float* dY, const std::int32_t* argmax, float* dX);
+// The pool's input X is a ReLU's output: dX of the ReLU's *input*, i.e. maxpool2d_backward then the
+// ReLU's backward, in one pass (Y: the pool's output). The same bits as the two passes.
+void maxpool2d_backward_relu(const Pool2dShape& s, const float* dY, const std::int32_t* argmax, const float* Y,
+                             float* dX);
 void avgpool2d_forward(const Pool2dShape& s, const float* X, float* Y);
 void avgpool2d_backward(const Pool2dShape& s, const float* dY, float* dX);
 
