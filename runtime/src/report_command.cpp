@@ -574,7 +574,8 @@ int report(const std::string& run_dir, const std::string& out_path) {
   h << "<h1>rsi report: " << html_escape(info.run_name) << "</h1><p class=\"sub\">run directory "
     << html_escape(run_dir) << " &middot; started " << html_escape(info.start_time) << " &middot; rsi "
     << html_escape(info.program_version) << " (" << html_escape(info.git_commit) << ") &middot; " << info.ranks
-    << " rank(s) in groups of " << info.group_size << " on " << html_escape(info.hosts) << " &middot; manifest "
+    << " rank(s) in groups of " << info.group_size << " on " << html_escape(info.hosts)
+    << (info.cpu_kernels.empty() ? "" : " (CPU kernels " + html_escape(info.cpu_kernels) + ")") << " &middot; manifest "
     << html_escape(info.manifest_hash.substr(0, 16)) << "</p>\n<div class=\"cards\">";
   auto card = [&h](const std::string& value, const std::string& label) {
     h << "<div class=\"card\"><b>" << value << "</b><span>" << label << "</span></div>";
