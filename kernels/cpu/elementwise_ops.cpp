@@ -110,6 +110,16 @@ void dense_to_cnhw(const float* X, float* Y, int C, int N, int HW) {
 // ---- pooling ----
 
 namespace {
+// Masks for a step of n ≤ 16 outputs of a 2×2 pool row: the outputs, and the 2n inputs of a row
+// as two 16-float halves.
+struct PoolRowMasks {
+  __mmask16 out, in_lo, in_hi;
+  explicit PoolRowMasks(int n)
+      : out(static_cast<__mmask16>((1u << n) - 1)),
+        in_lo(static_cast<__mmask16>((1u << std::min(16, 2 * n)) - 1)),
+        in_hi(static_cast<__mmask16>(2 * n > 16 ? (1u << (2 * n - 16)) - 1 : 0)) {}
+};
+
 // One output row of the 2×2, stride-2 max pool with AVX-512: 16 outputs per step, the window's
 // even and odd columns split by permutes, compares as the scalar loop makes them (strictly greater
 // replaces, in row-major window order), so values and argmax are the same.
@@ -119,10 +129,8 @@ __attribute__((target("avx512f"))) void maxpool2x2_row_avx512(const float* row0,
   const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
   const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
   for (int ox = 0; ox < OW; ox += 16) {
-    const int n = std::min(16, OW - ox);
-    const __mmask16 out_mask = static_cast<__mmask16>((1u << n) - 1);
-    const __mmask16 lo_mask = static_cast<__mmask16>((1u << std::min(16, 2 * n)) - 1);
-    const __mmask16 hi_mask = static_cast<__mmask16>(2 * n > 16 ? (1u << (2 * n - 16)) - 1 : 0);
+    const PoolRowMasks masks(std::min(16, OW - ox));
+    const __mmask16 out_mask = masks.out, lo_mask = masks.in_lo, hi_mask = masks.in_hi;
     const __m512 t0 = _mm512_maskz_loadu_ps(lo_mask, row0 + 2 * ox), t1 = _mm512_maskz_loadu_ps(hi_mask, row0 + 2 * ox + 16);
     const __m512 u0 = _mm512_maskz_loadu_ps(lo_mask, row1 + 2 * ox), u1 = _mm512_maskz_loadu_ps(hi_mask, row1 + 2 * ox + 16);
     const __m512 a = _mm512_permutex2var_ps(t0, even, t1), b = _mm512_permutex2var_ps(t0, odd, t1);
@@ -151,10 +159,8 @@ __attribute__((target("avx512f"))) void maxpool2x2_backward_row_avx512(const flo
   const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
   const __m512i hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
   for (int ox = 0; ox < OW; ox += 16) {
-    const int n = std::min(16, OW - ox);
-    const __mmask16 in_mask = static_cast<__mmask16>((1u << n) - 1);
-    const __mmask16 lo_mask = static_cast<__mmask16>((1u << std::min(16, 2 * n)) - 1);
-    const __mmask16 hi_mask = static_cast<__mmask16>(2 * n > 16 ? (1u << (2 * n - 16)) - 1 : 0);
+    const PoolRowMasks masks(std::min(16, OW - ox));
+    const __mmask16 in_mask = masks.out, lo_mask = masks.in_lo, hi_mask = masks.in_hi;
     // 0 + g as in the scatter form (-0 becomes +0).
     __m512 v = _mm512_add_ps(_mm512_maskz_loadu_ps(in_mask, g + ox), _mm512_setzero_ps());
     if (y) v = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(_mm512_maskz_loadu_ps(in_mask, y + ox), _mm512_setzero_ps(), _CMP_GT_OQ), v);
