@@ -31,7 +31,7 @@ namespace {
 // Blocking. Results do not depend on it (see the header); it only decides speed.
 constexpr int kKC = 384;   // most k per packed panel: an Ap (MR×kc) + Bp (kc×NR) pair stays in L1/L2
 constexpr int kMC = 128;   // rows of A packed at once (shared by all threads)
-constexpr int kNC = 3072;  // columns of B packed at once (shared by all threads)
+constexpr int kNC = 768;   // columns of B packed at once: kc×NC floats stay in L2
 // Below this many multiply-adds a parallel region costs more than it saves.
 constexpr std::int64_t kParallelMinFlops = 1 << 18;
 
@@ -378,8 +378,10 @@ void gemm_block(const Family& f, const Operands& o, int m0, int m1, int n0, int 
         for (int p = 0; p < m_panels; ++p)
           pack_a_panel(o.ta, o.A, o.lda, ic + p * MR, std::min(MR, mc - p * MR), pc, kc, MR,
                        Ap + static_cast<std::int64_t>(p) * kc * MR);
-        for (int jp = 0; jp < n_panels; ++jp)
-          for (int ip = 0; ip < m_panels; ++ip) {
+        // The A panel (MR broadcasts per k) stays in L1 while the B panels (NR floats per k) stream
+        // from L2 — BLIS's order, with the roles of its operands (the broadcast one is held).
+        for (int ip = 0; ip < m_panels; ++ip)
+          for (int jp = 0; jp < n_panels; ++jp) {
             const int i0 = ic + ip * MR, j0 = jc + jp * NR;
             run_tile(f, kc, Ap + static_cast<std::int64_t>(ip) * kc * MR, Bp + static_cast<std::int64_t>(jp) * kc * NR, NR,
                      o.C + static_cast<std::int64_t>(i0) * o.ldc + j0, o.ldc, std::min(MR, mc - ip * MR),
