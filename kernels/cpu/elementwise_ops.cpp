@@ -7,6 +7,7 @@
 #include <cstring>
 #include <limits>
 
+#include "rsi/kernels/cpu_gemm.h"
 #include "rsi/kernels/ops.h"
 
 namespace rsi::kernels {
@@ -179,7 +180,7 @@ __attribute__((target("avx512f"))) void maxpool2x2_backward_row_avx512(const flo
 
 // The common 2×2, stride-2 window: two input rows per output row, no inner window loops.
 void maxpool2x2_forward(const Pool2dShape& s, const float* X, float* Y, std::int32_t* argmax) {
-  static const bool avx512 = __builtin_cpu_supports("avx512f");
+  const bool avx512 = cpu_kernel() == CpuKernel::Avx512;  // the family in use (RSI_CPU_KERNEL=avx2 tests the rest)
   const int OH = s.OH(), OW = s.OW();
   const std::int64_t in_plane = static_cast<std::int64_t>(s.H) * s.W, out_plane = static_cast<std::int64_t>(OH) * OW;
 #pragma omp parallel for schedule(static) if (s.planes * s.H * s.W > kParallelMin)
@@ -249,7 +250,7 @@ void maxpool_backward(const Pool2dShape& s, const float* dY, const std::int32_t*
   if (s.size == 2 && s.stride == 2) {
     // Disjoint 2×2 windows: each input element is written once — the window's gradient where its
     // argmax is, zero elsewhere — instead of zero-filling the plane and scattering into it.
-    static const bool avx512 = __builtin_cpu_supports("avx512f");
+    const bool avx512 = cpu_kernel() == CpuKernel::Avx512;  // the family in use (RSI_CPU_KERNEL=avx2 tests the rest)
     const int OH = s.OH(), OW = s.OW();
 #pragma omp parallel for schedule(static) if (s.planes * s.H * s.W > kParallelMin)
     for (std::int64_t p = 0; p < s.planes; ++p) {

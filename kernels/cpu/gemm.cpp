@@ -130,7 +130,11 @@ void choose_from_environment() {
     const char* env = std::getenv("RSI_CPU_KERNEL");
     CpuKernel k = best_cpu_kernel();
     if (env && *env && std::string(env) != "best") {
-      k = parse_cpu_kernel(env);
+      try {
+        k = parse_cpu_kernel(env);
+      } catch (const std::invalid_argument& e) {
+        throw std::invalid_argument(std::string("RSI_CPU_KERNEL: ") + e.what());
+      }
       if (!cpu_kernel_supported(k))
         throw std::invalid_argument(std::string("RSI_CPU_KERNEL=") + env + ": this CPU (" + cpu_model_name() +
                                     ") lacks the instructions it needs; its best is " +

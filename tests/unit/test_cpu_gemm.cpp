@@ -216,7 +216,15 @@ TEST_F(CpuGemm, ConvolutionInImageChunksMatchesTheReference) {
 
 TEST_F(CpuGemm, MaxPool2x2MatchesTheReferenceWithTies) {
   // ReLU outputs: many exact zeros, so windows tie and the first maximum must win as in the reference.
-  for (int W : {28, 14, 7, 40, 9}) {
+  // The AVX-512 path runs with the avx512 family, the scalar one with the others: both are checked.
+  for (const auto& [family, W] : [] {
+         std::vector<std::pair<kn::CpuKernel, int>> cases;
+         for (kn::CpuKernel f : supported_families())
+           for (int w : {28, 14, 7, 40, 9}) cases.emplace_back(f, w);
+         return cases;
+       }()) {
+    kn::set_cpu_kernel(family);
+    SCOPED_TRACE(kn::cpu_kernel_name(family));
     kn::Pool2dShape s;
     s.planes = 6, s.H = W, s.W = W, s.size = 2, s.stride = 2;
     auto X = inputs.normal(static_cast<std::size_t>(s.planes) * W * W, 60 + W);
