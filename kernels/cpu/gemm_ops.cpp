@@ -95,11 +95,12 @@ void im2col(const Conv2dShape& s, const float* X, float* col, int n0, int count)
       // "Same" padding, stride 1: the tap's plane is the image shifted by (dy, dx) — one copy of the
       // rows that stay inside, then the dx columns that wrapped to the neighbouring row are zeroed.
       const int dy = ky - s.pad, dx = kx - s.pad, W = s.W;
-      const int oy_lo = std::max(0, -dy), oy_hi = std::min(OH, s.H - dy);
+      // Output rows whose input row oy + dy is inside the image; empty when |dy| >= H (tiny planes).
+      const int oy_lo = std::clamp(-dy, 0, OH), oy_hi = std::clamp(s.H - dy, oy_lo, OH);
       for (int n = n0; n < n0 + count; ++n, out += P) {
         const float* img = X + (static_cast<std::int64_t>(c) * s.N + n) * plane;
         std::fill_n(out, oy_lo * W, 0.0f);
-        std::fill(out + static_cast<std::int64_t>(std::max(oy_hi, oy_lo)) * W, out + P, 0.0f);
+        std::fill(out + static_cast<std::int64_t>(oy_hi) * W, out + P, 0.0f);
         if (oy_hi <= oy_lo) continue;
         // out[i] = img[i + dy·W + dx] for i in the kept rows, reading only inside this image.
         std::int64_t lo = static_cast<std::int64_t>(oy_lo) * W, hi = static_cast<std::int64_t>(oy_hi) * W;
@@ -110,8 +111,8 @@ void im2col(const Conv2dShape& s, const float* X, float* col, int n0, int count)
         for (std::int64_t i = lo; i < hi; ++i) out[i] = src[i];
         for (int oy = oy_lo; oy < oy_hi; ++oy) {
           float* row = out + static_cast<std::int64_t>(oy) * W;
-          for (int x = 0; x < -dx; ++x) row[x] = 0.0f;
-          for (int x = W - dx; x < W; ++x) row[x] = 0.0f;
+          for (int x = 0; x < std::min(-dx, W); ++x) row[x] = 0.0f;  // |dx| may exceed a tiny plane's width
+          for (int x = std::max(W - dx, 0); x < W; ++x) row[x] = 0.0f;
         }
       }
       continue;

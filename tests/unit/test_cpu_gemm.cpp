@@ -214,6 +214,33 @@ TEST_F(CpuGemm, ConvolutionInImageChunksMatchesTheReference) {
   }
 }
 
+TEST_F(CpuGemm, SamePaddingOnPlanesSmallerThanTheKernelMatchesTheReference) {
+  // An evolved network can put a 5×5 convolution on a 2×2 or 1×1 plane (after several pools): the
+  // shifted-copy im2col must zero the taps that fall outside without writing past a row.
+  for (int size : {1, 2, 3}) {
+    for (int kernel : {3, 5}) {
+      kn::Conv2dShape s;
+      s.N = 3, s.C = 2, s.H = size, s.W = size, s.K = 4, s.kernel = kernel, s.stride = 1, s.pad = kernel / 2;
+      const auto X = inputs.normal(static_cast<std::size_t>(s.C) * s.N * s.H * s.W, 80 + size);
+      const auto W = inputs.normal(static_cast<std::size_t>(s.K) * s.C * kernel * kernel, 81 + size);
+      const auto b = inputs.normal(s.K, 82 + size);
+      const std::size_t out = static_cast<std::size_t>(s.K) * s.N * s.OH() * s.OW();
+      const auto dY = inputs.normal(out, 83 + size);
+      // Guard elements around the scratch buffer catch a write past its end.
+      std::vector<float> col(static_cast<std::size_t>(s.col_size()) + 64, 7.0f), Y(out), Yr(out), dX(X.size()),
+          dXr(X.size()), dW(W.size()), dWr(W.size()), db(b.size()), dbr(b.size());
+      kn::conv2d_forward(s, X.data(), W.data(), b.data(), Y.data(), col.data());
+      for (std::size_t i = static_cast<std::size_t>(s.col_size()); i < col.size(); ++i) ASSERT_EQ(col[i], 7.0f);
+      kn::conv2d_backward(s, X.data(), W.data(), dY.data(), dX.data(), dW.data(), db.data(), col.data());
+      ref::conv2d_forward(s, X.data(), W.data(), b.data(), Yr.data(), nullptr);
+      ref::conv2d_backward(s, X.data(), W.data(), dY.data(), dXr.data(), dWr.data(), dbr.data(), nullptr);
+      EXPECT_LT(normalised_error(Y, Yr), 1e-5) << size << "x" << size << " kernel " << kernel;
+      EXPECT_LT(normalised_error(dX, dXr), 1e-5) << size << "x" << size << " kernel " << kernel;
+      EXPECT_LT(normalised_error(dW, dWr), 1e-5) << size << "x" << size << " kernel " << kernel;
+    }
+  }
+}
+
 TEST_F(CpuGemm, MaxPool2x2MatchesTheReferenceWithTies) {
   // ReLU outputs: many exact zeros, so windows tie and the first maximum must win as in the reference.
   // The AVX-512 path runs with the avx512 family, the scalar one with the others: both are checked.
