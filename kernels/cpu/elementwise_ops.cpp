@@ -19,15 +19,6 @@ constexpr float kInvSqrt2 = 0.70710678118654752f;
 constexpr float kInvSqrt2Pi = 0.39894228040143268f;
 }  // namespace
 
-const char* activation_name(Activation a) {
-  switch (a) {
-    case Activation::ReLU: return "relu";
-    case Activation::GELU: return "gelu";
-    case Activation::Tanh: return "tanh";
-  }
-  return "?";
-}
-
 void activation_forward(Activation a, const float* X, float* Y, std::int64_t n) {
   switch (a) {
     case Activation::ReLU:

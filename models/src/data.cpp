@@ -225,12 +225,31 @@ Dataset read_idx(const std::string& images_path, const std::string& labels_path)
   return data;
 }
 
-Dataset load_fashion_mnist_train(const std::string& dir) {
-  return load_from_dir(dir, "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz");
-}
+namespace {
+constexpr const char* kTrainFiles[2] = {"train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"};
+constexpr const char* kTestFiles[2] = {"t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"};
+}  // namespace
 
-Dataset load_fashion_mnist_test(const std::string& dir) {
-  return load_from_dir(dir, "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz");
+Dataset load_fashion_mnist_train(const std::string& dir) { return load_from_dir(dir, kTrainFiles[0], kTrainFiles[1]); }
+
+Dataset load_fashion_mnist_test(const std::string& dir) { return load_from_dir(dir, kTestFiles[0], kTestFiles[1]); }
+
+void check_fashion_mnist(const std::string& dir) {
+  std::error_code ec;
+  if (!std::filesystem::is_directory(dir, ec)) load_from_dir(dir, "", "");  // throws its message
+  const std::filesystem::path base(dir);
+  try {
+    for (const auto* files : {kTrainFiles, kTestFiles}) {
+      IdxFile images((base / files[0]).string());
+      expect_magic(images, kImageMagic, "image file: unsigned bytes, 3 dimensions", kLabelMagic, "label file");
+      IdxFile labels((base / files[1]).string());
+      expect_magic(labels, kLabelMagic, "label file: unsigned bytes, 1 dimension", kImageMagic, "image file");
+    }
+  } catch (const DataError& error) {
+    throw DataError(std::string(error.what()) +
+                    "; reinstall the Debian package dataset-fashion-mnist (apt-get install --reinstall "
+                    "dataset-fashion-mnist)");
+  }
 }
 
 Split make_split(std::int64_t train_size, const SplitSizes& sizes, std::uint64_t seed) {

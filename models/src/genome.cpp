@@ -4,6 +4,7 @@
 #include "rsi/models/genome.h"
 
 #include "rsi/models/edit_distance.h"
+#include "rsi/models/yaml_input.h"
 
 #include <yaml-cpp/yaml.h>
 
@@ -228,7 +229,7 @@ struct MapEntry {
 
 class GenomeParser {
  public:
-  explicit GenomeParser(std::string source) : source_(std::move(source)) {}
+  GenomeParser(std::string source, const DesignerGeneRanges* genes) : source_(std::move(source)), genes_(genes) {}
 
   Genome parse(const YAML::Node& root) {
     if (!root.IsDefined() || root.IsNull()) {
@@ -247,10 +248,7 @@ class GenomeParser {
  private:
   using Entries = std::vector<std::pair<std::string, MapEntry>>;
 
-  std::string position(const YAML::Mark& mark) const {
-    if (mark.is_null()) return source_;
-    return source_ + ":" + std::to_string(mark.line + 1) + ":" + std::to_string(mark.column + 1);
-  }
+  std::string position(const YAML::Mark& mark) const { return yaml_position(source_, mark); }
 
   [[noreturn]] void fail_at(const YAML::Mark& mark, const std::string& path, const std::string& what) const {
     throw GenomeError(position(mark) + ": " + (path.empty() ? "" : path + ": ") + what);
@@ -272,8 +270,10 @@ class GenomeParser {
     if (!node.IsDefined() || node.IsNull()) return "nothing";
     if (node.IsSequence()) return "a list";
     if (node.IsMap()) return "a map";
-    if (node.Tag() == "!") return "\"" + node.Scalar() + "\" (a quoted string)";
-    return node.Scalar();
+    // Bounded: a seed path naming a file that is not a genome (a whole /etc/passwd reads as one
+    // scalar) must not be printed whole.
+    if (node.Tag() == "!") return "\"" + excerpt(node.Scalar()) + "\" (a quoted string)";
+    return excerpt(node.Scalar());
   }
 
   static std::string child(const std::string& path, const std::string& key) {
@@ -535,13 +535,27 @@ class GenomeParser {
 
   DesignerGenes parse_designer(const MapEntry& entry) const {
     DesignerGenes genes;
-    for (const auto& [name, value] : read_map(entry.value, "designer", {}, "designer gene name -> number", Keys::Any)) {
-      genes[name] = parse_real<double>(value, child("designer", name));
+    std::vector<std::string> names;
+    if (genes_)
+      for (const auto& [name, range] : *genes_) names.push_back(name);
+    for (const auto& [name, value] :
+         read_map(entry.value, "designer", names, "designer gene name -> number", genes_ ? Keys::OnlyValid : Keys::Any)) {
+      const std::string path = child("designer", name);
+      const double v = parse_real<double>(value, path);
+      if (!std::isfinite(v)) fail(value.value, path, "expected a finite number, got " + value.value.Scalar());
+      if (genes_) {
+        const auto [low, high] = genes_->at(name);
+        if (!(v >= low && v <= high))
+          fail(value.value, path,
+               "expected a number in [" + format_number(low) + ", " + format_number(high) + "], got " + format_number(v));
+      }
+      genes[name] = v;
     }
     return genes;
   }
 
   std::string source_;
+  const DesignerGeneRanges* genes_ = nullptr;
 };
 
 // A designer gene's name as a YAML key: plain when it is an identifier that YAML will not read as
@@ -634,21 +648,102 @@ std::string to_yaml(const Genome& genome) {
 // ---------------------------------------------------------------------------------------------
 // from_yaml / load_genome
 
-Genome from_yaml(const std::string& text, const std::string& source) {
-  YAML::Node root;
-  try {
-    root = YAML::Load(text);
-  } catch (const YAML::Exception& error) {
-    std::string where = source;
-    if (!error.mark.is_null()) {
-      where += ":" + std::to_string(error.mark.line + 1) + ":" + std::to_string(error.mark.column + 1);
-    }
-    throw GenomeError(where + ": invalid YAML: " + error.msg);
-  }
-  return GenomeParser(source).parse(root);
+std::string yaml_position(const std::string& source, const YAML::Mark& mark) {
+  if (mark.is_null() || mark.line < 0) return source;
+  return source + ":" + std::to_string(mark.line + 1) + ":" + std::to_string(mark.column + 1);
 }
 
-Genome load_genome(const std::string& path) {
+std::string excerpt(const std::string& text, std::size_t max) {
+  const std::string line = text.substr(0, text.find('\n'));
+  std::string out = line.size() > max ? line.substr(0, max) + "..." : line;
+  if (line.size() < text.size() && out.size() == line.size()) out += " ...";
+  return out;
+}
+
+namespace {
+// The first node with a tag, at most `visits` nodes in and 64 levels down (aliases make the nodes a
+// graph: an exponential walk, or a cycle; readers refuse deeper nesting on their own).
+std::optional<YAML::Node> first_tagged(const YAML::Node& node, std::size_t& visits, int depth = 0) {
+  if (visits == 0 || depth > 64) return std::nullopt;
+  --visits;
+  const std::string& tag = node.Tag();
+  if (!tag.empty() && tag != "?" && tag != "!") return node;
+  if (node.IsMap()) {
+    for (const auto& kv : node) {
+      if (auto t = first_tagged(kv.first, visits, depth + 1)) return t;
+      if (auto t = first_tagged(kv.second, visits, depth + 1)) return t;
+    }
+  } else if (node.IsSequence()) {
+    for (const auto& item : node)
+      if (auto t = first_tagged(item, visits, depth + 1)) return t;
+  }
+  return std::nullopt;
+}
+}  // namespace
+
+// The line (0-based) where a second document with content starts, if one does. Found in the text:
+// yaml-cpp's LoadAll never returns on some damaged inputs (found by tests/fuzz/manifest_fuzzer), and
+// YAML forbids a document marker ("---" or "..." at column 0, then a space or the line's end) inside
+// any scalar, so the text says where documents start and end.
+static std::optional<std::size_t> second_document_line(const std::string& text) {
+  bool content = false, ended = false;
+  std::size_t line = 0;
+  for (std::size_t pos = 0; pos < text.size(); ++line) {
+    std::size_t end = text.find('\n', pos);
+    if (end == std::string::npos) end = text.size();
+    const std::string_view l(text.data() + pos, end - pos);
+    pos = end + 1;
+    const auto is_marker = [&](std::string_view m) {
+      return l.substr(0, 3) == m && (l.size() == 3 || l[3] == ' ' || l[3] == '\t' || l[3] == '\r');
+    };
+    const auto has_content = [](std::string_view rest) {
+      const std::size_t first = rest.find_first_not_of(" \t\r");
+      return first != std::string_view::npos && rest[first] != '#';
+    };
+    if (is_marker("---")) {
+      if (content) ended = true;
+      if (ended && has_content(l.substr(3))) return line;
+      content = content || has_content(l.substr(3));
+    } else if (is_marker("...")) {
+      if (content) ended = true;
+    } else if (has_content(l) && l[0] != '%') {
+      if (ended) return line;
+      content = true;
+    }
+  }
+  return std::nullopt;
+}
+
+YamlDocument load_yaml_document(const std::string& text, const std::string& source) {
+  YamlDocument doc;
+  doc.root = YAML::Load(text);
+  if (const auto line = second_document_line(text))
+    doc.problem = source + ":" + std::to_string(*line + 1) + ":1: a second YAML document ('---' then more): a " +
+                  "manifest or genome is one document; remove the '---' line or put this in its own file";
+  std::size_t visits = 2 * text.size() + 64;
+  if (!doc.problem)
+    if (const auto tagged = first_tagged(doc.root, visits))
+      doc.problem = yaml_position(source, tagged->Mark()) + ": YAML tag '" + tagged->Tag() +
+                    "' is not accepted: values here are plain numbers, words, lists and maps (remove the tag)";
+  return doc;
+}
+
+Genome genome_from_node(const YAML::Node& node, const std::string& source, const DesignerGeneRanges* genes) {
+  return GenomeParser(source, genes).parse(node);
+}
+
+Genome from_yaml(const std::string& text, const std::string& source, const DesignerGeneRanges* genes) {
+  YamlDocument doc;
+  try {
+    doc = load_yaml_document(text, source);
+  } catch (const YAML::Exception& error) {
+    throw GenomeError(yaml_position(source, error.mark) + ": invalid YAML: " + error.msg);
+  }
+  if (doc.problem) throw GenomeError(*doc.problem);
+  return GenomeParser(source, genes).parse(doc.root);
+}
+
+Genome load_genome(const std::string& path, const DesignerGeneRanges* genes) {
   std::error_code error;
   if (std::filesystem::is_directory(path, error)) {
     throw GenomeError("cannot read genome file '" + path + "': it is a directory");
@@ -660,7 +755,7 @@ Genome load_genome(const std::string& path) {
   std::ostringstream text;
   text << file.rdbuf();
   if (file.bad()) throw GenomeError("cannot read genome file '" + path + "': read error");
-  return from_yaml(text.str(), path);
+  return from_yaml(text.str(), path, genes);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -2,11 +2,16 @@
 #include "rsi/runtime/manifest.h"
 
 #include "rsi/models/edit_distance.h"
+#include "rsi/models/yaml_input.h"
+#include "rsi/scheduler/design.h"
 
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
 #include <cctype>
+#include <cmath>
+#include <limits>
+#include <type_traits>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -67,13 +72,24 @@ class Section {
       throw ManifestError(where(source_, n) + ": " + path_ + "." + key + ": expected " +
                           (expected.empty() ? "a single value" : expected) + ", got " +
                           (n.IsNull() ? "an empty value" : n.IsMap() ? "a map" : "a list"));
+    const auto refuse = [&](const std::string& got) {
+      throw ManifestError(where(source_, n) + ": " + path_ + "." + key + ": expected " +
+                          (expected.empty() ? "a value of the right type" : expected) + ", got " + got);
+    };
+    // A number or a switch is written plain: "128" in quotes is a string (as in a genome file).
+    if constexpr (!std::is_same_v<T, std::string>)
+      if (n.Tag() == "!") refuse("\"" + models::excerpt(n.Scalar()) + "\" (a quoted string)");
+    // yaml-cpp reads "-1" into an unsigned type as 2^64-1.
+    if constexpr (std::is_unsigned_v<T>)
+      if (n.Scalar().find('-') != std::string::npos) refuse("'" + n.Scalar() + "'");
     T v;
     try {
       v = n.as<T>();
     } catch (const YAML::Exception&) {
-      throw ManifestError(where(source_, n) + ": " + path_ + "." + key + ": expected " +
-                          (expected.empty() ? "a value of the right type" : expected) + ", got '" + n.Scalar() + "'");
+      refuse("'" + models::excerpt(n.Scalar()) + "'");
     }
+    if constexpr (std::is_floating_point_v<T>)
+      if (!std::isfinite(v)) refuse("'" + n.Scalar() + "' (not a finite number)");
     if (ok && !ok(v))
       throw ManifestError(where(source_, n) + ": " + path_ + "." + key + ": expected " + expected + ", got '" +
                           n.Scalar() + "'");
@@ -100,6 +116,26 @@ std::string fnv_hex(const std::string& text) {
 }  // namespace
 
 namespace {
+// Upper bounds of the integer keys (experiments/README.md lists them): values the loop can serve.
+constexpr int kMaxPopulation = 10'000;
+constexpr int kMaxGenerations = 1'000'000;
+constexpr std::int64_t kMaxParameters = 1'000'000'000;
+constexpr std::int64_t kMaxFlops = 1'000'000'000'000;
+constexpr int kMaxEpochs = 1000;
+constexpr int kMaxWidth = 65536;
+constexpr int kMaxNodes = 100'000;
+constexpr int kMaxRanksPerNode = 1024;
+
+std::function<bool(const int&)> in_range(int low, int high) {
+  return [low, high](const int& v) { return v >= low && v <= high; };
+}
+std::function<bool(const std::int64_t&)> in_range64(std::int64_t low, std::int64_t high) {
+  return [low, high](const std::int64_t& v) { return v >= low && v <= high; };
+}
+std::string range_text(std::int64_t low, std::int64_t high) {
+  return "an integer in [" + std::to_string(low) + ", " + std::to_string(high) + "]";
+}
+
 constexpr std::size_t kMaxManifestBytes = 1 << 20;
 constexpr int kMaxManifestDepth = 16;
 
@@ -171,7 +207,9 @@ RunConfig parse_manifest(const std::string& text, const std::string& source, con
                         std::to_string(4 * kMaxManifestDepth));
   YAML::Node root;
   try {
-    root = YAML::Load(text);
+    models::YamlDocument doc = models::load_yaml_document(text, source);
+    if (doc.problem) throw ManifestError(*doc.problem);
+    root = doc.root;
   } catch (const YAML::ParserException& e) {
     // yaml-cpp's recursion guard (block lists or "? " keys nested ~2000 deep) reports "bad file";
     // its DeepRecursion type is not exported, so the message is what tells it apart.
@@ -194,7 +232,6 @@ RunConfig parse_manifest(const std::string& text, const std::string& source, con
   rc.manifest_text = text;
   rc.manifest_hash = fnv_hex(text);
   scheduler::LoopConfig& loop = rc.loop;
-  const auto positive = [](const int& v) { return v > 0; };
 
   if (top.has("run")) {
     const Section s(source, top.get("run"), "run", {"name", "seed"});
@@ -221,11 +258,14 @@ RunConfig parse_manifest(const std::string& text, const std::string& source, con
     loop.task.kind = kind == "surrogate" ? scheduler::TaskSpec::Kind::Surrogate : scheduler::TaskSpec::Kind::FashionMnist;
     loop.task.data_dir = s.value<std::string>("data_dir", loop.task.data_dir);
     const auto count = [](const std::int64_t& v) { return v >= 0 && v <= 60000; };
-    loop.task.split.labeled = s.value<std::int64_t>("labeled", loop.task.split.labeled, count, "an integer in [0, 60000]");
+    const auto some = [](const std::int64_t& v) { return v >= 1 && v <= 60000; };
+    loop.task.split.labeled = s.value<std::int64_t>("labeled", loop.task.split.labeled, some,
+                                                    "an integer in [1, 60000] (0 would train on nothing)");
     loop.task.split.unlabeled =
         s.value<std::int64_t>("unlabeled", loop.task.split.unlabeled, count, "an integer in [0, 60000]");
-    loop.task.split.validation =
-        s.value<std::int64_t>("validation", loop.task.split.validation, count, "an integer in [0, 60000]");
+    loop.task.split.validation = s.value<std::int64_t>(
+        "validation", loop.task.split.validation, some,
+        "an integer in [1, 60000] (0 would make every validation accuracy 0: selection would be blind)");
     if (loop.task.split.labeled + loop.task.split.unlabeled + loop.task.split.validation > 60000)
       throw ManifestError(where(source, top.get("task")) +
                           ": task: labeled + unlabeled + validation exceed the 60000 training images");
@@ -243,10 +283,14 @@ RunConfig parse_manifest(const std::string& text, const std::string& source, con
   }
   if (top.has("population")) {
     const Section s(source, top.get("population"), "population", {"size", "children", "generations"});
-    loop.population_size = s.value<int>("size", loop.population_size, positive, "a positive integer");
-    loop.children_per_generation = s.value<int>("children", loop.children_per_generation, positive, "a positive integer");
-    loop.generations =
-        s.value<int>("generations", loop.generations, [](const int& v) { return v >= 0; }, "an integer >= 0");
+    // Bounded so that every accepted value is one the loop can serve: the coordinator designs a whole
+    // generation before training it, so children costs memory before any result.
+    loop.population_size = s.value<int>("size", loop.population_size, in_range(1, kMaxPopulation),
+                                        range_text(1, kMaxPopulation));
+    loop.children_per_generation = s.value<int>("children", loop.children_per_generation,
+                                                in_range(1, kMaxPopulation), range_text(1, kMaxPopulation));
+    loop.generations = s.value<int>("generations", loop.generations, in_range(0, kMaxGenerations),
+                                    range_text(0, kMaxGenerations));
   }
   if (top.has("selection")) {
     const Section s(source, top.get("selection"), "selection", {"kind", "tournament_size"});
@@ -257,35 +301,40 @@ RunConfig parse_manifest(const std::string& text, const std::string& source, con
     loop.selection = kind == "tournament" ? scheduler::SelectionKind::Tournament
                      : kind == "aging"    ? scheduler::SelectionKind::Aging
                                           : scheduler::SelectionKind::Truncation;
-    loop.tournament_size = s.value<int>("tournament_size", loop.tournament_size, positive, "a positive integer");
+    // Each tournament draws this many members (with replacement): bounded like the population.
+    loop.tournament_size = s.value<int>("tournament_size", loop.tournament_size, in_range(1, kMaxPopulation),
+                                        range_text(1, kMaxPopulation));
   }
   if (top.has("design")) {
     const Section s(source, top.get("design"), "design",
                     {"max_parameters", "max_flops", "max_blocks", "max_epochs", "max_units", "max_channels"});
     auto& l = loop.limits;
-    l.max_parameters = s.value<std::int64_t>("max_parameters", l.max_parameters,
-                                             [](const std::int64_t& v) { return v > 0; }, "a positive integer");
-    l.max_flops = s.value<std::int64_t>("max_flops", l.max_flops, [](const std::int64_t& v) { return v > 0; },
-                                        "a positive integer");
-    l.max_blocks = s.value<int>("max_blocks", l.max_blocks, positive, "a positive integer");
-    l.max_epochs = s.value<int>("max_epochs", l.max_epochs, positive, "a positive integer");
-    l.max_units = s.value<int>("max_units", l.max_units, positive, "a positive integer");
-    l.max_channels = s.value<int>("max_channels", l.max_channels, positive, "a positive integer");
+    // Upper bounds: what one rank can hold and train (a child's weights, gradients and optimizer
+    // state are ~16 bytes a parameter), and the genome format's own block limit.
+    l.max_parameters = s.value<std::int64_t>("max_parameters", l.max_parameters, in_range64(1, kMaxParameters),
+                                             range_text(1, kMaxParameters));
+    l.max_flops = s.value<std::int64_t>("max_flops", l.max_flops, in_range64(1, kMaxFlops), range_text(1, kMaxFlops));
+    l.max_blocks = s.value<int>("max_blocks", l.max_blocks, in_range(1, models::GenomeLimits{}.max_blocks),
+                                range_text(1, models::GenomeLimits{}.max_blocks));
+    l.max_epochs = s.value<int>("max_epochs", l.max_epochs, in_range(1, kMaxEpochs), range_text(1, kMaxEpochs));
+    l.max_units = s.value<int>("max_units", l.max_units, in_range(1, kMaxWidth), range_text(1, kMaxWidth));
+    l.max_channels = s.value<int>("max_channels", l.max_channels, in_range(1, kMaxWidth), range_text(1, kMaxWidth));
   }
   if (top.has("cluster")) {
     const Section s(source, top.get("cluster"), "cluster",
                     {"group_size", "threads_per_rank", "nodes", "gpus_per_node", "tasks_per_node", "time_limit",
                      "partition", "account", "signal_seconds", "device", "cpu_kernels"});
-    loop.group_size = s.value<int>("group_size", loop.group_size, positive, "a positive integer");
-    loop.threads_per_rank = s.value<int>("threads_per_rank", loop.threads_per_rank, positive, "a positive integer");
+    loop.group_size = s.value<int>("group_size", loop.group_size, in_range(1, kMaxRanksPerNode * 64),
+                                   range_text(1, kMaxRanksPerNode * 64) + " (it must divide the job's ranks)");
+    loop.threads_per_rank = s.value<int>("threads_per_rank", loop.threads_per_rank, in_range(1, kMaxRanksPerNode),
+                                         range_text(1, kMaxRanksPerNode));
     // --- job shape and Slurm submission (rsi submit) ---
     ClusterConfig& c = rc.cluster;
-    c.nodes = s.value<int>("nodes", c.nodes, positive, "a positive integer");
-    c.gpus_per_node =
-        s.value<int>("gpus_per_node", c.gpus_per_node, [](const int& v) { return v >= 0; }, "an integer >= 0 (0 = CPU)");
+    c.nodes = s.value<int>("nodes", c.nodes, in_range(1, kMaxNodes), range_text(1, kMaxNodes));
+    c.gpus_per_node = s.value<int>("gpus_per_node", c.gpus_per_node, in_range(0, 64), range_text(0, 64) + " (0 = CPU)");
     // One rank per GPU, so the GPU count is the natural default.
     c.tasks_per_node = s.value<int>("tasks_per_node", c.gpus_per_node > 0 ? c.gpus_per_node : c.tasks_per_node,
-                                    positive, "a positive integer");
+                                    in_range(1, kMaxRanksPerNode), range_text(1, kMaxRanksPerNode));
     if (c.gpus_per_node > 0 && c.tasks_per_node != c.gpus_per_node)
       throw ManifestError(where(source, s.get("tasks_per_node")) + ": cluster.tasks_per_node: " +
                           std::to_string(c.tasks_per_node) + " ranks per node with gpus_per_node " +
@@ -346,19 +395,23 @@ RunConfig parse_manifest(const std::string& text, const std::string& source, con
     const auto non_negative = [](const double& v) { return v >= 0; };
     const auto non_negative_int = [](const std::int64_t& v) { return v >= 0; };
     const std::string off = "a number >= 0 (0 = off)";
+    // Accuracies, gains and gaps are fractions: 0.85, not 85.
+    const auto fraction = [](const double& v) { return v >= 0 && v <= 1; };
+    const std::string fraction_off = "a fraction in [0, 1] (0 = off; accuracies are fractions: 0.85, not 85)";
     if (gov.has("gates")) {
       const Section s(source, gov.get("gates"), "governance.gates",
                       {"max_gain", "max_parameters", "max_flops", "max_goodhart_gap", "every_n_generations",
                        "approval_timeout_seconds", "poll_seconds", "on_reject"});
       auto& x = g.gates;
-      x.max_gain = s.value<double>("max_gain", x.max_gain, non_negative, off);
+      x.max_gain = s.value<double>("max_gain", x.max_gain, fraction, fraction_off);
       x.max_parameters = s.value<std::int64_t>("max_parameters", x.max_parameters, non_negative_int, off);
       x.max_flops = s.value<std::int64_t>("max_flops", x.max_flops, non_negative_int, off);
-      x.max_goodhart_gap = s.value<double>("max_goodhart_gap", x.max_goodhart_gap, non_negative, off);
-      x.every_n_generations =
-          s.value<int>("every_n_generations", x.every_n_generations, [](const int& v) { return v >= 0; }, off);
-      x.approval_timeout_seconds = s.value<double>("approval_timeout_seconds", x.approval_timeout_seconds,
-                                                   non_negative, "seconds >= 0");
+      x.max_goodhart_gap = s.value<double>("max_goodhart_gap", x.max_goodhart_gap, fraction, fraction_off);
+      x.every_n_generations = s.value<int>("every_n_generations", x.every_n_generations,
+                                           in_range(0, kMaxGenerations), range_text(0, kMaxGenerations) + " (0 = off)");
+      x.approval_timeout_seconds =
+          s.value<double>("approval_timeout_seconds", x.approval_timeout_seconds,
+                          [](const double& v) { return v >= 0 && v <= 366 * 86400.0; }, "seconds in [0, 31622400]");
       x.poll_seconds = s.value<double>("poll_seconds", x.poll_seconds,
                                        [](const double& v) { return v >= 0.01 && v <= 3600; },
                                        "seconds in [0.01, 3600]");
@@ -376,19 +429,24 @@ RunConfig parse_manifest(const std::string& text, const std::string& source, con
       x.max_flops_per_sample = s.value<std::int64_t>("max_flops_per_sample", x.max_flops_per_sample, non_negative_int, off);
       x.compute_budget_model_seconds =
           s.value<double>("compute_budget_model_seconds", x.compute_budget_model_seconds, non_negative, off);
-      x.max_gain_per_generation = s.value<double>("max_gain_per_generation", x.max_gain_per_generation, non_negative, off);
+      x.max_gain_per_generation =
+          s.value<double>("max_gain_per_generation", x.max_gain_per_generation, fraction, fraction_off);
     }
     if (gov.has("monitors")) {
       const Section s(source, gov.get("monitors"), "governance.monitors",
                       {"goodhart_gap_alert", "pseudo_label_accuracy_floor", "label_entropy_floor", "diversity_floor",
                        "disparity_growth_alert", "takeoff_alert", "trend_window"});
       auto& x = g.monitors;
-      x.goodhart_gap_alert = s.value<double>("goodhart_gap_alert", x.goodhart_gap_alert, non_negative, off);
+      x.goodhart_gap_alert = s.value<double>("goodhart_gap_alert", x.goodhart_gap_alert, fraction, fraction_off);
       x.pseudo_label_accuracy_floor =
-          s.value<double>("pseudo_label_accuracy_floor", x.pseudo_label_accuracy_floor, non_negative, off);
-      x.label_entropy_floor = s.value<double>("label_entropy_floor", x.label_entropy_floor, non_negative, off);
+          s.value<double>("pseudo_label_accuracy_floor", x.pseudo_label_accuracy_floor, fraction, fraction_off);
+      const double ln10 = std::log(10.0);  // the entropy of a uniform histogram over the 10 classes
+      x.label_entropy_floor =
+          s.value<double>("label_entropy_floor", x.label_entropy_floor, [ln10](const double& v) { return v >= 0 && v <= ln10; },
+                          "nats in [0, 2.302585] (0 = off; ln 10 = 2.302585 is a uniform histogram)");
       x.diversity_floor = s.value<double>("diversity_floor", x.diversity_floor, non_negative, off);
-      x.disparity_growth_alert = s.value<double>("disparity_growth_alert", x.disparity_growth_alert, non_negative, off);
+      x.disparity_growth_alert =
+          s.value<double>("disparity_growth_alert", x.disparity_growth_alert, fraction, fraction_off);
       x.takeoff_alert = s.value<bool>("takeoff_alert", x.takeoff_alert, {}, "true or false");
       x.trend_window = s.value<int>("trend_window", x.trend_window, [](const int& v) { return v >= 2 && v <= 1000; },
                                     "an integer in [2, 1000]");
@@ -400,9 +458,13 @@ RunConfig parse_manifest(const std::string& text, const std::string& source, con
   if (!seeds || !seeds.IsSequence() || seeds.size() == 0)
     throw ManifestError(where(source, seeds ? seeds : root) +
                         ": seeds: expected a list of seed genomes (file paths relative to the manifest, or inline maps)");
+  // Seeds are read with the designer genes' table (an unknown gene is a typo; values are kept in
+  // range) and must satisfy this manifest's own design limits: a seed outside them would be refused
+  // as a model, and so would every child of it, and the run would end having done nothing.
+  const models::DesignerGeneRanges& genes = scheduler::designer_gene_ranges();
   for (std::size_t i = 0; load_seeds && i < seeds.size(); ++i) {
     const YAML::Node seed = seeds[i];
-    const std::string label = "seeds[" + std::to_string(i) + "]";
+    std::string label = "seeds[" + std::to_string(i) + "]";
     try {
       if (seed.IsScalar()) {
         const std::filesystem::path p = std::filesystem::path(base_dir) / seed.as<std::string>();
@@ -418,26 +480,31 @@ RunConfig parse_manifest(const std::string& text, const std::string& source, con
           in.read(genome_text.data(), static_cast<std::streamsize>(genome_text.size()));
           genome_text.resize(static_cast<std::size_t>(in.gcount()));
           if (genome_text.size() > kMaxManifestBytes)
-            throw ManifestError(where(source, seed) + ": " + label + ": '" + p.string() +
-                                "' is over " + std::to_string(kMaxManifestBytes) +
-                                " bytes; a genome file is smaller (is this the right file?)");
+            throw ManifestError(where(source, seed) + ": " + label + ": '" + p.string() + "' is over " +
+                                std::to_string(kMaxManifestBytes) + " bytes; a genome file is smaller (is this the right file?)");
           if (const std::size_t bad = invalid_utf8_at(genome_text); bad != std::string::npos)
-            throw ManifestError(where(source, seed) + ": " + label + ": '" + p.string() +
-                                "' is not valid UTF-8 (byte " + std::to_string(bad) + "); save it as UTF-8 text");
-          loop.seeds.push_back(models::from_yaml(genome_text, p.string()));
+            throw ManifestError(where(source, seed) + ": " + label + ": '" + p.string() + "' is not valid UTF-8 (byte " + std::to_string(bad) +
+                                "); save it as UTF-8 text");
+          loop.seeds.push_back(models::from_yaml(genome_text, p.string(), &genes));
         } else if (std::filesystem::exists(status) && !std::filesystem::is_directory(status) &&
                    !std::filesystem::is_regular_file(status)) {
           throw ManifestError(where(source, seed) + ": " + label + ": '" + p.string() +
                               "' is not a regular file; a seed is a genome YAML file or an inline map");
         } else {
-          loop.seeds.push_back(models::load_genome(p.string()));  // missing, a directory, unreadable: its message
+          loop.seeds.push_back(models::load_genome(p.string(), &genes));  // missing, a directory, unreadable
         }
       } else {
-        YAML::Emitter out;
-        out << seed;
-        loop.seeds.push_back(models::from_yaml(out.c_str(), where(source, seed) + " " + label));
+        // Read in place: positions are the manifest's, and quoting means what it means in a file.
+        try {
+          loop.seeds.push_back(models::genome_from_node(seed, source, &genes));
+        } catch (const models::GenomeError& e) {
+          throw ManifestError(std::string(e.what()) + " (in " + label + ")");
+        }
       }
       models::validate(loop.seeds.back());
+      if (const std::string why = scheduler::seed_violation(loop.seeds.back(), loop.limits); !why.empty())
+        throw ManifestError(where(source, seed) + ": " + label +
+                            (seed.IsScalar() ? " (" + seed.as<std::string>() + ")" : std::string()) + ": " + why);
     } catch (const models::GenomeError& e) {
       throw ManifestError(where(source, seed) + ": " + label + ": " + e.what());
     }

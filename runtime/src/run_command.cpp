@@ -16,6 +16,7 @@
 #include "rsi/checkpoints/store.h"
 #include "rsi/collective/communicator.h"
 #include "rsi/kernels/cpu_gemm.h"
+#include "rsi/models/data.h"
 #include "rsi/monitoring/exporter.h"
 #include "rsi/runtime/commands.h"
 #include "rsi/runtime/manifest.h"
@@ -303,6 +304,22 @@ int run_loop_command(const RunArgs& args) {
     }
     if (args.generations >= 0) config.loop.generations = args.generations;
     if (!args.out.empty() && args.reproduce.empty()) config.output_directory = args.out;
+    // Inputs every rank reads are checked on rank 0 before the job starts: a missing data directory
+    // is exit code 3 naming it, not an error on whichever rank reads first.
+    int bad_data = 0;
+    if (rank == 0 && config.loop.task.kind == scheduler::TaskSpec::Kind::FashionMnist) {
+      try {
+        models::check_fashion_mnist(config.loop.task.data_dir);
+      } catch (const models::DataError& e) {
+        std::fprintf(stderr, "rsi run: %s %s: task.data_dir: %s\n", rank_tag(rank).c_str(), manifest_name.c_str(), e.what());
+        bad_data = 1;
+      }
+    }
+    MPI_Bcast(&bad_data, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    if (bad_data) {
+      MPI_Finalize();
+      return kExitBadInput;
+    }
     if (size % config.loop.group_size != 0) {
       if (rank == 0)
         std::fprintf(stderr, "rsi run: %s %s: cluster.group_size %d does not divide the %d ranks of this job\n",

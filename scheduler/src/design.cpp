@@ -724,6 +724,40 @@ models::DesignerGenes complete_designer_genes(const models::DesignerGenes& genes
   return out;
 }
 
+const models::DesignerGeneRanges& designer_gene_ranges() {
+  static const models::DesignerGeneRanges ranges = [] {
+    models::DesignerGeneRanges out;
+    for (const OperatorEntry& e : kOperators) out[std::string("p.") + e.name] = {kMinWeight, kMaxWeight};
+    for (const StepRange& step : kSteps) out[step.name] = {step.low, step.high};
+    out["tau"] = {kMinTau, kMaxTau};
+    return out;
+  }();
+  return ranges;
+}
+
+std::string seed_violation(const models::Genome& seed, const DesignLimits& limits, const models::InputSpec& input) {
+  if (const auto why = limit_violation(seed, limits, input))
+    return *why + " (the manifest's design limits; raise them in design: or use a smaller seed)";
+  const auto outside = [](const std::string& field, const std::string& value, const std::string& range) {
+    return "recipe." + field + " " + value + " is outside " + range +
+           ", the range the design operators keep (a child could never return to it)";
+  };
+  const float lr = seed.recipe.learning_rate;
+  if (!(lr >= kMinLearningRate && lr <= kMaxLearningRate))
+    return outside("learning_rate", number(lr), "[" + number(kMinLearningRate) + ", " + number(kMaxLearningRate) + "]");
+  if (seed.recipe.batch_size < kMinBatch || seed.recipe.batch_size > kMaxBatch)
+    return outside("batch_size", std::to_string(seed.recipe.batch_size),
+                   "[" + std::to_string(kMinBatch) + ", " + std::to_string(kMaxBatch) + "]");
+  const float wd = seed.recipe.weight_decay;
+  if (wd != 0.0f && !(wd >= kMinWeightDecay && wd <= kMaxWeightDecay))
+    return outside("weight_decay", number(wd),
+                   "0 or [" + number(kMinWeightDecay) + ", " + number(kMaxWeightDecay) + "]");
+  if (seed.recipe.distill_epochs > limits.max_epochs)
+    return "recipe.distillation.epochs " + std::to_string(seed.recipe.distill_epochs) + " is over design.max_epochs " +
+           std::to_string(limits.max_epochs);
+  return "";
+}
+
 DesignedChild design_child(const models::Genome& parent, const models::Genome* mate, const kernels::CounterRng& rng,
                            const DesignLimits& limits, const models::InputSpec& input) {
   std::vector<BlockShape> shapes;

@@ -313,11 +313,11 @@ TEST(GenomeYaml, AcceptsCommentsAndEquivalentSpellings) {
       "  - dense:\n"
       "      units: 10   # block style works too\n"
       "recipe: {learning_rate: 1e-3, weight_decay: +0.5}\n"
-      "designer: {g: .inf}\n");
+      "designer: {g: +2.5e-1}\n");
   EXPECT_EQ(genome.blocks, std::vector<Block>{dense(10)});
   EXPECT_EQ(genome.recipe.learning_rate, 0.001f);
   EXPECT_EQ(genome.recipe.weight_decay, 0.5f);
-  EXPECT_TRUE(std::isinf(genome.designer.at("g")));
+  EXPECT_EQ(genome.designer.at("g"), 0.25);
 }
 
 TEST(GenomeYaml, BlockKindNames) {

@@ -106,12 +106,12 @@ TEST(Manifest, BadManifestsGetTheirMessages) {
       {kSeeds + "populaton: {size: 3}\n", "bad.yaml:2:1: manifest: unknown key 'populaton' (did you mean 'population'?)"},
       {kSeeds + "population: {size: 3, sise: 4}\n", "population: unknown key 'sise' (did you mean 'size'?)"},
       {kSeeds + "population: {size: 3, size: 4}\n", "bad.yaml:2:23: population.size: duplicate key"},
-      {kSeeds + "population: {size: three}\n", "bad.yaml:2:20: population.size: expected a positive integer, got 'three'"},
-      {kSeeds + "population: {size: 0}\n", "population.size: expected a positive integer, got '0'"},
+      {kSeeds + "population: {size: three}\n", "bad.yaml:2:20: population.size: expected an integer in [1, 10000], got 'three'"},
+      {kSeeds + "population: {size: 0}\n", "population.size: expected an integer in [1, 10000], got '0'"},
       {kSeeds + "task: {labeled: 50000, unlabeled: 10000, validation: 5000}\n",
        "task: labeled + unlabeled + validation exceed the 60000 training images"},
       {kSeeds + "selection: {kind: roulette}\n", "selection.kind: expected one of truncation, tournament, aging, got 'roulette'"},
-      {kSeeds + "cluster: {group_size: -2}\n", "cluster.group_size: expected a positive integer"},
+      {kSeeds + "cluster: {group_size: -2}\n", "cluster.group_size: expected an integer in [1, 65536] (it must divide the job's ranks), got '-2'"},
       {kSeeds + "cluster: {device: gpu}\n", "cluster.device: expected one of cpu, auto, cuda, got 'gpu'"},
       {"run: {name: x}\n", "seeds: expected a list of seed genomes"},
       {"seeds: [genomes/missing.yaml]\n", "seeds[0]"},
@@ -138,10 +138,54 @@ TEST(Manifest, BadManifestsGetTheirMessages) {
       {kSeeds + "run: {name: }\n", "run.name: expected a name of letters, digits, '-', '_' and '.' (up to 128, "
                                    "not starting with '.'; it names runs/<name>), got an empty value"},
       {kSeeds + "task: {data_dir: }\n", "bad.yaml:2:18: task.data_dir: expected a single value, got an empty value"},
-      {kSeeds + "population: {size: [3]}\n", "population.size: expected a positive integer, got a list"},
+      {kSeeds + "population: {size: [3]}\n", "population.size: expected an integer in [1, 10000], got a list"},
       {"seeds: [{architecture: [{dense: {units: 10}}], designer: {\"\xff~\": 2}}]\n",
        "bad.yaml:1:60: the manifest is not valid UTF-8 (byte 59)"},
       // --- end of fuzzer findings ---
+      // --- issue 19: accepted although wrong, each a class of its own ---
+      // A quoted number in an inline seed, as in a seed file; the position is the manifest's.
+      {"run: {name: x}\nseeds:\n  - architecture: [{dense: {units: 10}}]\n    recipe: {batch_size: \"128\"}\n",
+       "bad.yaml:4:26: recipe.batch_size: expected an integer, got \"128\" (a quoted string) (in seeds[0])"},
+      {"seeds:\n  - architecture:\n      - dense: {units: 10}\n    recipe:\n      epochs: two\n",
+       "bad.yaml:5:15: recipe.epochs: expected an integer, got two (in seeds[0])"},
+      {kSeeds + "population: {size: \"4\"}\n", "population.size: expected an integer in [1, 10000], got \"4\" (a quoted string)"},
+      {kSeeds + "task: {labeled: 0}\n", "task.labeled: expected an integer in [1, 60000] (0 would train on nothing)"},
+      {kSeeds + "task: {validation: 0}\n", "task.validation: expected an integer in [1, 60000] (0 would make every"},
+      {"seeds: [{architecture: [{dense: {units: 10}}], designer: {tau: .nan}}]\n",
+       "bad.yaml:1:64: designer.tau: expected a finite number, got .nan"},
+      {"seeds: [{architecture: [{dense: {units: 10}}], designer: {tua: 0.2}}]\n",
+       "designer.tua: unknown key 'tua' (did you mean 'tau'?"},
+      {"seeds: [{architecture: [{dense: {units: 10}}], designer: {tau: 5}}]\n",
+       "designer.tau: expected a number in [0.05, 0.5], got 5"},
+      {kSeeds + "governance: {monitors: {pseudo_label_accuracy_floor: 85}}\n",
+       "governance.monitors.pseudo_label_accuracy_floor: expected a fraction in [0, 1] (0 = off; accuracies are "
+       "fractions: 0.85, not 85), got '85'"},
+      {kSeeds + "governance: {gates: {max_gain: 2}}\n", "governance.gates.max_gain: expected a fraction in [0, 1]"},
+      {kSeeds + "governance: {monitors: {label_entropy_floor: 3}}\n", "label_entropy_floor: expected nats in [0, 2.302585]"},
+      {kSeeds + "governance: {gates: {approval_timeout_seconds: .inf}}\n",
+       "approval_timeout_seconds: expected seconds in [0, 31622400], got '.inf' (not a finite number)"},
+      {kSeeds + "task: {kind: surrogate, surrogate_noise: .nan}\n", "task.surrogate_noise: expected a number in [0, 1), got '.nan'"},
+      {kSeeds + "design: {max_parameters: 100}\n",
+       "bad.yaml:1:9: seeds[0] (genomes/linear.yaml): genome has 7850 parameters, over the limit of 100 (the manifest's "
+       "design limits"},
+      {"seeds: [genomes/mlp.yaml]\ndesign: {max_epochs: 4}\n",
+       "seeds[0] (genomes/mlp.yaml): recipe.epochs 5 is outside [1, 4] (the manifest's design limits"},
+      {"seeds: [{architecture: [{dense: {units: 10}}], recipe: {learning_rate: 1e3}}]\n",
+       "seeds[0]: recipe.learning_rate 1000 is outside [1e-05, 0.1], the range the design operators keep"},
+      {"seeds: [{architecture: [{dense: {units: 10}}], recipe: {epochs: 100000}}]\n",
+       "seeds[0]: recipe.epochs 100000 is outside [1, 10] (the manifest's design limits"},
+      {kSeeds + "population: {size: 4}\n---\npopulation: {size: 8}\n",
+       "bad.yaml:4:1: a second YAML document ('---' then more)"},
+      {kSeeds + "run: !!python/object:os.system {name: x}\n", "bad.yaml:2:6: YAML tag 'tag:yaml.org,2002:python/object:os.system' is not accepted"},
+      {kSeeds + "run: {name: !foo x}\n", "YAML tag '!foo' is not accepted"},
+      {kSeeds + "run: {seed: -1}\n", "run.seed: expected a non-negative integer, got '-1'"},
+      {kSeeds + "selection: {kind: tournament, tournament_size: 2147483647}\n",
+       "selection.tournament_size: expected an integer in [1, 10000], got '2147483647'"},
+      {kSeeds + "population: {children: 2000000000}\n", "population.children: expected an integer in [1, 10000]"},
+      {kSeeds + "population: {generations: 2147483647}\n", "population.generations: expected an integer in [0, 1000000]"},
+      {kSeeds + "design: {max_parameters: 9223372036854775807}\n", "design.max_parameters: expected an integer in [1, 1000000000]"},
+      {kSeeds + "cluster: {threads_per_rank: 100000}\n", "cluster.threads_per_rank: expected an integer in [1, 1024]"},
+      // --- end of issue 19 ---
   };
   for (const auto& c : cases) {
     const std::string message = error_of(c.text);
@@ -173,6 +217,13 @@ TEST(Manifest, SeedFilesAreReadWithABound) {
             std::string::npos);
   EXPECT_NE(error_in("seeds: [/dev/null]\n").find("seeds.yaml:1:9: seeds[0]: '/dev/null' is not a regular file"),
             std::string::npos);
+  // A seed path naming a file that is not a genome quotes an excerpt, not the file (it was printed
+  // whole, up to 1 MiB).
+  std::ofstream(dir + "/rsi-not-a-genome.txt") << std::string(5000, 'y') << "\n" << std::string(5000, 'z') << "\n";
+  const std::string not_genome = error_in("seeds: [rsi-not-a-genome.txt]\n");
+  EXPECT_NE(not_genome.find("expected a map (the genome), got yyyy"), std::string::npos) << not_genome;
+  EXPECT_LT(not_genome.size(), 400u) << not_genome;
+  std::remove((dir + "/rsi-not-a-genome.txt").c_str());
   std::remove((dir + "/rsi-fuzz-bad-utf8.yaml").c_str());
   std::remove((dir + "/rsi-fuzz-huge.yaml").c_str());
 }

@@ -155,7 +155,7 @@ TEST(Submit, ClusterKeysAreChecked) {
       {"cluster: {partition: \"gpu big\"}\n", "cluster.partition: expected a partition name (one word)"},
       {"cluster: {account: \"a;$(x)\"}\n", "cluster.account: expected an account name (one word)"},
       {"cluster: {gpus_per_node: 4, tasks_per_node: 2}\n", "a rank drives one GPU, so they must be equal"},
-      {"cluster: {nodes: 0}\n", "cluster.nodes: expected a positive integer"},
+      {"cluster: {nodes: 0}\n", "cluster.nodes: expected an integer in [1, 100000], got '0'"},
       {"cluster: {time_limit: \"00:01:00\", signal_seconds: 120}\n",
        "cluster.signal_seconds 120 is not shorter than time_limit 00:01:00"},
       {"cluster: {time_limt: \"00:01:00\"}\n", "unknown key 'time_limt' (did you mean 'time_limit'?)"},

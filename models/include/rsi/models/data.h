@@ -36,6 +36,9 @@ Dataset read_idx(const std::string& images_path, const std::string& labels_path)
 // names the Debian package to install.
 Dataset load_fashion_mnist_train(const std::string& dir = kFashionMnistDir);
 Dataset load_fashion_mnist_test(const std::string& dir = kFashionMnistDir);
+// Cheap check that `dir` holds the four files with their IDX headers (throws the DataError that
+// loading would): what `rsi run` does on rank 0 before the job starts.
+void check_fashion_mnist(const std::string& dir = kFashionMnistDir);
 
 // Sizes of the deterministic split of the training set. labeled + unlabeled + validation must not
 // exceed the training set's size.

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <stdexcept>
 #include <map>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -109,11 +110,18 @@ struct GenomeError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// The designer genes a reader accepts: name -> [low, high]. The scheduler owns the names
+// (scheduler::designer_gene_ranges); models only checks against them.
+using DesignerGeneRanges = std::map<std::string, std::pair<double, double>>;
+
 // Canonical YAML text: fixed key order, shortest round-trip number formatting.
 std::string to_yaml(const Genome& genome);
 // Parses a genome; `source` names the text in errors (a file path). Errors carry line:column,
-// the key, and what was expected; unknown keys get a did-you-mean.
-Genome from_yaml(const std::string& text, const std::string& source = "<genome>");
-Genome load_genome(const std::string& path);
+// the key, and what was expected; unknown keys get a did-you-mean. The text is one YAML document
+// without tags (`!!python/object`, `!foo`); designer genes are finite numbers and, with `genes`,
+// names out of that table within their range (an unknown name gets a did-you-mean).
+Genome from_yaml(const std::string& text, const std::string& source = "<genome>",
+                 const DesignerGeneRanges* genes = nullptr);
+Genome load_genome(const std::string& path, const DesignerGeneRanges* genes = nullptr);
 
 }  // namespace rsi::models

@@ -26,6 +26,9 @@ const std::vector<std::string>& design_operators();
 models::DesignerGenes default_designer_genes();
 // Fills missing genes with defaults (seed genomes usually have none).
 models::DesignerGenes complete_designer_genes(const models::DesignerGenes& genes);
+// Every designer gene's name and the range mutation keeps it in (a seed's genes are checked
+// against it: an unknown name is a typo, a value outside would be clamped at the first child).
+const models::DesignerGeneRanges& designer_gene_ranges();
 
 struct DesignLimits {
   std::int64_t max_parameters = 5'000'000;
@@ -35,6 +38,12 @@ struct DesignLimits {
   int max_units = 1024;
   int max_channels = 256;
 };
+
+// Why a seed genome cannot start a run under `limits`, or "" when it can: the limits every child
+// must meet (parameters, FLOPs, blocks, units, channels, epochs) and the recipe ranges the design
+// operators keep (learning rate, batch size). A seed outside them would be refused as a model, and
+// every child of it too.
+std::string seed_violation(const models::Genome& seed, const DesignLimits& limits, const models::InputSpec& input = {});
 
 struct DesignedChild {
   models::Genome genome;         // validated; designer genes already mutated
