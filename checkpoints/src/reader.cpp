@@ -114,14 +114,18 @@ FileCheck summarize(const fs::path& file) {
 
 // Recomputes every digest of one generation file (and its sidecar) from the stored bytes, and its
 // links to `previous` (the file of the generation before, when there is one to check against).
-FileCheck check_file(const fs::path& file, const FileCheck* previous) {
+// Metadata only: no weights, no sidecar, no digest of the file's bytes (what a resume checks of the
+// history).
+enum class Depth { Everything, Metadata };
+FileCheck check_file(const fs::path& file, const FileCheck* previous, Depth depth = Depth::Everything) {
+  const bool everything = depth == Depth::Everything;
   FileCheck c;
   c.name = file.filename().string();
   auto problem = [&c](const std::string& what) { c.problems.push_back(c.name + ": " + what); };
   h5::Handle f;
   detail::Root root;
   try {
-    c.file_sha256 = detail::file_sha256(file);
+    if (everything) c.file_sha256 = detail::file_sha256(file);
     f = h5::open_file(file.string());
     root = detail::read_root(f.get());
   } catch (const CheckpointError& e) {
@@ -170,7 +174,7 @@ FileCheck check_file(const fs::path& file, const FileCheck* previous) {
   const std::string sidecar_name = detail::sidecar_file_name(gen);
   const fs::path sidecar_path = file.parent_path() / sidecar_name;
   h5::Handle sidecar, sidecar_models;
-  if (fs::exists(sidecar_path)) {
+  if (everything && fs::exists(sidecar_path)) {
     try {
       const std::string digest = detail::file_sha256(sidecar_path);
       if (root.sidecar_sha256.empty())
@@ -208,7 +212,7 @@ FileCheck check_file(const fs::path& file, const FileCheck* previous) {
     if (child && mg.record.generation != gen)
       problem(label + ": attribute 'generation' is " + std::to_string(mg.record.generation));
     std::shared_ptr<const Weights> w;
-    if (mg.has_weights) {
+    if (everything && mg.has_weights) {
       try {
         w = detail::read_weights(g.get());
       } catch (const CheckpointError& e) {
@@ -312,9 +316,9 @@ FileCheck check_file(const fs::path& file, const FileCheck* previous) {
 }
 
 // check_file, with any other failure (a damaged file can make allocations fail) as a problem.
-FileCheck guarded_check(const fs::path& file, const FileCheck* previous) {
+FileCheck guarded_check(const fs::path& file, const FileCheck* previous, Depth depth = Depth::Everything) {
   try {
-    return check_file(file, previous);
+    return check_file(file, previous, depth);
   } catch (const std::exception& e) {
     FileCheck c;
     c.name = file.filename().string();
@@ -353,7 +357,7 @@ std::pair<detail::ModelGroup, std::shared_ptr<const Weights>> read_checked(hid_t
 
 }  // namespace
 
-StoredGeneration read_generation(const fs::path& file) {
+StoredGeneration read_generation(const fs::path& file, bool weights) {
   h5::silence();
   try {
     h5::Handle f = h5::open_file(file.string());
@@ -368,7 +372,7 @@ StoredGeneration read_generation(const fs::path& file) {
 
     h5::Handle sidecar, sidecar_models;
     const fs::path sidecar_path = file.parent_path() / detail::sidecar_file_name(out.generation);
-    if (fs::exists(sidecar_path)) {
+    if (weights && fs::exists(sidecar_path)) {
       try {
         sidecar = h5::open_file(sidecar_path.string());
         sidecar_models = h5::open_group(sidecar.get(), "models");
@@ -385,7 +389,8 @@ StoredGeneration read_generation(const fs::path& file) {
         try {
           h5::Handle g = h5::open_group(models.get(), key);
           detail::ModelGroup mg = detail::read_model(g.get());
-          if (mg.has_weights) {
+          if (!weights) {
+          } else if (mg.has_weights) {
             mg.record.weights = detail::read_weights(g.get());
             loaded[id] = mg.record.weights;
           } else if (sidecar_models.valid() && h5::has_link(sidecar_models.get(), key)) {
@@ -416,7 +421,7 @@ StoredGeneration read_generation(const fs::path& file) {
         // A child of this generation is the same HDF5 object as /models/<id>: reuse its weights.
         if (const auto it = loaded.find(id); it != loaded.end())
           mg.record.weights = it->second;
-        else if (mg.has_weights)
+        else if (weights && mg.has_weights)
           mg.record.weights = detail::read_weights(g.get());
         out.population.push_back(std::move(mg.record));
       } catch (const CheckpointError& e) {
@@ -487,7 +492,23 @@ VerifyReport verify_run(const fs::path& dir) {
     prev_index = entries.size() - 1;
   }
   std::vector<std::string> latest_problems;
-  if (const auto latest = detail::read_latest(dir)) {
+  const int newest = *detail::generation_of(files.back());
+  const std::string newest_name = files.back().filename().string();
+  const std::string repair = " (a crash between a generation file's rename and LATEST's update leaves it so; "
+                             "`rsi run` with the run's manifest on this directory resumes and rewrites it)";
+  const auto latest = detail::read_latest(dir);
+  if (!latest) {
+    report.latest = "missing";
+    latest_problems.push_back("LATEST: missing, although the newest generation file is " + newest_name + repair);
+  } else if (latest->generation >= 0) {
+    report.latest = "generation " + std::to_string(latest->generation) + " (" + latest->file + ")";
+    if (latest->generation < newest)
+      latest_problems.push_back("LATEST: names generation " + std::to_string(latest->generation) +
+                                " but the newest generation file is " + newest_name + repair);
+  } else {
+    report.latest = "unreadable";
+  }
+  if (latest) {
     Entry* named = nullptr;
     for (auto& e : entries)
       if (e.check.opened && e.check.generation == latest->generation) named = &e;
@@ -516,6 +537,8 @@ VerifyReport verify_run(const fs::path& dir) {
     prefix_good = prefix_good && e.in_sequence && c.problems.empty() && c.sidecar_problems.empty();
     if (prefix_good) report.last_good_generation = c.generation;
   }
+  if (latest && latest->generation >= 0)
+    report.latest += latest_problems.empty() ? ", the newest generation: agrees with the files" : ": disagrees (see below)";
   report.problems.insert(report.problems.end(), latest_problems.begin(), latest_problems.end());
   return report;
 }
@@ -567,6 +590,33 @@ ResumePoint find_resume_point(const fs::path& dir, std::vector<std::string>* war
     point.next_model_id = c.next_model_id;
     chosen = i;
     break;
+  }
+
+  // The history the resumed run builds on: every generation before the resume point, present and
+  // verifying in its metadata, chained to the one before. Checked before anything is changed.
+  if (point.generation >= 0) {
+    std::vector<std::string> damage;
+    std::optional<FileCheck> prev;
+    for (std::size_t i = 0; i < chosen && damage.size() < 8; ++i) {
+      const int named = *detail::generation_of(files[i]);
+      if (named != static_cast<int>(i)) {
+        damage.push_back(detail::generation_file_name(static_cast<int>(i)) + ": missing (the next file is " +
+                         files[i].filename().string() + ")");
+        break;
+      }
+      FileCheck c = guarded_check(files[i], prev ? &*prev : nullptr, Depth::Metadata);
+      damage.insert(damage.end(), c.problems.begin(), c.problems.end());
+      if (!c.opened) break;
+      prev = std::move(c);
+    }
+    if (!damage.empty()) {
+      std::string text = "the history before generation " + std::to_string(point.generation) +
+                         " is damaged; a resume will not build on it:";
+      for (const auto& d : damage) text += "\n  " + d;
+      throw DamagedHistory(text + "\n  `rsi verify " + dir.string() +
+                           "` names every problem. Restore the damaged file(s) from a copy, or start a new run "
+                           "(another --out directory); nothing in this directory was changed.");
+    }
   }
 
   if (point.generation >= 0) {

@@ -23,6 +23,7 @@ namespace {
 int verify(const std::string& run) {
   const checkpoints::VerifyReport report = checkpoints::verify_run(run);
   for (const auto& p : report.problems) std::printf("PROBLEM %s\n", p.c_str());
+  if (!report.latest.empty()) std::printf("LATEST: %s\n", report.latest.c_str());
   if (report.ok()) {
     std::printf("verified %d generation(s) of %s: every hash recomputes and the chain is intact\n", report.generations,
                 run.c_str());

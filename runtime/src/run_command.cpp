@@ -384,13 +384,12 @@ int run_loop_command(const RunArgs& args) {
         std::fprintf(stderr, "rsi run: [rank 0] note: removed %s, left from before this run started\n",
                      (dir / kStopFileName).string().c_str());
       checkpoints::ResumePoint point;
-      if (!checkpoints::generation_files(dir).empty()) {
-        std::vector<std::string> warnings;
-        point = checkpoints::find_resume_point(dir, &warnings);
-        for (const auto& w : warnings)
-          std::fprintf(stderr, "rsi run: %s warning: %s\n", rank_tag(rank).c_str(), w.c_str());
-        if (point.generation >= 0) {
-          const auto stored = checkpoints::read_generation(checkpoints::generation_files(dir).front());
+      std::vector<scheduler::GenerationRecord> durable;  // the history a resume continues, read before anything is written
+      if (const auto files = checkpoints::generation_files(dir); !files.empty()) {
+        // The manifest first, from the oldest file's run attributes: a run of another manifest is
+        // refused before anything in the directory changes (find_resume_point moves files aside).
+        try {
+          const auto stored = checkpoints::read_generation(files.front(), /*weights=*/false);
           const std::string differences = manifest_differences(stored.run.manifest_text, config.manifest_text);
           if (!differences.empty()) {
             std::fprintf(stderr,
@@ -399,18 +398,36 @@ int run_loop_command(const RunArgs& args) {
                          rank_tag(rank).c_str(), dir.string().c_str(), manifest_name.c_str(), differences.c_str());
             refuse = 1;
           }
+        } catch (const checkpoints::CheckpointError&) {
+          // Unreadable: find_resume_point says what is wrong with it.
+        }
+        if (!refuse) {
+          std::vector<std::string> warnings;
+          try {
+            point = checkpoints::find_resume_point(dir, &warnings);
+          } catch (const checkpoints::CheckpointError& e) {  // DamagedHistory, or the population's weights gone
+            std::fprintf(stderr, "rsi run: %s %s: %s\n", rank_tag(rank).c_str(), dir.string().c_str(), e.what());
+            refuse = 1;
+          }
+          for (const auto& w : warnings)
+            std::fprintf(stderr, "rsi run: %s warning: %s\n", rank_tag(rank).c_str(), w.c_str());
+          // The text lineage is rebuilt from the durable generations' metadata (their weights are not
+          // needed: a damaged weights dataset of an old generation is for rsi verify to name).
+          for (const auto& file : checkpoints::generation_files(dir)) {
+            if (refuse || point.generation < 0) break;
+            auto g = checkpoints::read_generation(file, /*weights=*/false);
+            if (g.generation > point.generation) break;
+            durable.push_back(std::move(g.record));
+          }
         }
       }
       if (!refuse) {
         std::ofstream(dir / "manifest.yaml") << config.manifest_text;
         lineage = std::make_unique<LineageFiles>(dir);
         if (point.generation >= 0) {
-          // The text lineage is rebuilt from the durable generations, then continues.
-          for (const auto& file : checkpoints::generation_files(dir)) {
-            const auto g = checkpoints::read_generation(file);
-            if (g.generation > point.generation) break;
-            lineage->on_generation(g.record);
-            resume.history.push_back(g.record);  // governance: trends, budget, a pending approval
+          for (const auto& record : durable) {
+            lineage->on_generation(record);
+            resume.history.push_back(record);  // governance: trends, budget, a pending approval
           }
           resume.generation = point.generation;
           resume.next_model_id = point.next_model_id;

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # "Nothing lost", end to end: a small Fashion-MNIST run on 2 ranks is killed with SIGKILL (the
-# whole job: mpirun and every rank) at several random moments — mid-training and, through
+# whole job: every process of mpirun's session, checked gone) at several random moments — mid-training and, through
 # RSI_FAULT_KILL_DURING_CHECKPOINT, in the middle of a checkpoint write — and resumed each time
 # with the same command. The final lineage must be identical to an undisturbed run: the same
 # models.tsv (genomes, metrics, weight digests), the same generation hashes, and `rsi verify`
@@ -19,11 +19,34 @@ trap 'rm -rf "$tmp"' EXIT
 RANDOM=${RSI_TEST_SEED:-4242}
 
 pid=
-run() {  # run OUT [extra env...]: the whole job in its own process group, in the background; sets pid
+run() {  # run OUT [extra env...]: the whole job in its own session, in the background; sets pid
   local out=$1
   shift
   env "$@" setsid mpirun -n 2 "$rsi" run "$manifest" --out "$out" >>"$out.log" 2>&1 &
   pid=$!
+}
+
+# SIGKILL every process of the job. Open MPI puts each rank in a process group of its own, so
+# `kill -- -<mpirun pid>` kills mpirun alone and the ranks go on (rank 0 was seen to rename a
+# generation file and write LATEST a second later); they all stay in mpirun's session (setsid made
+# mpirun its leader: the session id is its pid), so the session is what is killed, and the test
+# checks that none of its processes survives. Returns 1 when nothing of the job was left to kill.
+kill_job() {
+  local procs
+  procs=$(pgrep -s "$pid" | wc -l)
+  ((procs > 0)) || return 1
+  pkill -9 -s "$pid" || true
+  wait "$pid" 2>/dev/null || true
+  for _ in $(seq 50); do
+    pgrep -s "$pid" >/dev/null || break
+    sleep 0.1
+  done
+  if pgrep -s "$pid" >/dev/null; then
+    echo "FAIL: processes of the killed job survived the kill:" >&2
+    pgrep -a -s "$pid" >&2
+    exit 1
+  fi
+  echo "   (SIGKILL to the job's session: $procs process(es) left of mpirun and its ranks; none survives)"
 }
 
 generation_hashes() {  # the chain, one line per generation
@@ -46,7 +69,7 @@ kills=0
 #    file of generation 2, before the rename).
 run "$out" RSI_FAULT_KILL_DURING_CHECKPOINT=2
 wait "$pid" && { echo "FAIL: the fault-injected run was not killed" >&2; exit 1; }
-pkill -9 -f "rsi run $manifest --out $out" 2>/dev/null || true
+kill_job || true  # the ranks mpirun left behind, if any
 kills=$((kills + 1))
 echo "   killed during the checkpoint write of generation 2: $(ls "$out" | grep -c '^gen-[0-9]*\.h5$') durable file(s), leftover: $(ls "$out" | grep '\.tmp$' | tr '\n' ' ')"
 # 2. Kills at random moments.
@@ -54,9 +77,7 @@ for i in 1 2 3; do
   run "$out"
   delay=$(awk -v r=$RANDOM -v t="$reference_seconds" 'BEGIN { printf "%.2f", 1 + (r / 32767) * t * 0.3 }')
   sleep "$delay"
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -9 -- "-$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
+  if kill -0 "$pid" 2>/dev/null && kill_job; then
     kills=$((kills + 1))
     echo "   SIGKILL after ${delay} s: $(ls "$out" | grep -c '^gen-[0-9]*\.h5$') durable generation file(s)"
   else
@@ -83,7 +104,12 @@ if ! diff <(generation_hashes "$tmp/reference") <(generation_hashes "$out") >/de
   failures=$((failures + 1))
 fi
 "$rsi" verify "$out" || { echo "FAIL: rsi verify failed on the resumed run" >&2; failures=$((failures + 1)); }
-echo "   lineage identical to the undisturbed run: $(generation_hashes "$out" | wc -l) generation hashes"
+hashes=$(generation_hashes "$out" | grep -c '^"[0-9a-f]\{64\}"$' || true)
+if [[ $hashes != "$(ls "$out" | grep -c '^gen-[0-9]*\.h5$')" ]] || ((hashes == 0)); then
+  echo "FAIL: could not read the generation hashes ($hashes)" >&2
+  failures=$((failures + 1))
+fi
+echo "   lineage identical to the undisturbed run: $hashes generation hashes"
 
 echo "== a bit-flipped newest file"
 flipped=$tmp/flipped

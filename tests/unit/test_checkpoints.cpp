@@ -334,6 +334,22 @@ const ModelRecord& unselected_child(const GenerationRecord& r) {
   throw std::runtime_error("no unselected child");
 }
 
+// An edit through the HDF5 API (as h5py would make it): the file stays a valid HDF5 file, only the
+// recorded validation accuracy of model `id` differs.
+void edit_val_accuracy(const fs::path& file, std::uint64_t id, double changed) {
+  const hid_t f = H5Fopen(file.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+  ASSERT_GE(f, 0);
+  const std::string path = "models/" + std::to_string(id) + "/metrics";
+  const hid_t metrics = H5Gopen2(f, path.c_str(), H5P_DEFAULT);
+  ASSERT_GE(metrics, 0);
+  const hid_t a = H5Aopen(metrics, "val_accuracy", H5P_DEFAULT);
+  ASSERT_GE(a, 0);
+  EXPECT_GE(H5Awrite(a, H5T_NATIVE_DOUBLE, &changed), 0);
+  H5Aclose(a);
+  H5Gclose(metrics);
+  EXPECT_GE(H5Fclose(f), 0);
+}
+
 TEST(Checkpoints, VerifyNamesAChangedMetric) {
   TempDir tmp;
   const auto records = synthetic_run(3);
@@ -341,19 +357,7 @@ TEST(Checkpoints, VerifyNamesAChangedMetric) {
   const ModelRecord& victim = unselected_child(records[1]);
   const fs::path file = tmp.path() / "gen-000001.h5";
   const double changed = victim.metrics.val_accuracy + 0.25;
-  {  // An edit through the HDF5 API: the file stays a valid HDF5 file, only the value differs.
-    const hid_t f = H5Fopen(file.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
-    ASSERT_GE(f, 0);
-    const std::string path = "models/" + std::to_string(victim.id) + "/metrics";
-    const hid_t metrics = H5Gopen2(f, path.c_str(), H5P_DEFAULT);
-    ASSERT_GE(metrics, 0);
-    const hid_t a = H5Aopen(metrics, "val_accuracy", H5P_DEFAULT);
-    ASSERT_GE(a, 0);
-    EXPECT_GE(H5Awrite(a, H5T_NATIVE_DOUBLE, &changed), 0);
-    H5Aclose(a);
-    H5Gclose(metrics);
-    EXPECT_GE(H5Fclose(f), 0);
-  }
+  edit_val_accuracy(file, victim.id, changed);
   const auto g = rsi::checkpoints::read_generation(file);
   bool seen = false;
   for (const auto& m : g.models)
@@ -666,9 +670,11 @@ TEST(Checkpoints, LatestOneGenerationBehindResumesFromTheNewerCompleteFile) {
   ASSERT_EQ(latest_after_2.rfind("2 gen-000002.h5 ", 0), 0u) << latest_after_2;
   spit(tmp.path() / "LATEST", latest_after_1);
 
-  // A lagging LATEST is not damage: every file verifies.
+  // Every file verifies, but LATEST disagrees with them: verify names it (a resume repairs it).
   auto report = rsi::checkpoints::verify_run(tmp.path());
-  EXPECT_TRUE(report.ok()) << joined(report.problems);
+  ASSERT_EQ(report.problems.size(), 1u) << joined(report.problems);
+  EXPECT_TRUE(contains(report.problems, "LATEST: names generation 1 but the newest generation file is gen-000002.h5"))
+      << joined(report.problems);
   EXPECT_EQ(report.last_good_generation, 2);
 
   std::vector<std::string> warnings;
@@ -897,8 +903,117 @@ TEST(Checkpoints, VerifyNamesAMissingGeneration) {
   EXPECT_EQ(report.last_good_generation, 0);
   ASSERT_EQ(report.problems.size(), 1u) << joined(report.problems);
   EXPECT_TRUE(contains(report.problems, "gen-000001.h5: missing")) << joined(report.problems);
-  // The newest file and its predecessor are intact: a resume needs nothing older.
-  EXPECT_EQ(rsi::checkpoints::find_resume_point(tmp.path()).generation, 3);
+  // The newest file and its predecessor are intact, but a resume never builds on a history with a
+  // hole: it refuses, naming the file, and changes nothing.
+  const std::string latest = slurp(tmp.path() / "LATEST");
+  try {
+    rsi::checkpoints::find_resume_point(tmp.path());
+    ADD_FAILURE() << "resumed on a history without generation 1";
+  } catch (const rsi::checkpoints::DamagedHistory& e) {
+    EXPECT_NE(std::string(e.what()).find("gen-000001.h5: missing (the next file is gen-000002.h5)"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_EQ(rsi::checkpoints::generation_files(tmp.path()).size(), 3u);
+  EXPECT_EQ(slurp(tmp.path() / "LATEST"), latest);
+}
+
+// Issue 19: a resume never builds on a history whose metadata does not verify. An edited metric in
+// the first or a middle generation refuses (naming file, model and field) and changes nothing; in
+// the newest generation it is damage a crash could leave, and the resume falls back past it.
+TEST(Checkpoints, EditedHistoryRefusesTheResumeAndAnEditedNewestFileFallsBack) {
+  for (const int edited : {0, 2, 4}) {
+    SCOPED_TRACE("edited generation " + std::to_string(edited));
+    TempDir tmp;
+    const auto records = synthetic_run(5);
+    write_run(tmp.path(), records);
+    const ModelRecord& victim = records[static_cast<std::size_t>(edited)].children.front();  // trained
+    const fs::path file = tmp.path() / ("gen-00000" + std::to_string(edited) + ".h5");
+    edit_val_accuracy(file, victim.id, victim.metrics.val_accuracy + 0.25);
+    const std::string where =
+        file.filename().string() + ": model " + std::to_string(victim.id) + ": metrics: digest mismatch";
+    const auto report = rsi::checkpoints::verify_run(tmp.path());
+    EXPECT_TRUE(contains(report.problems, where)) << joined(report.problems);
+    const std::string latest = slurp(tmp.path() / "LATEST");
+    std::vector<std::string> warnings;
+    if (edited < 4) {
+      try {
+        rsi::checkpoints::find_resume_point(tmp.path(), &warnings);
+        ADD_FAILURE() << "resumed on an edited history";
+      } catch (const rsi::checkpoints::DamagedHistory& e) {
+        EXPECT_NE(std::string(e.what()).find(where), std::string::npos) << e.what();
+        EXPECT_NE(std::string(e.what()).find("rsi verify"), std::string::npos) << e.what();
+      }
+      EXPECT_EQ(rsi::checkpoints::generation_files(tmp.path()).size(), 5u);
+      EXPECT_EQ(slurp(tmp.path() / "LATEST"), latest);
+    } else {
+      const ResumePoint point = rsi::checkpoints::find_resume_point(tmp.path(), &warnings);
+      EXPECT_EQ(point.generation, 3);
+      EXPECT_TRUE(contains(warnings, where)) << joined(warnings);
+      EXPECT_TRUE(fs::exists(tmp.path() / "gen-000004.h5.corrupt"));
+    }
+  }
+}
+
+// The other direction: weights of an old generation and its sidecar are not what a resume needs
+// (FORMAT.md): damage there is for rsi verify to name, and the resume goes on.
+TEST(Checkpoints, DamagedOldWeightsAndSidecarsDoNotBlockTheResume) {
+  TempDir tmp;
+  const auto records = synthetic_run(5);
+  write_run(tmp.path(), records, Retention{0, true});  // every sidecar kept
+  // A selected child keeps its weights in its generation file; one that was not selected has them
+  // in the generation's sidecar. Damage one of each, in generations before the newest two.
+  const ModelRecord* unselected = nullptr;
+  const ModelRecord* kept = nullptr;
+  int unselected_gen = -1, kept_gen = -1;
+  for (int g = 0; g < 3; ++g) {
+    const auto& r = records[static_cast<std::size_t>(g)];
+    for (const auto& c : r.children) {
+      if (!c.trained()) continue;
+      const bool selected = std::find(r.population.begin(), r.population.end(), c.id) != r.population.end();
+      if (selected && !kept) kept = &c, kept_gen = g;
+      if (!selected && !unselected) unselected = &c, unselected_gen = g;
+    }
+  }
+  ASSERT_TRUE(kept && unselected);
+  const fs::path sidecar = tmp.path() / ("gen-00000" + std::to_string(unselected_gen) + ".weights.h5");
+  ASSERT_TRUE(fs::exists(sidecar));
+  std::string bytes = slurp(sidecar);
+  std::size_t at = unique_offset(bytes, unselected->weights->params.data() + 10, 32);
+  bytes[at + 2] = static_cast<char>(bytes[at + 2] ^ 0x04);
+  spit(sidecar, bytes);
+  const fs::path file = tmp.path() / ("gen-00000" + std::to_string(kept_gen) + ".h5");
+  bytes = slurp(file);
+  at = unique_offset(bytes, kept->weights->params.data() + 10, 32);
+  bytes[at + 2] = static_cast<char>(bytes[at + 2] ^ 0x04);
+  spit(file, bytes);
+
+  const auto report = rsi::checkpoints::verify_run(tmp.path());
+  EXPECT_TRUE(contains(report.problems, sidecar.filename().string())) << joined(report.problems);
+  EXPECT_TRUE(contains(report.problems,
+                       file.filename().string() + ": model " + std::to_string(kept->id) + ": weights/params"))
+      << joined(report.problems);
+  std::vector<std::string> warnings;
+  const ResumePoint point = rsi::checkpoints::find_resume_point(tmp.path(), &warnings);
+  EXPECT_EQ(point.generation, 4);
+  EXPECT_TRUE(warnings.empty()) << joined(warnings);
+  for (const auto& f : rsi::checkpoints::generation_files(tmp.path()))
+    EXPECT_NO_THROW(rsi::checkpoints::read_generation(f, /*weights=*/false)) << f;
+}
+
+TEST(Checkpoints, VerifySaysWhatLatestIs) {
+  TempDir tmp;
+  write_run(tmp.path(), synthetic_run(3));
+  auto report = rsi::checkpoints::verify_run(tmp.path());
+  EXPECT_TRUE(report.ok()) << joined(report.problems);
+  EXPECT_EQ(report.latest, "generation 2 (gen-000002.h5), the newest generation: agrees with the files");
+  fs::remove(tmp.path() / "LATEST");
+  report = rsi::checkpoints::verify_run(tmp.path());
+  EXPECT_EQ(report.latest, "missing");
+  EXPECT_TRUE(contains(report.problems, "LATEST: missing, although the newest generation file is gen-000002.h5"))
+      << joined(report.problems);
+  // A resume rewrites it.
+  EXPECT_EQ(rsi::checkpoints::find_resume_point(tmp.path()).generation, 2);
+  EXPECT_TRUE(rsi::checkpoints::verify_run(tmp.path()).ok());
 }
 
 TEST(Checkpoints, ModelsWithoutWeightsResumeAndExport) {

@@ -27,6 +27,12 @@ struct CheckpointError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// The generations before the resume point do not verify (a changed digest, a broken chain, a
+// missing file): a resume refuses to build on them (rsi run: exit code 3). Nothing was changed.
+struct DamagedHistory : CheckpointError {
+  using CheckpointError::CheckpointError;
+};
+
 // Run-wide attributes written into every generation file.
 struct RunInfo {
   std::string run_name;
@@ -124,23 +130,32 @@ struct StoredGeneration {
   std::string previous_hash, generation_hash;
 };
 
-// Reads one generation file (throws CheckpointError naming the file and what is wrong).
-StoredGeneration read_generation(const std::filesystem::path& file);
+// Reads one generation file (throws CheckpointError naming the file and what is wrong). With
+// weights false, no weights are read (models carry none, the sidecar is not opened): what a resume
+// needs of the history, which a damaged weights dataset or sidecar of an old generation must not block.
+StoredGeneration read_generation(const std::filesystem::path& file, bool weights = true);
 
 // Generation files present in a run directory, in order.
 std::vector<std::filesystem::path> generation_files(const std::filesystem::path& dir);
 
 // Recomputes every hash from the stored bytes. Each problem names generation, model and field.
+// LATEST must name the newest generation file (missing, or naming an older one, is a problem:
+// a crash between a file's rename and LATEST's update leaves it so until the next resume).
 struct VerifyReport {
   int generations = 0;
   int last_good_generation = -1;  // the longest verified prefix of the chain
+  std::string latest;             // what LATEST says, and whether it agrees with the files
   std::vector<std::string> problems;
   bool ok() const { return problems.empty(); }
 };
 VerifyReport verify_run(const std::filesystem::path& dir);
 
 // The newest generation whose file and chain verify; falls back past a truncated or corrupted
-// newest file (reporting it in `warnings`).
+// newest file (reporting it in `warnings`, moving it aside to gen-N.h5.corrupt). Every generation
+// before it must be there and verify in its metadata (digests of attributes, genomes and metrics,
+// provenance and generation hashes, the chain); otherwise DamagedHistory is thrown, naming file and
+// field, before anything in the directory is changed. Weights and file bytes of older generations
+// are not read (rsi verify does): a resume needs the newest file's population only.
 ResumePoint find_resume_point(const std::filesystem::path& dir, std::vector<std::string>* warnings = nullptr);
 
 // Standalone model file (rsi export) and reading it back (rsi eval).
