@@ -9,6 +9,7 @@
 #   - damaged newest file: fall back past it (moved aside) and end in the undisturbed lineage;
 #   - damaged weights of an older generation, a damaged sidecar, a missing or lagging LATEST:
 #     resume (exit 0) into the undisturbed lineage; LATEST rewritten.
+# And a data directory that does not exist is exit code 3 from rank 0 before the job starts.
 #   bash tests/integration/tamper.sh BUILD_DIR SOURCE_DIR
 set -euo pipefail
 
@@ -136,5 +137,19 @@ h = h5py.File(p, 'r').attrs['generation_hash'].decode()
 open('$dir/LATEST', 'w').write('4 gen-000004.h5 %s %s\n' % (h, hashlib.sha256(open(p, 'rb').read()).hexdigest()))"
 check "LATEST: names generation 4 but the newest generation file is gen-000005.h5" 0 "resuming after generation 5"
 "$rsi" verify "$dir" >/dev/null || fail "LATEST was not brought up to date by the resume"
+
+echo "== a data directory that does not exist: exit 3 from rank 0 before the job starts"
+case=missing-data
+sed -e "s|kind: fashion_mnist|kind: fashion_mnist\n  data_dir: $tmp/no-such-data|" \
+  -e "s|\.\./\.\./experiments|$(realpath "$source_dir")/experiments|" "$manifest" >"$tmp/nodata.yaml"
+rc=0
+mpirun -n 2 "$rsi" run "$tmp/nodata.yaml" --out "$tmp/nodata" >"$tmp/nodata.log" 2>&1 || rc=$?
+if ((rc != 3)) || ! grep -q "\[rank 0\] .*task.data_dir: Fashion-MNIST directory $tmp/no-such-data not found" "$tmp/nodata.log"; then
+  fail "exit $rc:"; tail -5 "$tmp/nodata.log" >&2
+elif [[ -e $tmp/nodata ]]; then
+  fail "the run directory was created"
+else
+  echo "   $case: exit 3, named on rank 0, nothing created"
+fi
 
 ((failures == 0)) && echo "tamper: all checks passed" || { echo "tamper: $failures failure(s)" >&2; exit 1; }
