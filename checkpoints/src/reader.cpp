@@ -117,83 +117,126 @@ FileCheck summarize(const fs::path& file) {
 // Metadata only: no weights, no sidecar, no digest of the file's bytes (what a resume checks of the
 // history).
 enum class Depth { Everything, Metadata };
-FileCheck check_file(const fs::path& file, const FileCheck* previous, Depth depth = Depth::Everything) {
-  const bool everything = depth == Depth::Everything;
-  FileCheck c;
-  c.name = file.filename().string();
-  auto problem = [&c](const std::string& what) { c.problems.push_back(c.name + ": " + what); };
-  h5::Handle f;
-  detail::Root root;
-  try {
-    if (everything) c.file_sha256 = detail::file_sha256(file);
-    f = h5::open_file(file.string());
-    root = detail::read_root(f.get());
-  } catch (const CheckpointError& e) {
-    problem(e.what());
-    return c;
+
+class FileChecker {
+ public:
+  FileChecker(const fs::path& file, const FileCheck* previous, Depth depth)
+      : file_(file), previous_(previous), everything_(depth == Depth::Everything) {
+    c_.name = file.filename().string();
   }
-  c.opened = true;
-  const int gen = root.summary.generation;
-  c.generation = gen;
-  c.generation_hash = root.generation_hash;
-  c.previous_hash = root.previous_hash;
-  c.next_model_id = root.summary.next_model_id;
-  c.previous_file_sha256 = root.previous_file_sha256;
-  if (const auto named = detail::generation_of(file); named && *named != gen)
-    problem("attribute 'generation' is " + std::to_string(gen) + " but the file name says " + std::to_string(*named));
-  const std::string summary = detail::summary_digest(root.summary);
-  if (summary != root.summary_sha256) problem(mismatch("generation metrics", root.summary_sha256, summary));
-  // Governance events: each stored with a short digest per field, so a change names its field.
-  try {
-    const auto& events = root.summary.events;
-    const std::vector<std::string> stored =
-        h5::has_attr(f.get(), "event_sha256") ? h5::read_strings(f.get(), "event_sha256") : std::vector<std::string>{};
-    if (stored.size() != events.size()) {
-      problem("governance events: " + std::to_string(events.size()) + " event(s) but " + std::to_string(stored.size()) +
-              " stored digest(s) (attribute 'event_sha256')");
-    } else {
-      for (std::size_t i = 0; i < events.size(); ++i) {
-        const std::string computed = detail::event_field_digests(events[i]);
-        if (computed == stored[i]) continue;
-        std::string fields;
-        std::stringstream a(stored[i]), b(computed);
-        for (std::string x, y; std::getline(a, x, ',') && std::getline(b, y, ',');)
-          if (x != y) fields += (fields.empty() ? "'" : ", '") + y.substr(0, y.find('=')) + "'";
-        problem("governance event " + std::to_string(i) + " (kind '" + events[i].kind + "', generation " +
-                std::to_string(events[i].generation) + "): field " + (fields.empty() ? "digest" : fields) +
-                " does not match its stored digest (attribute 'event_sha256')");
-      }
+
+  FileCheck run() {
+    if (!open()) return std::move(c_);
+    check_summary();
+    if (everything_) open_sidecar();
+    try {
+      check_models();
+      check_population();
+    } catch (const CheckpointError& e) {
+      problem(e.what());
+      return std::move(c_);
     }
-  } catch (const CheckpointError& e) {
-    problem(std::string("governance events: ") + e.what());
+    check_chain();
+    return std::move(c_);
   }
-  const std::string run = detail::run_digest(root);
-  if (run != root.run_sha256) problem(mismatch("run attributes", root.run_sha256, run));
+
+ private:
+  void problem(const std::string& what) { c_.problems.push_back(c_.name + ": " + what); }
+
+  bool open() {
+    try {
+      if (everything_) c_.file_sha256 = detail::file_sha256(file_);
+      f_ = h5::open_file(file_.string());
+      root_ = detail::read_root(f_.get());
+    } catch (const CheckpointError& e) {
+      problem(e.what());
+      return false;
+    }
+    c_.opened = true;
+    gen_ = root_.summary.generation;
+    c_.generation = gen_;
+    c_.generation_hash = root_.generation_hash;
+    c_.previous_hash = root_.previous_hash;
+    c_.next_model_id = root_.summary.next_model_id;
+    c_.previous_file_sha256 = root_.previous_file_sha256;
+    return true;
+  }
+
+  // The root's own digests: generation metrics, governance events (a digest per field, so a
+  // change names its field), run attributes.
+  void check_summary() {
+    if (const auto named = detail::generation_of(file_); named && *named != gen_)
+      problem("attribute 'generation' is " + std::to_string(gen_) + " but the file name says " + std::to_string(*named));
+    const std::string summary = detail::summary_digest(root_.summary);
+    if (summary != root_.summary_sha256) problem(mismatch("generation metrics", root_.summary_sha256, summary));
+    try {
+      const auto& events = root_.summary.events;
+      const std::vector<std::string> stored = h5::has_attr(f_.get(), "event_sha256")
+                                                  ? h5::read_strings(f_.get(), "event_sha256")
+                                                  : std::vector<std::string>{};
+      if (stored.size() != events.size()) {
+        problem("governance events: " + std::to_string(events.size()) + " event(s) but " +
+                std::to_string(stored.size()) + " stored digest(s) (attribute 'event_sha256')");
+      } else {
+        for (std::size_t i = 0; i < events.size(); ++i) {
+          const std::string computed = detail::event_field_digests(events[i]);
+          if (computed == stored[i]) continue;
+          std::string fields;
+          std::stringstream a(stored[i]), b(computed);
+          for (std::string x, y; std::getline(a, x, ',') && std::getline(b, y, ',');)
+            if (x != y) fields += (fields.empty() ? "'" : ", '") + y.substr(0, y.find('=')) + "'";
+          problem("governance event " + std::to_string(i) + " (kind '" + events[i].kind + "', generation " +
+                  std::to_string(events[i].generation) + "): field " + (fields.empty() ? "digest" : fields) +
+                  " does not match its stored digest (attribute 'event_sha256')");
+        }
+      }
+    } catch (const CheckpointError& e) {
+      problem(std::string("governance events: ") + e.what());
+    }
+    const std::string run = detail::run_digest(root_);
+    if (run != root_.run_sha256) problem(mismatch("run attributes", root_.run_sha256, run));
+  }
 
   // The sidecar, when retention kept it.
-  const std::string sidecar_name = detail::sidecar_file_name(gen);
-  const fs::path sidecar_path = file.parent_path() / sidecar_name;
-  h5::Handle sidecar, sidecar_models;
-  if (everything && fs::exists(sidecar_path)) {
+  void open_sidecar() {
+    sidecar_name_ = detail::sidecar_file_name(gen_);
+    const fs::path sidecar_path = file_.parent_path() / sidecar_name_;
+    if (!fs::exists(sidecar_path)) return;
     try {
       const std::string digest = detail::file_sha256(sidecar_path);
-      if (root.sidecar_sha256.empty())
-        c.sidecar_problems.push_back(sidecar_name + ": " + c.name + " records no sidecar: it belongs to another run");
-      else if (digest != root.sidecar_sha256)
-        c.sidecar_problems.push_back(sidecar_name + ": " + file_mismatch(c.name, root.sidecar_sha256, digest));
-      sidecar = h5::open_file(sidecar_path.string());
-      if (h5::read_string(sidecar.get(), "format") != detail::kSidecarFormatName ||
-          h5::read_int(sidecar.get(), "generation") != gen)
-        throw CheckpointError("not the weights sidecar of generation " + std::to_string(gen));
-      sidecar_models = h5::open_group(sidecar.get(), "models");
+      if (root_.sidecar_sha256.empty())
+        c_.sidecar_problems.push_back(sidecar_name_ + ": " + c_.name + " records no sidecar: it belongs to another run");
+      else if (digest != root_.sidecar_sha256)
+        c_.sidecar_problems.push_back(sidecar_name_ + ": " + file_mismatch(c_.name, root_.sidecar_sha256, digest));
+      sidecar_ = h5::open_file(sidecar_path.string());
+      if (h5::read_string(sidecar_.get(), "format") != detail::kSidecarFormatName ||
+          h5::read_int(sidecar_.get(), "generation") != gen_)
+        throw CheckpointError("not the weights sidecar of generation " + std::to_string(gen_));
+      sidecar_models_ = h5::open_group(sidecar_.get(), "models");
     } catch (const CheckpointError& e) {
-      c.sidecar_problems.push_back(sidecar_name + ": " + e.what());
+      c_.sidecar_problems.push_back(sidecar_name_ + ": " + e.what());
+    }
+  }
+
+  // The weights of child `id` in the sidecar, checked against the model's digests.
+  void check_sidecar_weights(std::uint64_t id, const detail::ModelGroup& mg) {
+    const std::string side_label = sidecar_name_ + ": model " + std::to_string(id) + ": ";
+    try {
+      h5::Handle sg = h5::open_group(sidecar_models_.get(), std::to_string(id));
+      const std::string owner = h5::read_string(sg.get(), "provenance_hash");
+      if (owner != mg.stored.provenance)
+        c_.sidecar_problems.push_back(side_label + "belongs to another model (provenance " + owner +
+                                      ", the model's " + mg.stored.provenance + ")");
+      const auto sw = detail::read_weights(sg.get());
+      for (const auto& p : field_problems(mg, sw))
+        if (p.rfind("weights", 0) == 0) c_.sidecar_problems.push_back(side_label + p);
+    } catch (const CheckpointError& e) {
+      c_.sidecar_problems.push_back(side_label + e.what());
     }
   }
 
   // Verifies the group `label` at loc/id; returns its stored provenance hash when it could be read.
-  auto check_model = [&](hid_t loc, std::uint64_t id, const std::string& label,
-                         bool child) -> std::optional<std::string> {
+  std::optional<std::string> check_model(hid_t loc, std::uint64_t id, const std::string& label, bool child) {
     detail::ModelGroup mg;
     h5::Handle g;
     try {
@@ -209,10 +252,10 @@ FileCheck check_file(const fs::path& file, const FileCheck* previous, Depth dept
       }
     }
     if (mg.record.id != id) problem(label + ": attribute 'id' is " + std::to_string(mg.record.id));
-    if (child && mg.record.generation != gen)
+    if (child && mg.record.generation != gen_)
       problem(label + ": attribute 'generation' is " + std::to_string(mg.record.generation));
     std::shared_ptr<const Weights> w;
-    if (everything && mg.has_weights) {
+    if (everything_ && mg.has_weights) {
       try {
         w = detail::read_weights(g.get());
       } catch (const CheckpointError& e) {
@@ -220,51 +263,41 @@ FileCheck check_file(const fs::path& file, const FileCheck* previous, Depth dept
       }
     }
     for (const auto& p : field_problems(mg, w)) problem(label + ": " + p);
-    if (child && !mg.has_weights && sidecar_models.valid() && h5::has_link(sidecar_models.get(), std::to_string(id))) {
-      const std::string side_label = sidecar_name + ": model " + std::to_string(id) + ": ";
-      try {
-        h5::Handle sg = h5::open_group(sidecar_models.get(), std::to_string(id));
-        const std::string owner = h5::read_string(sg.get(), "provenance_hash");
-        if (owner != mg.stored.provenance)
-          c.sidecar_problems.push_back(side_label + "belongs to another model (provenance " + owner + ", the model's " +
-                                       mg.stored.provenance + ")");
-        const auto sw = detail::read_weights(sg.get());
-        for (const auto& p : field_problems(mg, sw))
-          if (p.rfind("weights", 0) == 0) c.sidecar_problems.push_back(side_label + p);
-      } catch (const CheckpointError& e) {
-        c.sidecar_problems.push_back(side_label + e.what());
-      }
-    }
-    if (child && previous) {
-      for (std::size_t i = 0; i < mg.record.parents.size() && i < mg.parent_hashes.size(); ++i) {
-        const std::uint64_t p = mg.record.parents[i];
-        const auto it = previous->population.find(p);
-        if (it == previous->population.end())
-          problem(label + ": parents: parent " + std::to_string(p) + " is not in the population of " + previous->name);
-        else if (it->second != mg.parent_hashes[i])
-          problem(label + ": parents: the hash of parent " + std::to_string(p) + " is " + mg.parent_hashes[i] +
-                  " but " + previous->name + " has " + it->second);
-      }
-    }
-    if (child && gen == 0 && !mg.record.parents.empty())
-      problem(label + ": parents: a model of generation 0 has parents");
+    if (child && !mg.has_weights && sidecar_models_.valid() && h5::has_link(sidecar_models_.get(), std::to_string(id)))
+      check_sidecar_weights(id, mg);
+    if (child && previous_) check_parents(label, mg);
+    if (child && gen_ == 0 && !mg.record.parents.empty()) problem(label + ": parents: a model of generation 0 has parents");
     return mg.stored.provenance;
-  };
+  }
 
-  std::vector<detail::IdHash> children, population;
-  std::map<std::uint64_t, std::string> child_hash;
-  try {
-    h5::Handle models = h5::open_group(f.get(), "models");
+  // Each parent is in the previous file's population, with the hash the child recorded.
+  void check_parents(const std::string& label, const detail::ModelGroup& mg) {
+    for (std::size_t i = 0; i < mg.record.parents.size() && i < mg.parent_hashes.size(); ++i) {
+      const std::uint64_t p = mg.record.parents[i];
+      const auto it = previous_->population.find(p);
+      if (it == previous_->population.end())
+        problem(label + ": parents: parent " + std::to_string(p) + " is not in the population of " + previous_->name);
+      else if (it->second != mg.parent_hashes[i])
+        problem(label + ": parents: the hash of parent " + std::to_string(p) + " is " + mg.parent_hashes[i] + " but " +
+                previous_->name + " has " + it->second);
+    }
+  }
+
+  void check_models() {
+    h5::Handle models = h5::open_group(f_.get(), "models");
     for (const auto& member : h5::member_names(models.get()))
       if (!parse_id(member)) problem("models: unexpected member '" + member + "'");
     for (std::uint64_t id : member_ids(models.get())) {
       if (auto h = check_model(models.get(), id, "model " + std::to_string(id), true)) {
-        children.push_back({id, *h});
-        child_hash[id] = *h;
+        children_.push_back({id, *h});
+        child_hash_[id] = *h;
       }
     }
-    h5::Handle pop = h5::open_group(f.get(), "population");
-    const std::set<std::uint64_t> listed(root.summary.population.begin(), root.summary.population.end());
+  }
+
+  void check_population() {
+    h5::Handle pop = h5::open_group(f_.get(), "population");
+    const std::set<std::uint64_t> listed(root_.summary.population.begin(), root_.summary.population.end());
     for (const auto& member : h5::member_names(pop.get())) {
       const auto id = parse_id(member);
       if (!id || !listed.count(*id)) problem("population: member '" + member + "' is not in attribute 'population'");
@@ -276,7 +309,7 @@ FileCheck check_file(const fs::path& file, const FileCheck* previous, Depth dept
         continue;
       }
       std::optional<std::string> h;
-      if (const auto child = child_hash.find(id); child != child_hash.end()) {
+      if (const auto child = child_hash_.find(id); child != child_hash_.end()) {
         // A new child: /population/<id> is a hard link to /models/<id>, verified above.
         try {
           h5::Handle g = h5::open_group(pop.get(), std::to_string(id));
@@ -287,32 +320,46 @@ FileCheck check_file(const fs::path& file, const FileCheck* previous, Depth dept
         }
       } else {
         h = check_model(pop.get(), id, label, false);
-        if (h && previous) {
-          const auto it = previous->population.find(id);
-          if (it == previous->population.end())
-            problem(label + ": neither a child of this generation nor in the population of " + previous->name);
+        if (h && previous_) {
+          const auto it = previous_->population.find(id);
+          if (it == previous_->population.end())
+            problem(label + ": neither a child of this generation nor in the population of " + previous_->name);
           else if (it->second != *h)
-            problem(label + ": provenance: " + *h + " but " + previous->name + " has " + it->second);
+            problem(label + ": provenance: " + *h + " but " + previous_->name + " has " + it->second);
         }
       }
       if (h) {
-        population.push_back({id, *h});
-        c.population[id] = *h;
+        population_.push_back({id, *h});
+        c_.population[id] = *h;
       }
     }
-  } catch (const CheckpointError& e) {
-    problem(e.what());
-    return c;
   }
-  const std::string computed =
-      detail::generation_hash(gen, root.previous_hash, children, population, root.summary_sha256);
-  if (computed != root.generation_hash)
-    problem("generation hash mismatch (stored " + root.generation_hash + ", computed " + computed + ")");
-  if (gen == 0 && !root.previous_hash.empty()) problem("previous_hash: generation 0 names a previous generation");
-  if (previous && previous->opened && root.previous_hash != previous->generation_hash)
-    problem("previous_hash: " + root.previous_hash + " is not the generation hash of " + previous->name + " (" +
-            previous->generation_hash + "): the chain is broken");
-  return c;
+
+  void check_chain() {
+    const std::string computed =
+        detail::generation_hash(gen_, root_.previous_hash, children_, population_, root_.summary_sha256);
+    if (computed != root_.generation_hash)
+      problem("generation hash mismatch (stored " + root_.generation_hash + ", computed " + computed + ")");
+    if (gen_ == 0 && !root_.previous_hash.empty()) problem("previous_hash: generation 0 names a previous generation");
+    if (previous_ && previous_->opened && root_.previous_hash != previous_->generation_hash)
+      problem("previous_hash: " + root_.previous_hash + " is not the generation hash of " + previous_->name + " (" +
+              previous_->generation_hash + "): the chain is broken");
+  }
+
+  const fs::path& file_;
+  const FileCheck* previous_;
+  const bool everything_;
+  FileCheck c_;
+  h5::Handle f_, sidecar_, sidecar_models_;
+  detail::Root root_;
+  int gen_ = -1;
+  std::string sidecar_name_;
+  std::vector<detail::IdHash> children_, population_;
+  std::map<std::uint64_t, std::string> child_hash_;
+};
+
+FileCheck check_file(const fs::path& file, const FileCheck* previous, Depth depth = Depth::Everything) {
+  return FileChecker(file, previous, depth).run();
 }
 
 // check_file, with any other failure (a damaged file can make allocations fail) as a problem.
@@ -543,6 +590,33 @@ VerifyReport verify_run(const fs::path& dir) {
   return report;
 }
 
+// The history a resumed run builds on: every generation before the resume point (files[chosen]),
+// present from generation 0 and verifying in its metadata, chained to the one before. Throws
+// DamagedHistory naming what is wrong; changes nothing.
+static void check_history(const fs::path& dir, const std::vector<fs::path>& files, std::size_t chosen, int generation) {
+  std::vector<std::string> damage;
+  std::optional<FileCheck> prev;
+  for (std::size_t i = 0; i < chosen && damage.size() < 8; ++i) {
+    const int named = *detail::generation_of(files[i]);
+    if (named != static_cast<int>(i)) {
+      damage.push_back(detail::generation_file_name(static_cast<int>(i)) + ": missing (the next file is " +
+                       files[i].filename().string() + ")");
+      break;
+    }
+    FileCheck c = guarded_check(files[i], prev ? &*prev : nullptr, Depth::Metadata);
+    damage.insert(damage.end(), c.problems.begin(), c.problems.end());
+    if (!c.opened) break;
+    prev = std::move(c);
+  }
+  if (damage.empty()) return;
+  std::string text = "the history before generation " + std::to_string(generation) +
+                     " is damaged; a resume will not build on it:";
+  for (const auto& d : damage) text += "\n  " + d;
+  throw DamagedHistory(text + "\n  `rsi verify " + dir.string() +
+                       "` names every problem. Restore the damaged file(s) from a copy, or start a new run "
+                       "(another --out directory); nothing in this directory was changed.");
+}
+
 ResumePoint find_resume_point(const fs::path& dir, std::vector<std::string>* warnings) {
   h5::silence();
   auto warn = [warnings](const std::string& w) {
@@ -592,32 +666,7 @@ ResumePoint find_resume_point(const fs::path& dir, std::vector<std::string>* war
     break;
   }
 
-  // The history the resumed run builds on: every generation before the resume point, present and
-  // verifying in its metadata, chained to the one before. Checked before anything is changed.
-  if (point.generation >= 0) {
-    std::vector<std::string> damage;
-    std::optional<FileCheck> prev;
-    for (std::size_t i = 0; i < chosen && damage.size() < 8; ++i) {
-      const int named = *detail::generation_of(files[i]);
-      if (named != static_cast<int>(i)) {
-        damage.push_back(detail::generation_file_name(static_cast<int>(i)) + ": missing (the next file is " +
-                         files[i].filename().string() + ")");
-        break;
-      }
-      FileCheck c = guarded_check(files[i], prev ? &*prev : nullptr, Depth::Metadata);
-      damage.insert(damage.end(), c.problems.begin(), c.problems.end());
-      if (!c.opened) break;
-      prev = std::move(c);
-    }
-    if (!damage.empty()) {
-      std::string text = "the history before generation " + std::to_string(point.generation) +
-                         " is damaged; a resume will not build on it:";
-      for (const auto& d : damage) text += "\n  " + d;
-      throw DamagedHistory(text + "\n  `rsi verify " + dir.string() +
-                           "` names every problem. Restore the damaged file(s) from a copy, or start a new run "
-                           "(another --out directory); nothing in this directory was changed.");
-    }
-  }
+  if (point.generation >= 0) check_history(dir, files, chosen, point.generation);
 
   if (point.generation >= 0) {
     const fs::path& file = files[chosen];

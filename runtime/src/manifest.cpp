@@ -183,277 +183,255 @@ std::size_t invalid_utf8_at(const std::string& text) {
 }
 }  // namespace
 
-RunConfig parse_manifest(const std::string& text, const std::string& source, const std::string& base_dir,
-                         bool load_seeds) {
-  if (text.size() > kMaxManifestBytes)
-    throw ManifestError(source + ": the manifest is " + std::to_string(text.size()) + " bytes; the limit is " +
-                        std::to_string(kMaxManifestBytes) + " (is this the right file?)");
-  if (const std::size_t bad = invalid_utf8_at(text); bad != std::string::npos) {
-    const std::size_t line_start = text.rfind('\n', bad == 0 ? 0 : bad - 1);
-    const std::size_t line = std::count(text.begin(), text.begin() + static_cast<std::ptrdiff_t>(bad), '\n') + 1;
-    const std::size_t column = line == 1 ? bad + 1 : bad - line_start;
-    throw ManifestError(source + ":" + std::to_string(line) + ":" + std::to_string(column) +
-                        ": the manifest is not valid UTF-8 (byte " + std::to_string(bad) +
-                        "); save it as UTF-8 text");
-  }
-  // yaml-cpp parses recursively: refuse absurd flow nesting before it does.
-  int open = 0, deepest_flow = 0;
-  for (char c : text) {
-    if (c == '[' || c == '{') deepest_flow = std::max(deepest_flow, ++open);
-    if (c == ']' || c == '}') --open;
-  }
-  if (deepest_flow > 4 * kMaxManifestDepth)
-    throw ManifestError(source + ": brackets nested " + std::to_string(deepest_flow) + " deep; the limit is " +
-                        std::to_string(4 * kMaxManifestDepth));
-  YAML::Node root;
-  try {
-    models::YamlDocument doc = models::load_yaml_document(text, source);
-    if (doc.problem) throw ManifestError(*doc.problem);
-    root = doc.root;
-  } catch (const YAML::ParserException& e) {
-    // yaml-cpp's recursion guard (block lists or "? " keys nested ~2000 deep) reports "bad file";
-    // its DeepRecursion type is not exported, so the message is what tells it apart.
-    const bool too_deep = e.msg == YAML::ErrorMsg::BAD_FILE;
-    throw ManifestError(source + ":" + std::to_string(e.mark.line + 1) + ":" + std::to_string(e.mark.column + 1) +
-                        ": invalid YAML: " +
-                        (too_deep ? "nested too deeply for the YAML parser (lists or keys inside each other)" : e.msg));
-  }
-  if (!root || !root.IsMap()) throw ManifestError(source + ": a manifest is a YAML map (see experiments/README.md)");
-  std::size_t visits_left = 2 * text.size() + 64;
-  if (depth_of(root, visits_left, source) > kMaxManifestDepth)
-    throw ManifestError(source + ": the manifest nests more than " + std::to_string(kMaxManifestDepth) +
-                        " levels deep; the limit is " + std::to_string(kMaxManifestDepth) +
-                        " (maps and lists inside each other, or an alias inside its own anchor)");
-  const Section top(source, root, "manifest",
-                    {"run", "task", "population", "selection", "design", "seeds", "cluster", "output", "checkpoints",
-                     "monitoring", "governance"});
-  RunConfig rc;
-  rc.manifest_path = source;
-  rc.manifest_text = text;
-  rc.manifest_hash = fnv_hex(text);
+namespace {
+
+// run: name and seed.
+void read_run(const std::string& source, const Section& top, RunConfig& rc) {
   scheduler::LoopConfig& loop = rc.loop;
+  const Section s(source, top.get("run"), "run", {"name", "seed"});
+  // The name becomes the directory runs/<name> and the Slurm job name: "" would be runs/ itself and
+  // "../x" or "a/b" a directory elsewhere (found by tests/fuzz/).
+  rc.name = s.value<std::string>(
+      "name", rc.name,
+      [](const std::string& v) {
+        return !v.empty() && v.size() <= 128 && v.front() != '.' &&
+               std::all_of(v.begin(), v.end(), [](unsigned char c) {
+                 return std::isalnum(c) || c == '-' || c == '_' || c == '.';
+               });
+      },
+      "a name of letters, digits, '-', '_' and '.' (up to 128, not starting with '.'; it names runs/<name>)");
+  loop.seed = s.value<std::uint64_t>("seed", 0, {}, "a non-negative integer");
+}
 
-  if (top.has("run")) {
-    const Section s(source, top.get("run"), "run", {"name", "seed"});
-    // The name becomes the directory runs/<name> and the Slurm job name: "" would be runs/ itself and
-    // "../x" or "a/b" a directory elsewhere (found by tests/fuzz/).
-    rc.name = s.value<std::string>(
-        "name", rc.name,
-        [](const std::string& v) {
-          return !v.empty() && v.size() <= 128 && v.front() != '.' &&
-                 std::all_of(v.begin(), v.end(), [](unsigned char c) {
-                   return std::isalnum(c) || c == '-' || c == '_' || c == '.';
-                 });
-        },
-        "a name of letters, digits, '-', '_' and '.' (up to 128, not starting with '.'; it names runs/<name>)");
-    loop.seed = s.value<std::uint64_t>("seed", 0, {}, "a non-negative integer");
-  }
-  if (top.has("task")) {
-    const Section s(source, top.get("task"), "task",
-                    {"kind", "data_dir", "labeled", "unlabeled", "validation", "surrogate_cost_seconds",
-                     "surrogate_noise", "surrogate_class_skew", "surrogate_pseudo_labels"});
-    const std::string kind = s.value<std::string>(
-        "kind", "fashion_mnist", [](const std::string& k) { return k == "fashion_mnist" || k == "surrogate"; },
-        "one of fashion_mnist, surrogate");
-    loop.task.kind = kind == "surrogate" ? scheduler::TaskSpec::Kind::Surrogate : scheduler::TaskSpec::Kind::FashionMnist;
-    loop.task.data_dir = s.value<std::string>("data_dir", loop.task.data_dir);
-    const auto count = [](const std::int64_t& v) { return v >= 0 && v <= 60000; };
-    const auto some = [](const std::int64_t& v) { return v >= 1 && v <= 60000; };
-    loop.task.split.labeled = s.value<std::int64_t>("labeled", loop.task.split.labeled, some,
-                                                    "an integer in [1, 60000] (0 would train on nothing)");
-    loop.task.split.unlabeled =
-        s.value<std::int64_t>("unlabeled", loop.task.split.unlabeled, count, "an integer in [0, 60000]");
-    loop.task.split.validation = s.value<std::int64_t>(
-        "validation", loop.task.split.validation, some,
-        "an integer in [1, 60000] (0 would make every validation accuracy 0: selection would be blind)");
-    if (loop.task.split.labeled + loop.task.split.unlabeled + loop.task.split.validation > 60000)
-      throw ManifestError(where(source, top.get("task")) +
-                          ": task: labeled + unlabeled + validation exceed the 60000 training images");
-    loop.task.surrogate_cost_seconds = s.value<double>(
-        "surrogate_cost_seconds", loop.task.surrogate_cost_seconds, [](const double& v) { return v >= 0 && v < 3600; },
-        "seconds in [0, 3600)");
-    loop.task.surrogate_noise =
-        s.value<double>("surrogate_noise", loop.task.surrogate_noise, [](const double& v) { return v >= 0 && v < 1; },
-                        "a number in [0, 1)");
-    loop.task.surrogate_class_skew = s.value<double>("surrogate_class_skew", loop.task.surrogate_class_skew,
-                                                     [](const double& v) { return v >= 0 && v <= 1; },
-                                                     "a number in [0, 1]");
-    loop.task.surrogate_pseudo_labels =
-        s.value<bool>("surrogate_pseudo_labels", loop.task.surrogate_pseudo_labels, {}, "true or false");
-  }
-  if (top.has("population")) {
-    const Section s(source, top.get("population"), "population", {"size", "children", "generations"});
-    // Bounded so that every accepted value is one the loop can serve: the coordinator designs a whole
-    // generation before training it, so children costs memory before any result.
-    loop.population_size = s.value<int>("size", loop.population_size, in_range(1, kMaxPopulation),
-                                        range_text(1, kMaxPopulation));
-    loop.children_per_generation = s.value<int>("children", loop.children_per_generation,
-                                                in_range(1, kMaxPopulation), range_text(1, kMaxPopulation));
-    loop.generations = s.value<int>("generations", loop.generations, in_range(0, kMaxGenerations),
-                                    range_text(0, kMaxGenerations));
-  }
-  if (top.has("selection")) {
-    const Section s(source, top.get("selection"), "selection", {"kind", "tournament_size"});
-    const std::string kind = s.value<std::string>(
-        "kind", "truncation",
-        [](const std::string& k) { return k == "truncation" || k == "tournament" || k == "aging"; },
-        "one of truncation, tournament, aging");
-    loop.selection = kind == "tournament" ? scheduler::SelectionKind::Tournament
-                     : kind == "aging"    ? scheduler::SelectionKind::Aging
-                                          : scheduler::SelectionKind::Truncation;
-    // Each tournament draws this many members (with replacement): bounded like the population.
-    loop.tournament_size = s.value<int>("tournament_size", loop.tournament_size, in_range(1, kMaxPopulation),
-                                        range_text(1, kMaxPopulation));
-  }
-  if (top.has("design")) {
-    const Section s(source, top.get("design"), "design",
-                    {"max_parameters", "max_flops", "max_blocks", "max_epochs", "max_units", "max_channels"});
-    auto& l = loop.limits;
-    // Upper bounds: what one rank can hold and train (a child's weights, gradients and optimizer
-    // state are ~16 bytes a parameter), and the genome format's own block limit.
-    l.max_parameters = s.value<std::int64_t>("max_parameters", l.max_parameters, in_range64(1, kMaxParameters),
-                                             range_text(1, kMaxParameters));
-    l.max_flops = s.value<std::int64_t>("max_flops", l.max_flops, in_range64(1, kMaxFlops), range_text(1, kMaxFlops));
-    l.max_blocks = s.value<int>("max_blocks", l.max_blocks, in_range(1, models::GenomeLimits{}.max_blocks),
-                                range_text(1, models::GenomeLimits{}.max_blocks));
-    l.max_epochs = s.value<int>("max_epochs", l.max_epochs, in_range(1, kMaxEpochs), range_text(1, kMaxEpochs));
-    l.max_units = s.value<int>("max_units", l.max_units, in_range(1, kMaxWidth), range_text(1, kMaxWidth));
-    l.max_channels = s.value<int>("max_channels", l.max_channels, in_range(1, kMaxWidth), range_text(1, kMaxWidth));
-  }
-  if (top.has("cluster")) {
-    const Section s(source, top.get("cluster"), "cluster",
-                    {"group_size", "threads_per_rank", "nodes", "gpus_per_node", "tasks_per_node", "time_limit",
-                     "partition", "account", "signal_seconds", "device", "cpu_kernels"});
-    loop.group_size = s.value<int>("group_size", loop.group_size, in_range(1, kMaxRanksPerNode * 64),
-                                   range_text(1, kMaxRanksPerNode * 64) + " (it must divide the job's ranks)");
-    loop.threads_per_rank = s.value<int>("threads_per_rank", loop.threads_per_rank, in_range(1, kMaxRanksPerNode),
-                                         range_text(1, kMaxRanksPerNode));
-    // --- job shape and Slurm submission (rsi submit) ---
-    ClusterConfig& c = rc.cluster;
-    c.nodes = s.value<int>("nodes", c.nodes, in_range(1, kMaxNodes), range_text(1, kMaxNodes));
-    c.gpus_per_node = s.value<int>("gpus_per_node", c.gpus_per_node, in_range(0, 64), range_text(0, 64) + " (0 = CPU)");
-    // One rank per GPU, so the GPU count is the natural default.
-    c.tasks_per_node = s.value<int>("tasks_per_node", c.gpus_per_node > 0 ? c.gpus_per_node : c.tasks_per_node,
-                                    in_range(1, kMaxRanksPerNode), range_text(1, kMaxRanksPerNode));
-    if (c.gpus_per_node > 0 && c.tasks_per_node != c.gpus_per_node)
-      throw ManifestError(where(source, s.get("tasks_per_node")) + ": cluster.tasks_per_node: " +
-                          std::to_string(c.tasks_per_node) + " ranks per node with gpus_per_node " +
-                          std::to_string(c.gpus_per_node) + "; a rank drives one GPU, so they must be equal");
-    // Values that become #SBATCH lines: one word each, or sbatch would read the rest as another option.
-    const auto slurm_word = [](const std::string& v) {
-      return v.find_first_of(" \t\r\n#'\"\\$`") == std::string::npos;
-    };
-    c.time_limit = s.value<std::string>(
-        "time_limit", c.time_limit, [](const std::string& v) { return slurm_time_seconds(v) > 0; },
-        "a time limit [D-]HH:MM:SS (e.g. 02:00:00 or 1-12:00:00)");
-    c.partition = s.value<std::string>("partition", c.partition, slurm_word, "a partition name (one word)");
-    c.account = s.value<std::string>("account", c.account, slurm_word, "an account name (one word)");
-    c.signal_seconds = s.value<int>("signal_seconds", c.signal_seconds, [](const int& v) { return v >= 0 && v <= 65535; },
-                                    "seconds in [0, 65535] (0 = no warning signal)");
-    if (c.signal_seconds >= slurm_time_seconds(c.time_limit))
-      throw ManifestError(where(source, top.get("cluster")) + ": cluster.signal_seconds " +
-                          std::to_string(c.signal_seconds) + " is not shorter than time_limit " + c.time_limit +
-                          ": the warning signal would come before the run starts");
-    // --- end job shape ---
-    c.device = s.value<std::string>(
-        "device", c.device, [](const std::string& v) { return v == "cpu" || v == "auto" || v == "cuda"; },
-        "one of cpu, auto, cuda");
-    c.cpu_kernels = s.value<std::string>(
-        "cpu_kernels", c.cpu_kernels,
-        [](const std::string& v) { return v == "best" || v == "avx512" || v == "avx2" || v == "generic"; },
-        "one of best, avx512, avx2, generic");
-  }
-  if (top.has("output")) {
-    const Section s(source, top.get("output"), "output", {"directory"});
-    rc.output_directory = s.value<std::string>("directory", "");
-  }
-  if (rc.output_directory.empty()) rc.output_directory = "runs/" + rc.name;
-  if (top.has("checkpoints")) {
-    const Section s(source, top.get("checkpoints"), "checkpoints", {"keep_last_generations", "keep_population"});
-    rc.retention.keep_last_generations = s.value<int>("keep_last_generations", rc.retention.keep_last_generations,
-                                                      [](const int& v) { return v >= 0; }, "an integer >= 0 (0 = all)");
-    rc.retention.keep_population = s.value<bool>("keep_population", rc.retention.keep_population, {}, "true or false");
-  }
-  // --- monitoring (monitoring/README.md) ---
-  if (top.has("monitoring")) {
-    const Section s(source, top.get("monitoring"), "monitoring", {"bind", "port", "targets_file", "linger_seconds"});
-    MonitoringConfig& m = rc.monitoring;
-    m.bind = s.value<std::string>(
-        "bind", m.bind, [](const std::string& v) { return !v.empty() && v.find_first_of(" \t/") == std::string::npos; },
-        "an IP address to listen on (e.g. 127.0.0.1, or 0.0.0.0 for every interface)");
-    m.port = s.value<int>("port", m.port, [](const int& v) { return v >= 0 && v <= 65535; },
-                          "a TCP port in [1, 65535], or 0 for no exporter");
-    m.targets_file = s.value<std::string>("targets_file", m.targets_file);
-    m.linger_seconds = s.value<double>("linger_seconds", m.linger_seconds,
-                                       [](const double& v) { return v >= 0 && v <= 3600; }, "seconds in [0, 3600]");
-  }
-  // --- end monitoring ---
-  // --- governance (scheduler/governance.h; experiments/README.md, "Governance") ---
-  if (top.has("governance")) {
-    const Section gov(source, top.get("governance"), "governance", {"gates", "red_lines", "monitors"});
-    scheduler::GovernanceConfig& g = loop.governance;
-    const auto non_negative = [](const double& v) { return v >= 0; };
-    const auto non_negative_int = [](const std::int64_t& v) { return v >= 0; };
-    const std::string off = "a number >= 0 (0 = off)";
-    // Accuracies, gains and gaps are fractions: 0.85, not 85.
-    const auto fraction = [](const double& v) { return v >= 0 && v <= 1; };
-    const std::string fraction_off = "a fraction in [0, 1] (0 = off; accuracies are fractions: 0.85, not 85)";
-    if (gov.has("gates")) {
-      const Section s(source, gov.get("gates"), "governance.gates",
-                      {"max_gain", "max_parameters", "max_flops", "max_goodhart_gap", "every_n_generations",
-                       "approval_timeout_seconds", "poll_seconds", "on_reject"});
-      auto& x = g.gates;
-      x.max_gain = s.value<double>("max_gain", x.max_gain, fraction, fraction_off);
-      x.max_parameters = s.value<std::int64_t>("max_parameters", x.max_parameters, non_negative_int, off);
-      x.max_flops = s.value<std::int64_t>("max_flops", x.max_flops, non_negative_int, off);
-      x.max_goodhart_gap = s.value<double>("max_goodhart_gap", x.max_goodhart_gap, fraction, fraction_off);
-      x.every_n_generations = s.value<int>("every_n_generations", x.every_n_generations,
-                                           in_range(0, kMaxGenerations), range_text(0, kMaxGenerations) + " (0 = off)");
-      x.approval_timeout_seconds =
-          s.value<double>("approval_timeout_seconds", x.approval_timeout_seconds,
-                          [](const double& v) { return v >= 0 && v <= 366 * 86400.0; }, "seconds in [0, 31622400]");
-      x.poll_seconds = s.value<double>("poll_seconds", x.poll_seconds,
-                                       [](const double& v) { return v >= 0.01 && v <= 3600; },
-                                       "seconds in [0.01, 3600]");
-      const std::string on_reject = s.value<std::string>(
-          "on_reject", "rollback", [](const std::string& v) { return v == "rollback" || v == "stop"; },
-          "one of rollback, stop");
-      x.on_reject = on_reject == "stop" ? scheduler::GateConfig::OnReject::Stop : scheduler::GateConfig::OnReject::Rollback;
-    }
-    if (gov.has("red_lines")) {
-      const Section s(source, gov.get("red_lines"), "governance.red_lines",
-                      {"max_parameters", "max_flops_per_sample", "compute_budget_model_seconds",
-                       "max_gain_per_generation"});
-      auto& x = g.red_lines;
-      x.max_parameters = s.value<std::int64_t>("max_parameters", x.max_parameters, non_negative_int, off);
-      x.max_flops_per_sample = s.value<std::int64_t>("max_flops_per_sample", x.max_flops_per_sample, non_negative_int, off);
-      x.compute_budget_model_seconds =
-          s.value<double>("compute_budget_model_seconds", x.compute_budget_model_seconds, non_negative, off);
-      x.max_gain_per_generation =
-          s.value<double>("max_gain_per_generation", x.max_gain_per_generation, fraction, fraction_off);
-    }
-    if (gov.has("monitors")) {
-      const Section s(source, gov.get("monitors"), "governance.monitors",
-                      {"goodhart_gap_alert", "pseudo_label_accuracy_floor", "label_entropy_floor", "diversity_floor",
-                       "disparity_growth_alert", "takeoff_alert", "trend_window"});
-      auto& x = g.monitors;
-      x.goodhart_gap_alert = s.value<double>("goodhart_gap_alert", x.goodhart_gap_alert, fraction, fraction_off);
-      x.pseudo_label_accuracy_floor =
-          s.value<double>("pseudo_label_accuracy_floor", x.pseudo_label_accuracy_floor, fraction, fraction_off);
-      const double ln10 = std::log(10.0);  // the entropy of a uniform histogram over the 10 classes
-      x.label_entropy_floor =
-          s.value<double>("label_entropy_floor", x.label_entropy_floor, [ln10](const double& v) { return v >= 0 && v <= ln10; },
-                          "nats in [0, 2.302585] (0 = off; ln 10 = 2.302585 is a uniform histogram)");
-      x.diversity_floor = s.value<double>("diversity_floor", x.diversity_floor, non_negative, off);
-      x.disparity_growth_alert =
-          s.value<double>("disparity_growth_alert", x.disparity_growth_alert, fraction, fraction_off);
-      x.takeoff_alert = s.value<bool>("takeoff_alert", x.takeoff_alert, {}, "true or false");
-      x.trend_window = s.value<int>("trend_window", x.trend_window, [](const int& v) { return v >= 2 && v <= 1000; },
-                                    "an integer in [2, 1000]");
-    }
-  }
-  // --- end governance ---
+// task: kind, data and split, surrogate settings.
+void read_task(const std::string& source, const Section& top, RunConfig& rc) {
+  scheduler::LoopConfig& loop = rc.loop;
+  const Section s(source, top.get("task"), "task",
+                  {"kind", "data_dir", "labeled", "unlabeled", "validation", "surrogate_cost_seconds",
+                   "surrogate_noise", "surrogate_class_skew", "surrogate_pseudo_labels"});
+  const std::string kind = s.value<std::string>(
+      "kind", "fashion_mnist", [](const std::string& k) { return k == "fashion_mnist" || k == "surrogate"; },
+      "one of fashion_mnist, surrogate");
+  loop.task.kind = kind == "surrogate" ? scheduler::TaskSpec::Kind::Surrogate : scheduler::TaskSpec::Kind::FashionMnist;
+  loop.task.data_dir = s.value<std::string>("data_dir", loop.task.data_dir);
+  const auto count = [](const std::int64_t& v) { return v >= 0 && v <= 60000; };
+  const auto some = [](const std::int64_t& v) { return v >= 1 && v <= 60000; };
+  loop.task.split.labeled = s.value<std::int64_t>("labeled", loop.task.split.labeled, some,
+                                                  "an integer in [1, 60000] (0 would train on nothing)");
+  loop.task.split.unlabeled =
+      s.value<std::int64_t>("unlabeled", loop.task.split.unlabeled, count, "an integer in [0, 60000]");
+  loop.task.split.validation = s.value<std::int64_t>(
+      "validation", loop.task.split.validation, some,
+      "an integer in [1, 60000] (0 would make every validation accuracy 0: selection would be blind)");
+  if (loop.task.split.labeled + loop.task.split.unlabeled + loop.task.split.validation > 60000)
+    throw ManifestError(where(source, top.get("task")) +
+                        ": task: labeled + unlabeled + validation exceed the 60000 training images");
+  loop.task.surrogate_cost_seconds = s.value<double>(
+      "surrogate_cost_seconds", loop.task.surrogate_cost_seconds, [](const double& v) { return v >= 0 && v < 3600; },
+      "seconds in [0, 3600)");
+  loop.task.surrogate_noise =
+      s.value<double>("surrogate_noise", loop.task.surrogate_noise, [](const double& v) { return v >= 0 && v < 1; },
+                      "a number in [0, 1)");
+  loop.task.surrogate_class_skew = s.value<double>("surrogate_class_skew", loop.task.surrogate_class_skew,
+                                                   [](const double& v) { return v >= 0 && v <= 1; },
+                                                   "a number in [0, 1]");
+  loop.task.surrogate_pseudo_labels =
+      s.value<bool>("surrogate_pseudo_labels", loop.task.surrogate_pseudo_labels, {}, "true or false");
+}
 
+// population: sizes (bounded: the coordinator designs a generation before training it).
+void read_population(const std::string& source, const Section& top, RunConfig& rc) {
+  scheduler::LoopConfig& loop = rc.loop;
+  const Section s(source, top.get("population"), "population", {"size", "children", "generations"});
+  // Bounded so that every accepted value is one the loop can serve: the coordinator designs a whole
+  // generation before training it, so children costs memory before any result.
+  loop.population_size = s.value<int>("size", loop.population_size, in_range(1, kMaxPopulation),
+                                      range_text(1, kMaxPopulation));
+  loop.children_per_generation = s.value<int>("children", loop.children_per_generation,
+                                              in_range(1, kMaxPopulation), range_text(1, kMaxPopulation));
+  loop.generations = s.value<int>("generations", loop.generations, in_range(0, kMaxGenerations),
+                                  range_text(0, kMaxGenerations));
+}
+
+// selection: kind and tournament size.
+void read_selection(const std::string& source, const Section& top, RunConfig& rc) {
+  scheduler::LoopConfig& loop = rc.loop;
+  const Section s(source, top.get("selection"), "selection", {"kind", "tournament_size"});
+  const std::string kind = s.value<std::string>(
+      "kind", "truncation",
+      [](const std::string& k) { return k == "truncation" || k == "tournament" || k == "aging"; },
+      "one of truncation, tournament, aging");
+  loop.selection = kind == "tournament" ? scheduler::SelectionKind::Tournament
+                   : kind == "aging"    ? scheduler::SelectionKind::Aging
+                                        : scheduler::SelectionKind::Truncation;
+  // Each tournament draws this many members (with replacement): bounded like the population.
+  loop.tournament_size = s.value<int>("tournament_size", loop.tournament_size, in_range(1, kMaxPopulation),
+                                      range_text(1, kMaxPopulation));
+}
+
+// design: the limits every designed child (and seed) meets.
+void read_design(const std::string& source, const Section& top, RunConfig& rc) {
+  scheduler::LoopConfig& loop = rc.loop;
+  const Section s(source, top.get("design"), "design",
+                  {"max_parameters", "max_flops", "max_blocks", "max_epochs", "max_units", "max_channels"});
+  auto& l = loop.limits;
+  // Upper bounds: what one rank can hold and train (a child's weights, gradients and optimizer
+  // state are ~16 bytes a parameter), and the genome format's own block limit.
+  l.max_parameters = s.value<std::int64_t>("max_parameters", l.max_parameters, in_range64(1, kMaxParameters),
+                                           range_text(1, kMaxParameters));
+  l.max_flops = s.value<std::int64_t>("max_flops", l.max_flops, in_range64(1, kMaxFlops), range_text(1, kMaxFlops));
+  l.max_blocks = s.value<int>("max_blocks", l.max_blocks, in_range(1, models::GenomeLimits{}.max_blocks),
+                              range_text(1, models::GenomeLimits{}.max_blocks));
+  l.max_epochs = s.value<int>("max_epochs", l.max_epochs, in_range(1, kMaxEpochs), range_text(1, kMaxEpochs));
+  l.max_units = s.value<int>("max_units", l.max_units, in_range(1, kMaxWidth), range_text(1, kMaxWidth));
+  l.max_channels = s.value<int>("max_channels", l.max_channels, in_range(1, kMaxWidth), range_text(1, kMaxWidth));
+}
+
+// cluster: trainer groups, threads, the job's shape, device and CPU kernels.
+void read_cluster(const std::string& source, const Section& top, RunConfig& rc) {
+  scheduler::LoopConfig& loop = rc.loop;
+  const Section s(source, top.get("cluster"), "cluster",
+                  {"group_size", "threads_per_rank", "nodes", "gpus_per_node", "tasks_per_node", "time_limit",
+                   "partition", "account", "signal_seconds", "device", "cpu_kernels"});
+  loop.group_size = s.value<int>("group_size", loop.group_size, in_range(1, kMaxRanksPerNode * 64),
+                                 range_text(1, kMaxRanksPerNode * 64) + " (it must divide the job's ranks)");
+  loop.threads_per_rank = s.value<int>("threads_per_rank", loop.threads_per_rank, in_range(1, kMaxRanksPerNode),
+                                       range_text(1, kMaxRanksPerNode));
+  // --- job shape and Slurm submission (rsi submit) ---
+  ClusterConfig& c = rc.cluster;
+  c.nodes = s.value<int>("nodes", c.nodes, in_range(1, kMaxNodes), range_text(1, kMaxNodes));
+  c.gpus_per_node = s.value<int>("gpus_per_node", c.gpus_per_node, in_range(0, 64), range_text(0, 64) + " (0 = CPU)");
+  // One rank per GPU, so the GPU count is the natural default.
+  c.tasks_per_node = s.value<int>("tasks_per_node", c.gpus_per_node > 0 ? c.gpus_per_node : c.tasks_per_node,
+                                  in_range(1, kMaxRanksPerNode), range_text(1, kMaxRanksPerNode));
+  if (c.gpus_per_node > 0 && c.tasks_per_node != c.gpus_per_node)
+    throw ManifestError(where(source, s.get("tasks_per_node")) + ": cluster.tasks_per_node: " +
+                        std::to_string(c.tasks_per_node) + " ranks per node with gpus_per_node " +
+                        std::to_string(c.gpus_per_node) + "; a rank drives one GPU, so they must be equal");
+  // Values that become #SBATCH lines: one word each, or sbatch would read the rest as another option.
+  const auto slurm_word = [](const std::string& v) {
+    return v.find_first_of(" \t\r\n#'\"\\$`") == std::string::npos;
+  };
+  c.time_limit = s.value<std::string>(
+      "time_limit", c.time_limit, [](const std::string& v) { return slurm_time_seconds(v) > 0; },
+      "a time limit [D-]HH:MM:SS (e.g. 02:00:00 or 1-12:00:00)");
+  c.partition = s.value<std::string>("partition", c.partition, slurm_word, "a partition name (one word)");
+  c.account = s.value<std::string>("account", c.account, slurm_word, "an account name (one word)");
+  c.signal_seconds = s.value<int>("signal_seconds", c.signal_seconds, [](const int& v) { return v >= 0 && v <= 65535; },
+                                  "seconds in [0, 65535] (0 = no warning signal)");
+  if (c.signal_seconds >= slurm_time_seconds(c.time_limit))
+    throw ManifestError(where(source, top.get("cluster")) + ": cluster.signal_seconds " +
+                        std::to_string(c.signal_seconds) + " is not shorter than time_limit " + c.time_limit +
+                        ": the warning signal would come before the run starts");
+  // --- end job shape ---
+  c.device = s.value<std::string>(
+      "device", c.device, [](const std::string& v) { return v == "cpu" || v == "auto" || v == "cuda"; },
+      "one of cpu, auto, cuda");
+  c.cpu_kernels = s.value<std::string>(
+      "cpu_kernels", c.cpu_kernels,
+      [](const std::string& v) { return v == "best" || v == "avx512" || v == "avx2" || v == "generic"; },
+      "one of best, avx512, avx2, generic");
+}
+
+// output: the run directory.
+void read_output(const std::string& source, const Section& top, RunConfig& rc) {
+  const Section s(source, top.get("output"), "output", {"directory"});
+  rc.output_directory = s.value<std::string>("directory", "");
+}
+
+// checkpoints: retention.
+void read_checkpoints(const std::string& source, const Section& top, RunConfig& rc) {
+  const Section s(source, top.get("checkpoints"), "checkpoints", {"keep_last_generations", "keep_population"});
+  rc.retention.keep_last_generations = s.value<int>("keep_last_generations", rc.retention.keep_last_generations,
+                                                    [](const int& v) { return v >= 0; }, "an integer >= 0 (0 = all)");
+  rc.retention.keep_population = s.value<bool>("keep_population", rc.retention.keep_population, {}, "true or false");
+}
+
+// monitoring: the Prometheus exporter (monitoring/README.md).
+void read_monitoring(const std::string& source, const Section& top, RunConfig& rc) {
+  const Section s(source, top.get("monitoring"), "monitoring", {"bind", "port", "targets_file", "linger_seconds"});
+  MonitoringConfig& m = rc.monitoring;
+  m.bind = s.value<std::string>(
+      "bind", m.bind, [](const std::string& v) { return !v.empty() && v.find_first_of(" \t/") == std::string::npos; },
+      "an IP address to listen on (e.g. 127.0.0.1, or 0.0.0.0 for every interface)");
+  m.port = s.value<int>("port", m.port, [](const int& v) { return v >= 0 && v <= 65535; },
+                        "a TCP port in [1, 65535], or 0 for no exporter");
+  m.targets_file = s.value<std::string>("targets_file", m.targets_file);
+  m.linger_seconds = s.value<double>("linger_seconds", m.linger_seconds,
+                                     [](const double& v) { return v >= 0 && v <= 3600; }, "seconds in [0, 3600]");
+}
+
+// governance: gates, red lines, monitors (scheduler/governance.h; experiments/README.md, "Governance").
+void read_governance(const std::string& source, const Section& top, RunConfig& rc) {
+  scheduler::LoopConfig& loop = rc.loop;
+  const Section gov(source, top.get("governance"), "governance", {"gates", "red_lines", "monitors"});
+  scheduler::GovernanceConfig& g = loop.governance;
+  const auto non_negative = [](const double& v) { return v >= 0; };
+  const auto non_negative_int = [](const std::int64_t& v) { return v >= 0; };
+  const std::string off = "a number >= 0 (0 = off)";
+  // Accuracies, gains and gaps are fractions: 0.85, not 85.
+  const auto fraction = [](const double& v) { return v >= 0 && v <= 1; };
+  const std::string fraction_off = "a fraction in [0, 1] (0 = off; accuracies are fractions: 0.85, not 85)";
+  if (gov.has("gates")) {
+    const Section s(source, gov.get("gates"), "governance.gates",
+                    {"max_gain", "max_parameters", "max_flops", "max_goodhart_gap", "every_n_generations",
+                     "approval_timeout_seconds", "poll_seconds", "on_reject"});
+    auto& x = g.gates;
+    x.max_gain = s.value<double>("max_gain", x.max_gain, fraction, fraction_off);
+    x.max_parameters = s.value<std::int64_t>("max_parameters", x.max_parameters, non_negative_int, off);
+    x.max_flops = s.value<std::int64_t>("max_flops", x.max_flops, non_negative_int, off);
+    x.max_goodhart_gap = s.value<double>("max_goodhart_gap", x.max_goodhart_gap, fraction, fraction_off);
+    x.every_n_generations = s.value<int>("every_n_generations", x.every_n_generations,
+                                         in_range(0, kMaxGenerations), range_text(0, kMaxGenerations) + " (0 = off)");
+    x.approval_timeout_seconds =
+        s.value<double>("approval_timeout_seconds", x.approval_timeout_seconds,
+                        [](const double& v) { return v >= 0 && v <= 366 * 86400.0; }, "seconds in [0, 31622400]");
+    x.poll_seconds = s.value<double>("poll_seconds", x.poll_seconds,
+                                     [](const double& v) { return v >= 0.01 && v <= 3600; },
+                                     "seconds in [0.01, 3600]");
+    const std::string on_reject = s.value<std::string>(
+        "on_reject", "rollback", [](const std::string& v) { return v == "rollback" || v == "stop"; },
+        "one of rollback, stop");
+    x.on_reject = on_reject == "stop" ? scheduler::GateConfig::OnReject::Stop : scheduler::GateConfig::OnReject::Rollback;
+  }
+  if (gov.has("red_lines")) {
+    const Section s(source, gov.get("red_lines"), "governance.red_lines",
+                    {"max_parameters", "max_flops_per_sample", "compute_budget_model_seconds",
+                     "max_gain_per_generation"});
+    auto& x = g.red_lines;
+    x.max_parameters = s.value<std::int64_t>("max_parameters", x.max_parameters, non_negative_int, off);
+    x.max_flops_per_sample = s.value<std::int64_t>("max_flops_per_sample", x.max_flops_per_sample, non_negative_int, off);
+    x.compute_budget_model_seconds =
+        s.value<double>("compute_budget_model_seconds", x.compute_budget_model_seconds, non_negative, off);
+    x.max_gain_per_generation =
+        s.value<double>("max_gain_per_generation", x.max_gain_per_generation, fraction, fraction_off);
+  }
+  if (gov.has("monitors")) {
+    const Section s(source, gov.get("monitors"), "governance.monitors",
+                    {"goodhart_gap_alert", "pseudo_label_accuracy_floor", "label_entropy_floor", "diversity_floor",
+                     "disparity_growth_alert", "takeoff_alert", "trend_window"});
+    auto& x = g.monitors;
+    x.goodhart_gap_alert = s.value<double>("goodhart_gap_alert", x.goodhart_gap_alert, fraction, fraction_off);
+    x.pseudo_label_accuracy_floor =
+        s.value<double>("pseudo_label_accuracy_floor", x.pseudo_label_accuracy_floor, fraction, fraction_off);
+    const double ln10 = std::log(10.0);  // the entropy of a uniform histogram over the 10 classes
+    x.label_entropy_floor =
+        s.value<double>("label_entropy_floor", x.label_entropy_floor, [ln10](const double& v) { return v >= 0 && v <= ln10; },
+                        "nats in [0, 2.302585] (0 = off; ln 10 = 2.302585 is a uniform histogram)");
+    x.diversity_floor = s.value<double>("diversity_floor", x.diversity_floor, non_negative, off);
+    x.disparity_growth_alert =
+        s.value<double>("disparity_growth_alert", x.disparity_growth_alert, fraction, fraction_off);
+    x.takeoff_alert = s.value<bool>("takeoff_alert", x.takeoff_alert, {}, "true or false");
+    x.trend_window = s.value<int>("trend_window", x.trend_window, [](const int& v) { return v >= 2 && v <= 1000; },
+                                  "an integer in [2, 1000]");
+  }
+}
+
+// seeds: genome files (relative to the manifest) or inline genomes, checked against the designer
+// genes' table and the design limits.
+void read_seeds(const std::string& source, const YAML::Node& root, const std::string& base_dir, bool load_seeds,
+                RunConfig& rc) {
+  scheduler::LoopConfig& loop = rc.loop;
   const YAML::Node seeds = root["seeds"];
   if (!seeds || !seeds.IsSequence() || seeds.size() == 0)
     throw ManifestError(where(source, seeds ? seeds : root) +
@@ -509,6 +487,71 @@ RunConfig parse_manifest(const std::string& text, const std::string& source, con
       throw ManifestError(where(source, seed) + ": " + label + ": " + e.what());
     }
   }
+}
+
+}  // namespace
+
+RunConfig parse_manifest(const std::string& text, const std::string& source, const std::string& base_dir,
+                         bool load_seeds) {
+  if (text.size() > kMaxManifestBytes)
+    throw ManifestError(source + ": the manifest is " + std::to_string(text.size()) + " bytes; the limit is " +
+                        std::to_string(kMaxManifestBytes) + " (is this the right file?)");
+  if (const std::size_t bad = invalid_utf8_at(text); bad != std::string::npos) {
+    const std::size_t line_start = text.rfind('\n', bad == 0 ? 0 : bad - 1);
+    const std::size_t line = std::count(text.begin(), text.begin() + static_cast<std::ptrdiff_t>(bad), '\n') + 1;
+    const std::size_t column = line == 1 ? bad + 1 : bad - line_start;
+    throw ManifestError(source + ":" + std::to_string(line) + ":" + std::to_string(column) +
+                        ": the manifest is not valid UTF-8 (byte " + std::to_string(bad) +
+                        "); save it as UTF-8 text");
+  }
+  // yaml-cpp parses recursively: refuse absurd flow nesting before it does.
+  int open = 0, deepest_flow = 0;
+  for (char c : text) {
+    if (c == '[' || c == '{') deepest_flow = std::max(deepest_flow, ++open);
+    if (c == ']' || c == '}') --open;
+  }
+  if (deepest_flow > 4 * kMaxManifestDepth)
+    throw ManifestError(source + ": brackets nested " + std::to_string(deepest_flow) + " deep; the limit is " +
+                        std::to_string(4 * kMaxManifestDepth));
+  YAML::Node root;
+  try {
+    models::YamlDocument doc = models::load_yaml_document(text, source);
+    if (doc.problem) throw ManifestError(*doc.problem);
+    root = doc.root;
+  } catch (const YAML::ParserException& e) {
+    // yaml-cpp's recursion guard (block lists or "? " keys nested ~2000 deep) reports "bad file";
+    // its DeepRecursion type is not exported, so the message is what tells it apart.
+    const bool too_deep = e.msg == YAML::ErrorMsg::BAD_FILE;
+    throw ManifestError(source + ":" + std::to_string(e.mark.line + 1) + ":" + std::to_string(e.mark.column + 1) +
+                        ": invalid YAML: " +
+                        (too_deep ? "nested too deeply for the YAML parser (lists or keys inside each other)" : e.msg));
+  }
+  if (!root || !root.IsMap()) throw ManifestError(source + ": a manifest is a YAML map (see experiments/README.md)");
+  std::size_t visits_left = 2 * text.size() + 64;
+  if (depth_of(root, visits_left, source) > kMaxManifestDepth)
+    throw ManifestError(source + ": the manifest nests more than " + std::to_string(kMaxManifestDepth) +
+                        " levels deep; the limit is " + std::to_string(kMaxManifestDepth) +
+                        " (maps and lists inside each other, or an alias inside its own anchor)");
+  const Section top(source, root, "manifest",
+                    {"run", "task", "population", "selection", "design", "seeds", "cluster", "output", "checkpoints",
+                     "monitoring", "governance"});
+  RunConfig rc;
+  rc.manifest_path = source;
+  rc.manifest_text = text;
+  rc.manifest_hash = fnv_hex(text);
+  // Sections in this order: later ones check against earlier ones (a seed against design limits).
+  if (top.has("run")) read_run(source, top, rc);
+  if (top.has("task")) read_task(source, top, rc);
+  if (top.has("population")) read_population(source, top, rc);
+  if (top.has("selection")) read_selection(source, top, rc);
+  if (top.has("design")) read_design(source, top, rc);
+  if (top.has("cluster")) read_cluster(source, top, rc);
+  if (top.has("output")) read_output(source, top, rc);
+  if (rc.output_directory.empty()) rc.output_directory = "runs/" + rc.name;
+  if (top.has("checkpoints")) read_checkpoints(source, top, rc);
+  if (top.has("monitoring")) read_monitoring(source, top, rc);
+  if (top.has("governance")) read_governance(source, top, rc);
+  read_seeds(source, root, base_dir, load_seeds, rc);
   return rc;
 }
 
