@@ -272,6 +272,11 @@ void write_model(hid_t parent, const std::string& name, const ModelRecord& m,
 
 ModelGroup read_model(hid_t group) {
   ModelGroup out;
+  {  // The file's format says which FNV basis its weight digests start from.
+    const h5::Handle file(H5Iget_file_id(group), H5Fclose);
+    if (file.valid() && h5::has_attr(file.get(), "format_version"))
+      out.format_version = h5::read_int(file.get(), "format_version");
+  }
   ModelRecord& m = out.record;
   m.id = h5::read_u64(group, "id");
   m.generation = h5::read_int(group, "generation");
@@ -474,7 +479,7 @@ RunInfo read_run(hid_t loc) {
 void write_root(hid_t f, const Root& root) {
   const GenerationRecord& g = root.summary;
   h5::write_string(f, "format", kFormatName);
-  h5::write_int(f, "format_version", kFormatVersion);
+  h5::write_int(f, "format_version", root.format_version);
   write_run(f, root.run);
   h5::write_int(f, "keep_last_generations", root.retention.keep_last_generations);
   h5::write_bool(f, "keep_population", root.retention.keep_population);
@@ -552,6 +557,8 @@ Root read_root(hid_t f) {
   if (version > kFormatVersion)
     throw CheckpointError("format version " + std::to_string(version) + " is newer than this rsi reads (" +
                           std::to_string(kFormatVersion) + "): use a newer rsi");
+  if (version < 1) throw CheckpointError("attribute 'format_version' is " + std::to_string(version) + ", not 1 or 2");
+  root.format_version = version;
   root.run = read_run(f);
   root.retention.keep_last_generations = h5::read_int(f, "keep_last_generations");
   root.retention.keep_population = h5::read_bool(f, "keep_population");

@@ -23,7 +23,7 @@ namespace fs = std::filesystem;
 inline constexpr const char* kFormatName = "rsi-lineage";
 inline constexpr const char* kSidecarFormatName = "rsi-lineage-weights";
 inline constexpr const char* kModelFormatName = "rsi-model";
-inline constexpr int kFormatVersion = 1;
+inline constexpr int kFormatVersion = kLineageFormatVersion;  // store.h
 
 std::string generation_file_name(int generation);  // gen-000003.h5
 std::string sidecar_file_name(int generation);     // gen-000003.weights.h5
@@ -58,6 +58,7 @@ struct ModelGroup {
   std::vector<std::string> parent_hashes;
   ModelHashes stored;        // the digests as stored
   bool has_weights = false;  // params and state datasets are in this group
+  int format_version = kFormatVersion;  // of the file holding it (1: weights_digest from format 1's FNV basis)
 };
 // Attributes, genome and metrics (throws CheckpointError naming the field).
 ModelGroup read_model(hid_t group);
@@ -71,6 +72,7 @@ std::string floats_digest(const std::vector<float>& values);
 
 // ---- root attributes of a generation file ----
 struct Root {
+  int format_version = kFormatVersion;  // 1 or 2 (FORMAT.md, "Format versions"); a lineage keeps its first file's
   RunInfo run;
   Retention retention;
   scheduler::GenerationRecord summary;  // generation metrics, population ids, next_model_id; no models

@@ -61,7 +61,7 @@ std::vector<std::string> field_problems(const detail::ModelGroup& mg, const std:
   if (w) {
     if (c.params != mg.stored.params) out.push_back(mismatch("weights/params", mg.stored.params, c.params));
     if (c.state != mg.stored.state) out.push_back(mismatch("weights/state", mg.stored.state, c.state));
-    const std::string fnv = scheduler::weights_digest(*w);
+    const std::string fnv = scheduler::weights_digest(*w, mg.format_version == 1);
     if (c.params == mg.stored.params && c.state == mg.stored.state && fnv != mg.record.weights_digest)
       out.push_back(mismatch("weights", mg.record.weights_digest, fnv));
   }
@@ -80,6 +80,7 @@ struct FileCheck {
   std::string name;
   bool opened = false;  // the root attributes were read
   int generation = -1;
+  int format_version = detail::kFormatVersion;
   std::uint64_t next_model_id = 1;
   std::string generation_hash, previous_hash;
   std::string file_sha256;                          // computed from the file's bytes
@@ -153,6 +154,7 @@ class FileChecker {
       return false;
     }
     c_.opened = true;
+    c_.format_version = root_.format_version;
     gen_ = root_.summary.generation;
     c_.generation = gen_;
     c_.generation_hash = root_.generation_hash;
@@ -411,6 +413,7 @@ StoredGeneration read_generation(const fs::path& file, bool weights) {
     const detail::Root root = detail::read_root(f.get());
     StoredGeneration out;
     out.generation = root.summary.generation;
+    out.format_version = root.format_version;
     out.run = root.run;
     out.record = root.summary;
     out.next_model_id = root.summary.next_model_id;
@@ -659,6 +662,7 @@ ResumePoint find_resume_point(const fs::path& dir, std::vector<std::string>* war
     // A damaged sidecar costs only those children's weights, never the resume.
     for (const auto& p : c.sidecar_problems) warn(p + " (the weights sidecar is damaged; resuming anyway)");
     chosen_file_sha256 = c.file_sha256;
+    point.format_version = c.format_version;
     point.generation = c.generation;
     point.generation_hash = c.generation_hash;
     point.next_model_id = c.next_model_id;
@@ -786,7 +790,7 @@ void export_model(const fs::path& run_dir, std::uint64_t model_id, const fs::pat
   try {
     h5::Handle f = h5::create_file(tmp.string());
     h5::write_string(f.get(), "format", detail::kModelFormatName);
-    h5::write_int(f.get(), "format_version", detail::kFormatVersion);
+    h5::write_int(f.get(), "format_version", mg.format_version);  // its weights_digest's basis
     detail::write_run(f.get(), run);
     h5::write_string(f.get(), "source_file", file.filename().string());
     h5::write_int(f.get(), "generation", mg.record.generation);

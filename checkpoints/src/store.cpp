@@ -50,8 +50,9 @@ struct Prepared {
 
 // The loop sets weights_digest with the weights; a record without one gets it here. (A wrong digest
 // is not recomputed here, a full pass over the weights: verify_run reports it from the stored bytes.)
-void fill_weights_digest(ModelRecord& m) {
-  if (m.weights && m.weights_digest.empty()) m.weights_digest = scheduler::weights_digest(*m.weights);
+void fill_weights_digest(ModelRecord& m, int format_version) {
+  if (m.weights && m.weights_digest.empty())
+    m.weights_digest = scheduler::weights_digest(*m.weights, format_version == 1);
 }
 
 GenerationRecord summary_of(const GenerationRecord& r) {
@@ -239,6 +240,9 @@ LineageStore::LineageStore(fs::path dir, RunInfo info, Retention retention, cons
   for (const auto& p : stale) remove_quietly(p);
 
   chain_head_ = resume.generation_hash;
+  format_version_ = resume.format_version;
+  if (format_version_ < 1 || format_version_ > detail::kFormatVersion)
+    throw CheckpointError("lineage format version " + std::to_string(format_version_) + " is not one this rsi writes");
   if (resume.generation < 0) return;
   const fs::path file = dir_ / detail::generation_file_name(resume.generation);
   try {
@@ -253,6 +257,7 @@ LineageStore::LineageStore(fs::path dir, RunInfo info, Retention retention, cons
       provenance_[id] = {h5::read_string(g.get(), "provenance_hash"), h5::read_strings(g.get(), "parent_hashes")};
     }
     chain_head_ = root.generation_hash;
+    format_version_ = root.format_version;  // a lineage goes on in the format it started in
     population_ = root.summary.population;
     last_generation_ = resume.generation;
     last_file_sha256_ = detail::file_sha256(file);
@@ -363,7 +368,7 @@ void LineageStore::on_generation(const GenerationRecord& record) {
   std::vector<std::size_t> child_task(children.size());
   for (std::size_t j = 0; j < carried.size(); ++j)
     tasks.emplace_back([this, &p = carried[j]] {
-      fill_weights_digest(p.record);
+      fill_weights_digest(p.record, format_version_);
       // A member carried over unchanged (the same weights object) is not hashed again: the weight
       // digests it had are reused through `stored`.
       const auto cached = weight_digests_.find(p.record.id);
@@ -381,8 +386,8 @@ void LineageStore::on_generation(const GenerationRecord& record) {
     });
   auto add_child_task = [&](std::size_t i) {
     child_task[i] = tasks.size();
-    tasks.emplace_back([&c = children[i]] {
-      fill_weights_digest(c.record);
+    tasks.emplace_back([this, &c = children[i]] {
+      fill_weights_digest(c.record, format_version_);
       c.hashes = detail::field_hashes(c.record);
       c.hashes.provenance = detail::provenance_hash(c.record, c.hashes, c.parent_hashes);
     });
@@ -414,7 +419,7 @@ void LineageStore::on_generation(const GenerationRecord& record) {
     try {
       h5::Handle f = h5::create_file(tmp.string());
       h5::write_string(f.get(), "format", detail::kSidecarFormatName);
-      h5::write_int(f.get(), "format_version", detail::kFormatVersion);
+      h5::write_int(f.get(), "format_version", format_version_);
       h5::write_int(f.get(), "generation", g);
       h5::write_string(f.get(), "generation_file", name);
       h5::Handle models = h5::create_group(f.get(), "models");
@@ -476,6 +481,7 @@ void LineageStore::on_generation(const GenerationRecord& record) {
         }
       }
     }
+    root.format_version = format_version_;
     root.run = info_;
     root.retention = retention_;
     root.summary = summary_of(record);

@@ -5,6 +5,7 @@
 #include "rsi/models/data.h"
 
 #include "rsi/kernels/augment.h"
+#include "rsi/kernels/fnv1a.h"
 
 #include <zlib.h>
 
@@ -197,15 +198,11 @@ Dataset load_from_dir(const std::string& dir, const std::string& images_name, co
   }
 }
 
-// FNV-1a 64: small, stable across platforms and releases, good enough to tell splits apart.
-constexpr std::uint64_t kFnvOffset = 0xcbf29ce484222325ull;
-constexpr std::uint64_t kFnvPrime = 0x100000001b3ull;
-
+// FNV-1a 64 (kernels/fnv1a.h): good enough to tell splits apart.
 void fnv1a_u64(std::uint64_t& hash, std::uint64_t value) {
-  for (int byte = 0; byte < 8; ++byte) {  // little-endian byte order, fixed whatever the host
-    hash ^= (value >> (8 * byte)) & 0xffu;
-    hash *= kFnvPrime;
-  }
+  unsigned char bytes[8];
+  for (int byte = 0; byte < 8; ++byte) bytes[byte] = (value >> (8 * byte)) & 0xffu;  // little-endian, whatever the host
+  hash = kernels::fnv1a64(bytes, sizeof bytes, hash);
 }
 
 }  // namespace
@@ -310,7 +307,7 @@ Dataset subset(const Dataset& data, const std::vector<std::int64_t>& indices) {
 }
 
 std::uint64_t split_fingerprint(const Split& split) {
-  std::uint64_t hash = kFnvOffset;
+  std::uint64_t hash = kernels::kFnv1aOffset;
   // Each list is preceded by a tag and its length, so moving an index from one list to the next
   // changes the fingerprint.
   const std::array<const std::vector<std::int64_t>*, 3> lists{&split.labeled, &split.unlabeled, &split.validation};

@@ -1,6 +1,7 @@
 // Manifest loading: yaml-cpp nodes checked key by key against the schema.
 #include "rsi/runtime/manifest.h"
 
+#include "rsi/kernels/fnv1a.h"
 #include "rsi/models/edit_distance.h"
 #include "rsi/models/yaml_input.h"
 #include "rsi/scheduler/design.h"
@@ -105,13 +106,6 @@ class Section {
   std::vector<std::string> keys_;
 };
 
-std::string fnv_hex(const std::string& text) {
-  std::uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : text) h = (h ^ c) * 1099511628211ull;
-  char out[17];
-  std::snprintf(out, sizeof out, "%016llx", static_cast<unsigned long long>(h));
-  return out;
-}
 
 }  // namespace
 
@@ -491,6 +485,11 @@ void read_seeds(const std::string& source, const YAML::Node& root, const std::st
 
 }  // namespace
 
+std::string manifest_hash(const std::string& text, bool format1_basis) {
+  return kernels::fnv1a_hex(kernels::fnv1a64(text.data(), text.size(),
+                                             format1_basis ? kernels::kFnv1aFormat1Offset : kernels::kFnv1aOffset));
+}
+
 RunConfig parse_manifest(const std::string& text, const std::string& source, const std::string& base_dir,
                          bool load_seeds) {
   if (text.size() > kMaxManifestBytes)
@@ -538,7 +537,7 @@ RunConfig parse_manifest(const std::string& text, const std::string& source, con
   RunConfig rc;
   rc.manifest_path = source;
   rc.manifest_text = text;
-  rc.manifest_hash = fnv_hex(text);
+  rc.manifest_hash = manifest_hash(text);
   // Sections in this order: later ones check against earlier ones (a seed against design limits).
   if (top.has("run")) read_run(source, top, rc);
   if (top.has("task")) read_task(source, top, rc);

@@ -49,6 +49,8 @@ RunConfig stored_run_config(const std::string& run_dir) {
   if (files.empty()) throw checkpoints::CheckpointError(run_dir + ": no generation files (gen-*.h5) to reproduce");
   const auto first = checkpoints::read_generation(files.front());
   RunConfig config = parse_manifest(first.run.manifest_text, run_dir + "/gen-0 manifest", run_dir, false);
+  // Reproduced in the original's lineage format (its weight digests' FNV basis; FORMAT.md).
+  config.loop.format1_weights_digest = first.format_version == 1;
   for (const auto& m : first.models)
     if (m.record.op == "seed") config.loop.seeds.push_back(models::from_yaml(m.record.genome_yaml, "stored seed"));
   return config;
@@ -384,6 +386,7 @@ int run_loop_command(const RunArgs& args) {
         std::fprintf(stderr, "rsi run: [rank 0] note: removed %s, left from before this run started\n",
                      (dir / kStopFileName).string().c_str());
       checkpoints::ResumePoint point;
+      if (config.loop.format1_weights_digest) point.format_version = 1;  // rsi reproduce of a format-1 lineage
       std::vector<scheduler::GenerationRecord> durable;  // the history a resume continues, read before anything is written
       if (const auto files = checkpoints::generation_files(dir); !files.empty()) {
         // The manifest first, from the oldest file's run attributes: a run of another manifest is
@@ -430,13 +433,15 @@ int run_loop_command(const RunArgs& args) {
             resume.history.push_back(record);  // governance: trends, budget, a pending approval
           }
           resume.generation = point.generation;
+          // A lineage goes on in the format it started in (only the coordinator computes digests).
+          config.loop.format1_weights_digest = point.format_version == 1;
           resume.next_model_id = point.next_model_id;
           resume.population = point.population;
         }
         checkpoints::RunInfo info;
         info.run_name = config.name;
         info.manifest_text = config.manifest_text;
-        info.manifest_hash = config.manifest_hash;
+        info.manifest_hash = manifest_hash(config.manifest_text, config.loop.format1_weights_digest);
         info.program_version = RSI_VERSION;
         info.git_commit = RSI_GIT_COMMIT;
         info.ranks = size;

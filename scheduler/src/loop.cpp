@@ -1,6 +1,8 @@
 // The RSI loop: coordinator on rank 0, pull-based workers, results committed in model-id order.
 #include "rsi/scheduler/loop.h"
 
+#include "rsi/kernels/fnv1a.h"
+
 #include <algorithm>
 #include <chrono>
 #include <cstring>
@@ -416,7 +418,7 @@ class Coordinator {
       m.inherited = r.inherited;
       m.function_preserving = r.function_preserving;
       m.weights = r.weights;
-      if (m.weights) m.weights_digest = weights_digest(*m.weights);
+      if (m.weights) m.weights_digest = weights_digest(*m.weights, config_.format1_weights_digest);
       if (const double limit = config_.governance.red_lines.max_gain_per_generation;
           limit > 0 && m.trained() && generation > 0 && m.metrics.val_accuracy - best_before > limit) {
         // "Slow down": the only red line that needs the trained result. The child stays on record
@@ -658,17 +660,11 @@ const char* status_name(ModelRecord::Status s) {
   return "?";
 }
 
-std::string weights_digest(const Weights& w) {
-  std::uint64_t h = 1469598103934665603ull;
-  auto mix = [&h](const std::vector<float>& v) {
-    const auto* p = reinterpret_cast<const unsigned char*>(v.data());
-    for (std::size_t i = 0; i < v.size() * sizeof(float); ++i) h = (h ^ p[i]) * 1099511628211ull;
-  };
-  mix(w.params);
-  mix(w.state);
-  char out[17];
-  std::snprintf(out, sizeof out, "%016llx", static_cast<unsigned long long>(h));
-  return out;
+std::string weights_digest(const Weights& w, bool format1_basis) {
+  std::uint64_t h = format1_basis ? kernels::kFnv1aFormat1Offset : kernels::kFnv1aOffset;
+  h = kernels::fnv1a64(w.params.data(), w.params.size() * sizeof(float), h);
+  h = kernels::fnv1a64(w.state.data(), w.state.size() * sizeof(float), h);
+  return kernels::fnv1a_hex(h);
 }
 
 LoopSummary run_loop(const LoopConfig& config, collective::Communicator& world,

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "rsi/collective/communicator.h"
+#include "rsi/kernels/fnv1a.h"
 #include "rsi/models/genome.h"
 #include "rsi/scheduler/loop.h"
 #include "rsi/scheduler/record.h"
@@ -481,3 +482,21 @@ TEST(LoopFashionMnist, SmokeTestTrainsInheritsAndIsDeterministic) {
 }
 
 }  // namespace
+
+// Known answers for the digests FORMAT.md describes: FNV-1a 64 (offset basis 14695981039346656037,
+// prime 1099511628211) — the standard's own test vectors — and weights_digest over the bytes of
+// params then state, computed here independently of its implementation's loop (values from a
+// separate Python FNV-1a over struct.pack('<3f', 1.0, -2.5, 0.5)). Lineage format 1 started from a
+// wrong basis (1469598103934665603); its value is pinned too, since old lineages still verify.
+TEST(Digests, Fnv1aKnownAnswers) {
+  using rsi::kernels::fnv1a64;
+  EXPECT_EQ(fnv1a64("", 0), 0xcbf29ce484222325ull);
+  EXPECT_EQ(fnv1a64("a", 1), 0xaf63dc4c8601ec8cull);
+  EXPECT_EQ(fnv1a64("foobar", 6), 0x85944171f73967e8ull);
+  EXPECT_EQ(rsi::kernels::fnv1a_hex(0xaf63dc4c8601ec8cull), "af63dc4c8601ec8c");
+  rsi::scheduler::Weights w;
+  w.params = {1.0f, -2.5f};
+  w.state = {0.5f};
+  EXPECT_EQ(rsi::scheduler::weights_digest(w), "00f39869ef34f295");
+  EXPECT_EQ(rsi::scheduler::weights_digest(w, /*format1_basis=*/true), "d268704cd88638d3");
+}

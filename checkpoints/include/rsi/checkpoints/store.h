@@ -54,8 +54,13 @@ struct Retention {
 };
 
 // The state the loop needs to continue after generation `generation`.
+// The lineage format this rsi writes (FORMAT.md, "Format versions"). It reads 1 and 2; a lineage
+// keeps the version it started with, so that a resumed run goes on exactly as it began.
+inline constexpr int kLineageFormatVersion = 2;
+
 struct ResumePoint {
   int generation = -1;                     // last durable generation (-1: none)
+  int format_version = kLineageFormatVersion;  // of that generation's file; a new lineage is written in it
   std::uint64_t next_model_id = 1;
   std::vector<scheduler::ModelRecord> population;  // with weights
   std::string generation_hash;             // hex SHA-256 of that generation (the chain's head)
@@ -103,6 +108,7 @@ class LineageStore final : public scheduler::GenerationSink {
   };
   std::map<std::uint64_t, WeightDigests> weight_digests_;
   int last_generation_ = -1;
+  int format_version_ = kLineageFormatVersion;  // of the files written: the resume point's
   std::string last_file_sha256_;  // of the newest generation file's bytes (valid after join_background)
   // The newest file's SHA-256, computed with LATEST's update on a background thread.
   std::future<std::string> background_;
@@ -122,6 +128,7 @@ struct StoredModel {
 
 struct StoredGeneration {
   int generation = 0;
+  int format_version = kLineageFormatVersion;
   RunInfo run;
   scheduler::GenerationRecord record;  // children (without weights) and generation metrics
   std::vector<StoredModel> models;     // children of this generation, in id order

@@ -58,6 +58,10 @@ struct RunConfig {
   MonitoringConfig monitoring;
 };
 
+// FNV-1a 64 of a manifest's text, hex (kernels/fnv1a.h); with format1_basis, as lineage format 1
+// computed it (checkpoints/FORMAT.md), for a run resumed in that format.
+std::string manifest_hash(const std::string& text, bool format1_basis = false);
+
 // A Slurm time limit "[D-]HH:MM:SS" in seconds; -1 when the text is not one.
 long slurm_time_seconds(const std::string& text);
 

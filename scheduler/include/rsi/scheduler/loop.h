@@ -49,6 +49,9 @@ struct LoopConfig {
   TaskSpec task;
   int group_size = 1;
   int threads_per_rank = 1;
+  // Weight digests from lineage format 1's FNV offset basis: set when resuming a lineage written in
+  // that format, so that it goes on as it started (checkpoints/FORMAT.md, "Format versions").
+  bool format1_weights_digest = false;
   // Polled on the coordinator at every generation boundary (after the last generation is durable in
   // the sinks): true ends the run there, cleanly (kill switch, preemption). Workers follow the
   // coordinator's stop, so all ranks agree on where the run ended.

@@ -116,7 +116,9 @@ class MemorySink final : public GenerationSink {
   std::vector<GenerationRecord> records;
 };
 
-// FNV-1a 64 over the bytes of params then state, as 16 hex digits.
-std::string weights_digest(const Weights& w);
+// FNV-1a 64 over the bytes of params then state, as 16 hex digits (kernels/fnv1a.h). With
+// format1_basis, from the wrong offset basis lineage format 1 used (checkpoints/FORMAT.md): only to
+// verify and continue lineages written in that format.
+std::string weights_digest(const Weights& w, bool format1_basis = false);
 
 }  // namespace rsi::scheduler
