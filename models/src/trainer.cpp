@@ -37,8 +37,8 @@ void shuffle_indices(std::vector<std::int64_t>& order, std::uint64_t seed, std::
 }
 
 // Applies one optimizer step to every parameter segment (weight decay only where it applies).
-// On the GPU, neighbouring segments with the same weight decay are updated by one launch (the
-// update is element-wise, so the result is the same); the CPU keeps its per-segment loop.
+// Neighbouring segments with the same weight decay are updated by one call (one launch on the GPU):
+// the update is element-wise, so the bits are those of a per-segment loop, on either device.
 class Optimizer {
  public:
   Optimizer(Network& net, const Recipe& recipe) : net_(net), recipe_(recipe) {
@@ -57,34 +57,18 @@ class Optimizer {
   void step(double lr, std::int64_t t) {
     float* p = net_.parameters().data();
     const float* g = net_.gradients().data();
-    if (net_.device() == kernels::Device::CUDA) {
-      const kernels::Exec& e = net_.exec();
-      for (const ParamSegment& s : runs_) {
-        const float wd = s.decay ? recipe_.weight_decay : 0.0f;
-        if (recipe_.optimizer == Recipe::Optimizer::Sgd) {
-          kernels::SgdConfig c{static_cast<float>(lr), recipe_.momentum, wd, false};
-          kernels::sgd_step(e, p + s.offset, g + s.offset, m_.data() + s.offset, s.size, c);
-        } else {
-          kernels::AdamConfig c;
-          c.lr = static_cast<float>(lr);
-          c.weight_decay = wd;
-          c.decoupled = recipe_.optimizer == Recipe::Optimizer::AdamW;
-          kernels::adam_step(e, p + s.offset, g + s.offset, m_.data() + s.offset, v_.data() + s.offset, s.size, c, t);
-        }
-      }
-      return;
-    }
-    for (const ParamSegment& s : net_.segments()) {
+    const kernels::Exec& e = net_.exec();
+    for (const ParamSegment& s : runs_) {
       const float wd = s.decay ? recipe_.weight_decay : 0.0f;
       if (recipe_.optimizer == Recipe::Optimizer::Sgd) {
         kernels::SgdConfig c{static_cast<float>(lr), recipe_.momentum, wd, false};
-        kernels::sgd_step(p + s.offset, g + s.offset, m_.data() + s.offset, s.size, c);
+        kernels::sgd_step(e, p + s.offset, g + s.offset, m_.data() + s.offset, s.size, c);
       } else {
         kernels::AdamConfig c;
         c.lr = static_cast<float>(lr);
         c.weight_decay = wd;
         c.decoupled = recipe_.optimizer == Recipe::Optimizer::AdamW;
-        kernels::adam_step(p + s.offset, g + s.offset, m_.data() + s.offset, v_.data() + s.offset, s.size, c, t);
+        kernels::adam_step(e, p + s.offset, g + s.offset, m_.data() + s.offset, v_.data() + s.offset, s.size, c, t);
       }
     }
   }
@@ -130,6 +114,401 @@ struct Phase {
   int epochs;
   bool distill;
   std::int64_t labeled, unlabeled;
+};
+
+// The plan of a train() call: its phases and the step budget.
+struct Plan {
+  std::vector<Phase> phases;
+  std::int64_t total_steps = 0;
+  bool distill = false;
+};
+
+Plan make_plan(const Recipe& recipe, const Dataset& data, const TrainOptions& options, int batch) {
+  Plan plan;
+  plan.distill = (options.teacher_network || static_cast<bool>(options.teacher)) && recipe.distill_epochs > 0;
+  const std::int64_t unlabeled = options.unlabeled ? options.unlabeled->size() : 0;
+  if (plan.distill)
+    plan.phases.push_back({EpochReport::Phase::Distill, recipe.distill_epochs, true, data.size(), unlabeled});
+  plan.phases.push_back({EpochReport::Phase::FineTune, options.epochs >= 0 ? options.epochs : recipe.epochs, false,
+                         data.size(), 0});
+  for (const Phase& p : plan.phases) plan.total_steps += p.epochs * ((p.labeled + p.unlabeled + batch - 1) / batch);
+  if (options.max_steps >= 0) plan.total_steps = std::min(plan.total_steps, options.max_steps);
+  return plan;
+}
+
+// The objective of one step, as scales on this rank's rows: (1-mix)·mean CE over the global batch's
+// labeled rows + mix·mean KD over all its rows (mix = 0 outside distillation). The same on every
+// device; the losses land in a step's two slots (CE, KD) and LossWindow books them.
+struct Objective {
+  bool ce = false, kd = false;
+  float ce_scale = 0.0f, kd_scale = 0.0f;
+  int global_n = 0;
+};
+
+// This rank's rows of one global batch: labeled rows first (the CE call takes a prefix), so every
+// draw keyed by the global row (dropout, augmentation) is the same whatever the shard layout.
+struct Shard {
+  const std::int64_t* global = nullptr;  // the global batch's example ids
+  int global_n = 0, labeled_in_batch = 0;
+  int lo = 0, hi = 0;                    // this rank's range of the global batch
+  int n = 0, n_labeled = 0;              // its rows, the labeled ones
+};
+
+Objective step_objective(const Recipe& recipe, bool distill, const Shard& s) {
+  Objective o;
+  o.global_n = s.global_n;
+  const float mix = distill ? recipe.distill_mix : 0.0f;
+  if (s.n > 0 && s.n_labeled > 0 && mix < 1.0f) {
+    o.ce = true;
+    o.ce_scale = (1.0f - mix) * static_cast<float>(s.n_labeled) / static_cast<float>(s.labeled_in_batch);
+  }
+  if (s.n > 0 && distill && mix > 0.0f) {
+    o.kd = true;
+    o.kd_scale = mix * static_cast<float>(s.n) / static_cast<float>(s.global_n);
+  }
+  return o;
+}
+
+// Step losses are left where the step computed them (two slots per step, on the device) and read
+// back every `size` steps, so a GPU queues steps ahead instead of waiting on each; a CPU run reads
+// each step's (size 1). Summed over the group, booked into the epoch's report; the first non-finite
+// loss ends training there.
+class LossWindow {
+ public:
+  LossWindow(int size, kernels::Device device, collective::Communicator* group)
+      : size_(size), device_(device), group_(group), slots_({2 * static_cast<std::int64_t>(size)}, device),
+        host_(2 * static_cast<std::size_t>(size)) {}
+  float* next_slot() { return slots_.data() + 2 * static_cast<std::int64_t>(pending_.size()); }
+  // Books a step queued into next_slot(); true when the window is full.
+  bool add(const Objective& o) {
+    pending_.push_back(o);
+    return static_cast<int>(pending_.size()) == size_;
+  }
+  void flush(EpochReport& report, double& loss_sum, TrainResult& result) {
+    if (pending_.empty()) return;
+    const std::int64_t k = static_cast<std::int64_t>(pending_.size());
+    kernels::copy_floats(host_.data(), kernels::Device::CPU, slots_.data(), device_, 2 * k);
+    std::vector<double> losses(pending_.size(), 0.0);
+    for (std::size_t j = 0; j < pending_.size(); ++j) {
+      if (pending_[j].ce) losses[j] += pending_[j].ce_scale * host_[2 * j];
+      if (pending_[j].kd) losses[j] += pending_[j].kd_scale * host_[2 * j + 1];
+    }
+    if (group_) group_->allreduce(std::span<double>(losses), collective::ReduceOp::Sum);
+    for (std::size_t j = 0; j < pending_.size(); ++j) {
+      if (!std::isfinite(losses[j])) {
+        result.diverged = true;
+        result.final_loss = losses[j];
+        break;
+      }
+      loss_sum += losses[j];
+      ++report.steps;
+      report.samples += pending_[j].global_n;
+    }
+    pending_.clear();
+  }
+
+ private:
+  int size_;
+  kernels::Device device_;
+  collective::Communicator* group_;
+  kernels::Tensor slots_;
+  std::vector<float> host_;
+  std::vector<Objective> pending_;
+};
+
+// The training loop of train(), one job per method: batches (staged on the host, or gathered on
+// the device from the examples uploaded once: "resident"), the step (optionally replayed from a
+// CUDA graph), the loss window, the epoch's bookkeeping. One path for every device: on the CPU the
+// "device" buffers are host memory and the kernels are the CPU's.
+class Trainer {
+ public:
+  Trainer(Network& net, const Dataset& data, const TrainOptions& options)
+      : net_(net), data_(data), o_(options), recipe_(net.genome().recipe), classes_(net.input().classes),
+        pixels_(data.pixels()), group_(options.group && options.group->size() > 1 ? options.group : nullptr),
+        rank_(group_ ? group_->rank() : 0), ranks_(group_ ? group_->size() : 1),
+        batch_(std::max(1, recipe_.batch_size)),
+        augment_(recipe_.augmentation.shift > 0 || recipe_.augmentation.flip),
+        plan_(make_plan(recipe_, data, options, batch_)), teacher_net_(options.teacher_network),
+        placement_(net, options.device) {
+    if (plan_.distill && teacher_net_) teacher_placement_.emplace(*teacher_net_, options.device);
+    device_ = net.device();
+    exec_ = &net.exec();
+    const bool cuda = device_ == kernels::Device::CUDA;
+    resident_batches_ = o_.batches == TrainOptions::Batches::Resident || (o_.batches == TrainOptions::Batches::Auto && cuda);
+    const int window = o_.loss_check_every > 0 ? o_.loss_check_every : cuda ? 32 : 1;
+    window_.emplace(window, device_, group_);
+    optimizer_.emplace(net, recipe_);
+    if (group_) reducer_ = std::make_unique<GradientReducer>(*group_, net, o_.bucket_floats);
+    ready_ = reducer_ ? reducer_->hook() : Network::GradientsReady{};
+    capacity_ = (batch_ + ranks_ - 1) / ranks_;
+    rows_.resize(static_cast<std::size_t>(capacity_));
+    host_teacher_ = plan_.distill && !teacher_net_;
+    x_ = kernels::Tensor({capacity_ * pixels_}, device_);
+    labels_ = kernels::Tensor({capacity_}, device_);
+    soft_ = kernels::Tensor({host_teacher_ ? capacity_ * classes_ : 0}, device_);
+    dlogits_ = kernels::Tensor({capacity_ * classes_}, device_);
+    if (cuda) {  // host staging buffers, uploaded each step; on the CPU the batch is staged in place
+      staged_x_.resize(static_cast<std::size_t>(capacity_ * pixels_));
+      staged_labels_.resize(static_cast<std::size_t>(capacity_));
+      staged_soft_.resize(static_cast<std::size_t>(host_teacher_ ? capacity_ * classes_ : 0));
+    }
+    if (resident_batches_) upload_examples();
+    if (o_.cuda_graphs && cuda && !group_ && net.step_invariant()) {
+      graph_ = std::make_unique<kernels::cuda::StreamGraph>(*exec_->ctx);
+      graph_ids_ = kernels::Tensor({capacity_}, device_);
+      graph_loss_ = kernels::Tensor({2}, device_);
+    }
+  }
+
+  TrainResult run() {
+    std::uint32_t epoch_counter = 0;
+    for (const Phase& phase : plan_.phases) {
+      const std::int64_t examples = phase.labeled + phase.unlabeled;
+      if (examples == 0) continue;
+      // Gathered on the device when the soft labels (if any) come from a teacher network there.
+      const bool resident = resident_batches_ && (!phase.distill || teacher_net_) && examples_.numel() > 0;
+      std::vector<std::int64_t> order(static_cast<std::size_t>(examples));
+      for (int epoch = 0; epoch < phase.epochs && step_ < plan_.total_steps && !result_.diverged;
+           ++epoch, ++epoch_counter)
+        run_epoch(phase, epoch, epoch_counter, order, resident);
+    }
+    if (reducer_) {
+      result_.buckets_reduced = reducer_->issued();
+      result_.buckets_overlapped = reducer_->issued_early();
+    }
+    return std::move(result_);
+  }
+
+ private:
+  static std::int32_t* as_int32(kernels::Tensor& t) { return reinterpret_cast<std::int32_t*>(t.data()); }
+
+  // The examples go up once: the labeled set, then (when a teacher network labels it on the device)
+  // the unlabeled pool, whose labels are -1 (never read: the CE call takes the labeled prefix of a
+  // batch). Example id i is row i of this set in both phases.
+  void upload_examples() {
+    const std::int64_t pool = plan_.distill && teacher_net_ && o_.unlabeled ? o_.unlabeled->size() : 0;
+    const std::int64_t rows_up = data_.size() + pool;
+    if (rows_up == 0) return;
+    examples_ = kernels::Tensor({rows_up * pixels_}, device_);
+    kernels::copy_floats(examples_.data(), device_, data_.images.data(), kernels::Device::CPU, data_.size() * pixels_);
+    if (pool > 0)
+      kernels::copy_floats(examples_.data() + data_.size() * pixels_, device_, o_.unlabeled->images.data(),
+                           kernels::Device::CPU, pool * pixels_);
+    std::vector<std::int32_t> all_labels(static_cast<std::size_t>(rows_up), -1);
+    std::copy(data_.labels.begin(), data_.labels.end(), all_labels.begin());
+    example_labels_ = kernels::Tensor({rows_up}, device_);
+    copy_int32(as_int32(example_labels_), device_, all_labels.data(), kernels::Device::CPU, rows_up);
+  }
+
+  void run_epoch(const Phase& phase, int epoch, std::uint32_t epoch_counter, std::vector<std::int64_t>& order,
+                 bool resident) {
+    const std::int64_t examples = phase.labeled + phase.unlabeled;
+    const std::int64_t steps_per_epoch = (examples + batch_ - 1) / batch_;
+    shuffle_indices(order, o_.seed, o_.model_id, epoch_counter);
+    if (phase.unlabeled > 0)  // labeled rows first within each global batch (Shard)
+      for (std::int64_t from = 0; from < examples; from += batch_)
+        std::stable_partition(order.begin() + from, order.begin() + std::min(from + batch_, examples),
+                              [&](std::int64_t id) { return id < phase.labeled; });
+    const auto epoch_start = Clock::now();
+    // Re-captured every epoch: evaluation in between may move the network's scratch buffers.
+    if (graph_) graph_->reset(), graph_warm_ = false;
+    if (resident) {
+      const std::vector<std::int32_t> order32(order.begin(), order.end());
+      order_ = kernels::Tensor({examples}, device_);
+      copy_int32(as_int32(order_), device_, order32.data(), kernels::Device::CPU, examples);
+    }
+    EpochReport report;
+    report.phase = phase.kind;
+    report.epoch = epoch + 1;
+    report.epochs = phase.epochs;
+    double loss_sum = 0.0;
+    for (std::int64_t b = 0; b < steps_per_epoch && step_ < plan_.total_steps; ++b, ++step_) {
+      const Shard shard = make_shard(phase, order, b * batch_, examples);
+      const std::int32_t* ids = resident ? as_int32(order_) + b * batch_ + shard.lo : nullptr;
+      if (!resident) stage_on_host(phase, shard);
+      const Objective objective = step_objective(recipe_, phase.distill, shard);
+      run_step(phase, shard, objective, ids);
+      const bool last = b + 1 == steps_per_epoch || step_ + 1 == plan_.total_steps;
+      if (window_->add(objective) || last) {
+        window_->flush(report, loss_sum, result_);
+        if (result_.diverged) break;
+      }
+      optimizer_->step(scheduled_learning_rate(recipe_, step_, plan_.total_steps), step_ + 1);
+      if (o_.on_step && o_.progress_every > 0 && (b + 1) % o_.progress_every == 0) o_.on_step(b + 1, steps_per_epoch);
+    }
+    average_state();
+    finish_epoch(report, loss_sum, epoch_start);
+  }
+
+  Shard make_shard(const Phase& phase, const std::vector<std::int64_t>& order, std::int64_t start,
+                   std::int64_t examples) {
+    Shard s;
+    s.global_n = static_cast<int>(std::min<std::int64_t>(batch_, examples - start));
+    s.global = order.data() + start;
+    for (int i = 0; i < s.global_n; ++i) s.labeled_in_batch += s.global[i] < phase.labeled;
+    s.lo = static_cast<int>(static_cast<std::int64_t>(s.global_n) * rank_ / ranks_);
+    s.hi = static_cast<int>(static_cast<std::int64_t>(s.global_n) * (rank_ + 1) / ranks_);
+    for (int i = s.lo; i < s.hi; ++i)
+      if (s.global[i] < phase.labeled) rows_[static_cast<std::size_t>(s.n++)] = i;
+    s.n_labeled = s.n;
+    for (int i = s.lo; i < s.hi; ++i)
+      if (s.global[i] >= phase.labeled) rows_[static_cast<std::size_t>(s.n++)] = i;
+    return s;
+  }
+
+  // The host batch source: each row copied (or augmented) from the labeled set or the pool, a host
+  // teacher's soft labels, then one upload (on the CPU the rows are written in place).
+  void stage_on_host(const Phase& phase, const Shard& s) {
+    const bool cuda = device_ == kernels::Device::CUDA;
+    float* x = cuda ? staged_x_.data() : x_.data();
+    std::int32_t* labels = cuda ? staged_labels_.data() : as_int32(labels_);
+    float* soft = cuda ? staged_soft_.data() : soft_.data();
+    const kernels::CounterRng augment_rng(o_.seed, kernels::rng_stream(kernels::RngUse::Augment, o_.model_id),
+                                          static_cast<std::uint32_t>(step_));
+    for (int r = 0; r < s.n; ++r) {
+      const std::int64_t id = s.global[rows_[static_cast<std::size_t>(r)]];
+      const bool is_labeled = id < phase.labeled;
+      const Dataset& source = is_labeled ? data_ : *o_.unlabeled;
+      const std::int64_t index = is_labeled ? id : id - phase.labeled;
+      float* out = x + static_cast<std::int64_t>(r) * pixels_;
+      if (augment_)
+        augment_batch(source, &index, 1, recipe_.augmentation, augment_rng, out,
+                      static_cast<std::uint64_t>(rows_[static_cast<std::size_t>(r)]));
+      else
+        std::copy_n(source.image(index), pixels_, out);
+      labels[r] = is_labeled ? source.labels[index] : -1;
+    }
+    const bool host_teacher = phase.distill && s.n > 0 && !teacher_net_;
+    if (host_teacher) o_.teacher(x, s.n, soft);
+    if (!cuda) return;
+    kernels::copy_floats(x_.data(), device_, x, kernels::Device::CPU, static_cast<std::int64_t>(s.n) * pixels_,
+                         exec_->ctx);
+    copy_int32(as_int32(labels_), device_, labels, kernels::Device::CPU, s.n, exec_->ctx);
+    if (host_teacher)
+      kernels::copy_floats(soft_.data(), device_, soft, kernels::Device::CPU, static_cast<std::int64_t>(s.n) * classes_,
+                           exec_->ctx);
+  }
+
+  // Everything from the batch to the gradients, queued on the network's stream. For a full
+  // resident batch its pointers and scalars are the same every time, so it can be captured once.
+  void queue_step(const Phase& phase, const Shard& s, const Objective& o, const std::int32_t* ids, float* loss_slot) {
+    const kernels::Exec& e = *exec_;
+    if (ids && augment_) {
+      // The draws of global row lo + r, as augment_batch on the host path.
+      const kernels::CounterRng augment_rng(o_.seed, kernels::rng_stream(kernels::RngUse::Augment, o_.model_id),
+                                            static_cast<std::uint32_t>(step_));
+      kernels::augment_rows(e, examples_.data(), ids, s.n, data_.rows, data_.cols, recipe_.augmentation.shift,
+                            recipe_.augmentation.flip, augment_rng, static_cast<std::uint64_t>(s.lo), x_.data());
+      kernels::gather_rows(e, as_int32(example_labels_), ids, s.n, 1, as_int32(labels_));
+    } else if (ids) {
+      kernels::gather_rows(e, examples_.data(), ids, s.n, pixels_, x_.data());
+      kernels::gather_rows(e, as_int32(example_labels_), ids, s.n, 1, as_int32(labels_));
+    }
+    // The batch's soft labels: what the host teacher wrote, or the teacher network's logits.
+    const float* soft = o.kd && !teacher_net_ ? soft_.data() : nullptr;
+    if (phase.distill && s.n > 0 && teacher_net_) soft = teacher_net_->forward(x_.data(), s.n, {}).data();
+    kernels::fill(e, dlogits_.data(), static_cast<std::int64_t>(s.n) * classes_, 0.0f);
+    const Network::Mode mode{true, o_.seed, o_.model_id, static_cast<std::uint32_t>(step_), s.lo};
+    const kernels::Tensor& logits = net_.forward(x_.data(), s.n, mode);
+    if (o.ce)
+      kernels::softmax_cross_entropy(e, logits.data(), as_int32(labels_), s.n_labeled, classes_, dlogits_.data(),
+                                     o.ce_scale, loss_slot);
+    if (o.kd)
+      kernels::kd_loss(e, logits.data(), soft, s.n, classes_, recipe_.distill_temperature, dlogits_.data(), o.kd_scale,
+                       loss_slot + 1);
+    net_.backward(dlogits_.data(), ready_);
+  }
+
+  // One step up to the gradients (all-reduced over the group). A full fine-tuning batch of the
+  // resident path may replay the captured step: its ids go to the graph's fixed buffer first; the
+  // epoch's first full batch runs as usual (scratch buffers reach their size), the second is
+  // captured, the others replay it, and the losses go to this step's slot after.
+  void run_step(const Phase& phase, const Shard& s, const Objective& o, const std::int32_t* ids) {
+    float* slot = window_->next_slot();
+    const bool use_graph = ids && !phase.distill && !augment_ && graph_ && !graph_failed_ && s.n == batch_;
+    if (reducer_) reducer_->begin();
+    if (use_graph) {
+      copy_int32(as_int32(graph_ids_), device_, ids, device_, s.n, exec_->ctx);
+      const std::int32_t* fixed = as_int32(graph_ids_);
+      if (graph_warm_ && !graph_->captured() &&
+          !graph_->capture([&] { queue_step(phase, s, o, fixed, graph_loss_.data()); }, &result_.cuda_graph_fallback))
+        graph_failed_ = true;
+      if (graph_->captured()) {
+        graph_->launch();
+        ++result_.cuda_graph_steps;
+      } else {
+        queue_step(phase, s, o, fixed, graph_loss_.data());
+      }
+      graph_warm_ = true;
+      kernels::copy_floats(slot, device_, graph_loss_.data(), device_, 2, exec_->ctx);
+    } else if (s.n > 0) {
+      queue_step(phase, s, o, ids, slot);
+    } else {
+      net_.gradients().zero();
+    }
+    if (reducer_) reducer_->finish();
+  }
+
+  // Norm statistics are averaged over the group at the end of each epoch.
+  void average_state() {
+    if (!group_ || net_.state().numel() == 0) return;
+    const bool cuda = device_ == kernels::Device::CUDA;
+    if (cuda && group_->supports_device_buffers())
+      group_->allreduce_async(net_.state().data(), static_cast<std::size_t>(net_.state().numel()),
+                              collective::ReduceOp::Average, exec_->ctx->stream());
+    else if (cuda)
+      allreduce_tensor(*group_, net_.state(), collective::ReduceOp::Average, net_.state().numel());
+    else
+      group_->allreduce(net_.state().span(), collective::ReduceOp::Average);
+  }
+
+  void finish_epoch(EpochReport& report, double loss_sum, Clock::time_point epoch_start) {
+    report.seconds = seconds_since(epoch_start);
+    report.mean_loss = report.steps ? loss_sum / static_cast<double>(report.steps) : 0.0;
+    report.samples_per_second = report.seconds > 0 ? static_cast<double>(report.samples) / report.seconds : 0.0;
+    report.learning_rate = scheduled_learning_rate(recipe_, step_, plan_.total_steps);
+    result_.steps += report.steps;
+    result_.samples += report.samples;
+    result_.seconds += report.seconds;
+    if (!result_.diverged) result_.final_loss = report.mean_loss;
+    if (o_.validation) {
+      report.has_validation = true;
+      report.validation = evaluate(net_, *o_.validation, 256, group_);
+    }
+    if (o_.on_epoch) o_.on_epoch(report);
+    result_.epochs.push_back(std::move(report));
+  }
+
+  Network& net_;
+  const Dataset& data_;
+  const TrainOptions& o_;
+  const Recipe& recipe_;
+  const int classes_, pixels_;
+  collective::Communicator* const group_;
+  const int rank_, ranks_, batch_;
+  const bool augment_;
+  const Plan plan_;
+  Network* const teacher_net_;
+  const DevicePlacement placement_;
+  std::optional<DevicePlacement> teacher_placement_;
+  kernels::Device device_ = kernels::Device::CPU;
+  const kernels::Exec* exec_ = nullptr;
+  bool resident_batches_ = false, host_teacher_ = false;
+  std::optional<LossWindow> window_;
+  std::optional<Optimizer> optimizer_;
+  std::unique_ptr<GradientReducer> reducer_;
+  Network::GradientsReady ready_;
+  std::int64_t capacity_ = 0;            // this rank's rows of a batch, at most
+  std::vector<std::int64_t> rows_;       // this rank's rows (indices into the global batch), labeled first
+  kernels::Tensor x_, labels_, soft_, dlogits_;  // on the device (labels: int32 in float storage)
+  std::vector<float> staged_x_, staged_soft_;    // host staging before the upload (GPU only)
+  std::vector<std::int32_t> staged_labels_;
+  kernels::Tensor examples_, example_labels_, order_;  // the resident path's examples and epoch order
+  std::unique_ptr<kernels::cuda::StreamGraph> graph_;
+  kernels::Tensor graph_ids_, graph_loss_;  // the captured step's fixed inputs: batch ids, 2 loss slots
+  bool graph_failed_ = false, graph_warm_ = false;
+  std::int64_t step_ = 0;
+  TrainResult result_;
 };
 
 }  // namespace
@@ -203,352 +582,7 @@ Evaluation evaluate(Network& net, const Dataset& data, int batch_size, collectiv
 }
 
 TrainResult train(Network& net, const Dataset& data, const TrainOptions& options) {
-  const Recipe& recipe = net.genome().recipe;
-  const int classes = net.input().classes;
-  const int pixels = data.pixels();
-  collective::Communicator* group = options.group && options.group->size() > 1 ? options.group : nullptr;
-  const int rank = group ? group->rank() : 0, ranks = group ? group->size() : 1;
-  const int batch = std::max(1, recipe.batch_size);
-  const bool augment = recipe.augmentation.shift > 0 || recipe.augmentation.flip;
-
-  std::vector<Phase> phases;
-  Network* const teacher_net = options.teacher_network;
-  const bool distill = (teacher_net || static_cast<bool>(options.teacher)) && recipe.distill_epochs > 0;
-  const std::int64_t unlabeled = options.unlabeled ? options.unlabeled->size() : 0;
-  if (distill) phases.push_back({EpochReport::Phase::Distill, recipe.distill_epochs, true, data.size(), unlabeled});
-  phases.push_back({EpochReport::Phase::FineTune, options.epochs >= 0 ? options.epochs : recipe.epochs, false,
-                    data.size(), 0});
-  std::int64_t total_steps = 0;
-  for (const Phase& p : phases) total_steps += p.epochs * ((p.labeled + p.unlabeled + batch - 1) / batch);
-  if (options.max_steps >= 0) total_steps = std::min(total_steps, options.max_steps);
-
-  const DevicePlacement placement(net, options.device);
-  std::optional<DevicePlacement> teacher_placement;
-  if (distill && teacher_net) teacher_placement.emplace(*teacher_net, options.device);
-  const bool gpu = net.device() == kernels::Device::CUDA || options.gpu_path_on_cpu;
-  const kernels::Device device = net.device();
-  const kernels::Exec& exec = net.exec();
-
-  Optimizer optimizer(net, recipe);
-  // Gradient all-reduce over the group, bucket by bucket as backward finishes them.
-  std::unique_ptr<GradientReducer> reducer;
-  if (group) reducer = std::make_unique<GradientReducer>(*group, net, options.bucket_floats);
-  const Network::GradientsReady ready = reducer ? reducer->hook() : Network::GradientsReady{};
-  const std::int64_t local_capacity = (batch + ranks - 1) / ranks;
-  std::vector<float> inputs(static_cast<std::size_t>(local_capacity) * pixels);
-  std::vector<std::int32_t> labels(local_capacity);
-  std::vector<std::int64_t> rows(local_capacity);
-  kernels::Tensor dlogits({local_capacity * classes}, device);
-  kernels::Tensor teacher_logits({distill && !teacher_net ? local_capacity * classes : 0});
-
-  // GPU state. Batches of a phase without augmentation or distillation are gathered on the device
-  // from the data set uploaded once (the epoch's order goes up once per epoch); other batches are
-  // prepared on the host as on the CPU and uploaded. Losses go to a device array read back every
-  // loss_check_every steps, so the host queues steps ahead of the GPU instead of waiting on each.
-  struct PendingStep {
-    bool ce = false, kd = false;
-    float ce_scale = 0.0f, kd_scale = 0.0f;
-    int global_n = 0;
-  };
-  const int loss_window = gpu ? std::max(1, options.loss_check_every) : 1;
-  kernels::Tensor x_device, teacher_device, data_device, order_device, losses_device;
-  kernels::Tensor labels_device, data_labels_device;  // int32 in float storage
-  std::vector<PendingStep> pending;
-  std::vector<float> host_losses;
-  if (gpu) {
-    x_device = kernels::Tensor({local_capacity * pixels}, device);
-    labels_device = kernels::Tensor({local_capacity}, device);
-    teacher_device = kernels::Tensor({distill && !teacher_net ? local_capacity * classes : 0}, device);
-    losses_device = kernels::Tensor({2 * static_cast<std::int64_t>(loss_window)}, device);
-    host_losses.resize(2 * static_cast<std::size_t>(loss_window));
-    // The examples go up once: the labeled set, then (when a teacher network labels it on the device)
-    // the unlabeled pool, whose labels are -1 (never read: the CE call takes the labeled prefix of a
-    // batch). Example id i is row i of this set in both phases; batches are gathered (and augmented)
-    // from it on the device.
-    const std::int64_t pool = distill && teacher_net ? unlabeled : 0;
-    const std::int64_t rows_up = data.size() + pool;
-    if (rows_up > 0) {
-      data_device = kernels::Tensor({rows_up * pixels}, device);
-      kernels::copy_floats(data_device.data(), device, data.images.data(), kernels::Device::CPU, data.size() * pixels);
-      if (pool > 0)
-        kernels::copy_floats(data_device.data() + data.size() * pixels, device, options.unlabeled->images.data(),
-                             kernels::Device::CPU, pool * pixels);
-      std::vector<std::int32_t> all_labels(static_cast<std::size_t>(rows_up), -1);
-      std::copy(data.labels.begin(), data.labels.end(), all_labels.begin());
-      data_labels_device = kernels::Tensor({rows_up}, device);
-      copy_int32(reinterpret_cast<std::int32_t*>(data_labels_device.data()), device, all_labels.data(),
-                 kernels::Device::CPU, rows_up);
-    }
-  }
-  auto as_int32 = [](kernels::Tensor& t) { return reinterpret_cast<std::int32_t*>(t.data()); };
-
-  // CUDA graph of the step (TrainOptions::cuda_graphs): full batches of the resident path on one
-  // rank of a network whose step queues the same work every time (no dropout draws keyed by the
-  // step). Re-captured every epoch: evaluation in between may move the network's scratch buffers.
-  std::unique_ptr<kernels::cuda::StreamGraph> step_graph;
-  kernels::Tensor graph_ids, graph_loss;  // the captured step's fixed inputs: batch ids, 2 loss slots
-  bool graph_failed = false, graph_warm = false;
-  if (options.cuda_graphs && device == kernels::Device::CUDA && !group && net.step_invariant()) {
-    step_graph = std::make_unique<kernels::cuda::StreamGraph>(*exec.ctx);
-    graph_ids = kernels::Tensor({local_capacity}, device);
-    graph_loss = kernels::Tensor({2}, device);
-  }
-
-  TrainResult result;
-  std::int64_t step = 0;
-  std::uint32_t epoch_counter = 0;
-  for (const Phase& phase : phases) {
-    const std::int64_t examples = phase.labeled + phase.unlabeled;
-    if (examples == 0) continue;
-    const std::int64_t steps_per_epoch = (examples + batch - 1) / batch;
-    // Batches gathered (and augmented) on the device from the uploaded examples when the soft labels
-    // (if any) come from a teacher network on the device; others are prepared on the host and uploaded.
-    const bool resident = gpu && (!phase.distill || teacher_net) && data_device.numel() > 0;
-    std::vector<std::int64_t> order(static_cast<std::size_t>(examples));
-    for (int epoch = 0; epoch < phase.epochs && step < total_steps && !result.diverged; ++epoch, ++epoch_counter) {
-      shuffle_indices(order, options.seed, options.model_id, epoch_counter);
-      // Labeled rows first within each global batch, so every draw keyed by the global row (dropout,
-      // augmentation) is the same whatever the shard layout, and a shard's labeled rows are its prefix.
-      if (phase.unlabeled > 0)
-        for (std::int64_t from = 0; from < examples; from += batch)
-          std::stable_partition(order.begin() + from, order.begin() + std::min(from + batch, examples),
-                                [&](std::int64_t id) { return id < phase.labeled; });
-      const auto epoch_start = Clock::now();
-      if (step_graph) step_graph->reset(), graph_warm = false;
-      if (resident) {
-        const std::vector<std::int32_t> order32(order.begin(), order.end());
-        order_device = kernels::Tensor({examples}, device);
-        copy_int32(as_int32(order_device), device, order32.data(), kernels::Device::CPU, examples);
-      }
-      EpochReport report;
-      report.phase = phase.kind;
-      report.epoch = epoch + 1;
-      report.epochs = phase.epochs;
-      double loss_sum = 0.0;
-      // Reads back the pending steps' losses (GPU), sums them over the group and books them; stops
-      // at the first non-finite one.
-      auto flush_losses = [&] {
-        if (pending.empty()) return;
-        const std::int64_t k = static_cast<std::int64_t>(pending.size());
-        kernels::copy_floats(host_losses.data(), kernels::Device::CPU, losses_device.data(), device, 2 * k);
-        std::vector<double> losses(pending.size(), 0.0);
-        for (std::size_t j = 0; j < pending.size(); ++j) {
-          if (pending[j].ce) losses[j] += pending[j].ce_scale * host_losses[2 * j];
-          if (pending[j].kd) losses[j] += pending[j].kd_scale * host_losses[2 * j + 1];
-        }
-        if (group) group->allreduce(std::span<double>(losses), collective::ReduceOp::Sum);
-        for (std::size_t j = 0; j < pending.size(); ++j) {
-          if (!std::isfinite(losses[j])) {
-            result.diverged = true;
-            result.final_loss = losses[j];
-            break;
-          }
-          loss_sum += losses[j];
-          ++report.steps;
-          report.samples += pending[j].global_n;
-        }
-        pending.clear();
-      };
-      for (std::int64_t b = 0; b < steps_per_epoch && step < total_steps; ++b, ++step) {
-        const std::int64_t start = b * batch;
-        const int global_n = static_cast<int>(std::min<std::int64_t>(batch, examples - start));
-        const std::int64_t* global = order.data() + start;
-        int labeled_in_batch = 0;
-        for (int i = 0; i < global_n; ++i) labeled_in_batch += global[i] < phase.labeled;
-        // This rank's rows of the global batch, labeled ones first (the CE call takes a prefix).
-        const int lo = static_cast<int>(static_cast<std::int64_t>(global_n) * rank / ranks);
-        const int hi = static_cast<int>(static_cast<std::int64_t>(global_n) * (rank + 1) / ranks);
-        int n = 0, n_labeled = 0;
-        for (int i = lo; i < hi; ++i)
-          if (global[i] < phase.labeled) rows[n++] = i;
-        n_labeled = n;
-        for (int i = lo; i < hi; ++i)
-          if (global[i] >= phase.labeled) rows[n++] = i;
-        // Resident batches are gathered on the device from this rank's ids, order[start + lo, start + hi)
-        // (labeled ones first, as `rows`). A full fine-tuning one may replay the captured step: its ids
-        // go to the graph's fixed buffer first.
-        const std::int32_t* resident_ids = resident ? as_int32(order_device) + start + lo : nullptr;
-        const bool use_graph = resident && !phase.distill && !augment && step_graph && !graph_failed && n == batch;
-        if (use_graph) {
-          copy_int32(as_int32(graph_ids), device, resident_ids, device, n, exec.ctx);
-          resident_ids = as_int32(graph_ids);
-        }
-        if (!resident) {
-          const kernels::CounterRng augment_rng(options.seed,
-                                                kernels::rng_stream(kernels::RngUse::Augment, options.model_id),
-                                                static_cast<std::uint32_t>(step));
-          for (int r = 0; r < n; ++r) {
-            const std::int64_t id = global[rows[r]];
-            const bool is_labeled = id < phase.labeled;
-            const Dataset& source = is_labeled ? data : *options.unlabeled;
-            const std::int64_t index = is_labeled ? id : id - phase.labeled;
-            float* out = inputs.data() + static_cast<std::int64_t>(r) * pixels;
-            if (augment)
-              augment_batch(source, &index, 1, recipe.augmentation, augment_rng, out,
-                            static_cast<std::uint64_t>(rows[r]));
-            else
-              std::copy_n(source.image(index), pixels, out);
-            labels[r] = is_labeled ? source.labels[index] : -1;
-          }
-          const bool host_teacher = phase.distill && n > 0 && !teacher_net;
-          if (host_teacher) options.teacher(inputs.data(), n, teacher_logits.data());
-          if (gpu) {
-            kernels::copy_floats(x_device.data(), device, inputs.data(), kernels::Device::CPU,
-                                 static_cast<std::int64_t>(n) * pixels, exec.ctx);
-            copy_int32(as_int32(labels_device), device, labels.data(), kernels::Device::CPU, n, exec.ctx);
-            if (host_teacher)
-              kernels::copy_floats(teacher_device.data(), device, teacher_logits.data(), kernels::Device::CPU,
-                                   static_cast<std::int64_t>(n) * classes, exec.ctx);
-          }
-        }
-
-        const Network::Mode mode{true, options.seed, options.model_id, static_cast<std::uint32_t>(step), lo};
-        // The batch's soft labels: what the host teacher wrote (uploaded above on the GPU), or the
-        // teacher network's logits, computed once the batch is in place (in queue_step on the GPU).
-        const float* soft_labels = nullptr;
-        const bool network_teacher = phase.distill && n > 0 && teacher_net;
-        if (phase.distill && n > 0 && !teacher_net) soft_labels = gpu ? teacher_device.data() : teacher_logits.data();
-        if (network_teacher && !gpu) soft_labels = teacher_net->forward(inputs.data(), n, {}).data();
-        if (gpu) {
-          // The same objective as the CPU branch below, with the losses left on the device.
-          PendingStep p;
-          p.global_n = global_n;
-          const float mix = phase.distill ? recipe.distill_mix : 0.0f;
-          if (n > 0 && n_labeled > 0 && mix < 1.0f) {
-            p.ce = true;
-            p.ce_scale = (1.0f - mix) * static_cast<float>(n_labeled) / static_cast<float>(labeled_in_batch);
-          }
-          if (n > 0 && phase.distill && mix > 0.0f) {
-            p.kd = true;
-            p.kd_scale = mix * static_cast<float>(n) / static_cast<float>(global_n);
-          }
-          float* slot = losses_device.data() + 2 * static_cast<std::int64_t>(pending.size());
-          // Everything from the batch to the gradients, queued on the network's stream. Its pointers
-          // and scalars are the same for every full resident batch, so it can be captured once.
-          auto queue_step = [&](float* loss_slot) {
-            if (resident_ids && augment) {
-              // The draws of global row lo + r, as augment_batch on the host path.
-              const kernels::CounterRng augment_rng(
-                  options.seed, kernels::rng_stream(kernels::RngUse::Augment, options.model_id),
-                  static_cast<std::uint32_t>(step));
-              kernels::augment_rows(exec, data_device.data(), resident_ids, n, data.rows, data.cols,
-                                    recipe.augmentation.shift, recipe.augmentation.flip, augment_rng,
-                                    static_cast<std::uint64_t>(lo), x_device.data());
-              kernels::gather_rows(exec, as_int32(data_labels_device), resident_ids, n, 1, as_int32(labels_device));
-            } else if (resident_ids) {
-              kernels::gather_rows(exec, data_device.data(), resident_ids, n, pixels, x_device.data());
-              kernels::gather_rows(exec, as_int32(data_labels_device), resident_ids, n, 1, as_int32(labels_device));
-            }
-            if (network_teacher) soft_labels = teacher_net->forward(x_device.data(), n, {}).data();
-            kernels::fill(exec, dlogits.data(), static_cast<std::int64_t>(n) * classes, 0.0f);
-            const kernels::Tensor& logits = net.forward(x_device.data(), n, mode);
-            if (p.ce)
-              kernels::softmax_cross_entropy(exec, logits.data(), as_int32(labels_device), n_labeled, classes,
-                                             dlogits.data(), p.ce_scale, loss_slot);
-            if (p.kd)
-              kernels::kd_loss(exec, logits.data(), soft_labels, n, classes, recipe.distill_temperature,
-                               dlogits.data(), p.kd_scale, loss_slot + 1);
-            net.backward(dlogits.data(), ready);
-          };
-          if (reducer) reducer->begin();
-          if (use_graph) {
-            // The epoch's first full batch runs as usual (scratch buffers reach their size), the
-            // second is captured, the others replay it; the losses go to this step's slot after.
-            if (graph_warm && !step_graph->captured() &&
-                !step_graph->capture([&] { queue_step(graph_loss.data()); }, &result.cuda_graph_fallback))
-              graph_failed = true;
-            if (step_graph->captured()) {
-              step_graph->launch();
-              ++result.cuda_graph_steps;
-            } else {
-              queue_step(graph_loss.data());
-            }
-            graph_warm = true;
-            kernels::copy_floats(slot, device, graph_loss.data(), device, 2, exec.ctx);
-          } else if (n > 0) {
-            queue_step(slot);
-          } else {
-            net.gradients().zero();
-          }
-          if (reducer) reducer->finish();
-          optimizer.step(scheduled_learning_rate(recipe, step, total_steps), step + 1);
-          pending.push_back(p);
-          if (static_cast<int>(pending.size()) == loss_window || b + 1 == steps_per_epoch || step + 1 == total_steps) {
-            flush_losses();
-            if (result.diverged) break;
-          }
-          if (options.on_step && options.progress_every > 0 && (b + 1) % options.progress_every == 0)
-            options.on_step(b + 1, steps_per_epoch);
-          continue;
-        }
-        std::fill_n(dlogits.data(), static_cast<std::int64_t>(n) * classes, 0.0f);
-        if (reducer) reducer->begin();
-        double loss = 0.0;
-        if (n > 0) {
-          const kernels::Tensor& logits = net.forward(inputs.data(), n, mode);
-          const float mix = phase.distill ? recipe.distill_mix : 0.0f;
-          // Global objective: (1-mix)·mean CE over the batch's labeled rows + mix·mean KD over all rows.
-          if (n_labeled > 0 && mix < 1.0f) {
-            const float scale = (1.0f - mix) * static_cast<float>(n_labeled) / static_cast<float>(labeled_in_batch);
-            loss += scale * kernels::softmax_cross_entropy(logits.data(), labels.data(), n_labeled, classes,
-                                                           dlogits.data(), scale);
-          }
-          if (phase.distill && mix > 0.0f) {
-            const float scale = mix * static_cast<float>(n) / static_cast<float>(global_n);
-            loss += scale * kernels::kd_loss(logits.data(), soft_labels, n, classes,
-                                             recipe.distill_temperature, dlogits.data(), scale);
-          }
-          net.backward(dlogits.data(), ready);
-        } else {
-          net.gradients().zero();
-        }
-        if (group) {
-          reducer->finish();
-          group->allreduce(std::span<double>(&loss, 1), collective::ReduceOp::Sum);
-        }
-        if (!std::isfinite(loss)) {
-          result.diverged = true;
-          result.final_loss = loss;
-          break;
-        }
-        optimizer.step(scheduled_learning_rate(recipe, step, total_steps), step + 1);
-        loss_sum += loss;
-        ++report.steps;
-        report.samples += global_n;
-        if (options.on_step && options.progress_every > 0 && (b + 1) % options.progress_every == 0)
-          options.on_step(b + 1, steps_per_epoch);
-      }
-      flush_losses();
-      if (group && net.state().numel() > 0) {
-        if (gpu && group->supports_device_buffers())
-          group->allreduce_async(net.state().data(), static_cast<std::size_t>(net.state().numel()),
-                                 collective::ReduceOp::Average, exec.ctx->stream());
-        else if (gpu)
-          allreduce_tensor(*group, net.state(), collective::ReduceOp::Average, net.state().numel());
-        else
-          group->allreduce(net.state().span(), collective::ReduceOp::Average);
-      }
-      report.seconds = seconds_since(epoch_start);
-      report.mean_loss = report.steps ? loss_sum / static_cast<double>(report.steps) : 0.0;
-      report.samples_per_second = report.seconds > 0 ? static_cast<double>(report.samples) / report.seconds : 0.0;
-      report.learning_rate = scheduled_learning_rate(recipe, step, total_steps);
-      result.steps += report.steps;
-      result.samples += report.samples;
-      result.seconds += report.seconds;
-      if (!result.diverged) result.final_loss = report.mean_loss;
-      if (options.validation) {
-        report.has_validation = true;
-        report.validation = evaluate(net, *options.validation, 256, group);
-      }
-      if (options.on_epoch) options.on_epoch(report);
-      result.epochs.push_back(std::move(report));
-    }
-  }
-  if (reducer) {
-    result.buckets_reduced = reducer->issued();
-    result.buckets_overlapped = reducer->issued_early();
-  }
-  return result;
+  return Trainer(net, data, options).run();
 }
 
 }  // namespace rsi::models

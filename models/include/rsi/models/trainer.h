@@ -81,7 +81,16 @@ struct TrainOptions {
   // to a float tolerance, not bitwise (tests/gpu/test_parity.cpp), and divergence is detected up to
   // `loss_check_every` steps late (the losses are read back in groups, so the GPU never waits).
   kernels::Device device = kernels::default_device();
-  int loss_check_every = 32;
+  // Steps whose losses are read back together (0: 32 on a GPU, 1 on the CPU). Only when a
+  // divergence is noticed depends on it; the weights of a run that does not diverge do not.
+  int loss_check_every = 0;
+  // Where batches are assembled: Auto (on the GPU from the examples uploaded once, when training
+  // there; on the host otherwise), Host (copied or augmented on the host, then uploaded) or Resident
+  // (gathered and augmented by the device kernels from the uploaded examples, also on the CPU). Every
+  // choice computes the same bits on one device: tests/gpu/test_parity.cpp checks the resident path
+  // against the host path on the CPU, in CI, through the one training loop both devices run.
+  enum class Batches { Auto, Host, Resident };
+  Batches batches = Batches::Auto;
   // GPU: replay each full batch's step (batch gather, forward, losses, backward; not the optimizer)
   // from a CUDA graph captured once per epoch, instead of ~10 launches per layer. Applies to the
   // data-set-resident path (no augmentation, no distillation) on one rank for networks without
@@ -89,9 +98,6 @@ struct TrainOptions {
   // the same kernels on the same buffers: results equal those without (tests/gpu/test_parity.cpp).
   // Default: RSI_CUDA_GRAPHS=1 in the environment turns it on.
   bool cuda_graphs = cuda_graphs_from_environment();
-  // Testing: run the GPU code path (device-resident batches, deferred loss read-back) with the CPU
-  // ops, so its bookkeeping is checked bit-for-bit against the CPU path on machines without a GPU.
-  bool gpu_path_on_cpu = false;
 };
 
 struct TrainResult {
