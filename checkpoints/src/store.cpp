@@ -297,77 +297,87 @@ void LineageStore::join_background() {
                           "the run, find_resume_point checks the files themselves)");
 }
 
-void LineageStore::on_generation(const GenerationRecord& record) {
-  const auto start = std::chrono::steady_clock::now();
-  // This file records the previous file's SHA-256, and LATEST must advance in order.
-  join_background();
-  h5::silence();
-  const int g = record.generation;
-  const std::string name = detail::generation_file_name(g);
-  const fs::path final_path = dir_ / name;
-  const std::string where = (dir_ / name).string();
-  if (g != last_generation_ + 1)
-    throw CheckpointError(where + ": generation " + std::to_string(g) +
-                          " handed to the lineage store after generation " + std::to_string(last_generation_) +
-                          "; generations must be written in order without gaps");
-
-  // Children, in id order, with their parents' hashes from the previous population.
-  std::vector<Prepared> children;
-  for (const ModelRecord& c : record.children) children.push_back({detail::storable(c), {}, {}});
-  std::sort(children.begin(), children.end(),
-            [](const Prepared& a, const Prepared& b) { return a.record.id < b.record.id; });
+// One generation being written: its models prepared and hashed (on a pool of threads, in the
+// order they are written), then the sidecar and the generation file.
+struct LineageStore::Write {
+  explicit Write(const GenerationRecord& r) : record(r), g(r.generation) {}
+  const GenerationRecord& record;
+  int g;
+  std::string name, where;
+  fs::path final_path;
+  std::vector<Prepared> children;  // in id order, with their parents' hashes
   std::map<std::uint64_t, const Prepared*> child_by_id;
-  for (Prepared& c : children) {
+  std::vector<Prepared> carried;                 // population members carried over
+  std::vector<const Provenance*> carried_known;  // what the previous generation recorded for each
+  std::set<std::uint64_t> in_population;
+  std::vector<std::size_t> sidecar_children;  // indices into children, in id order
+  std::vector<std::size_t> child_task;        // each child's index in the hashing pool
+  std::optional<OrderedPool> hashing;
+  std::map<std::uint64_t, Provenance> next_provenance;
+  std::string sidecar_sha256;
+  std::uint64_t bytes = 0;
+  detail::Root root;
+};
+
+// Children, in id order, with their parents' hashes from the previous population.
+void LineageStore::prepare_children(Write& w) const {
+  for (const ModelRecord& c : w.record.children) w.children.push_back({detail::storable(c), {}, {}});
+  std::sort(w.children.begin(), w.children.end(),
+            [](const Prepared& a, const Prepared& b) { return a.record.id < b.record.id; });
+  for (Prepared& c : w.children) {
     ModelRecord& m = c.record;
-    if (child_by_id.count(m.id))
-      throw CheckpointError(where + ": model " + std::to_string(m.id) + " appears twice among the children");
+    if (w.child_by_id.count(m.id))
+      throw CheckpointError(w.where + ": model " + std::to_string(m.id) + " appears twice among the children");
     for (std::uint64_t p : m.parents) {
       const auto it = provenance_.find(p);
       if (it == provenance_.end())
-        throw CheckpointError(where + ": model " + std::to_string(m.id) + ": parent " + std::to_string(p) +
-                              " is not in the population of generation " + std::to_string(g - 1) +
+        throw CheckpointError(w.where + ": model " + std::to_string(m.id) + ": parent " + std::to_string(p) +
+                              " is not in the population of generation " + std::to_string(w.g - 1) +
                               "; the lineage cannot link it");
       c.parent_hashes.push_back(it->second.hash);
     }
-    child_by_id[m.id] = &c;
+    w.child_by_id[m.id] = &c;
   }
-  // The population after selection: new children (linked) and members carried over.
+}
+
+// The population after selection: new children (linked) and members carried over.
+void LineageStore::prepare_population(Write& w) const {
   std::map<std::uint64_t, const ModelRecord*> population_records;
-  for (const ModelRecord& m : record.population_models) population_records[m.id] = &m;
-  std::vector<Prepared> carried;
-  std::vector<const Provenance*> carried_known;  // what the previous generation recorded for each
-  std::set<std::uint64_t> in_population;
-  for (std::uint64_t id : record.population) {
-    if (!in_population.insert(id).second)
-      throw CheckpointError(where + ": model " + std::to_string(id) + " appears twice in the population");
-    if (child_by_id.count(id)) continue;
+  for (const ModelRecord& m : w.record.population_models) population_records[m.id] = &m;
+  for (std::uint64_t id : w.record.population) {
+    if (!w.in_population.insert(id).second)
+      throw CheckpointError(w.where + ": model " + std::to_string(id) + " appears twice in the population");
+    if (w.child_by_id.count(id)) continue;
     const auto known = provenance_.find(id);
     const auto rec = population_records.find(id);
     if (known == provenance_.end())
-      throw CheckpointError(where + ": population member " + std::to_string(id) + " is neither a child of generation " +
-                            std::to_string(g) + " nor in the population of generation " + std::to_string(g - 1));
+      throw CheckpointError(w.where + ": population member " + std::to_string(id) +
+                            " is neither a child of generation " + std::to_string(w.g) +
+                            " nor in the population of generation " + std::to_string(w.g - 1));
     if (rec == population_records.end())
-      throw CheckpointError(where + ": population member " + std::to_string(id) +
+      throw CheckpointError(w.where + ": population member " + std::to_string(id) +
                             " has no record in population_models (the loop must hand over the population's records)");
-    carried.push_back(Prepared{detail::storable(*rec->second), known->second.parent_hashes, {}});
-    carried_known.push_back(&known->second);
+    w.carried.push_back(Prepared{detail::storable(*rec->second), known->second.parent_hashes, {}});
+    w.carried_known.push_back(&known->second);
   }
-  // Children that are in the population keep their weights in the generation file.
-  auto weights_in_main = [&](const ModelRecord& m) {
-    return retention_.keep_population && m.weights && in_population.count(m.id) > 0;
-  };
-  std::vector<std::size_t> sidecar_children;  // indices into children, in id order
-  for (std::size_t i = 0; i < children.size(); ++i)
-    if (children[i].record.weights && !weights_in_main(children[i].record)) sidecar_children.push_back(i);
+  for (std::size_t i = 0; i < w.children.size(); ++i)
+    if (w.children[i].record.weights && !weights_in_main(w, w.children[i].record)) w.sidecar_children.push_back(i);
+}
 
-  // The weights' SHA-256 is the bulk of the work: it runs on a pool of threads, in the order the
-  // models are written, while this thread writes the models whose digests are ready. Carried members
-  // come first (usually not hashed again: their digests are reused), then the sidecar's children,
-  // then the other children in id order.
+// Children that are in the population keep their weights in the generation file.
+bool LineageStore::weights_in_main(const Write& w, const ModelRecord& m) const {
+  return retention_.keep_population && m.weights && w.in_population.count(m.id) > 0;
+}
+
+// The weights' SHA-256 is the bulk of the work: it runs on a pool of threads, in the order the
+// models are written, while this thread writes the models whose digests are ready. Carried members
+// come first (usually not hashed again: their digests are reused), then the sidecar's children,
+// then the other children in id order.
+void LineageStore::start_hashing(Write& w) {
   std::vector<std::function<void()>> tasks;
-  std::vector<std::size_t> child_task(children.size());
-  for (std::size_t j = 0; j < carried.size(); ++j)
-    tasks.emplace_back([this, &p = carried[j]] {
+  w.child_task.resize(w.children.size());
+  for (std::size_t j = 0; j < w.carried.size(); ++j)
+    tasks.emplace_back([this, &p = w.carried[j]] {
       fill_weights_digest(p.record, format_version_);
       // A member carried over unchanged (the same weights object) is not hashed again: the weight
       // digests it had are reused through `stored`.
@@ -385,130 +395,138 @@ void LineageStore::on_generation(const GenerationRecord& record) {
       p.hashes.provenance = detail::provenance_hash(p.record, p.hashes, p.parent_hashes);
     });
   auto add_child_task = [&](std::size_t i) {
-    child_task[i] = tasks.size();
-    tasks.emplace_back([this, &c = children[i]] {
+    w.child_task[i] = tasks.size();
+    tasks.emplace_back([this, &c = w.children[i]] {
       fill_weights_digest(c.record, format_version_);
       c.hashes = detail::field_hashes(c.record);
       c.hashes.provenance = detail::provenance_hash(c.record, c.hashes, c.parent_hashes);
     });
   };
-  for (std::size_t i : sidecar_children) add_child_task(i);
-  for (std::size_t i = 0; i < children.size(); ++i)
-    if (std::find(sidecar_children.begin(), sidecar_children.end(), i) == sidecar_children.end()) add_child_task(i);
-  OrderedPool hashing(std::move(tasks));
+  for (std::size_t i : w.sidecar_children) add_child_task(i);
+  for (std::size_t i = 0; i < w.children.size(); ++i)
+    if (std::find(w.sidecar_children.begin(), w.sidecar_children.end(), i) == w.sidecar_children.end())
+      add_child_task(i);
+  w.hashing.emplace(std::move(tasks));
+}
 
-  // A carried member must be the model recorded earlier: checked before anything is written.
-  std::map<std::uint64_t, Provenance> next_provenance;
-  for (std::size_t j = 0; j < carried.size(); ++j) {
-    hashing.wait(j);
-    const Prepared& p = carried[j];
-    if (p.hashes.provenance != carried_known[j]->hash)
-      throw CheckpointError(where + ": population member " + std::to_string(p.record.id) +
+// A carried member must be the model recorded earlier: checked before anything is written.
+void LineageStore::check_carried(Write& w) {
+  for (std::size_t j = 0; j < w.carried.size(); ++j) {
+    w.hashing->wait(j);
+    const Prepared& p = w.carried[j];
+    if (p.hashes.provenance != w.carried_known[j]->hash)
+      throw CheckpointError(w.where + ": population member " + std::to_string(p.record.id) +
                             " differs from the model written earlier (provenance " + p.hashes.provenance +
-                            ", recorded " + carried_known[j]->hash +
+                            ", recorded " + w.carried_known[j]->hash +
                             "); the loop changed a model after it was recorded");
-    next_provenance[p.record.id] = *carried_known[j];
+    w.next_provenance[p.record.id] = *w.carried_known[j];
   }
+}
 
-  std::uint64_t bytes = 0;
-  std::string sidecar_sha256;
-  // 1. The sidecar (before the generation file, so that a durable generation has its sidecar).
-  if (!sidecar_children.empty()) {
-    const fs::path side = dir_ / detail::sidecar_file_name(g);
-    const fs::path tmp = side.string() + ".tmp";
-    try {
-      h5::Handle f = h5::create_file(tmp.string());
-      h5::write_string(f.get(), "format", detail::kSidecarFormatName);
-      h5::write_int(f.get(), "format_version", format_version_);
-      h5::write_int(f.get(), "generation", g);
-      h5::write_string(f.get(), "generation_file", name);
-      h5::Handle models = h5::create_group(f.get(), "models");
-      std::uint64_t queued = 0;  // bytes handed to writeback
-      for (std::size_t i : sidecar_children) {
-        const Prepared& c = children[i];
-        try {
-          hashing.wait(child_task[i]);
-          detail::write_sidecar_model(models.get(), c.record, c.hashes);
-          queued = h5::start_writeback(f.get(), queued);
-        } catch (const CheckpointError& e) {
-          throw CheckpointError("model " + std::to_string(c.record.id) + ": " + e.what());
-        }
-      }
-      models.reset();
-      sidecar_sha256 = close_commit_and_hash(f, tmp, side);
-    } catch (const CheckpointError& e) {
-      remove_quietly(tmp);
-      throw CheckpointError(tmp.string() + ": " + e.what());
-    }
-    bytes += size_of(side);
-  }
-
-  // 2. The generation file: the models as their digests come in, then the root attributes, which
-  // hold the generation hash over all of them.
-  const fs::path tmp = final_path.string() + ".tmp";
-  detail::Root root;
+// 1. The sidecar (before the generation file, so that a durable generation has its sidecar).
+void LineageStore::write_sidecar(Write& w) {
+  if (w.sidecar_children.empty()) return;
+  const fs::path side = dir_ / detail::sidecar_file_name(w.g);
+  const fs::path tmp = side.string() + ".tmp";
   try {
     h5::Handle f = h5::create_file(tmp.string());
-    {
-      h5::Handle models = h5::create_group(f.get(), "models");
-      std::uint64_t queued = 0;  // bytes handed to writeback
-      for (std::size_t i = 0; i < children.size(); ++i) {
-        const Prepared& c = children[i];
-        try {
-          hashing.wait(child_task[i]);
-          detail::write_model(models.get(), std::to_string(c.record.id), c.record, c.parent_hashes, c.hashes,
-                              weights_in_main(c.record));
-          // The disk writes this model while the next is hashed and copied (dd's fsync waits for
-          // every byte at the end; ours then waits only for the last model's).
-          queued = h5::start_writeback(f.get(), queued);
-        } catch (const CheckpointError& e) {
-          throw CheckpointError("model " + std::to_string(c.record.id) + ": " + e.what());
-        }
-        if (in_population.count(c.record.id)) next_provenance[c.record.id] = {c.hashes.provenance, c.parent_hashes};
+    h5::write_string(f.get(), "format", detail::kSidecarFormatName);
+    h5::write_int(f.get(), "format_version", format_version_);
+    h5::write_int(f.get(), "generation", w.g);
+    h5::write_string(f.get(), "generation_file", w.name);
+    h5::Handle models = h5::create_group(f.get(), "models");
+    std::uint64_t queued = 0;  // bytes handed to writeback
+    for (std::size_t i : w.sidecar_children) {
+      const Prepared& c = w.children[i];
+      try {
+        w.hashing->wait(w.child_task[i]);
+        detail::write_sidecar_model(models.get(), c.record, c.hashes);
+        queued = h5::start_writeback(f.get(), queued);
+      } catch (const CheckpointError& e) {
+        throw CheckpointError("model " + std::to_string(c.record.id) + ": " + e.what());
       }
     }
-    {
-      h5::Handle population = h5::create_group(f.get(), "population");
-      for (std::uint64_t id : record.population)
-        if (child_by_id.count(id))
-          h5::hard_link(f.get(), "models/" + std::to_string(id), population.get(), std::to_string(id));
-      for (const Prepared& p : carried) {
-        try {
-          detail::write_model(population.get(), std::to_string(p.record.id), p.record, p.parent_hashes, p.hashes,
-                              retention_.keep_population);
-        } catch (const CheckpointError& e) {
-          throw CheckpointError("population model " + std::to_string(p.record.id) + ": " + e.what());
-        }
-      }
-    }
-    root.format_version = format_version_;
-    root.run = info_;
-    root.retention = retention_;
-    root.summary = summary_of(record);
-    root.summary_sha256 = detail::summary_digest(root.summary);
-    root.previous_file_sha256 = last_file_sha256_;
-    root.sidecar_sha256 = sidecar_sha256;
-    root.run_sha256 = detail::run_digest(root);
-    root.previous_hash = chain_head_;
-    std::vector<detail::IdHash> child_hashes, population_hashes;
-    for (const Prepared& c : children) child_hashes.push_back({c.record.id, c.hashes.provenance});
-    for (const auto& [id, p] : next_provenance) population_hashes.push_back({id, p.hash});
-    root.generation_hash =
-        detail::generation_hash(g, chain_head_, child_hashes, population_hashes, root.summary_sha256);
-    detail::write_root(f.get(), root);
-    f.close("closing the file");
-    fault_kill_during_checkpoint(g);
-    detail::commit(tmp, final_path);
+    models.reset();
+    w.sidecar_sha256 = close_commit_and_hash(f, tmp, side);
   } catch (const CheckpointError& e) {
     remove_quietly(tmp);
     throw CheckpointError(tmp.string() + ": " + e.what());
   }
-  bytes += size_of(final_path);
+  w.bytes += size_of(side);
+}
 
-  // 3. In the background: the file's SHA-256 (for LATEST and the next generation's file), then
-  // LATEST. The file is durable and complete already; a crash before LATEST is updated leaves LATEST
-  // one generation behind, which find_resume_point handles (it checks the files, newest first).
-  auto digest_and_latest = [dir = dir_, final_path, g, hash = root.generation_hash] {
+// 2. The generation file: the models as their digests come in, then the root attributes, which
+// hold the generation hash over all of them.
+void LineageStore::write_generation_file(Write& w) {
+  const fs::path tmp = w.final_path.string() + ".tmp";
+  try {
+    h5::Handle f = h5::create_file(tmp.string());
+    write_children(w, f.get());
+    write_population(w, f.get());
+    detail::Root& root = w.root;
+    root.format_version = format_version_;
+    root.run = info_;
+    root.retention = retention_;
+    root.summary = summary_of(w.record);
+    root.summary_sha256 = detail::summary_digest(root.summary);
+    root.previous_file_sha256 = last_file_sha256_;
+    root.sidecar_sha256 = w.sidecar_sha256;
+    root.run_sha256 = detail::run_digest(root);
+    root.previous_hash = chain_head_;
+    std::vector<detail::IdHash> child_hashes, population_hashes;
+    for (const Prepared& c : w.children) child_hashes.push_back({c.record.id, c.hashes.provenance});
+    for (const auto& [id, p] : w.next_provenance) population_hashes.push_back({id, p.hash});
+    root.generation_hash =
+        detail::generation_hash(w.g, chain_head_, child_hashes, population_hashes, root.summary_sha256);
+    detail::write_root(f.get(), root);
+    f.close("closing the file");
+    fault_kill_during_checkpoint(w.g);
+    detail::commit(tmp, w.final_path);
+  } catch (const CheckpointError& e) {
+    remove_quietly(tmp);
+    throw CheckpointError(tmp.string() + ": " + e.what());
+  }
+  w.bytes += size_of(w.final_path);
+}
+
+void LineageStore::write_children(Write& w, hid_t file) {
+  h5::Handle models = h5::create_group(file, "models");
+  std::uint64_t queued = 0;  // bytes handed to writeback
+  for (std::size_t i = 0; i < w.children.size(); ++i) {
+    const Prepared& c = w.children[i];
+    try {
+      w.hashing->wait(w.child_task[i]);
+      detail::write_model(models.get(), std::to_string(c.record.id), c.record, c.parent_hashes, c.hashes,
+                          weights_in_main(w, c.record));
+      // The disk writes this model while the next is hashed and copied (dd's fsync waits for
+      // every byte at the end; ours then waits only for the last model's).
+      queued = h5::start_writeback(file, queued);
+    } catch (const CheckpointError& e) {
+      throw CheckpointError("model " + std::to_string(c.record.id) + ": " + e.what());
+    }
+    if (w.in_population.count(c.record.id)) w.next_provenance[c.record.id] = {c.hashes.provenance, c.parent_hashes};
+  }
+}
+
+void LineageStore::write_population(Write& w, hid_t file) const {
+  h5::Handle population = h5::create_group(file, "population");
+  for (std::uint64_t id : w.record.population)
+    if (w.child_by_id.count(id)) h5::hard_link(file, "models/" + std::to_string(id), population.get(), std::to_string(id));
+  for (const Prepared& p : w.carried) {
+    try {
+      detail::write_model(population.get(), std::to_string(p.record.id), p.record, p.parent_hashes, p.hashes,
+                          retention_.keep_population);
+    } catch (const CheckpointError& e) {
+      throw CheckpointError("population model " + std::to_string(p.record.id) + ": " + e.what());
+    }
+  }
+}
+
+// 3. In the background: the file's SHA-256 (for LATEST and the next generation's file), then
+// LATEST. The file is durable and complete already; a crash before LATEST is updated leaves LATEST
+// one generation behind, which find_resume_point handles (it checks the files, newest first).
+void LineageStore::start_background(const Write& w) {
+  auto digest_and_latest = [dir = dir_, final_path = w.final_path, g = w.g, hash = w.root.generation_hash] {
     std::string digest;
     try {
       digest = MappedFileDigest(final_path).sha256();
@@ -529,30 +547,58 @@ void LineageStore::on_generation(const GenerationRecord& record) {
   } catch (const std::system_error&) {
     background_ = std::async(std::launch::deferred, digest_and_latest);  // no thread: done at the join
   }
+}
 
-  // 4. Retention: sidecars that left the last-K window.
-  if (retention_.keep_last_generations > 0) {
-    std::error_code ec;
-    std::vector<fs::path> expired;
-    for (const auto& entry : fs::directory_iterator(dir_, ec)) {
-      const auto side = detail::sidecar_generation_of(entry.path());
-      if (side && *side <= g - retention_.keep_last_generations) expired.push_back(entry.path());
-    }
-    for (const auto& p : expired) remove_quietly(p);
+// 4. Retention: sidecars that left the last-K window.
+void LineageStore::expire_sidecars(int g) const {
+  if (retention_.keep_last_generations <= 0) return;
+  std::error_code ec;
+  std::vector<fs::path> expired;
+  for (const auto& entry : fs::directory_iterator(dir_, ec)) {
+    const auto side = detail::sidecar_generation_of(entry.path());
+    if (side && *side <= g - retention_.keep_last_generations) expired.push_back(entry.path());
   }
+  for (const auto& p : expired) remove_quietly(p);
+}
 
-  chain_head_ = root.generation_hash;
-  provenance_ = std::move(next_provenance);
+// 5. The chain head, the population's provenance and weight digests for the next generation.
+void LineageStore::advance(Write& w) {
+  chain_head_ = w.root.generation_hash;
+  provenance_ = std::move(w.next_provenance);
   std::map<std::uint64_t, WeightDigests> digests;
-  for (const Prepared& c : children)
+  for (const Prepared& c : w.children)
     if (provenance_.count(c.record.id) && c.record.weights)
       digests[c.record.id] = {c.record.weights.get(), c.hashes.params, c.hashes.state};
-  for (const Prepared& p : carried)
+  for (const Prepared& p : w.carried)
     if (p.record.weights) digests[p.record.id] = {p.record.weights.get(), p.hashes.params, p.hashes.state};
   weight_digests_ = std::move(digests);
-  population_ = record.population;
-  last_generation_ = g;
-  last_bytes_ = bytes;
+  population_ = w.record.population;
+  last_generation_ = w.g;
+  last_bytes_ = w.bytes;
+}
+
+void LineageStore::on_generation(const GenerationRecord& record) {
+  const auto start = std::chrono::steady_clock::now();
+  // This file records the previous file's SHA-256, and LATEST must advance in order.
+  join_background();
+  h5::silence();
+  Write w(record);
+  w.name = detail::generation_file_name(w.g);
+  w.final_path = dir_ / w.name;
+  w.where = w.final_path.string();
+  if (w.g != last_generation_ + 1)
+    throw CheckpointError(w.where + ": generation " + std::to_string(w.g) +
+                          " handed to the lineage store after generation " + std::to_string(last_generation_) +
+                          "; generations must be written in order without gaps");
+  prepare_children(w);
+  prepare_population(w);
+  start_hashing(w);
+  check_carried(w);
+  write_sidecar(w);
+  write_generation_file(w);
+  start_background(w);
+  expire_sidecars(w.g);
+  advance(w);
   last_seconds_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 

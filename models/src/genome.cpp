@@ -776,15 +776,137 @@ Genome load_genome(const std::string& path, const DesignerGeneRanges* genes) {
 //               dropout   0 (the identity at evaluation)
 //   These are coarse on purpose: they rank genomes against budgets, they do not time kernels.
 
-GenomeStats validate(const Genome& genome, const InputSpec& input, const GenomeLimits& limits) {
-  const auto fail_block = [](std::size_t index, const Block& block, const std::string& what) {
-    throw GenomeError("block " + std::to_string(index) + " (" + block_kind_name(block.kind) + "): " + what);
-  };
-  const auto check_block = [&](std::size_t index, const Block& block, const std::string& field,
-                               const std::string& problem) {
-    if (!problem.empty()) fail_block(index, block, field + ": " + problem);
-  };
+namespace {
 
+[[noreturn]] void fail_block(std::size_t index, const Block& block, const std::string& what) {
+  throw GenomeError("block " + std::to_string(index) + " (" + block_kind_name(block.kind) + "): " + what);
+}
+
+void check_block(std::size_t index, const Block& block, const std::string& field, const std::string& problem) {
+  if (!problem.empty()) fail_block(index, block, field + ": " + problem);
+}
+
+struct BlockCost {
+  std::int64_t parameters = 0, flops = 0;
+};
+
+// Checks block `index`'s fields against the shape it gets, counts its parameters and FLOPs (the
+// conventions above), and moves `shape` to its output. `flattened_by` is the dense block that made
+// the network flat.
+BlockCost account_block(std::size_t index, const Block& block, BlockShape& shape,
+                        std::optional<std::size_t>& flattened_by) {
+  if (!is_known(block.kind, kAllBlockKinds))
+    throw GenomeError("block " + std::to_string(index) + ": unknown kind " + std::to_string(static_cast<int>(block.kind)));
+  const bool is_spatial_block =
+      block.kind == Block::Kind::Conv || block.kind == Block::Kind::Pool || block.kind == Block::Kind::Residual;
+  if (is_spatial_block && !shape.spatial) {
+    fail_block(index, block,
+               "needs a spatial (channels x height x width) input, but the network is flat after dense block " +
+                   std::to_string(*flattened_by) + "; put spatial blocks before the first dense block");
+  }
+  const std::int64_t elements_in = shape.features;
+  std::int64_t parameters = 0;
+  std::int64_t flops = 0;
+  switch (block.kind) {
+    case Block::Kind::Conv: {
+      check_block(index, block, "channels", expect_positive_width(block.channels));
+      check_block(index, block, "kernel", expect_kernel(block.kernel));
+      check_block(index, block, "stride", expect_conv_stride(block.stride));
+      const int pad = block.kernel / 2;
+      const int out_h = (shape.height + 2 * pad - block.kernel) / block.stride + 1;
+      const int out_w = (shape.width + 2 * pad - block.kernel) / block.stride + 1;
+      if (shape.height + 2 * pad < block.kernel || shape.width + 2 * pad < block.kernel || out_h < 1 || out_w < 1) {
+        fail_block(index, block,
+                   "kernel " + std::to_string(block.kernel) + " does not fit its " + std::to_string(shape.height) +
+                       "x" + std::to_string(shape.width) + " input (empty output)");
+      }
+      const std::int64_t K = block.channels, C = shape.channels, k = block.kernel;
+      const std::int64_t outputs = saturating_mul({K, out_h, out_w});
+      parameters = saturating_add(saturating_mul({K, C, k, k}), K);
+      flops = saturating_add(saturating_mul({2, K, C, k, k, out_h, out_w}), outputs);
+      shape.channels = block.channels;
+      shape.height = out_h;
+      shape.width = out_w;
+      shape.features = outputs;
+      break;
+    }
+    case Block::Kind::Pool: {
+      if (!is_known(block.pool_kind, kAllPoolKinds)) fail_block(index, block, "kind: expected one of max, avg");
+      check_block(index, block, "size", expect_pool_size(block.size));
+      check_block(index, block, "stride", expect_pool_stride(block.stride, block.size));
+      if (shape.height < block.size || shape.width < block.size) {
+        fail_block(index, block,
+                   "pool window " + std::to_string(block.size) + "x" + std::to_string(block.size) +
+                       " is larger than its " + std::to_string(shape.height) + "x" + std::to_string(shape.width) +
+                       " input (empty output)");
+      }
+      shape.height = (shape.height - block.size) / block.stride + 1;
+      shape.width = (shape.width - block.size) / block.stride + 1;
+      shape.features = saturating_mul({shape.channels, shape.height, shape.width});
+      flops = shape.features;
+      break;
+    }
+    case Block::Kind::Residual: {
+      check_block(index, block, "kernel", expect_kernel(block.kernel));
+      const std::int64_t C = shape.channels, k = block.kernel;
+      const std::int64_t elements = shape.features;
+      const std::int64_t conv_parameters = saturating_add(saturating_mul({C, C, k, k}), C);
+      parameters = saturating_add(saturating_mul(2, conv_parameters), saturating_mul(4, C));
+      const std::int64_t conv_flops =
+          saturating_add(saturating_mul({2, C, C, k, k, shape.height, shape.width}), elements);
+      flops = saturating_add(saturating_mul(2, conv_flops), saturating_mul(4, elements));
+      break;
+    }
+    case Block::Kind::Dense: {
+      check_block(index, block, "units", expect_positive_width(block.units));
+      const std::int64_t in = shape.features, out = block.units;
+      parameters = saturating_add(saturating_mul(in, out), out);
+      flops = saturating_add(saturating_mul({2, in, out}), out);
+      if (shape.spatial) flattened_by = index;
+      shape = BlockShape{};
+      shape.spatial = false;
+      shape.features = out;
+      break;
+    }
+    case Block::Kind::Dropout:
+      check_block(index, block, "rate", expect_dropout_rate(block.rate));
+      break;
+    case Block::Kind::BatchNorm:
+      parameters = saturating_mul(2, shape.spatial ? std::int64_t{shape.channels} : shape.features);
+      flops = elements_in;
+      break;
+    case Block::Kind::Activation:
+      if (!is_known(block.activation, kAllActivations)) {
+        fail_block(index, block, "expected one of relu, gelu, tanh, got " +
+                                     std::to_string(static_cast<int>(block.activation)));
+      }
+      flops = elements_in;
+      break;
+  }
+  return {parameters, flops};
+}
+
+void check_recipe_fields(const Recipe& recipe) {
+  const auto check_recipe = [](const std::string& field, const std::string& problem) {
+    if (!problem.empty()) throw GenomeError("recipe." + field + ": " + problem);
+  };
+  if (!is_known(recipe.optimizer, kAllOptimizers)) check_recipe("optimizer", "expected one of adam, adamw, sgd");
+  if (!is_known(recipe.schedule, kAllSchedules)) check_recipe("schedule", "expected one of constant, cosine, step");
+  check_recipe("learning_rate", expect_learning_rate(recipe.learning_rate));
+  check_recipe("momentum", expect_momentum(recipe.momentum));
+  check_recipe("batch_size", expect_batch_size(recipe.batch_size));
+  check_recipe("epochs", expect_epochs(recipe.epochs));
+  check_recipe("weight_decay", expect_weight_decay(recipe.weight_decay));
+  check_recipe("augmentation.shift", expect_shift(recipe.augmentation.shift));
+  check_recipe("distillation.temperature", expect_temperature(recipe.distill_temperature));
+  check_recipe("distillation.mix", expect_distill_mix(recipe.distill_mix));
+  check_recipe("distillation.epochs", expect_epochs(recipe.distill_epochs));
+
+}
+
+}  // namespace
+
+GenomeStats validate(const Genome& genome, const InputSpec& input, const GenomeLimits& limits) {
   if (input.channels <= 0 || input.height <= 0 || input.width <= 0 || input.classes <= 0) {
     throw GenomeError("input spec: channels, height, width and classes must be positive, got " +
                       std::to_string(input.channels) + "x" + std::to_string(input.height) + "x" +
@@ -807,102 +929,10 @@ GenomeStats validate(const Genome& genome, const InputSpec& input, const GenomeL
   shape.width = input.width;
   shape.features = std::int64_t{input.channels} * input.height * input.width;
   std::optional<std::size_t> flattened_by;  // index of the dense block that made the network flat
-
   for (std::size_t index = 0; index < genome.blocks.size(); ++index) {
-    const Block& block = genome.blocks[index];
-    if (!is_known(block.kind, kAllBlockKinds)) {
-      throw GenomeError("block " + std::to_string(index) + ": unknown kind " +
-                        std::to_string(static_cast<int>(block.kind)));
-    }
-    const bool is_spatial_block =
-        block.kind == Block::Kind::Conv || block.kind == Block::Kind::Pool || block.kind == Block::Kind::Residual;
-    if (is_spatial_block && !shape.spatial) {
-      fail_block(index, block,
-                 "needs a spatial (channels x height x width) input, but the network is flat after dense block " +
-                     std::to_string(*flattened_by) + "; put spatial blocks before the first dense block");
-    }
-    const std::int64_t elements_in = shape.features;
-    std::int64_t parameters = 0;
-    std::int64_t flops = 0;
-
-    switch (block.kind) {
-      case Block::Kind::Conv: {
-        check_block(index, block, "channels", expect_positive_width(block.channels));
-        check_block(index, block, "kernel", expect_kernel(block.kernel));
-        check_block(index, block, "stride", expect_conv_stride(block.stride));
-        const int pad = block.kernel / 2;
-        const int out_h = (shape.height + 2 * pad - block.kernel) / block.stride + 1;
-        const int out_w = (shape.width + 2 * pad - block.kernel) / block.stride + 1;
-        if (shape.height + 2 * pad < block.kernel || shape.width + 2 * pad < block.kernel || out_h < 1 || out_w < 1) {
-          fail_block(index, block,
-                     "kernel " + std::to_string(block.kernel) + " does not fit its " + std::to_string(shape.height) +
-                         "x" + std::to_string(shape.width) + " input (empty output)");
-        }
-        const std::int64_t K = block.channels, C = shape.channels, k = block.kernel;
-        const std::int64_t outputs = saturating_mul({K, out_h, out_w});
-        parameters = saturating_add(saturating_mul({K, C, k, k}), K);
-        flops = saturating_add(saturating_mul({2, K, C, k, k, out_h, out_w}), outputs);
-        shape.channels = block.channels;
-        shape.height = out_h;
-        shape.width = out_w;
-        shape.features = outputs;
-        break;
-      }
-      case Block::Kind::Pool: {
-        if (!is_known(block.pool_kind, kAllPoolKinds)) fail_block(index, block, "kind: expected one of max, avg");
-        check_block(index, block, "size", expect_pool_size(block.size));
-        check_block(index, block, "stride", expect_pool_stride(block.stride, block.size));
-        if (shape.height < block.size || shape.width < block.size) {
-          fail_block(index, block,
-                     "pool window " + std::to_string(block.size) + "x" + std::to_string(block.size) +
-                         " is larger than its " + std::to_string(shape.height) + "x" + std::to_string(shape.width) +
-                         " input (empty output)");
-        }
-        shape.height = (shape.height - block.size) / block.stride + 1;
-        shape.width = (shape.width - block.size) / block.stride + 1;
-        shape.features = saturating_mul({shape.channels, shape.height, shape.width});
-        flops = shape.features;
-        break;
-      }
-      case Block::Kind::Residual: {
-        check_block(index, block, "kernel", expect_kernel(block.kernel));
-        const std::int64_t C = shape.channels, k = block.kernel;
-        const std::int64_t elements = shape.features;
-        const std::int64_t conv_parameters = saturating_add(saturating_mul({C, C, k, k}), C);
-        parameters = saturating_add(saturating_mul(2, conv_parameters), saturating_mul(4, C));
-        const std::int64_t conv_flops =
-            saturating_add(saturating_mul({2, C, C, k, k, shape.height, shape.width}), elements);
-        flops = saturating_add(saturating_mul(2, conv_flops), saturating_mul(4, elements));
-        break;
-      }
-      case Block::Kind::Dense: {
-        check_block(index, block, "units", expect_positive_width(block.units));
-        const std::int64_t in = shape.features, out = block.units;
-        parameters = saturating_add(saturating_mul(in, out), out);
-        flops = saturating_add(saturating_mul({2, in, out}), out);
-        if (shape.spatial) flattened_by = index;
-        shape = BlockShape{};
-        shape.spatial = false;
-        shape.features = out;
-        break;
-      }
-      case Block::Kind::Dropout:
-        check_block(index, block, "rate", expect_dropout_rate(block.rate));
-        break;
-      case Block::Kind::BatchNorm:
-        parameters = saturating_mul(2, shape.spatial ? std::int64_t{shape.channels} : shape.features);
-        flops = elements_in;
-        break;
-      case Block::Kind::Activation:
-        if (!is_known(block.activation, kAllActivations)) {
-          fail_block(index, block, "expected one of relu, gelu, tanh, got " +
-                                       std::to_string(static_cast<int>(block.activation)));
-        }
-        flops = elements_in;
-        break;
-    }
-    stats.parameters = saturating_add(stats.parameters, parameters);
-    stats.flops = saturating_add(stats.flops, flops);
+    const BlockCost cost = account_block(index, genome.blocks[index], shape, flattened_by);
+    stats.parameters = saturating_add(stats.parameters, cost.parameters);
+    stats.flops = saturating_add(stats.flops, cost.flops);
     stats.shapes.push_back(shape);
   }
 
@@ -916,21 +946,7 @@ GenomeStats validate(const Genome& genome, const InputSpec& input, const GenomeL
                                                     : std::string("a ") + block_kind_name(last.kind) + " block"));
   }
 
-  const Recipe& recipe = genome.recipe;
-  const auto check_recipe = [](const std::string& field, const std::string& problem) {
-    if (!problem.empty()) throw GenomeError("recipe." + field + ": " + problem);
-  };
-  if (!is_known(recipe.optimizer, kAllOptimizers)) check_recipe("optimizer", "expected one of adam, adamw, sgd");
-  if (!is_known(recipe.schedule, kAllSchedules)) check_recipe("schedule", "expected one of constant, cosine, step");
-  check_recipe("learning_rate", expect_learning_rate(recipe.learning_rate));
-  check_recipe("momentum", expect_momentum(recipe.momentum));
-  check_recipe("batch_size", expect_batch_size(recipe.batch_size));
-  check_recipe("epochs", expect_epochs(recipe.epochs));
-  check_recipe("weight_decay", expect_weight_decay(recipe.weight_decay));
-  check_recipe("augmentation.shift", expect_shift(recipe.augmentation.shift));
-  check_recipe("distillation.temperature", expect_temperature(recipe.distill_temperature));
-  check_recipe("distillation.mix", expect_distill_mix(recipe.distill_mix));
-  check_recipe("distillation.epochs", expect_epochs(recipe.distill_epochs));
+  check_recipe_fields(genome.recipe);
 
   if (stats.parameters > limits.max_parameters) {
     throw GenomeError("genome has " + std::to_string(stats.parameters) + " parameters, over the limit of " +

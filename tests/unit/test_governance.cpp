@@ -88,7 +88,7 @@ std::string fingerprint(const Records& records) {
   std::string s;
   for (const auto& r : records) {
     s += "gen " + std::to_string(r.generation) + " " + r.status + " pop";
-    for (auto id : r.population) s += " " + std::to_string(id);
+    for (auto id : r.population) s.append(" ").append(std::to_string(id));  // (a + b: GCC 12 -Wrestrict false positive)
     for (const auto& m : r.children)
       s += "\n  " + std::to_string(m.id) + " " + status_name(m.status) + " " + m.failure + " " +
            std::to_string(m.metrics.val_accuracy) + " " + std::to_string(m.genome_yaml.size());

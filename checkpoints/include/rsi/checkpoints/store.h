@@ -115,6 +115,20 @@ class LineageStore final : public scheduler::GenerationSink {
   std::string background_error_;  // once the background work failed, the store refuses to go on
   bool background_error_printed_ = false;
   void join_background();
+  // on_generation's steps (store.cpp), over one generation's Write.
+  struct Write;
+  void prepare_children(Write& w) const;
+  void prepare_population(Write& w) const;
+  bool weights_in_main(const Write& w, const scheduler::ModelRecord& m) const;
+  void start_hashing(Write& w);
+  void check_carried(Write& w);
+  void write_sidecar(Write& w);
+  void write_generation_file(Write& w);
+  void write_children(Write& w, std::int64_t file);
+  void write_population(Write& w, std::int64_t file) const;
+  void start_background(const Write& w);
+  void expire_sidecars(int generation) const;
+  void advance(Write& w);
   double last_seconds_ = 0.0;
   std::uint64_t last_bytes_ = 0;
 };
