@@ -12,6 +12,9 @@ source_dir=$(cd "$source_dir" && pwd)
 test_name=$(basename "$0" .sh)
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/rsi-$test_name.XXXXXX")
 cluster=$tmp/cluster
+# Open MPI's session directories (one per node, named after it) in the test's folder: a lost node
+# leaves its own behind.
+export OMPI_MCA_orte_tmpdir_base=$tmp
 links_before=$(ip -o link show 2>/dev/null | awk -F': ' '{ print $2 }' | sort | tr '\n' ' ')
 
 cleanup() {
@@ -51,7 +54,7 @@ stop_cluster_and_check() {
   links_after=$(ip -o link show 2>/dev/null | awk -F': ' '{ print $2 }' | sort | tr '\n' ' ')
   [[ $links_after == "$links_before" ]] || fail "network interfaces changed in this machine's namespace: before [$links_before] after [$links_after]"
   echo "   cluster stopped in $((SECONDS - start)) s; no namespace, process or interface left"
-  rm -rf "$cluster"
+  [[ -n ${RSI_KEEP_TMP:-} ]] || rm -rf "$cluster"
 }
 
 on() { "$source_dir/slurm/local/exec" "$cluster" "$@"; }  # NODE COMMAND...: on an emulated node
