@@ -15,7 +15,7 @@ cluster=$tmp/cluster
 # Open MPI's session directories (one per node, named after it) in the test's folder: a lost node
 # leaves its own behind.
 export OMPI_MCA_orte_tmpdir_base=$tmp
-links_before=$(ip -o link show 2>/dev/null | awk -F': ' '{ print $2 }' | sort | tr '\n' ' ')
+links_before=$(ip -o link show 2>/dev/null | awk -F': ' '{ print $2 }' | sort | tr '\n' ' ' || true)  # no ip: start skips
 
 cleanup() {
   local rc=$?
