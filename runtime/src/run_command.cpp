@@ -439,7 +439,7 @@ int run_loop_command(const RunArgs& args) {
                     config.name.c_str(), manifest_name.c_str(), size, size / config.loop.group_size,
                     config.loop.group_size, config.loop.threads_per_rank,
                     static_cast<unsigned long long>(config.loop.seed));
-        if (distinct_hosts(placement.host_of_rank).find(',') != std::string::npos)
+        if (hosts.find(',') != std::string::npos)  // several hosts
           std::printf("  ranks by node: %s\n", ranks_by_host(placement.host_of_rank).c_str());
         std::printf("  population %d, %d children per generation, %d generations, selection %s; lineage in %s\n",
                     config.loop.population_size, config.loop.children_per_generation, config.loop.generations,
