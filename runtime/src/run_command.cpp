@@ -12,6 +12,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "rsi/checkpoints/store.h"
 #include "rsi/collective/communicator.h"
@@ -23,6 +24,7 @@
 #include "rsi/scheduler/governance.h"
 #include "rsi/scheduler/loop.h"
 #include "device.h"
+#include "placement.h"
 #include "progress.h"
 
 #ifndef RSI_VERSION
@@ -149,19 +151,29 @@ void install_stop_handlers() {
   sigaction(SIGTERM, &action, nullptr);
 }
 
-// Every rank's host name, gathered to rank 0, distinct and comma-separated.
-std::string host_list() {
-  char host[256] = {};
-  gethostname(host, sizeof host - 1);
-  int size = 1;
+// Every rank's host name and pid, gathered to rank 0 (collective; empty on the other ranks).
+struct Placement {
+  std::vector<std::string> host_of_rank;
+  std::vector<int> pid_of_rank;
+};
+Placement gather_placement() {
+  struct Mine {
+    char host[256];
+    int pid;
+  } mine{};
+  gethostname(mine.host, sizeof mine.host - 1);
+  mine.pid = static_cast<int>(getpid());
+  int rank = 0, size = 1;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   MPI_Comm_size(MPI_COMM_WORLD, &size);
-  std::vector<char> all(static_cast<std::size_t>(size) * 256);
-  MPI_Gather(host, 256, MPI_CHAR, all.data(), 256, MPI_CHAR, 0, MPI_COMM_WORLD);
-  std::string out;
-  for (int r = 0; r < size; ++r) {
-    const std::string h(all.data() + static_cast<std::size_t>(r) * 256);
-    if (out.find(h) == std::string::npos) out += (out.empty() ? "" : ",") + h;
-  }
+  std::vector<Mine> all(rank == 0 ? static_cast<std::size_t>(size) : 1);
+  MPI_Gather(&mine, sizeof mine, MPI_BYTE, all.data(), sizeof mine, MPI_BYTE, 0, MPI_COMM_WORLD);
+  Placement out;
+  if (rank == 0)
+    for (const auto& m : all) {
+      out.host_of_rank.emplace_back(m.host);
+      out.pid_of_rank.push_back(m.pid);
+    }
   return out;
 }
 
@@ -363,7 +375,8 @@ int run_loop_command(const RunArgs& args) {
     scheduler::LoopEvents events;
     scheduler::ResumeState resume;
     int refuse = 0;  // rank 0's verdict on the run directory, shared with every rank
-    const std::string hosts = host_list();  // collective: every rank takes part
+    const Placement placement = gather_placement();  // collective: every rank takes part
+    const std::string hosts = distinct_hosts(placement.host_of_rank);
     // --- monitoring: listen before anything is written or trained; a port in use ends the run here ---
     MonitoringStart monitor;
     if (config.monitoring.port > 0) {
@@ -426,6 +439,8 @@ int run_loop_command(const RunArgs& args) {
       }
       if (!refuse) {
         std::ofstream(dir / "manifest.yaml") << config.manifest_text;
+        // Where this start's ranks run: the batch script names a lost node's ranks from it.
+        std::ofstream(dir / "ranks.tsv") << rank_table(placement.host_of_rank, placement.pid_of_rank);
         lineage = std::make_unique<LineageFiles>(dir);
         if (point.generation >= 0) {
           for (const auto& record : durable) {
@@ -463,6 +478,8 @@ int run_loop_command(const RunArgs& args) {
                     config.name.c_str(), manifest_name.c_str(), size, size / config.loop.group_size,
                     config.loop.group_size, config.loop.threads_per_rank,
                     static_cast<unsigned long long>(config.loop.seed));
+        if (hosts.find(',') != std::string::npos)  // several hosts
+          std::printf("  ranks by node: %s\n", ranks_by_host(placement.host_of_rank).c_str());
         std::printf("  population %d, %d children per generation, %d generations, selection %s; lineage in %s\n",
                     config.loop.population_size, config.loop.children_per_generation, config.loop.generations,
                     scheduler::selection_name(config.loop.selection), dir.string().c_str());

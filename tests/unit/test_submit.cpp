@@ -180,6 +180,12 @@ class SubmitScript : public ::testing::Test {
 trap 'echo USR1 > "$FAKE_DIR/mpirun.signal"; exit "${FAKE_USR1_RC:-4}"' USR1
 trap 'echo TERM > "$FAKE_DIR/mpirun.signal"; exit 143' TERM
 printf '%s\n' "$*" > "$FAKE_DIR/mpirun.args"
+if [[ -n $FAKE_LOST ]]; then  # what rsi run and Open MPI leave when node2 is lost mid-run
+  printf 'rank\thost\tpid\n0\tnode1\t11\n1\tnode1\t12\n2\tnode2\t13\n3\tnode2\t14\n' > "$FAKE_DIR/run/ranks.tsv"
+  echo '2 gen-000002.h5 abc def' > "$FAKE_DIR/run/LATEST"
+  printf 'rsi job 123, start 2 on node[1-2]\nORTE has lost communication with a remote daemon.\n\n  HNP daemon   : [[1,0],0] on node node1\n  Remote daemon: [[1,0],1] on node node2\n' >> "$FAKE_DIR/run/slurm-123.err"
+  exit 205
+fi
 i=0
 [[ -n $FAKE_SIGNAL ]] && while ((i++ < 100)); do sleep 0.05; done
 exit "${FAKE_RC:-0}"
@@ -188,6 +194,8 @@ exit "${FAKE_RC:-0}"
     SubmitJob j = job();
     j.rsi = "/fake/rsi";
     j.out = "/fake/out";
+    j.run_dir = (dir_ / "run").string();
+    std::filesystem::create_directories(dir_ / "run");
     write(dir_ / "job.sbatch", render_sbatch(manifest(""), j));
   }
   void TearDown() override { std::filesystem::remove_all(dir_); }
@@ -197,8 +205,8 @@ exit "${FAKE_RC:-0}"
     std::filesystem::permissions(p, std::filesystem::perms::owner_all, std::filesystem::perm_options::add);
   }
   // Runs the script; sends `signal` (if any) once the fake mpirun has started. Returns its exit code.
-  int run(const std::string& signal, int fake_rc = 0, int usr1_rc = 4) {
-    const std::string driver = "cd '" + dir_.string() + "' && export FAKE_DIR=\"$PWD\" FAKE_RC=" +
+  int run(const std::string& signal, int fake_rc = 0, int usr1_rc = 4, bool lost_node = false) {
+    const std::string driver = "cd '" + dir_.string() + "' && export FAKE_LOST=" + (lost_node ? "1" : "") + " FAKE_DIR=\"$PWD\" FAKE_RC=" +
                                std::to_string(fake_rc) + " FAKE_USR1_RC=" + std::to_string(usr1_rc) + " FAKE_SIGNAL=" + signal + " PATH=\"$PWD/bin:$PATH\" SLURM_JOB_ID=123 SLURM_NTASKS=2 && " +
                                "rm -f mpirun.* scontrol.args && { bash job.sbatch > job.log 2>&1 & pid=$!; } && " +
                                (signal.empty() ? "" : "until [ -f mpirun.args ]; do sleep 0.02; done; kill -" + signal + " $pid; ") +
@@ -239,4 +247,22 @@ TEST_F(SubmitScript, ExitCodesPassThrough) {
   EXPECT_EQ(run("", 4), 4) << file("job.log");  // `rsi stop`: a stop without a signal ends the job
   EXPECT_EQ(run("", 3), 3) << file("job.log");
   EXPECT_EQ(file("scontrol.args"), "");
+}
+
+TEST_F(SubmitScript, NamesALostNodeItsRanksAndWhatIsDurable) {
+  // An earlier start of the job lost another node: only this start's report counts.
+  std::ofstream(dir_ / "run/slurm-123.err") << "rsi job 123, start 1 on node[1-2]\n  Remote daemon: [[9,0],1] on node node7\n";
+  EXPECT_EQ(run("", 0, 4, true), 205) << file("job.log");
+  const std::string log = file("job.log");
+  EXPECT_NE(log.find("rsi job: lost node node2 (ranks 2-3 of this run, 4 ranks in all): Open MPI lost its daemon there"),
+            std::string::npos) << log;
+  EXPECT_EQ(log.find("node7"), std::string::npos) << log;
+  EXPECT_NE(log.find("rsi job: generation 2 (gen-000002.h5) and the ones before it are durable"), std::string::npos) << log;
+  EXPECT_NE(log.find("rsi job: resubmit to resume on nodes that answer: /fake/rsi submit /home/u/exp/m.yaml --out /fake/out"),
+            std::string::npos) << log;
+  EXPECT_EQ(file("scontrol.args"), "");
+  // A failure that names no node says nothing of nodes.
+  std::filesystem::remove(dir_ / "run/slurm-123.err");
+  EXPECT_EQ(run("", 1), 1);
+  EXPECT_EQ(file("job.log").find("lost node"), std::string::npos) << file("job.log");
 }
