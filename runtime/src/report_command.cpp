@@ -551,13 +551,8 @@ th{background:#f6f6f6}td.l,th.l{text-align:left}pre{background:#f6f6f6;padding:1
 details{margin:8px 0}summary{cursor:pointer;font-weight:600}
 )";
 
-int report(const std::string& run_dir, const std::string& out_path) {
-  const RunLineage run = read_lineage(run_dir, false);
-  Report r{run, {}, 0};
-  for (const auto& g : run.generations) r.generations.push_back(g.generation);
-  r.last_generation = r.generations.back();
-  const std::string lineage_svg = r.lineage_tree();  // first: a missing Graphviz fails before any work
-
+// The page's header: run, host and manifest line, and the summary cards.
+void write_header(std::ostringstream& h, const Report& r, const RunLineage& run, const std::string& run_dir) {
   int trained = 0, failed = 0, refused = 0;
   double seconds = 0;
   for (const auto& g : run.generations) {
@@ -566,8 +561,6 @@ int report(const std::string& run_dir, const std::string& out_path) {
   }
   const auto* best = r.model(run.best_id);
   const auto& info = run.run;
-
-  std::ostringstream h;
   h << "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" "
        "content=\"width=device-width,initial-scale=1\"><title>rsi report: "
     << html_escape(info.run_name) << "</title><style>" << kStyle << "</style></head><body>\n";
@@ -595,11 +588,9 @@ int report(const std::string& run_dir, const std::string& out_path) {
        "models trained / failed / refused");
   card(html_escape(fmt_seconds(seconds)), "wall time of the generations");
   h << "</div>\n";
+}
 
-  h << "<h2>Capability</h2><div class=\"grid2\">" << r.capability() << r.gain() << r.design_skill() << r.pareto()
-    << "</div>\n<h2>Monitors</h2><div class=\"grid2\">" << r.per_class() << r.monitors() << "</div>\n";
-  h << "<h2>Lineage</h2><div class=\"grid2\">" << lineage_svg << "</div>\n";
-
+void write_generation_table(std::ostringstream& h, const RunLineage& run) {
   h << "<h2>Generations</h2><table><tr><th>gen</th><th>best model</th><th>best val</th><th>its test</th>"
        "<th>median val</th><th>median test</th><th>gain</th><th>design skill</th><th>diversity</th><th>trained</th>"
        "<th>failed</th><th>refused</th><th>seconds</th></tr>\n";
@@ -610,7 +601,10 @@ int report(const std::string& run_dir, const std::string& out_path) {
       << "</td><td>" << g.trained << "</td><td>" << g.failed << "</td><td>" << g.refused << "</td><td>"
       << num(g.seconds, 1) << "</td></tr>\n";
   h << "</table>\n";
+}
 
+// The failed and refused models, and the governance events, as collapsible tables.
+void write_failures_and_events(std::ostringstream& h, const RunLineage& run) {
   std::ostringstream failures;
   int failure_count = 0;
   for (const auto& [id, m] : run.models)
@@ -649,15 +643,10 @@ int report(const std::string& run_dir, const std::string& out_path) {
   else
     h << "<p>none recorded.</p>";
   h << "</details>\n";
+}
 
-  if (best)
-    h << "<details><summary>Genome of the best model " << best->id << "</summary><pre>"
-      << html_escape(best->genome_yaml) << "</pre></details>\n";
-  h << "<details><summary>Manifest</summary><pre>" << html_escape(info.manifest_text) << "</pre></details>\n";
-  h << "<p class=\"sub\">Written by <code>rsi report</code> from the HDF5 lineage; self-contained (no network, no "
-       "script).</p></body></html>\n";
-
-  const std::string page = h.str();
+// Written next to its final name and renamed: a reader never sees half a page.
+bool write_page(const std::string& page, const std::string& out_path) {
   const fs::path out(out_path);
   const fs::path tmp = out.string() + ".tmp";
   {
@@ -669,10 +658,36 @@ int report(const std::string& run_dir, const std::string& out_path) {
       fs::remove(tmp, ec);
       std::fprintf(stderr, "rsi report: cannot write %s (does the directory exist and is it writable?)\n",
                    out_path.c_str());
-      return kExitFailure;
+      return false;
     }
   }
-  fs::rename(tmp, out);  // a reader never sees half a page
+  fs::rename(tmp, out);
+  return true;
+}
+
+int report(const std::string& run_dir, const std::string& out_path) {
+  const RunLineage run = read_lineage(run_dir, false);
+  Report r{run, {}, 0};
+  for (const auto& g : run.generations) r.generations.push_back(g.generation);
+  r.last_generation = r.generations.back();
+  const std::string lineage_svg = r.lineage_tree();  // first: a missing Graphviz fails before any work
+
+  std::ostringstream h;
+  write_header(h, r, run, run_dir);
+  h << "<h2>Capability</h2><div class=\"grid2\">" << r.capability() << r.gain() << r.design_skill() << r.pareto()
+    << "</div>\n<h2>Monitors</h2><div class=\"grid2\">" << r.per_class() << r.monitors() << "</div>\n";
+  h << "<h2>Lineage</h2><div class=\"grid2\">" << lineage_svg << "</div>\n";
+  write_generation_table(h, run);
+  write_failures_and_events(h, run);
+  if (const auto* best = r.model(run.best_id))
+    h << "<details><summary>Genome of the best model " << best->id << "</summary><pre>"
+      << html_escape(best->genome_yaml) << "</pre></details>\n";
+  h << "<details><summary>Manifest</summary><pre>" << html_escape(run.run.manifest_text) << "</pre></details>\n";
+  h << "<p class=\"sub\">Written by <code>rsi report</code> from the HDF5 lineage; self-contained (no network, no "
+       "script).</p></body></html>\n";
+
+  const std::string page = h.str();
+  if (!write_page(page, out_path)) return kExitFailure;
   std::size_t charts = 0;
   for (std::size_t at = 0; (at = page.find("<figure class=\"chart", at)) != std::string::npos; ++at) ++charts;
   std::printf("wrote %s (%zu KiB: %zu charts, %zu models, %zu generations)\n", out_path.c_str(), page.size() / 1024,
