@@ -284,325 +284,418 @@ MonitoringStart start_monitoring(const RunConfig& config, const std::unique_ptr<
 }
 // --- end monitoring ---
 
-int run_loop_command(const RunArgs& args) {
-  // Before MPI start-up (about a second): mpirun forwards a SIGUSR1 as soon as a rank exists, and
-  // the default action would end the rank instead of stopping the run.
-  install_stop_handlers();
-  int provided = 0;
-  MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided);
-  int rank = 0, size = 1;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  MPI_Comm_size(MPI_COMM_WORLD, &size);
-  int rc = kExitOk;
-  const std::string manifest_name = args.reproduce.empty() ? args.manifest : args.reproduce + " (embedded manifest)";
-  try {
-    RunConfig config;
+// MPI for one command: initialized with the thread level rsi needs (only the main thread calls MPI,
+// other threads exist), finalized exactly once on every way out, returns and exceptions alike; rank
+// 0's verdicts shared with every rank, so that all ranks leave together with one exit code.
+class MpiSession {
+ public:
+  MpiSession() {
+    MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided_);
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
+    MPI_Comm_size(MPI_COMM_WORLD, &size_);
+  }
+  ~MpiSession() {
+    int finalized = 0;
+    MPI_Finalized(&finalized);
+    if (!finalized) MPI_Finalize();
+  }
+  MpiSession(const MpiSession&) = delete;
+  MpiSession& operator=(const MpiSession&) = delete;
+  int rank() const { return rank_; }
+  int size() const { return size_; }
+  bool thread_level_ok() const { return provided_ >= MPI_THREAD_FUNNELED; }
+  int provided() const { return provided_; }
+  // Rank 0's value, on every rank (collective).
+  int agree(int value) const {
+    MPI_Bcast(&value, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    return value;
+  }
+  // Ends every rank of the job (an error one rank cannot tell the others about in order).
+  void abort(int code) const { MPI_Abort(MPI_COMM_WORLD, code); }
+
+ private:
+  int provided_ = 0, rank_ = 0, size_ = 1;
+};
+
+// One `rsi run` (or `rsi reproduce`) on every rank, as steps: the run's configuration, inputs
+// checked before the job starts, devices and CPU kernels, monitoring, the run directory (resume,
+// history, sinks; rank 0), hooks (stop, governance), the loop, and what the run's end means. A step
+// that ends the command returns its exit code, agreed by every rank.
+class RunSession {
+ public:
+  RunSession(const RunArgs& args, const MpiSession& mpi)
+      : args_(args), mpi_(mpi), rank_(mpi.rank()), size_(mpi.size()),
+        manifest_name_(args.reproduce.empty() ? args.manifest : args.reproduce + " (embedded manifest)") {}
+
+  int run() {
+    for (auto step : {&RunSession::load_config, &RunSession::check_inputs, &RunSession::select_devices,
+                      &RunSession::start_exporters, &RunSession::open_run_directory})
+      if (const std::optional<int> rc = (this->*step)()) return *rc;
+    wire_monitoring();
+    install_hooks();
+    const scheduler::LoopSummary summary =
+        scheduler::run_loop(config_.loop, *world_, sinks_, events_, rank_ == 0 && resume_.generation >= 0 ? &resume_ : nullptr);
+    // The last generation's file digest and LATEST are finished in the background; an error there
+    // (reported only on stderr by the sink's on_finish) must fail the run, not pass unnoticed.
+    if (store_) store_->flush();
+    return finish(summary);
+  }
+
+ private:
+  void error(const std::string& what) const {
+    if (rank_ == 0) std::fprintf(stderr, "rsi run: %s %s: %s\n", rank_tag(rank_).c_str(), manifest_name_.c_str(), what.c_str());
+  }
+
+  std::optional<int> load_config() {
     try {
-      if (args.reproduce.empty()) {
-        config = load_manifest(args.manifest);
+      if (args_.reproduce.empty()) {
+        config_ = load_manifest(args_.manifest);
       } else {
-        config = stored_run_config(args.reproduce);
-        config.monitoring.port = 0;  // a check, not a run to watch; the original's port may still be in use
-        config.output_directory = args.out.empty() ? args.reproduce + "-reproduce" : args.out;
-        if (rank == 0 && !checkpoints::generation_files(config.output_directory).empty())
-          throw ManifestError(config.output_directory + " already holds a run; choose an empty --out directory");
+        config_ = stored_run_config(args_.reproduce);
+        config_.monitoring.port = 0;  // a check, not a run to watch; the original's port may still be in use
+        config_.output_directory = args_.out.empty() ? args_.reproduce + "-reproduce" : args_.out;
+        if (rank_ == 0 && !checkpoints::generation_files(config_.output_directory).empty())
+          throw ManifestError(config_.output_directory + " already holds a run; choose an empty --out directory");
       }
     } catch (const checkpoints::CheckpointError& e) {
-      if (rank == 0) std::fprintf(stderr, "rsi: %s %s\n", rank_tag(rank).c_str(), e.what());
-      MPI_Finalize();
+      if (rank_ == 0) std::fprintf(stderr, "rsi: %s %s\n", rank_tag(rank_).c_str(), e.what());
       return kExitBadInput;
     } catch (const ManifestError& e) {
-      if (rank == 0) std::fprintf(stderr, "rsi run: %s %s\n", rank_tag(rank).c_str(), e.what());
-      MPI_Finalize();
+      if (rank_ == 0) std::fprintf(stderr, "rsi run: %s %s\n", rank_tag(rank_).c_str(), e.what());
       return kExitBadInput;
     }
-    if (args.generations >= 0) config.loop.generations = args.generations;
-    if (!args.out.empty() && args.reproduce.empty()) config.output_directory = args.out;
-    // Inputs every rank reads are checked on rank 0 before the job starts: a missing data directory
-    // is exit code 3 naming it, not an error on whichever rank reads first.
+    if (args_.generations >= 0) config_.loop.generations = args_.generations;
+    if (!args_.out.empty() && args_.reproduce.empty()) config_.output_directory = args_.out;
+    run_dir_ = config_.output_directory;
+    return std::nullopt;
+  }
+
+  // Inputs every rank reads are checked on rank 0 before the job starts: a missing data directory
+  // is exit code 3 naming it, not an error on whichever rank reads first.
+  std::optional<int> check_inputs() {
     int bad_data = 0;
-    if (rank == 0 && config.loop.task.kind == scheduler::TaskSpec::Kind::FashionMnist) {
+    if (rank_ == 0 && config_.loop.task.kind == scheduler::TaskSpec::Kind::FashionMnist) {
       try {
-        models::check_fashion_mnist(config.loop.task.data_dir);
+        models::check_fashion_mnist(config_.loop.task.data_dir);
       } catch (const models::DataError& e) {
-        std::fprintf(stderr, "rsi run: %s %s: task.data_dir: %s\n", rank_tag(rank).c_str(), manifest_name.c_str(), e.what());
+        error(std::string("task.data_dir: ") + e.what());
         bad_data = 1;
       }
     }
-    MPI_Bcast(&bad_data, 1, MPI_INT, 0, MPI_COMM_WORLD);
-    if (bad_data) {
-      MPI_Finalize();
-      return kExitBadInput;
-    }
-    if (size % config.loop.group_size != 0) {
-      if (rank == 0)
-        std::fprintf(stderr, "rsi run: %s %s: cluster.group_size %d does not divide the %d ranks of this job\n",
-                     rank_tag(rank).c_str(), manifest_name.c_str(), config.loop.group_size, size);
-      MPI_Finalize();
+    if (mpi_.agree(bad_data)) return kExitBadInput;
+    if (size_ % config_.loop.group_size != 0) {
+      error("cluster.group_size " + std::to_string(config_.loop.group_size) + " does not divide the " +
+            std::to_string(size_) + " ranks of this job");
       return kExitUsage;
     }
-    // --- device selection (device.h): GPU by local rank, agreed by every rank, before training ---
-    DevicePolicy device_policy = DevicePolicy::Cpu;
-    parse_device_policy(config.cluster.device, &device_policy);  // the manifest loader validated it
-    const RunDevice device = select_run_device(device_policy, config.cluster.gpus_per_node, MPI_COMM_WORLD);
-    if (!device.error.empty()) std::fprintf(stderr, "rsi run: %s %s: %s\n", rank_tag(rank).c_str(), manifest_name.c_str(), device.error.c_str());
-    if (device.failed) {
-      MPI_Finalize();
+    return std::nullopt;
+  }
+
+  // GPU by local rank, agreed by every rank, before training; every rank's CPU kernel family.
+  std::optional<int> select_devices() {
+    DevicePolicy policy = DevicePolicy::Cpu;
+    parse_device_policy(config_.cluster.device, &policy);  // the manifest loader validated it
+    const RunDevice device = select_run_device(policy, config_.cluster.gpus_per_node, MPI_COMM_WORLD);
+    if (!device.error.empty())
+      std::fprintf(stderr, "rsi run: %s %s: %s\n", rank_tag(rank_).c_str(), manifest_name_.c_str(), device.error.c_str());
+    if (device.failed) return kExitBadInput;
+    if (!device.warning.empty())
+      std::fprintf(stderr, "rsi run: %s warning: %s\n", rank_tag(rank_).c_str(), device.warning.c_str());
+    if (rank_ == 0 && policy != DevicePolicy::Cpu) std::printf("rsi run: %s\n", device.summary.c_str());
+    cpu_kernels_ = select_cpu_kernels(config_.cluster.cpu_kernels);  // collective
+    if (!cpu_kernels_.error.empty()) {
+      error(cpu_kernels_.error);
       return kExitBadInput;
     }
-    if (!device.warning.empty()) std::fprintf(stderr, "rsi run: %s warning: %s\n", rank_tag(rank).c_str(), device.warning.c_str());
-    if (rank == 0 && device_policy != DevicePolicy::Cpu) std::printf("rsi run: %s\n", device.summary.c_str());
-    // CPU kernels: every rank runs them (the coordinator's work, and training on a CPU device).
-    const CpuKernels cpu_kernels = select_cpu_kernels(config.cluster.cpu_kernels);  // collective
-    if (!cpu_kernels.error.empty()) {
-      if (rank == 0) std::fprintf(stderr, "rsi run: %s %s: %s\n", rank_tag(rank).c_str(), manifest_name.c_str(), cpu_kernels.error.c_str());
-      MPI_Finalize();
-      return kExitBadInput;
-    }
-    if (rank == 0)
-      std::printf("rsi run: %s; every rank: %s\n", kernels::cpu_kernel_summary().c_str(), cpu_kernels.list.c_str());
+    if (rank_ == 0)
+      std::printf("rsi run: %s; every rank: %s\n", kernels::cpu_kernel_summary().c_str(), cpu_kernels_.list.c_str());
     if (const std::string w = kernels::cpu_kernel_warning(); !w.empty())
-      std::fprintf(stderr, "rsi run: %s warning: %s\n", rank_tag(rank).c_str(), w.c_str());
+      std::fprintf(stderr, "rsi run: %s warning: %s\n", rank_tag(rank_).c_str(), w.c_str());
     // Device buffers all-reduce over NCCL; host buffers and the scheduler's messages stay on MPI.
-    auto world = device.choice.cuda && collective::nccl_available_in_build()
-                     ? collective::make_nccl_communicator(collective::make_mpi_world_communicator(), device.choice.gpu)
-                     : collective::make_mpi_world_communicator();
-    // --- end device selection ---
-    std::vector<scheduler::GenerationSink*> sinks;
-    std::unique_ptr<LineageFiles> lineage;
-    std::unique_ptr<Progress> progress;
-    std::unique_ptr<checkpoints::LineageStore> store;
-    scheduler::LoopEvents events;
-    scheduler::ResumeState resume;
-    int refuse = 0;  // rank 0's verdict on the run directory, shared with every rank
-    const Placement placement = gather_placement();  // collective: every rank takes part
-    const std::string hosts = distinct_hosts(placement.host_of_rank);
-    // --- monitoring: listen before anything is written or trained; a port in use ends the run here ---
-    MonitoringStart monitor;
-    if (config.monitoring.port > 0) {
-      monitor = start_monitoring(config, store);  // collective
-      int failed = monitor.error.empty() ? 0 : 1;
-      MPI_Bcast(&failed, 1, MPI_INT, 0, MPI_COMM_WORLD);
-      if (failed) {
-        if (rank == 0) std::fprintf(stderr, "rsi run: %s %s: %s\n", rank_tag(rank).c_str(), manifest_name.c_str(), monitor.error.c_str());
-        monitor = {};
-        MPI_Finalize();
-        return kExitBadInput;
-      }
-    }
-    if (rank == 0) {
-      const std::filesystem::path dir(config.output_directory);
-      std::filesystem::create_directories(dir);
-      // A STOP file from before this run started (an `rsi stop` of a run that had already ended) would
-      // stop this one at once: it is not meant for it.
-      if (std::error_code ec; std::filesystem::remove(dir / kStopFileName, ec))
-        std::fprintf(stderr, "rsi run: [rank 0] note: removed %s, left from before this run started\n",
-                     (dir / kStopFileName).string().c_str());
-      checkpoints::ResumePoint point;
-      if (config.loop.format1_weights_digest) point.format_version = 1;  // rsi reproduce of a format-1 lineage
-      std::vector<scheduler::GenerationRecord> durable;  // the history a resume continues, read before anything is written
-      if (const auto files = checkpoints::generation_files(dir); !files.empty()) {
-        // The manifest first, from the oldest file's run attributes: a run of another manifest is
-        // refused before anything in the directory changes (find_resume_point moves files aside).
-        try {
-          const auto stored = checkpoints::read_generation(files.front(), /*weights=*/false);
-          const std::string differences = manifest_differences(stored.run.manifest_text, config.manifest_text);
-          if (!differences.empty()) {
-            std::fprintf(stderr,
-                         "rsi run: %s %s holds a run of a different manifest; refusing to resume it with %s.\n"
-                         "  differing keys:\n%s  use another --out directory, or the original manifest\n",
-                         rank_tag(rank).c_str(), dir.string().c_str(), manifest_name.c_str(), differences.c_str());
-            refuse = 1;
-          }
-        } catch (const checkpoints::CheckpointError&) {
-          // Unreadable: find_resume_point says what is wrong with it.
-        }
-        if (!refuse) {
-          std::vector<std::string> warnings;
-          try {
-            point = checkpoints::find_resume_point(dir, &warnings);
-          } catch (const checkpoints::CheckpointError& e) {  // DamagedHistory, or the population's weights gone
-            std::fprintf(stderr, "rsi run: %s %s: %s\n", rank_tag(rank).c_str(), dir.string().c_str(), e.what());
-            refuse = 1;
-          }
-          for (const auto& w : warnings)
-            std::fprintf(stderr, "rsi run: %s warning: %s\n", rank_tag(rank).c_str(), w.c_str());
-          // The text lineage is rebuilt from the durable generations' metadata (their weights are not
-          // needed: a damaged weights dataset of an old generation is for rsi verify to name).
-          for (const auto& file : checkpoints::generation_files(dir)) {
-            if (refuse || point.generation < 0) break;
-            auto g = checkpoints::read_generation(file, /*weights=*/false);
-            if (g.generation > point.generation) break;
-            durable.push_back(std::move(g.record));
-          }
-        }
-      }
-      if (!refuse) {
-        std::ofstream(dir / "manifest.yaml") << config.manifest_text;
-        // Where this start's ranks run: the batch script names a lost node's ranks from it.
-        std::ofstream(dir / "ranks.tsv") << rank_table(placement.host_of_rank, placement.pid_of_rank);
-        lineage = std::make_unique<LineageFiles>(dir);
-        if (point.generation >= 0) {
-          for (const auto& record : durable) {
-            lineage->on_generation(record);
-            resume.history.push_back(record);  // governance: trends, budget, a pending approval
-          }
-          resume.generation = point.generation;
-          // A lineage goes on in the format it started in (only the coordinator computes digests).
-          config.loop.format1_weights_digest = point.format_version == 1;
-          resume.next_model_id = point.next_model_id;
-          resume.population = point.population;
-        }
-        checkpoints::RunInfo info;
-        info.run_name = config.name;
-        info.manifest_text = config.manifest_text;
-        info.manifest_hash = manifest_hash(config.manifest_text, config.loop.format1_weights_digest);
-        info.program_version = RSI_VERSION;
-        info.git_commit = RSI_GIT_COMMIT;
-        info.ranks = size;
-        info.group_size = config.loop.group_size;
-        info.threads_per_rank = config.loop.threads_per_rank;
-        info.hosts = hosts;
-        info.cpu_kernels = cpu_kernels.list;
-        info.start_time = utc_now();
-        if (config.loop.task.kind == scheduler::TaskSpec::Kind::FashionMnist)  // the 60k training images
-          info.split_fingerprint =
-              models::split_fingerprint(models::make_split(60'000, config.loop.task.split, config.loop.seed));
-        store = std::make_unique<checkpoints::LineageStore>(dir, info, config.retention, point);
-        lineage->set_store(store.get());
-        progress = std::make_unique<Progress>(config.loop.generations, interactive_output(STDOUT_FILENO));
-        sinks = {store.get(), lineage.get(), progress.get()};
-        events.on_model_done = [p = progress.get()](const scheduler::ModelRecord& m) { p->on_model_done(m); };
-        events.on_generation_start = [p = progress.get()](int g, int n) { p->on_generation_start(g, n); };
-        std::printf("rsi run: %s  (%s, %d ranks in %d groups of %d, %d thread(s) per rank, seed %llu)\n",
-                    config.name.c_str(), manifest_name.c_str(), size, size / config.loop.group_size,
-                    config.loop.group_size, config.loop.threads_per_rank,
-                    static_cast<unsigned long long>(config.loop.seed));
-        if (hosts.find(',') != std::string::npos)  // several hosts
-          std::printf("  ranks by node: %s\n", ranks_by_host(placement.host_of_rank).c_str());
-        std::printf("  population %d, %d children per generation, %d generations, selection %s; lineage in %s\n",
-                    config.loop.population_size, config.loop.children_per_generation, config.loop.generations,
-                    scheduler::selection_name(config.loop.selection), dir.string().c_str());
-        if (resume.generation >= 0)
-          std::printf("  resuming after generation %d (the last durable one)\n", resume.generation);
-        std::fflush(stdout);
-      }
-    }
-    MPI_Bcast(&refuse, 1, MPI_INT, 0, MPI_COMM_WORLD);
-    if (refuse) {
-      MPI_Finalize();
+    world_ = device.choice.cuda && collective::nccl_available_in_build()
+                 ? collective::make_nccl_communicator(collective::make_mpi_world_communicator(), device.choice.gpu)
+                 : collective::make_mpi_world_communicator();
+    placement_ = gather_placement();  // collective: every rank takes part
+    hosts_ = distinct_hosts(placement_.host_of_rank);
+    return std::nullopt;
+  }
+
+  // Listen before anything is written or trained: a port in use ends the run here.
+  std::optional<int> start_exporters() {
+    if (config_.monitoring.port <= 0) return std::nullopt;
+    monitor_ = start_monitoring(config_, store_);  // collective
+    if (mpi_.agree(monitor_.error.empty() ? 0 : 1)) {
+      error(monitor_.error);
+      monitor_ = {};
       return kExitBadInput;
     }
-    if (monitor.exporter) {  // --- monitoring: the coordinator's sink and live hooks, the targets file ---
-      monitoring::Exporter* e = monitor.exporter.get();
-      sinks.push_back(e);
-      events.on_model_done = [prev = events.on_model_done, e](const scheduler::ModelRecord& m) {
-        if (prev) prev(m);
-        e->on_model_done(m);
-      };
-      events.on_generation_start = [prev = events.on_generation_start, e](int g, int n) {
-        if (prev) prev(g, n);
-        e->on_generation_start(g, n);
-      };
-      const std::string targets = config.monitoring.targets_file.empty()
-                                      ? (std::filesystem::path(config.output_directory) / "prometheus-targets.json").string()
-                                      : config.monitoring.targets_file;
-      monitoring::write_file_sd(targets, config.name, monitor.endpoints);
-      std::printf("  metrics on http://%s/metrics (%zu endpoint(s) in %s)\n", e->endpoint().c_str(),
-                  monitor.endpoints.size(), targets.c_str());
-      std::fflush(stdout);
+    return std::nullopt;
+  }
+
+  // Rank 0: the run directory. A resume point and the history it builds on are read before
+  // anything is written; a directory of another manifest, or damaged history, refuses (exit 3).
+  std::optional<int> open_run_directory() {
+    int refuse = 0;
+    if (rank_ == 0) {
+      std::filesystem::create_directories(run_dir_);
+      // A STOP file from before this run started (an `rsi stop` of a run that had already ended)
+      // would stop this one at once: it is not meant for it.
+      if (std::error_code ec; std::filesystem::remove(run_dir_ / kStopFileName, ec))
+        std::fprintf(stderr, "rsi run: [rank 0] note: removed %s, left from before this run started\n",
+                     (run_dir_ / kStopFileName).string().c_str());
+      checkpoints::ResumePoint point;
+      if (config_.loop.format1_weights_digest) point.format_version = 1;  // rsi reproduce of a format-1 lineage
+      std::vector<scheduler::GenerationRecord> durable;
+      refuse = find_resume(point, durable);
+      if (!refuse) open_sinks(point, durable);
     }
-    const std::filesystem::path stop_file = std::filesystem::path(config.output_directory) / kStopFileName;
-    std::string stop_reason;
-    config.loop.stop_requested = [&] {
+    if (mpi_.agree(refuse)) return kExitBadInput;
+    return std::nullopt;
+  }
+
+  // The resume point and the durable history's records (metadata only); 1 to refuse.
+  int find_resume(checkpoints::ResumePoint& point, std::vector<scheduler::GenerationRecord>& durable) {
+    const auto files = checkpoints::generation_files(run_dir_);
+    if (files.empty()) return 0;
+    // The manifest first, from the oldest file's run attributes: a run of another manifest is
+    // refused before anything in the directory changes (find_resume_point moves files aside).
+    try {
+      const auto stored = checkpoints::read_generation(files.front(), /*weights=*/false);
+      const std::string differences = manifest_differences(stored.run.manifest_text, config_.manifest_text);
+      if (!differences.empty()) {
+        std::fprintf(stderr,
+                     "rsi run: %s %s holds a run of a different manifest; refusing to resume it with %s.\n"
+                     "  differing keys:\n%s  use another --out directory, or the original manifest\n",
+                     rank_tag(rank_).c_str(), run_dir_.string().c_str(), manifest_name_.c_str(), differences.c_str());
+        return 1;
+      }
+    } catch (const checkpoints::CheckpointError&) {
+      // Unreadable: find_resume_point says what is wrong with it.
+    }
+    std::vector<std::string> warnings;
+    int refuse = 0;
+    try {
+      point = checkpoints::find_resume_point(run_dir_, &warnings);
+    } catch (const checkpoints::CheckpointError& e) {  // DamagedHistory, or the population's weights gone
+      std::fprintf(stderr, "rsi run: %s %s: %s\n", rank_tag(rank_).c_str(), run_dir_.string().c_str(), e.what());
+      refuse = 1;
+    }
+    for (const auto& w : warnings) std::fprintf(stderr, "rsi run: %s warning: %s\n", rank_tag(rank_).c_str(), w.c_str());
+    // The text lineage is rebuilt from the durable generations' metadata (their weights are not
+    // needed: a damaged weights dataset of an old generation is for rsi verify to name).
+    for (const auto& file : checkpoints::generation_files(run_dir_)) {
+      if (refuse || point.generation < 0) break;
+      auto g = checkpoints::read_generation(file, /*weights=*/false);
+      if (g.generation > point.generation) break;
+      durable.push_back(std::move(g.record));
+    }
+    return refuse;
+  }
+
+  // The lineage files, the store, progress and the run's first lines (rank 0).
+  void open_sinks(const checkpoints::ResumePoint& point, const std::vector<scheduler::GenerationRecord>& durable) {
+    std::ofstream(run_dir_ / "manifest.yaml") << config_.manifest_text;
+    // Where this start's ranks run: the batch script names a lost node's ranks from it.
+    std::ofstream(run_dir_ / "ranks.tsv") << rank_table(placement_.host_of_rank, placement_.pid_of_rank);
+    lineage_ = std::make_unique<LineageFiles>(run_dir_);
+    if (point.generation >= 0) {
+      for (const auto& record : durable) {
+        lineage_->on_generation(record);
+        resume_.history.push_back(record);  // governance: trends, budget, a pending approval
+      }
+      resume_.generation = point.generation;
+      // A lineage goes on in the format it started in (only the coordinator computes digests).
+      config_.loop.format1_weights_digest = point.format_version == 1;
+      resume_.next_model_id = point.next_model_id;
+      resume_.population = point.population;
+    }
+    store_ = std::make_unique<checkpoints::LineageStore>(run_dir_, run_info(), config_.retention, point);
+    lineage_->set_store(store_.get());
+    progress_ = std::make_unique<Progress>(config_.loop.generations, interactive_output(STDOUT_FILENO));
+    sinks_ = {store_.get(), lineage_.get(), progress_.get()};
+    events_.on_model_done = [p = progress_.get()](const scheduler::ModelRecord& m) { p->on_model_done(m); };
+    events_.on_generation_start = [p = progress_.get()](int g, int n) { p->on_generation_start(g, n); };
+    const scheduler::LoopConfig& l = config_.loop;
+    std::printf("rsi run: %s  (%s, %d ranks in %d groups of %d, %d thread(s) per rank, seed %llu)\n",
+                config_.name.c_str(), manifest_name_.c_str(), size_, size_ / l.group_size, l.group_size,
+                l.threads_per_rank, static_cast<unsigned long long>(l.seed));
+    if (hosts_.find(',') != std::string::npos)  // several hosts
+      std::printf("  ranks by node: %s\n", ranks_by_host(placement_.host_of_rank).c_str());
+    std::printf("  population %d, %d children per generation, %d generations, selection %s; lineage in %s\n",
+                l.population_size, l.children_per_generation, l.generations, scheduler::selection_name(l.selection),
+                run_dir_.string().c_str());
+    if (resume_.generation >= 0) std::printf("  resuming after generation %d (the last durable one)\n", resume_.generation);
+    std::fflush(stdout);
+  }
+
+  checkpoints::RunInfo run_info() const {
+    checkpoints::RunInfo info;
+    info.run_name = config_.name;
+    info.manifest_text = config_.manifest_text;
+    info.manifest_hash = manifest_hash(config_.manifest_text, config_.loop.format1_weights_digest);
+    info.program_version = RSI_VERSION;
+    info.git_commit = RSI_GIT_COMMIT;
+    info.ranks = size_;
+    info.group_size = config_.loop.group_size;
+    info.threads_per_rank = config_.loop.threads_per_rank;
+    info.hosts = hosts_;
+    info.cpu_kernels = cpu_kernels_.list;
+    info.start_time = utc_now();
+    if (config_.loop.task.kind == scheduler::TaskSpec::Kind::FashionMnist)  // the 60k training images
+      info.split_fingerprint =
+          models::split_fingerprint(models::make_split(60'000, config_.loop.task.split, config_.loop.seed));
+    return info;
+  }
+
+  // The coordinator's exporter as a sink and live hooks, and the targets file.
+  void wire_monitoring() {
+    if (!monitor_.exporter) return;
+    monitoring::Exporter* e = monitor_.exporter.get();
+    sinks_.push_back(e);
+    events_.on_model_done = [prev = events_.on_model_done, e](const scheduler::ModelRecord& m) {
+      if (prev) prev(m);
+      e->on_model_done(m);
+    };
+    events_.on_generation_start = [prev = events_.on_generation_start, e](int g, int n) {
+      if (prev) prev(g, n);
+      e->on_generation_start(g, n);
+    };
+    const std::string targets = config_.monitoring.targets_file.empty()
+                                    ? (run_dir_ / "prometheus-targets.json").string()
+                                    : config_.monitoring.targets_file;
+    monitoring::write_file_sd(targets, config_.name, monitor_.endpoints);
+    std::printf("  metrics on http://%s/metrics (%zu endpoint(s) in %s)\n", e->endpoint().c_str(),
+                monitor_.endpoints.size(), targets.c_str());
+    std::fflush(stdout);
+  }
+
+  // Stop requests (signals, the STOP file) and governance decisions (files from rsi approve/reject).
+  void install_hooks() {
+    const std::filesystem::path stop_file = run_dir_ / kStopFileName;
+    config_.loop.stop_requested = [this, stop_file] {
       if (const int sig = g_stop_signal.load()) {
-        stop_reason = std::string("signal ") + (sig == SIGUSR1 ? "SIGUSR1" : sig == SIGTERM ? "SIGTERM" : std::to_string(sig));
+        stop_reason_ =
+            std::string("signal ") + (sig == SIGUSR1 ? "SIGUSR1" : sig == SIGTERM ? "SIGTERM" : std::to_string(sig));
       } else if (std::error_code ec; std::filesystem::exists(stop_file, ec)) {
-        stop_reason = "stop requested (" + stop_file.string() + ")";
+        stop_reason_ = "stop requested (" + stop_file.string() + ")";
         std::filesystem::remove(stop_file, ec);
       }
-      return !stop_reason.empty();
+      return !stop_reason_.empty();
     };
-    // --- governance: decisions come from `rsi approve`/`rsi reject` as files in the run directory ---
-    const std::filesystem::path run_dir(config.output_directory);
-    config.loop.poll_decision = [run_dir](int g) { return scheduler::read_decision(run_dir, g); };
-    events.on_approval_pending = [prev = events.on_approval_pending, run_dir, &config,
-                                  exporter = monitor.exporter.get()](int g, bool pending) {
+    config_.loop.poll_decision = [run_dir = run_dir_](int g) { return scheduler::read_decision(run_dir, g); };
+    events_.on_approval_pending = [prev = events_.on_approval_pending, run_dir = run_dir_,
+                                   timeout = config_.loop.governance.gates.approval_timeout_seconds,
+                                   exporter = monitor_.exporter.get()](int g, bool pending) {
       if (prev) prev(g, pending);
       if (exporter) exporter->set_approval_pending(pending ? 1 : 0);  // rsi_approval_pending
       if (!pending) return;
       std::printf("rsi run: generation %d awaits approval (see `rsi audit %s`); waiting up to %.0f s for\n"
                   "  rsi approve %s --generation %d --reason TEXT   (or rsi reject ...)\n",
-                  g, run_dir.string().c_str(), config.loop.governance.gates.approval_timeout_seconds,
-                  run_dir.string().c_str(), g);
+                  g, run_dir.string().c_str(), timeout, run_dir.string().c_str(), g);
       std::fflush(stdout);
     };
-    // --- end governance ---
-    const scheduler::LoopSummary summary =
-        scheduler::run_loop(config.loop, *world, sinks, events, rank == 0 && resume.generation >= 0 ? &resume : nullptr);
-    // The last generation's file digest and LATEST are finished in the background; an error there
-    // (reported only on stderr by the sink's on_finish) must fail the run, not pass unnoticed.
-    if (store) store->flush();
-    int stopped = summary.stopped ? 1 : 0;
-    MPI_Bcast(&stopped, 1, MPI_INT, 0, MPI_COMM_WORLD);
-    if (stopped) {
-      if (rank == 0) {
-        if (summary.generations_done > 0)
-          std::printf("rsi run: %s: stopped after generation %d, which is durable; run the same command again to resume\n",
-                      stop_reason.c_str(), summary.generations_done - 1);
-        else
-          std::printf("rsi run: %s: stopped before the first generation; run the same command again to start\n",
-                      stop_reason.c_str());
-        // The stop is kept out of the lineage (a stopped and resumed run equals an uninterrupted one).
-        try {
-          scheduler::append_audit(run_dir, {scheduler::utc_now_iso(), scheduler::user_at_host(),
-                                            summary.generations_done - 1, "stopped", stop_reason});
-        } catch (const std::exception& e) {
-          std::fprintf(stderr, "rsi run: %s warning: %s\n", rank_tag(rank).c_str(), e.what());
-        }
-      }
+  }
+
+  // What the run's end means, on every rank: stopped (exit 4), awaiting approval (5), the budget
+  // spent, a rejection; the best model; a linger for a last scrape; a reproduction's comparison.
+  int finish(const scheduler::LoopSummary& summary) {
+    int rc = kExitOk;
+    if (mpi_.agree(summary.stopped ? 1 : 0)) {
+      if (rank_ == 0) report_stop(summary);
       rc = kExitStopped;
     }
-    int awaiting = summary.awaiting_approval ? 1 : 0;  // --- governance ---
-    MPI_Bcast(&awaiting, 1, MPI_INT, 0, MPI_COMM_WORLD);
-    if (awaiting) {
-      if (rank == 0)
+    if (mpi_.agree(summary.awaiting_approval ? 1 : 0)) {
+      if (rank_ == 0)
         std::printf("rsi run: generation %d awaits approval and no decision came within %.0f s; it is durable.\n"
                     "  decide with `rsi approve %s --generation %d --reason TEXT` (or rsi reject), then run the same\n"
                     "  command again (exit code %d)\n",
-                    summary.awaiting_generation, config.loop.governance.gates.approval_timeout_seconds,
-                    run_dir.string().c_str(), summary.awaiting_generation, kExitAwaitingApproval);
+                    summary.awaiting_generation, config_.loop.governance.gates.approval_timeout_seconds,
+                    run_dir_.string().c_str(), summary.awaiting_generation, kExitAwaitingApproval);
       rc = kExitAwaitingApproval;
     }
-    if (rank == 0 && summary.ended_by == "budget")
+    if (rank_ == 0 && summary.ended_by == "budget")
       std::printf("rsi run: the compute budget (governance.red_lines.compute_budget_model_seconds) is spent: the run "
                   "ended after generation %d\n", summary.generations_done - 1);
-    if (rank == 0 && summary.ended_by == "rejected")
+    if (rank_ == 0 && summary.ended_by == "rejected")
       std::printf("rsi run: a rejection ended the run (governance.gates.on_reject: stop); see `rsi audit %s`\n",
-                  run_dir.string().c_str());  // --- end governance ---
-    if (rank == 0)
+                  run_dir_.string().c_str());
+    if (rank_ == 0)
       std::printf("best model %llu: validation %.4f, hidden test %.4f\n",
                   static_cast<unsigned long long>(summary.best_id), summary.best_val, summary.best_test);
-    if ((monitor.exporter || monitor.node) && config.monitoring.linger_seconds > 0) {  // --- monitoring ---
-      if (rank == 0) {
+    if ((monitor_.exporter || monitor_.node) && config_.monitoring.linger_seconds > 0) {
+      if (rank_ == 0) {
         std::printf("rsi run: metrics stay up %.0f s for a last scrape (monitoring.linger_seconds)\n",
-                    config.monitoring.linger_seconds);
+                    config_.monitoring.linger_seconds);
         std::fflush(stdout);
       }
-      std::this_thread::sleep_for(std::chrono::duration<double>(config.monitoring.linger_seconds));
+      std::this_thread::sleep_for(std::chrono::duration<double>(config_.monitoring.linger_seconds));
     }
-    if (rank == 0 && !args.reproduce.empty())
-      rc = compare_runs(args.reproduce, config.output_directory, config.loop.generations) ? kExitFailure : kExitOk;
+    if (rank_ == 0 && !args_.reproduce.empty())
+      rc = compare_runs(args_.reproduce, config_.output_directory, config_.loop.generations) ? kExitFailure : kExitOk;
+    return rc;
+  }
+
+  void report_stop(const scheduler::LoopSummary& summary) const {
+    if (summary.generations_done > 0)
+      std::printf("rsi run: %s: stopped after generation %d, which is durable; run the same command again to resume\n",
+                  stop_reason_.c_str(), summary.generations_done - 1);
+    else
+      std::printf("rsi run: %s: stopped before the first generation; run the same command again to start\n",
+                  stop_reason_.c_str());
+    // The stop is kept out of the lineage (a stopped and resumed run equals an uninterrupted one).
+    try {
+      scheduler::append_audit(run_dir_, {scheduler::utc_now_iso(), scheduler::user_at_host(),
+                                         summary.generations_done - 1, "stopped", stop_reason_});
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "rsi run: %s warning: %s\n", rank_tag(rank_).c_str(), e.what());
+    }
+  }
+
+  const RunArgs& args_;
+  const MpiSession& mpi_;
+  const int rank_, size_;
+  const std::string manifest_name_;
+  RunConfig config_;
+  std::filesystem::path run_dir_;
+  CpuKernels cpu_kernels_;
+  std::unique_ptr<collective::Communicator> world_;
+  Placement placement_;
+  std::string hosts_;
+  // Declared before the exporter: its checkpoint source reads the store through this pointer.
+  std::unique_ptr<checkpoints::LineageStore> store_;
+  MonitoringStart monitor_;
+  std::unique_ptr<LineageFiles> lineage_;
+  std::unique_ptr<Progress> progress_;
+  std::vector<scheduler::GenerationSink*> sinks_;
+  scheduler::LoopEvents events_;
+  scheduler::ResumeState resume_;
+  std::string stop_reason_;
+};
+
+int run_loop_command(const RunArgs& args) {
+  // Before MPI start-up (about a second): mpirun forwards a SIGUSR1 as soon as a rank exists, and
+  // the default action would end the rank instead of stopping the run.
+  install_stop_handlers();
+  const MpiSession mpi;
+  if (!mpi.thread_level_ok()) {
+    if (mpi.rank() == 0)
+      std::fprintf(stderr,
+                   "rsi run: the MPI library provides thread level %d, below MPI_THREAD_FUNNELED (%d) that rsi needs "
+                   "(only the main thread calls MPI, other threads run): use an MPI built with thread support\n",
+                   mpi.provided(), MPI_THREAD_FUNNELED);
+    return kExitFailure;
+  }
+  try {
+    RunSession session(args, mpi);
+    return session.run();
   } catch (const std::exception& e) {
     char host[256] = {};
     gethostname(host, sizeof host - 1);
-    std::fprintf(stderr, "rsi run: error on %s rank %d: %s\n", host, rank, e.what());
+    std::fprintf(stderr, "rsi run: error on %s rank %d: %s\n", host, mpi.rank(), e.what());
     std::fflush(stderr);
-    MPI_Abort(MPI_COMM_WORLD, kExitFailure);
-    rc = kExitFailure;
+    mpi.abort(kExitFailure);
+    return kExitFailure;
   }
-  MPI_Finalize();
-  return rc;
 }
 
 }  // namespace
