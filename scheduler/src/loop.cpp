@@ -2,6 +2,7 @@
 #include "rsi/scheduler/loop.h"
 
 #include "rsi/kernels/fnv1a.h"
+#include "rsi/scheduler/commit.h"
 
 #include <algorithm>
 #include <chrono>
@@ -27,19 +28,6 @@ enum Tag : int { kRequest = 1, kResult = 2, kTask = 3, kStop = 4 };
 // Within a group the leader broadcasts each task's bytes; an empty message means stop.
 std::vector<std::byte> group_share(collective::Communicator& group, std::vector<std::byte> bytes) {
   return group.broadcast_bytes(std::move(bytes), 0);
-}
-
-double median(std::vector<double> v) {
-  if (v.empty()) return 0.0;
-  std::sort(v.begin(), v.end());
-  const std::size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-// Better first: higher validation accuracy, then lower id (older).
-bool ranks_before(const ModelRecord& a, const ModelRecord& b) {
-  if (a.metrics.val_accuracy != b.metrics.val_accuracy) return a.metrics.val_accuracy > b.metrics.val_accuracy;
-  return a.id < b.id;
 }
 
 class Coordinator {
@@ -399,18 +387,11 @@ class Coordinator {
     }
   }
 
+  // The workers' results merged into the children (in model-id order, never arrival order), then
+  // the pure commit (commit.h), then the coordinator's own state and governance.
   GenerationRecord commit(std::vector<ModelRecord> children, int generation, bool govern = true) {
-    GenerationRecord record;
-    record.generation = generation;
-    const double best_before = population_.empty() ? 0.0 : best_of(population_)->metrics.val_accuracy;
-    std::sort(children.begin(), children.end(), [](auto& a, auto& b) { return a.id < b.id; });
-    std::vector<double> gains;
-    std::map<std::uint64_t, std::vector<double>> gains_by_lineage;
     for (ModelRecord& m : children) {
-      if (m.status == ModelRecord::Status::Refused) {
-        ++record.refused;
-        continue;
-      }
+      if (m.status == ModelRecord::Status::Refused) continue;  // refused at design: never trained
       TaskResult& r = results_.at(m.id);
       m.status = r.status;
       m.failure = r.failure;
@@ -419,93 +400,25 @@ class Coordinator {
       m.function_preserving = r.function_preserving;
       m.weights = r.weights;
       if (m.weights) m.weights_digest = weights_digest(*m.weights, config_.format1_weights_digest);
-      if (const double limit = config_.governance.red_lines.max_gain_per_generation;
-          limit > 0 && m.trained() && generation > 0 && m.metrics.val_accuracy - best_before > limit) {
-        // "Slow down": the only red line that needs the trained result. The child stays on record
-        // with its metrics but does not enter the population.
-        char why[256];
-        std::snprintf(why, sizeof why,
-                      "red line: validation gain %.6f over the population's best %.6f exceeds "
-                      "governance.red_lines.max_gain_per_generation %.6f (slow down): not admitted",
-                      m.metrics.val_accuracy - best_before, best_before, limit);
-        m.status = ModelRecord::Status::Refused;
-        m.failure = why;
-        pending_events_.push_back(GovernanceEvent{generation, "red_line", m.id, why, "rsi", utc_now_iso()});
-      }
-      if (m.trained()) {
-        ++record.trained;
-        if (!m.parents.empty()) {
-          gains.push_back(m.gain_over_parent());
-          gains_by_lineage[m.designer_lineage].push_back(m.gain_over_parent());
-        }
-      } else {
-        ++(m.status == ModelRecord::Status::Refused ? record.refused : record.failed);
-      }
     }
-    // Survivor selection.
-    std::vector<ModelRecord> pool = population_;
-    for (const ModelRecord& m : children)
-      if (m.trained()) pool.push_back(m);
-    if (pool.empty())
-      throw std::runtime_error("every seed model failed (first reason: " +
-                               (children.empty() ? std::string("no seeds") : children.front().failure) +
-                               "); check the seed genomes and the task settings");
-    const std::size_t keep = std::min<std::size_t>(pool.size(), static_cast<std::size_t>(config_.population_size));
-    if (config_.selection == SelectionKind::Aging && generation > 0) {
-      std::sort(pool.begin(), pool.end(), [](auto& a, auto& b) { return a.id > b.id; });  // newest first
-    } else {
-      std::sort(pool.begin(), pool.end(), ranks_before);
-    }
-    pool.resize(keep);
-    std::sort(pool.begin(), pool.end(), [](auto& a, auto& b) { return a.id < b.id; });
+    CommitSettings settings;
+    settings.selection = config_.selection;
+    settings.population_size = config_.population_size;
+    settings.max_gain_per_generation = config_.governance.red_lines.max_gain_per_generation;
+    Commit c = commit_generation(
+        generation, std::move(children), population_,
+        [this](std::uint64_t id) -> const models::Genome& { return genomes_.at(id); }, settings, utc_now_iso());
+    pending_events_.insert(pending_events_.end(), c.events.begin(), c.events.end());
     previous_population_ = std::move(population_);
-    population_ = std::move(pool);
-
-    std::vector<double> vals, tests;
-    std::vector<models::Genome> genomes;
-    for (const auto& m : population_) {
-      vals.push_back(m.metrics.val_accuracy);
-      tests.push_back(m.metrics.test_accuracy);
-      record.population.push_back(m.id);
-      genomes.push_back(genomes_.at(m.id));
-    }
-    const ModelRecord* best = best_of(population_);
-    record.best_id = best->id;
-    record.best_val = best->metrics.val_accuracy;
-    record.best_model_test = best->metrics.test_accuracy;
-    record.best_test = *std::max_element(tests.begin(), tests.end());
-    record.median_val = median(vals);
-    record.median_test = median(tests);
-    record.gain = generation == 0 ? 0.0 : record.best_val - best_before;
-    record.design_skill = gains.empty() ? 0.0 : std::accumulate(gains.begin(), gains.end(), 0.0) / gains.size();
-    for (auto& [lineage, g] : gains_by_lineage)
-      record.design_skill_by_lineage[lineage] = std::accumulate(g.begin(), g.end(), 0.0) / g.size();
-    record.diversity = population_diversity(genomes);
-    record.goodhart_gap = best->metrics.val_accuracy - best->metrics.test_accuracy;
-    if (!best->metrics.test_per_class.empty()) {
-      const auto [lo, hi] = std::minmax_element(best->metrics.test_per_class.begin(), best->metrics.test_per_class.end());
-      record.worst_class_accuracy = *lo;
-      record.class_disparity = *hi - *lo;
-    }
-    // Mean of a pseudo-label measure over the trained children that have one (< 0: none did).
-    const auto children_mean = [&children](double ModelMetrics::*measure) {
-      double sum = 0.0;
-      int n = 0;
-      for (const ModelRecord& m : children)
-        if (m.trained() && m.metrics.*measure >= 0) sum += m.metrics.*measure, ++n;
-      return n ? sum / n : -1.0;
-    };
-    record.pseudo_label_accuracy = children_mean(&ModelMetrics::pseudo_label_accuracy);
-    record.pseudo_label_entropy = children_mean(&ModelMetrics::pseudo_label_entropy);
-    record.population_models = population_;
+    population_ = std::move(c.population);
+    GenerationRecord record = std::move(c.record);
     record.next_model_id = next_id_;
-    for (auto& m : children) morphisms_.erase(m.id);
+    for (auto& m : record.children) morphisms_.erase(m.id);
     // Keep parsed genomes of the population only.
     for (auto it = genomes_.begin(); it != genomes_.end();) {
       const bool member = std::any_of(population_.begin(), population_.end(), [&](auto& p) { return p.id == it->first; });
       it = member ? std::next(it) : genomes_.erase(it);
     }
-    record.children = std::move(children);
     govern_record(record, govern);
     return record;
   }
