@@ -364,7 +364,7 @@ float* cuda_alloc_floats(std::int64_t count) {
   const cudaError_t err = cudaMalloc(&p, bytes);
   if (err != cudaSuccess) {
     cudaGetLastError();
-    throw std::runtime_error(std::string(kOutOfDeviceMemory) + ": cudaMalloc of " + std::to_string(bytes) + " bytes failed (" +
+    throw OutOfDeviceMemory(std::string(kOutOfDeviceMemory) + ": cudaMalloc of " + std::to_string(bytes) + " bytes failed (" +
                              cudaGetErrorString(err) + ")");
   }
   return static_cast<float*>(p);

@@ -193,12 +193,17 @@ void add_run_info(prometheus::Registry& registry, const ExporterOptions& o) {
 }  // namespace
 
 std::string failure_reason_label(const scheduler::ModelRecord& m) {
-  if (m.status == scheduler::ModelRecord::Status::Refused) return "refused";
-  const std::string& f = m.failure;
-  if (f.rfind("diverged", 0) == 0) return "diverged";
-  if (f.find("out of memory") != std::string::npos) return "out_of_memory";
-  if (f.rfind("design refused", 0) == 0) return "refused";
-  return "error";
+  using K = scheduler::ModelRecord::FailureKind;
+  switch (m.failure_kind) {
+    case K::Diverged: return "diverged";
+    case K::OutOfMemory: return "out_of_memory";
+    case K::DesignRefused:
+    case K::RedLine:
+    case K::NotAdmitted: return "refused";
+    case K::Error: return "error";
+    case K::None: break;
+  }
+  return m.status == scheduler::ModelRecord::Status::Refused ? "refused" : "error";
 }
 
 const std::vector<std::string>& failure_reason_labels() {

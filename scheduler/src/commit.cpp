@@ -40,6 +40,7 @@ void count_children(Commit& c, std::vector<ModelRecord>& children, int generatio
                     "governance.red_lines.max_gain_per_generation %.6f (slow down): not admitted",
                     m.metrics.val_accuracy - best_before, best_before, limit);
       m.status = ModelRecord::Status::Refused;
+      m.failure_kind = ModelRecord::FailureKind::NotAdmitted;
       m.failure = why;
       c.events.push_back(GovernanceEvent{generation, "red_line", m.id, why, "rsi", when});
     }

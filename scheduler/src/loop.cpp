@@ -274,6 +274,7 @@ class Coordinator {
         m.op = "none";
         m.description = "design refused";
         m.status = ModelRecord::Status::Refused;
+        m.failure_kind = ModelRecord::FailureKind::DesignRefused;
         m.failure = std::string("design refused: ") + e.what();
         out.push_back(std::move(m));
         continue;
@@ -288,6 +289,7 @@ class Coordinator {
         const std::string violation = red_line_violation(lines, models::validate(child.genome));
         if (!violation.empty()) {
           m.status = ModelRecord::Status::Refused;
+          m.failure_kind = ModelRecord::FailureKind::RedLine;
           m.failure = violation;
           pending_events_.push_back(GovernanceEvent{generation, "red_line", m.id, violation, "rsi", utc_now_iso()});
           out.push_back(std::move(m));
@@ -352,6 +354,7 @@ class Coordinator {
     ModelRecord m;
     m.id = r.id;
     m.status = r.status;
+    m.failure_kind = r.failure_kind;
     m.failure = r.failure;
     m.metrics = r.metrics;
     return m;
@@ -394,6 +397,7 @@ class Coordinator {
       if (m.status == ModelRecord::Status::Refused) continue;  // refused at design: never trained
       TaskResult& r = results_.at(m.id);
       m.status = r.status;
+      m.failure_kind = r.failure_kind;
       m.failure = r.failure;
       m.metrics = r.metrics;
       m.inherited = r.inherited;
@@ -563,6 +567,20 @@ void work(const LoopConfig& config, collective::Communicator& world, collective:
 }
 
 }  // namespace
+
+const char* failure_kind_name(ModelRecord::FailureKind k) {
+  using K = ModelRecord::FailureKind;
+  switch (k) {
+    case K::None: return "";
+    case K::Diverged: return "diverged";
+    case K::OutOfMemory: return "out_of_memory";
+    case K::Error: return "error";
+    case K::DesignRefused: return "design_refused";
+    case K::RedLine: return "red_line";
+    case K::NotAdmitted: return "not_admitted";
+  }
+  return "error";
+}
 
 const char* status_name(ModelRecord::Status s) {
   switch (s) {

@@ -8,6 +8,7 @@
 #include <span>
 #include <thread>
 
+#include "rsi/kernels/cuda.h"
 #include "rsi/kernels/ops.h"
 #include "rsi/models/network.h"
 #include "rsi/models/trainer.h"
@@ -72,10 +73,11 @@ std::shared_ptr<const Weights> save_weights(const models::Network& net) {
   return w;
 }
 
-TaskResult failed(const Task& task, std::string reason) {
+TaskResult failed(const Task& task, ModelRecord::FailureKind kind, std::string reason) {
   TaskResult r;
   r.id = task.id;
   r.status = ModelRecord::Status::Failed;
+  r.failure_kind = kind;
   r.failure = std::move(reason);
   return r;
 }
@@ -146,7 +148,8 @@ TaskResult execute_surrogate(const Task& task, const LoopConfig& config, const s
     std::this_thread::sleep_for(poll ? std::min(std::chrono::duration<double>(0.0005), left) : left);
   }
   const SurrogateOutcome outcome = surrogate_evaluate(genome, config.seed, task.id, config.task.surrogate_noise);
-  if (outcome.diverged) return failed(task, "diverged: the surrogate landscape's learning rate edge was crossed");
+  if (outcome.diverged)
+    return failed(task, ModelRecord::FailureKind::Diverged, "diverged: the surrogate landscape's learning rate edge was crossed");
   TaskResult r;
   r.id = task.id;
   r.metrics = outcome.metrics;
@@ -200,7 +203,7 @@ TaskResult execute_fashion(const Task& task, const LoopConfig& config, const Tas
   }
   const models::TrainResult trained = models::train(child, data.labeled, opt);
   if (trained.diverged)
-    return failed(task, "diverged: loss became " + std::to_string(trained.final_loss) + " after " +
+    return failed(task, ModelRecord::FailureKind::Diverged, "diverged: loss became " + std::to_string(trained.final_loss) + " after " +
                             std::to_string(trained.steps) + " steps");
   const models::Evaluation val = models::evaluate(child, data.validation, 256, &group);
   const models::Evaluation test = models::evaluate(child, data.test, 256, &group);
@@ -249,6 +252,7 @@ std::vector<std::byte> encode(const TaskResult& x) {
   wire::Writer w;
   w.put(x.id);
   w.put<std::int32_t>(static_cast<std::int32_t>(x.status));
+  w.put<std::uint8_t>(static_cast<std::uint8_t>(x.failure_kind));
   w.put(x.failure);
   const ModelMetrics& m = x.metrics;
   w.put(m.val_accuracy);
@@ -274,6 +278,7 @@ TaskResult decode_result(const std::vector<std::byte>& bytes) {
   TaskResult x;
   x.id = r.get<std::uint64_t>();
   x.status = static_cast<ModelRecord::Status>(r.get<std::int32_t>());
+  x.failure_kind = static_cast<ModelRecord::FailureKind>(r.get<std::uint8_t>());
   x.failure = r.get_string();
   ModelMetrics& m = x.metrics;
   m.val_accuracy = r.get<double>();
@@ -325,9 +330,11 @@ TaskResult execute_task(const Task& task, const LoopConfig& config, const TaskDa
   } catch (const collective::CollectiveError&) {
     throw;  // a broken group is not the child's failure
   } catch (const std::bad_alloc&) {
-    return failed(task, "out of memory while training");
+    return failed(task, ModelRecord::FailureKind::OutOfMemory, "out of memory while training");
+  } catch (const kernels::OutOfDeviceMemory& e) {
+    return failed(task, ModelRecord::FailureKind::OutOfMemory, std::string("training threw: ") + e.what());
   } catch (const std::exception& e) {
-    return failed(task, std::string("training threw: ") + e.what());
+    return failed(task, ModelRecord::FailureKind::Error, std::string("training threw: ") + e.what());
   }
 }
 

@@ -30,6 +30,7 @@ struct Task {
 struct TaskResult {
   std::uint64_t id = 0;
   ModelRecord::Status status = ModelRecord::Status::Trained;
+  ModelRecord::FailureKind failure_kind = ModelRecord::FailureKind::None;
   std::string failure;
   ModelMetrics metrics;
   bool inherited = false, function_preserving = false;

@@ -99,6 +99,8 @@ TEST(Monitoring, ScrapeShowsTheGenerationAndLiveFigures) {
   g.children = {child(5, ModelRecord::Status::Trained, 2.0, 1000), child(6, ModelRecord::Status::Trained, 3.0, 2000),
                 child(7, ModelRecord::Status::Failed, 1.0, 0, "diverged: loss became nan after 12 steps"),
                 child(8, ModelRecord::Status::Refused, 0.0, 0, "design refused: 6000000 parameters > 5000000")};
+  g.children[2].failure_kind = ModelRecord::FailureKind::Diverged;
+  g.children[3].failure_kind = ModelRecord::FailureKind::DesignRefused;
   for (const auto& m : g.children) exporter.on_model_done(m);
   g.best_val = 0.87;
   g.best_test = 0.86;
@@ -254,17 +256,23 @@ TEST(Monitoring, TargetsFileListsEveryEndpoint) {
   std::filesystem::remove_all(dir);
 }
 
-TEST(Monitoring, FailureReasonsAreBounded) {
-  EXPECT_EQ(rsi::monitoring::failure_reason_label(child(1, ModelRecord::Status::Failed, 0, 0, "diverged: x")), "diverged");
-  EXPECT_EQ(rsi::monitoring::failure_reason_label(child(1, ModelRecord::Status::Failed, 0, 0, "out of memory while training")),
-            "out_of_memory");
-  // A child that runs out of GPU memory (kernels' allocation error, through execute_task's catch).
-  EXPECT_EQ(rsi::monitoring::failure_reason_label(
-                child(1, ModelRecord::Status::Failed, 0, 0,
-                      std::string("training threw: ") + rsi::kernels::kOutOfDeviceMemory + ": cudaMalloc of 4096 bytes failed")),
-            "out_of_memory");
-  EXPECT_EQ(rsi::monitoring::failure_reason_label(child(1, ModelRecord::Status::Refused, 0, 0, "design refused: y")), "refused");
-  EXPECT_EQ(rsi::monitoring::failure_reason_label(child(1, ModelRecord::Status::Failed, 0, 0, "training threw: z")), "error");
+// The label comes from the failure's kind, never from its text (which it once guessed by substring).
+TEST(Monitoring, FailureReasonsAreBoundedAndComeFromTheKind) {
+  using K = ModelRecord::FailureKind;
+  const auto label = [](ModelRecord::Status status, K kind, const std::string& text) {
+    ModelRecord m = child(1, status, 0, 0, text);
+    m.failure_kind = kind;
+    return rsi::monitoring::failure_reason_label(m);
+  };
+  EXPECT_EQ(label(ModelRecord::Status::Failed, K::Diverged, "loss is NaN"), "diverged");
+  EXPECT_EQ(label(ModelRecord::Status::Failed, K::OutOfMemory, "training threw: cudaMalloc failed"), "out_of_memory");
+  EXPECT_EQ(label(ModelRecord::Status::Failed, K::Error, "diverged: a message that says so is still an error"), "error");
+  for (const K k : {K::DesignRefused, K::RedLine, K::NotAdmitted})
+    EXPECT_EQ(label(ModelRecord::Status::Refused, k, "whatever"), "refused");
+  EXPECT_EQ(label(ModelRecord::Status::Refused, K::None, "read from a lineage"), "refused");
+  EXPECT_EQ(label(ModelRecord::Status::Failed, K::None, "read from a lineage"), "error");
+  for (const K k : {K::Diverged, K::OutOfMemory, K::Error, K::DesignRefused, K::RedLine, K::NotAdmitted})
+    EXPECT_NE(std::string(rsi::scheduler::failure_kind_name(k)), "");
 }
 
 }  // namespace

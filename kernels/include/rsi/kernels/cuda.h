@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <stdexcept>
 #include <string>
 
 #include "rsi/kernels/tensor.h"
@@ -15,9 +16,12 @@
 namespace rsi::kernels {
 
 // How a failed GPU allocation's error starts ("out of memory on the GPU: cudaMalloc of N bytes
-// failed (...)"): a child that runs out of GPU memory is then a failed record whose reason counts as
-// out_of_memory (monitoring), like one that runs out of host memory.
+// failed (...)"). It is thrown as OutOfDeviceMemory: a child that runs out of GPU memory is a failed
+// record of kind out_of_memory (ModelRecord::FailureKind), like one that runs out of host memory.
 inline constexpr const char* kOutOfDeviceMemory = "out of memory on the GPU";
+struct OutOfDeviceMemory : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
 
 // True when this build contains the CUDA backend (nvcc was found at configure time).
 bool cuda_built();

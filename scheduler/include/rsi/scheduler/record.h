@@ -40,6 +40,16 @@ struct ModelRecord {
   std::string description;             // e.g. "widen block 2 dense 128 -> 192"
   std::uint64_t designer_lineage = 0;  // id of the seed model its designer genes descend from
   enum class Status { Trained, Failed, Refused } status = Status::Trained;
+  // Why it is not Trained, as a kind (what monitoring counts) and a reason (what people read).
+  enum class FailureKind : std::uint8_t {
+    None,           // trained
+    Diverged,       // the loss became NaN or Inf
+    OutOfMemory,    // training ran out of memory
+    Error,          // training threw anything else
+    DesignRefused,  // no design of the parent fits the design limits
+    RedLine,        // over a red line before training (parameters, FLOPs)
+    NotAdmitted,    // trained, but over the slow-down red line: kept out of selection
+  } failure_kind = FailureKind::None;
   std::string failure;                 // reason, when not Trained
   bool inherited = false;              // started from the parent's weights
   bool function_preserving = false;    // ... through a function-preserving morphism
@@ -52,6 +62,8 @@ struct ModelRecord {
   bool trained() const { return status == Status::Trained; }
 };
 const char* status_name(ModelRecord::Status s);
+// "diverged", "out_of_memory", "error", "design_refused", "red_line", "not_admitted" ("" for None).
+const char* failure_kind_name(ModelRecord::FailureKind k);
 
 // Something governance did or saw: a gate, an approval or rejection, a refused design, a stop, a
 // monitor's alert. Recorded in the lineage (and its hash chain) in the order it happened.
