@@ -16,7 +16,6 @@ rsi_require(OpenSSL libssl-dev)
 rsi_require(OpenMP "libgomp1 (gcc)" COMPONENTS CXX)
 rsi_require(ZLIB zlib1g-dev)
 rsi_require(CLI11 libcli11-dev CONFIG)
-rsi_require(spdlog libspdlog-dev)
 # OpenBLAS (the OpenMP build, sharing our thread pool) is only the peer of benchmarks/cpu_conv_bench:
 # rsi's own GEMM is kernels/cpu/gemm.cpp. Without it that benchmark is not built.
 find_library(RSI_OPENBLAS_OPENMP openblas PATHS /usr/lib/x86_64-linux-gnu/openblas-openmp /usr/lib64/openblas-openmp
