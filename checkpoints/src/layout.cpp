@@ -426,6 +426,7 @@ std::string run_digest(const Root& root) {
       .raw("previous_file_sha256", root.previous_file_sha256)
       .raw("sidecar_sha256", root.sidecar_sha256);
   if (!run.cpu_kernels.empty()) c.str("cpu_kernels", run.cpu_kernels);  // absent from older files
+  if (!run.cuda_settings.empty()) c.str("cuda_settings", run.cuda_settings);  // GPU runs
   if (!g.events.empty()) {
     std::string when;
     for (const auto& e : g.events) when += std::to_string(e.when.size()) + ":" + e.when;
@@ -457,6 +458,7 @@ void write_run(hid_t loc, const RunInfo& run) {
   h5::write_string(loc, "start_time", storable(run.start_time));
   h5::write_u64(loc, "split_fingerprint", run.split_fingerprint);
   if (!run.cpu_kernels.empty()) h5::write_string(loc, "cpu_kernels", storable(run.cpu_kernels));
+  if (!run.cuda_settings.empty()) h5::write_string(loc, "cuda_settings", storable(run.cuda_settings));
 }
 
 RunInfo read_run(hid_t loc) {
@@ -473,6 +475,7 @@ RunInfo read_run(hid_t loc) {
   run.start_time = h5::read_string(loc, "start_time");
   run.split_fingerprint = h5::read_u64(loc, "split_fingerprint");
   if (h5::has_attr(loc, "cpu_kernels")) run.cpu_kernels = h5::read_string(loc, "cpu_kernels");
+  if (h5::has_attr(loc, "cuda_settings")) run.cuda_settings = h5::read_string(loc, "cuda_settings");
   return run;
 }
 

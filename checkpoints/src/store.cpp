@@ -221,7 +221,8 @@ LineageStore::LineageStore(fs::path dir, RunInfo info, Retention retention, cons
     throw CheckpointError("checkpoints.keep_last_generations is " + std::to_string(retention_.keep_last_generations) +
                           ": it must be 0 (keep every generation's weights) or a positive number of generations");
   for (std::string* s : {&info_.run_name, &info_.manifest_text, &info_.manifest_hash, &info_.program_version,
-                         &info_.git_commit, &info_.hosts, &info_.cpu_kernels, &info_.start_time})
+                         &info_.git_commit, &info_.hosts, &info_.cpu_kernels, &info_.cuda_settings,
+                         &info_.start_time})
     *s = detail::storable(*s);
   std::error_code ec;
   fs::create_directories(dir_, ec);

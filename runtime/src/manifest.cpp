@@ -14,6 +14,7 @@
 #include <limits>
 #include <type_traits>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -286,7 +287,8 @@ void read_cluster(const std::string& source, const Section& top, RunConfig& rc) 
   scheduler::LoopConfig& loop = rc.loop;
   const Section s(source, top.get("cluster"), "cluster",
                   {"group_size", "threads_per_rank", "nodes", "gpus_per_node", "tasks_per_node", "time_limit",
-                   "partition", "account", "signal_seconds", "device", "cpu_kernels"});
+                   "partition", "account", "signal_seconds", "device", "cpu_kernels", "cuda_conv", "cuda_tf32",
+                   "cuda_graphs", "cuda_fuse"});
   loop.group_size = s.value<int>("group_size", loop.group_size, in_range(1, kMaxRanksPerNode * 64),
                                  range_text(1, kMaxRanksPerNode * 64) + " (it must divide the job's ranks)");
   loop.threads_per_rank = s.value<int>("threads_per_rank", loop.threads_per_rank, in_range(1, kMaxRanksPerNode),
@@ -321,6 +323,12 @@ void read_cluster(const std::string& source, const Section& top, RunConfig& rc) 
   c.device = s.value<std::string>(
       "device", c.device, [](const std::string& v) { return v == "cpu" || v == "auto" || v == "cuda"; },
       "one of cpu, auto, cuda");
+  c.cuda_conv = s.value<std::string>(
+      "cuda_conv", c.cuda_conv, [](const std::string& v) { return v == "im2col" || v == "cudnn"; },
+      "one of im2col, cudnn");
+  c.cuda_tf32 = s.value<bool>("cuda_tf32", c.cuda_tf32, {}, "true or false");
+  c.cuda_graphs = s.value<bool>("cuda_graphs", c.cuda_graphs, {}, "true or false");
+  c.cuda_fuse = s.value<bool>("cuda_fuse", c.cuda_fuse, {}, "true or false");
   c.cpu_kernels = s.value<std::string>(
       "cpu_kernels", c.cpu_kernels,
       [](const std::string& v) { return v == "best" || v == "avx512" || v == "avx2" || v == "generic"; },
@@ -614,6 +622,10 @@ std::string resolved_yaml(const RunConfig& rc) {
   out << YAML::Key << "signal_seconds" << YAML::Value << rc.cluster.signal_seconds;
   out << YAML::Key << "device" << YAML::Value << rc.cluster.device;
   out << YAML::Key << "cpu_kernels" << YAML::Value << rc.cluster.cpu_kernels;
+  out << YAML::Key << "cuda_conv" << YAML::Value << rc.cluster.cuda_conv;
+  out << YAML::Key << "cuda_tf32" << YAML::Value << rc.cluster.cuda_tf32;
+  out << YAML::Key << "cuda_graphs" << YAML::Value << rc.cluster.cuda_graphs;
+  out << YAML::Key << "cuda_fuse" << YAML::Value << rc.cluster.cuda_fuse;
   // --- end job shape ---
   out << YAML::EndMap;
   out << YAML::Key << "output" << YAML::Value << YAML::BeginMap << YAML::Key << "directory" << YAML::Value
@@ -670,7 +682,8 @@ std::string manifest_differences(const std::string& stored, const std::string& c
   // family (all families compute the same bits).
   static const std::set<std::string> free_keys = {
       "governance.gates.approval_timeout_seconds", "governance.gates.poll_seconds", "cluster.time_limit",
-      "cluster.partition", "cluster.account", "cluster.signal_seconds", "cluster.cpu_kernels"};
+      "cluster.partition", "cluster.account", "cluster.signal_seconds", "cluster.cpu_kernels", "cluster.cuda_graphs",
+      "cluster.cuda_fuse"};
   for (auto* keys : {&a, &b})
     std::erase_if(*keys, [](const auto& kv) { return kv.first.rfind("monitoring.", 0) == 0 || free_keys.count(kv.first); });
   std::string out;
@@ -682,6 +695,32 @@ std::string manifest_differences(const std::string& stored, const std::string& c
   for (const auto& [key, value] : b)
     if (!a.count(key)) out += "  " + key + ": (absent) -> " + value + "\n";
   return out;
+}
+
+std::string apply_cuda_settings(const ClusterConfig& c, std::vector<std::string>* overrides) {
+  struct Setting {
+    const char* name;     // the short name in the lineage's record
+    const char* env;      // the environment variable the kernels read
+    const char* key;      // the manifest key
+    std::string value;    // the manifest's value, as the variable spells it
+  };
+  const Setting settings[] = {{"conv", "RSI_CUDA_CONV", "cluster.cuda_conv", c.cuda_conv},
+                              {"tf32", "RSI_CUDA_TF32", "cluster.cuda_tf32", c.cuda_tf32 ? "1" : "0"},
+                              {"graphs", "RSI_CUDA_GRAPHS", "cluster.cuda_graphs", c.cuda_graphs ? "1" : "0"},
+                              {"fuse", "RSI_CUDA_FUSE", "cluster.cuda_fuse", c.cuda_fuse ? "1" : "0"}};
+  std::string applied;
+  for (const Setting& s : settings) {
+    std::string value = s.value;
+    if (const char* env = std::getenv(s.env); env && *env) {
+      if (value != env && overrides)
+        overrides->push_back(std::string(s.env) + "=" + env + " overrides " + s.key + " (" + s.value + ")");
+      value = env;
+    } else {
+      ::setenv(s.env, value.c_str(), 1);
+    }
+    applied += (applied.empty() ? "" : " ") + std::string(s.name) + "=" + value;
+  }
+  return applied;
 }
 
 long slurm_time_seconds(const std::string& text) {

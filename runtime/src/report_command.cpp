@@ -568,7 +568,8 @@ void write_header(std::ostringstream& h, const Report& r, const RunLineage& run,
     << html_escape(run_dir) << " &middot; started " << html_escape(info.start_time) << " &middot; rsi "
     << html_escape(info.program_version) << " (" << html_escape(info.git_commit) << ") &middot; " << info.ranks
     << " rank(s) in groups of " << info.group_size << " on " << html_escape(info.hosts)
-    << (info.cpu_kernels.empty() ? "" : " (CPU kernels " + html_escape(info.cpu_kernels) + ")") << " &middot; manifest "
+    << (info.cpu_kernels.empty() ? "" : " (CPU kernels " + html_escape(info.cpu_kernels) + ")")
+    << (info.cuda_settings.empty() ? "" : " (GPU " + html_escape(info.cuda_settings) + ")") << " &middot; manifest "
     << html_escape(info.manifest_hash.substr(0, 16)) << "</p>\n<div class=\"cards\">";
   auto card = [&h](const std::string& value, const std::string& label) {
     h << "<div class=\"card\"><b>" << value << "</b><span>" << label << "</span></div>";

@@ -395,6 +395,12 @@ class RunSession {
   std::optional<int> select_devices() {
     DevicePolicy policy = DevicePolicy::Cpu;
     parse_device_policy(config_.cluster.device, &policy);  // the manifest loader validated it
+    // The GPU settings the kernels read, from the manifest unless the environment overrides them:
+    // set on every rank before any CUDA context or network exists.
+    std::vector<std::string> overrides;
+    cuda_settings_ = apply_cuda_settings(config_.cluster, &overrides);
+    if (rank_ == 0 && policy != DevicePolicy::Cpu)
+      for (const auto& o : overrides) std::fprintf(stderr, "rsi run: [rank 0] note: %s\n", o.c_str());
     const RunDevice device = select_run_device(policy, config_.cluster.gpus_per_node, MPI_COMM_WORLD);
     if (!device.error.empty())
       std::fprintf(stderr, "rsi run: %s %s: %s\n", rank_tag(rank_).c_str(), manifest_name_.c_str(), device.error.c_str());
@@ -412,6 +418,7 @@ class RunSession {
     if (const std::string w = kernels::cpu_kernel_warning(); !w.empty())
       std::fprintf(stderr, "rsi run: %s warning: %s\n", rank_tag(rank_).c_str(), w.c_str());
     // Device buffers all-reduce over NCCL; host buffers and the scheduler's messages stay on MPI.
+    if (!device.choice.cuda) cuda_settings_.clear();  // recorded only where they apply
     world_ = device.choice.cuda && collective::nccl_available_in_build()
                  ? collective::make_nccl_communicator(collective::make_mpi_world_communicator(), device.choice.gpu)
                  : collective::make_mpi_world_communicator();
@@ -540,6 +547,7 @@ class RunSession {
     info.threads_per_rank = config_.loop.threads_per_rank;
     info.hosts = hosts_;
     info.cpu_kernels = cpu_kernels_.list;
+    info.cuda_settings = cuda_settings_;
     info.start_time = utc_now();
     if (config_.loop.task.kind == scheduler::TaskSpec::Kind::FashionMnist)  // the 60k training images
       info.split_fingerprint =
@@ -658,6 +666,7 @@ class RunSession {
   RunConfig config_;
   std::filesystem::path run_dir_;
   CpuKernels cpu_kernels_;
+  std::string cuda_settings_;  // what applied on a GPU run ("" on the CPU)
   std::unique_ptr<collective::Communicator> world_;
   Placement placement_;
   std::string hosts_;

@@ -227,3 +227,30 @@ TEST(Manifest, SeedFilesAreReadWithABound) {
   std::remove((dir + "/rsi-fuzz-bad-utf8.yaml").c_str());
   std::remove((dir + "/rsi-fuzz-huge.yaml").c_str());
 }
+
+// GPU settings are manifest keys; the RSI_CUDA_* variables only override them, and what applied is
+// what the lineage records (issue 15).
+TEST(Manifest, CudaSettingsComeFromTheManifestAndTheEnvironmentOverrides) {
+  for (const char* v : {"RSI_CUDA_CONV", "RSI_CUDA_TF32", "RSI_CUDA_GRAPHS", "RSI_CUDA_FUSE"}) ::unsetenv(v);
+  const auto config = parse_manifest(kSeeds + "cluster: {cuda_conv: cudnn, cuda_tf32: true}\n", "m.yaml", kSource + "/experiments");
+  EXPECT_EQ(config.cluster.cuda_conv, "cudnn");
+  EXPECT_TRUE(config.cluster.cuda_tf32);
+  EXPECT_FALSE(config.cluster.cuda_graphs);
+  EXPECT_TRUE(config.cluster.cuda_fuse);
+  std::vector<std::string> overrides;
+  EXPECT_EQ(rsi::runtime::apply_cuda_settings(config.cluster, &overrides), "conv=cudnn tf32=1 graphs=0 fuse=1");
+  EXPECT_TRUE(overrides.empty());
+  EXPECT_STREQ(std::getenv("RSI_CUDA_TF32"), "1");  // what the kernels read
+  ::setenv("RSI_CUDA_TF32", "0", 1);                 // a user's override
+  EXPECT_EQ(rsi::runtime::apply_cuda_settings(config.cluster, &overrides), "conv=cudnn tf32=0 graphs=0 fuse=1");
+  ASSERT_EQ(overrides.size(), 1u);
+  EXPECT_EQ(overrides[0], "RSI_CUDA_TF32=0 overrides cluster.cuda_tf32 (1)");
+  for (const char* v : {"RSI_CUDA_CONV", "RSI_CUDA_TF32", "RSI_CUDA_GRAPHS", "RSI_CUDA_FUSE"}) ::unsetenv(v);
+  EXPECT_NE(error_of(kSeeds + "cluster: {cuda_conv: winograd}\n").find("cluster.cuda_conv: expected one of im2col, cudnn"),
+            std::string::npos);
+  // TF32 changes the bits: part of the lineage. Graphs only the speed: free on resume.
+  EXPECT_NE(rsi::runtime::manifest_differences(kSeeds, kSeeds + "cluster: {cuda_tf32: true}\n"), "");
+  EXPECT_EQ(rsi::runtime::manifest_differences(kSeeds + "cluster: {cuda_graphs: false}\n",
+                                               kSeeds + "cluster: {cuda_graphs: true}\n"),
+            "");
+}

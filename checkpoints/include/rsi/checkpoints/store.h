@@ -43,6 +43,7 @@ struct RunInfo {
   int ranks = 1, group_size = 1, threads_per_rank = 1;
   std::string hosts;          // comma-separated
   std::string cpu_kernels;    // "host:family" per host, comma-separated (kernels/cpu_gemm.h); "" in older files
+  std::string cuda_settings;  // "conv=im2col tf32=0 graphs=0 fuse=1" on a GPU run; "" on the CPU and in older files
   std::string start_time;     // ISO 8601 UTC
   std::uint64_t split_fingerprint = 0;
 };

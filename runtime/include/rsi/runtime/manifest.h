@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "rsi/checkpoints/store.h"
 #include "rsi/scheduler/loop.h"
@@ -35,7 +36,21 @@ struct ClusterConfig {
   // may resume on, or spread over, CPUs of other kinds. A rank whose CPU lacks a pinned family stops
   // the run before training (exit code 3).
   std::string cpu_kernels = "best";
+  // GPU settings (kernels/README.md), for runs that train on GPUs. The environment variable of
+  // each (RSI_CUDA_CONV, RSI_CUDA_TF32, RSI_CUDA_GRAPHS, RSI_CUDA_FUSE) overrides it; what applied
+  // is recorded in the lineage (run attribute cuda_settings). conv and tf32 change the bits (part
+  // of the lineage); graphs and fuse only the speed (free on resume).
+  std::string cuda_conv = "im2col";  // im2col | cudnn
+  bool cuda_tf32 = false;            // TF32 tensor cores for FP32 GEMMs and convolutions
+  bool cuda_graphs = false;          // replay each full batch's step from a CUDA graph
+  bool cuda_fuse = true;             // bias applied in the activation's pass
 };
+
+// The GPU settings that apply: each cluster.cuda_* value, unless its environment variable is set
+// (then that). Sets the variables the kernels read (before any CUDA context or network exists) and
+// returns "conv=im2col tf32=0 graphs=0 fuse=1" for the lineage; `overrides` gets a line per
+// variable that overrode the manifest.
+std::string apply_cuda_settings(const ClusterConfig& cluster, std::vector<std::string>* overrides = nullptr);
 
 // monitoring: the Prometheus exporter (monitoring/README.md). Not part of the lineage: a resume may
 // change it.
