@@ -187,7 +187,7 @@ void add_governance_commands(CLI::App& app, std::function<int()>& run) {
                    "Records who (user@host), when and why in the lineage's hash chain."
                  : "Reject a generation that awaits approval: the population rolls back to the one before it, and\n"
                    "the run goes on or ends (governance.gates.on_reject). Records who, when and why in the lineage.");
-    cmd->add_option("run", a->dir, "Run directory")->required()->check(CLI::ExistingDirectory);
+    cmd->add_option("run", a->dir, "Run directory")->required()->check(existing_directory());
     cmd->add_option("--generation", a->generation, "The generation awaiting approval")->required();
     cmd->add_option("--reason", a->reason, "Why (recorded in the lineage)")->required();
     cmd->callback([&run, a, approved] {
@@ -205,7 +205,7 @@ void add_governance_commands(CLI::App& app, std::function<int()>& run) {
     CLI::App* cmd = app.add_subcommand(
         "stop", "The kill switch: ask a running `rsi run` to stop at its next generation boundary (exit code 4), its\n"
                 "last generation durable; the same command resumes it. Works while it waits for an approval too.");
-    cmd->add_option("run", a->dir, "Run directory")->required()->check(CLI::ExistingDirectory);
+    cmd->add_option("run", a->dir, "Run directory")->required()->check(existing_directory());
     cmd->add_option("--reason", a->reason, "Why (recorded in the run's audit.log)")->capture_default_str();
     cmd->callback([&run, a] { run = [a] { return stop(a->dir, a->reason); }; });
   }
@@ -214,7 +214,7 @@ void add_governance_commands(CLI::App& app, std::function<int()>& run) {
     CLI::App* cmd = app.add_subcommand(
         "audit", "Every governance event of a run, in order: gates, approvals, rejections, refused designs (red lines\n"
                  "and design limits), the budget, monitor alerts, stops; with who, when, why and provenance (tab-separated).");
-    cmd->add_option("run", *dir, "Run directory")->required()->check(CLI::ExistingDirectory);
+    cmd->add_option("run", *dir, "Run directory")->required()->check(existing_directory());
     cmd->callback([&run, dir] { run = [dir] { return guarded("audit", [&] { return audit(*dir); }); }; });
   }
 }

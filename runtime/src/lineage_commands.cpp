@@ -177,7 +177,7 @@ void add_lineage_commands(CLI::App& app, std::function<int()>& run) {
     CLI::App* cmd = app.add_subcommand("verify",
                                        "Recompute a run's hash chain from the stored bytes. Any changed byte in a genome,\n"
                                        "weight or metric is named (generation, model, field); exit code 1 then.");
-    cmd->add_option("run", *dir, "Run directory")->required()->check(CLI::ExistingDirectory);
+    cmd->add_option("run", *dir, "Run directory")->required()->check(existing_directory());
     cmd->callback([&run, dir] { run = [dir] { return guarded("verify", [&] { return verify(*dir); }); }; });
   }
   {
@@ -187,7 +187,7 @@ void add_lineage_commands(CLI::App& app, std::function<int()>& run) {
     auto a = std::make_shared<A>();
     CLI::App* cmd = app.add_subcommand("lineage", "Print a run's family tree (text, Graphviz dot, or SVG through 'dot'),\n"
                                                   "with the path to the best model highlighted.");
-    cmd->add_option("run", a->dir, "Run directory")->required()->check(CLI::ExistingDirectory);
+    cmd->add_option("run", a->dir, "Run directory")->required()->check(existing_directory());
     cmd->add_option("--format", a->format, "text | dot | svg")->capture_default_str()->check(CLI::IsMember({"text", "dot", "svg"}));
     cmd->add_option("--out", a->out, "Write to this file instead of standard output");
     cmd->callback([&run, a] { run = [a] { return guarded("lineage", [&] { return lineage(a->dir, a->format, a->out); }); }; });
@@ -200,7 +200,7 @@ void add_lineage_commands(CLI::App& app, std::function<int()>& run) {
     auto a = std::make_shared<A>();
     CLI::App* cmd = app.add_subcommand("show", "Show one model: genome, metrics, parents, and the design diff against its\n"
                                                "parent with the gain it brought.");
-    cmd->add_option("run", a->dir, "Run directory")->required()->check(CLI::ExistingDirectory);
+    cmd->add_option("run", a->dir, "Run directory")->required()->check(existing_directory());
     cmd->add_option("model", a->id, "Model id")->required();
     cmd->callback([&run, a] { run = [a] { return guarded("show", [&] { return show(a->dir, a->id); }); }; });
   }
@@ -211,7 +211,7 @@ void add_lineage_commands(CLI::App& app, std::function<int()>& run) {
     };
     auto a = std::make_shared<A>();
     CLI::App* cmd = app.add_subcommand("export", "Write one model (genome, weights, metrics, provenance) to a standalone HDF5 file.");
-    cmd->add_option("run", a->dir, "Run directory")->required()->check(CLI::ExistingDirectory);
+    cmd->add_option("run", a->dir, "Run directory")->required()->check(existing_directory());
     cmd->add_option("model", a->id, "Model id")->required();
     cmd->add_option("--out", a->out, "Output .h5 file")->required();
     cmd->callback([&run, a] { run = [a] { return guarded("export", [&] { return export_model(a->dir, a->id, a->out); }); }; });
@@ -224,7 +224,7 @@ void add_lineage_commands(CLI::App& app, std::function<int()>& run) {
     auto a = std::make_shared<A>();
     CLI::App* cmd = app.add_subcommand("eval", "Evaluate an exported model file on the hidden test set; exit code 1 when the\n"
                                                "accuracy differs from the one recorded in the file.");
-    cmd->add_option("file", a->file, "Exported model (.h5, from rsi export)")->required()->check(CLI::ExistingFile);
+    cmd->add_option("file", a->file, "Exported model (.h5, from rsi export)")->required()->check(existing_file());
     cmd->add_option("--data-dir", a->data_dir, "Directory with the Fashion-MNIST IDX files")->capture_default_str();
     cmd->add_option("--threads", a->threads, "CPU threads (0 = all cores)")->capture_default_str();
     cmd->callback([&run, a] { run = [a] { return guarded("eval", [&] { return eval(a->file, a->data_dir, a->threads); }); }; });

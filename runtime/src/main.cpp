@@ -20,9 +20,19 @@ int main(int argc, char** argv) {
   rsi::runtime::add_report_command(app, run);
   rsi::runtime::add_submit_command(app, run);
   rsi::runtime::add_governance_commands(app, run);
+  // `rsi stauts RUN` would otherwise read as a missing subcommand, and `rsi nosuch --help` print
+  // the main help with exit code 0.
+  if (const std::string unknown = rsi::runtime::unknown_command(app, argc, argv); !unknown.empty()) {
+    std::fprintf(stderr, "rsi: %s\n", unknown.c_str());
+    return rsi::runtime::kExitUsage;
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
+    if (rsi::runtime::missing_input_seen()) {  // an input path that does not exist: exit code 3
+      std::fprintf(stderr, "rsi %s: argument %s\n", argc > 1 ? argv[1] : "", e.what());
+      return rsi::runtime::kExitBadInput;
+    }
     const int rc = app.exit(e);
     return rc == 0 ? 0 : rsi::runtime::kExitUsage;
   }

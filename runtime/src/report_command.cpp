@@ -708,7 +708,7 @@ void add_report_command(CLI::App& app, std::function<int()>& run) {
       "Write one self-contained HTML page about a run (no network needed to view it): capability per generation\n"
       "(validation and hidden test), gain per loop, design skill, accuracy against parameters with the Pareto\n"
       "front, per-class accuracy, monitors, failures, governance events and the lineage tree (needs Graphviz).");
-  cmd->add_option("run", a->dir, "Run directory")->required()->check(CLI::ExistingDirectory);
+  cmd->add_option("run", a->dir, "Run directory")->required()->check(existing_directory());
   cmd->add_option("--out", a->out, "HTML file to write (default RUN/report.html)");
   cmd->callback([&run, a] {
     run = [a] {

@@ -717,7 +717,7 @@ void add_run_command(CLI::App& app, std::function<int()>& run) {
       "Rank 0 coordinates and trains; the world is split into trainer groups of cluster.group_size ranks.\n"
       "Writes <output.directory>/models.tsv and generations.tsv. Example:\n"
       "  mpirun -n 2 rsi run experiments/quickstart.yaml");
-  cmd->add_option("manifest", args->manifest, "Manifest YAML (see experiments/README.md)")->required()->check(CLI::ExistingFile);
+  cmd->add_option("manifest", args->manifest, "Manifest YAML (see experiments/README.md)")->required()->check(existing_file());
   cmd->add_option("--out", args->out, "Run directory (default: the manifest's output.directory, else runs/<name>)");
   cmd->add_option("--generations", args->generations, "Override population.generations");
   cmd->callback([&run, args] { run = [args] { return run_loop_command(*args); }; });
@@ -727,7 +727,7 @@ void add_run_command(CLI::App& app, std::function<int()>& run) {
       "reproduce",
       "Re-run a run from the manifest and seed genomes embedded in its lineage, into a new directory, and\n"
       "compare the generation hashes; prints the first divergence (exit code 1) if any.");
-  rep->add_option("run", rargs->reproduce, "Run directory to reproduce")->required()->check(CLI::ExistingDirectory);
+  rep->add_option("run", rargs->reproduce, "Run directory to reproduce")->required()->check(existing_directory());
   rep->add_option("--generations", rargs->generations, "Re-run only generations 0..K");
   rep->add_option("--out", rargs->out, "Directory of the reproduction (default RUN-reproduce)");
   rep->callback([&run, rargs] { run = [rargs] { return run_loop_command(*rargs); }; });

@@ -350,7 +350,7 @@ void add_submit_command(CLI::App& app, std::function<int()>& run) {
       "and runs sbatch. The job runs `mpirun rsi run MANIFEST`; on SIGUSR1 it stops at the next generation\n"
       "boundary and requeues itself, then resumes. Example:\n"
       "  rsi submit experiments/quickstart.yaml --dry-run");
-  cmd->add_option("manifest", args->manifest, "Manifest YAML (see experiments/README.md)")->required()->check(CLI::ExistingFile);
+  cmd->add_option("manifest", args->manifest, "Manifest YAML (see experiments/README.md)")->required()->check(existing_file());
   cmd->add_flag("--dry-run", args->dry_run, "Print the sbatch script instead of submitting it");
   cmd->add_option("--rsi", args->rsi, "The rsi executable the job runs (default: this one)");
   cmd->add_option("--out", args->out, "Run directory, passed to `rsi run --out` (default: the manifest's output.directory)");
@@ -358,7 +358,7 @@ void add_submit_command(CLI::App& app, std::function<int()>& run) {
                   "An extra sbatch option, written as an #SBATCH line; repeatable. Use the = form:\n"
                   "  --sbatch-arg=--qos=high");
   cmd->add_option("--template", args->template_file, "Render this template instead of the built-in slurm/rsi.sbatch.in")
-      ->check(CLI::ExistingFile);
+      ->check(existing_file());
   cmd->callback([&run, args] { run = [args] { return submit_command(*args); }; });
 }
 

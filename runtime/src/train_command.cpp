@@ -134,7 +134,7 @@ void add_train_command(CLI::App& app, std::function<int()>& run) {
       "measured at the end; it never steers training.");
   cmd->add_option("--genome", args->genome_path, "Genome YAML file (see experiments/genomes/)")
       ->required()
-      ->check(CLI::ExistingFile);
+      ->check(existing_file());
   cmd->add_option("--epochs", args->epochs, "Epochs to train (default: the genome recipe's)")->check(CLI::NonNegativeNumber);
   cmd->add_option("--seed", args->seed, "Seed for the split, initialisation, shuffling and augmentation")
       ->capture_default_str();

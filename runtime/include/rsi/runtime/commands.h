@@ -36,6 +36,14 @@ void add_submit_command(CLI::App& app, std::function<int()>& run);
 // approve, reject, stop, audit (governance_commands.cpp)
 void add_governance_commands(CLI::App& app, std::function<int()>& run);
 
+// Checks for path arguments, in place of CLI11's ExistingFile/ExistingDirectory: a missing or
+// wrong-kind path makes the command exit with kExitBadInput (3), as every command documents.
+const CLI::Validator& existing_file();
+const CLI::Validator& existing_directory();
+bool missing_input_seen();  // a check above failed during parsing
+// Why argv[1] is not one of `app`'s subcommands ("" when it is, or is an option): with a did-you-mean.
+std::string unknown_command(const CLI::App& app, int argc, char** argv);
+
 // Peak resident set size of this process in MiB (getrusage).
 double peak_rss_mib();
 
