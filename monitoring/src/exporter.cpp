@@ -438,7 +438,6 @@ std::string scrape_address(const std::string& bind, const std::string& host, int
   return join_host_port(every_interface ? host : bind, port);
 }
 
-namespace {
 std::string json_string(const std::string& s) {
   std::string out = "\"";
   for (const char c : s) {
@@ -451,7 +450,6 @@ std::string json_string(const std::string& s) {
   }
   return out + "\"";
 }
-}  // namespace
 
 std::string file_sd_json(const std::string& run_id, const std::vector<TargetEndpoint>& endpoints) {
   std::ostringstream out;

@@ -10,6 +10,7 @@
 
 #include "rsi/checkpoints/store.h"
 #include "rsi/kernels/ops.h"
+#include "rsi/monitoring/exporter.h"
 #include "rsi/models/data.h"
 #include "rsi/models/network.h"
 #include "rsi/models/trainer.h"
@@ -20,8 +21,17 @@ namespace rsi::runtime {
 
 namespace {
 
-int verify(const std::string& run) {
+int verify(const std::string& run, bool json) {
   const checkpoints::VerifyReport report = checkpoints::verify_run(run);
+  if (json) {
+    std::string problems;
+    for (const auto& p : report.problems) problems += (problems.empty() ? "" : ", ") + monitoring::json_string(p);
+    std::printf("{\"run\": %s, \"ok\": %s, \"generations\": %d, \"last_good_generation\": %d, \"latest\": %s, "
+                "\"problems\": [%s]}\n",
+                monitoring::json_string(run).c_str(), report.ok() ? "true" : "false", report.generations,
+                report.last_good_generation, monitoring::json_string(report.latest).c_str(), problems.c_str());
+    return report.ok() ? kExitOk : kExitFailure;
+  }
   for (const auto& p : report.problems) std::printf("PROBLEM %s\n", p.c_str());
   if (!report.latest.empty()) std::printf("LATEST: %s\n", report.latest.c_str());
   if (report.ok()) {
@@ -174,11 +184,15 @@ int eval(const std::string& file, const std::string& data_dir, int threads) {
 void add_lineage_commands(CLI::App& app, std::function<int()>& run) {
   {
     auto dir = std::make_shared<std::string>();
+    auto json = std::make_shared<bool>(false);
     CLI::App* cmd = app.add_subcommand("verify",
                                        "Recompute a run's hash chain from the stored bytes. Any changed byte in a genome,\n"
-                                       "weight or metric is named (generation, model, field); exit code 1 then.");
+                                       "weight or metric is named (generation, model, field); exit code 1 then. Says what\n"
+                                       "LATEST names and whether it agrees with the files.");
     cmd->add_option("run", *dir, "Run directory")->required()->check(existing_directory());
-    cmd->callback([&run, dir] { run = [dir] { return guarded("verify", [&] { return verify(*dir); }); }; });
+    cmd->add_flag("--json", *json,
+                  "One JSON object: run, ok, generations, last_good_generation, latest, problems (a list of strings)");
+    cmd->callback([&run, dir, json] { run = [dir, json] { return guarded("verify", [&] { return verify(*dir, *json); }); }; });
   }
   {
     struct A {

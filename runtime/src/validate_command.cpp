@@ -1,6 +1,7 @@
 // `rsi validate FILE`: checks a manifest and prints it resolved (every key, defaults filled in).
 #include <cstdio>
 
+#include "rsi/monitoring/exporter.h"
 #include "rsi/runtime/commands.h"
 #include "rsi/runtime/manifest.h"
 
@@ -8,20 +9,34 @@ namespace rsi::runtime {
 
 void add_validate_command(CLI::App& app, std::function<int()>& run) {
   auto path = std::make_shared<std::string>();
+  auto json = std::make_shared<bool>(false);
   CLI::App* cmd = app.add_subcommand("validate",
                                      "Check a manifest and print it resolved: every key of the schema with its value,\n"
                                      "defaults filled in, seed genomes in their canonical form. Errors name\n"
                                      "file:line:column and the key; exit code 3 then.");
   cmd->add_option("manifest", *path, "Manifest YAML (see experiments/README.md)")->required();
-  cmd->callback([&run, path] {
-    run = [path] {
+  cmd->add_flag("--json", *json,
+                "One JSON object on stdout: manifest, valid, and manifest_hash and resolved (the resolved YAML\n"
+                "as a string), or error (file:line:column and what is wrong); the exit code is the same");
+  cmd->callback([&run, path, json] {
+    run = [path, json] {
+      using monitoring::json_string;
       try {
         const RunConfig config = load_manifest(*path);
-        std::printf("# %s: valid (manifest hash %s)\n%s", path->c_str(), config.manifest_hash.c_str(),
-                    resolved_yaml(config).c_str());
+        if (*json)
+          std::printf("{\"manifest\": %s, \"valid\": true, \"manifest_hash\": %s, \"resolved\": %s}\n",
+                      json_string(*path).c_str(), json_string(config.manifest_hash).c_str(),
+                      json_string(resolved_yaml(config)).c_str());
+        else
+          std::printf("# %s: valid (manifest hash %s)\n%s", path->c_str(), config.manifest_hash.c_str(),
+                      resolved_yaml(config).c_str());
         return static_cast<int>(kExitOk);
       } catch (const ManifestError& e) {
-        std::fprintf(stderr, "rsi validate: %s\n", e.what());
+        if (*json)
+          std::printf("{\"manifest\": %s, \"valid\": false, \"error\": %s}\n", json_string(*path).c_str(),
+                      json_string(e.what()).c_str());
+        else
+          std::fprintf(stderr, "rsi validate: %s\n", e.what());
         return static_cast<int>(kExitBadInput);
       }
     };

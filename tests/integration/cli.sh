@@ -51,4 +51,22 @@ expect 2 "'nosuch' is not an rsi command" nosuch --help
 expect 2 "the commands are: " stauts "$tmp"
 echo "== an unknown command is named, exit code 2"
 
+# --json: one object that a JSON parser reads, with the same exit code.
+source_dir=${2:?usage: cli.sh BUILD_DIR SOURCE_DIR}
+json_check() {  # json_check WANT_RC PYTHON_ASSERTION COMMAND...
+  local want=$1 check=$2 rc=0
+  shift 2
+  "$rsi" "$@" >"$tmp/json" 2>"$tmp/json.err" || rc=$?
+  if [[ $rc != "$want" ]] || ! /usr/bin/python3 -c "import json, sys; d = json.load(open('$tmp/json')); assert $check, d"; then
+    echo "FAIL: rsi $* (exit $rc, want $want; '$check'):" >&2
+    head -c 400 "$tmp/json" "$tmp/json.err" >&2
+    failures=$((failures + 1))
+  fi
+}
+json_check 0 "d['valid'] and 'population:' in d['resolved']" validate "$source_dir/tests/manifests/surrogate-small.yaml" --json
+printf 'seeds: [x]\npopulation: {size: 0}\n' >"$tmp/bad.yaml"
+json_check 3 "not d['valid'] and 'population.size' in d['error']" validate "$tmp/bad.yaml" --json
+json_check 0 "d['ok'] and d['generations'] == 2 and d['problems'] == []" verify "$source_dir/tests/golden/lineage-format1" --json
+echo "== --json output parses (validate, verify)"
+
 ((failures == 0)) && echo "cli: all checks passed" || { echo "cli: $failures failure(s)" >&2; exit 1; }

@@ -104,6 +104,9 @@ struct TargetEndpoint {
   std::string role;
 };
 std::string file_sd_json(const std::string& run_id, const std::vector<TargetEndpoint>& endpoints);
+// A JSON string literal of `s`: quotes, backslashes and control characters escaped (the commands'
+// --json output uses it too).
+std::string json_string(const std::string& s);
 // Writes it atomically (temporary file, then rename) so Prometheus never reads half a file.
 void write_file_sd(const std::string& path, const std::string& run_id, const std::vector<TargetEndpoint>& endpoints);
 
