@@ -4,25 +4,32 @@
 # Every expression here is asked of a live Prometheus by tests/integration/prometheus.sh, which
 # fails on any that returns nothing: a new panel needs a metric the exporter really exposes.
 import json
-DS = {"type": "prometheus", "uid": "rsi-prometheus"}
+# The data source is a dashboard variable (any Prometheus the user has), not a fixed uid.
+DS = {"type": "prometheus", "uid": "${datasource}"}
 R = 'run=~"$run"'
 panels = []
 pid = [0]
+# Panels flow left to right in lines 24 units wide; a line is as tall as its tallest panel, and a
+# row header starts a new line (tests/integration/dashboard.sh checks that nothing overlaps).
 y = [0]
+x = [0]
+line_h = [0]
+def new_line():
+    y[0] += line_h[0]
+    x[0] = 0
+    line_h[0] = 0
 def row(title):
+    if x[0] > 0: new_line()
     pid[0] += 1
     panels.append({"type": "row", "title": title, "id": pid[0], "collapsed": False,
                    "gridPos": {"h": 1, "w": 24, "x": 0, "y": y[0]}, "panels": []})
     y[0] += 1
-    x[0] = 0
-x = [0]
 def place(w, h):
-    if x[0] + w > 24:
-        x[0] = 0; y[0] += 8
+    if x[0] + w > 24: new_line()
     g = {"h": h, "w": w, "x": x[0], "y": y[0]}
     x[0] += w
-    if x[0] >= 24:
-        x[0] = 0; y[0] += h
+    line_h[0] = max(line_h[0], h)
+    if x[0] >= 24: new_line()
     return g
 def ts(title, targets, unit="short", desc="", w=8, h=8, minv=None, maxv=None, kind="timeseries"):
     pid[0] += 1
@@ -80,14 +87,16 @@ ts("Training samples per second", [(f'rsi_training_samples_per_second{{{R}}}', "
 ts("Task seconds", [(f'histogram_quantile(0.5, sum by (le) (rate(rsi_task_duration_seconds_bucket{{{R}}}[$__rate_interval])))', "median"),
     (f'histogram_quantile(0.9, sum by (le) (rate(rsi_task_duration_seconds_bucket{{{R}}}[$__rate_interval])))', "p90"),
     (f'rate(rsi_task_duration_seconds_sum{{{R}}}[$__rate_interval]) / rate(rsi_task_duration_seconds_count{{{R}}}[$__rate_interval])', "mean")], unit="s", w=8)
-ts("Trainer group busy ratio", [(f'rsi_group_busy_ratio{{{R}}}', "busy"), (f'rsi_trainer_groups{{{R}}}', "groups")], unit="percentunit", w=8)
+ts("Trainer group busy ratio", [(f'rsi_group_busy_ratio{{{R}}}', "busy")], unit="percentunit", w=8)
+ts("Trainer groups", [(f'rsi_trainer_groups{{{R}}}', "groups")], w=8, kind="stat")
 ts("Generation seconds", [(f'rsi_generation_duration_seconds{{{R}}}', "last generation"), (f'time() - rsi_generation_completed_timestamp_seconds{{{R}}}', "since last completed")], unit="s", w=8)
 
 row("Checkpoints")
 ts("Checkpoint write seconds", [(f'rsi_checkpoint_write_seconds{{{R}}}', "last generation")], unit="s", w=8)
 ts("Checkpoint bytes", [(f'rsi_checkpoint_write_bytes{{{R}}}', "last generation")], unit="bytes", w=8)
-ts("Checkpoint write rate", [(f'rate(rsi_checkpoint_written_bytes_total{{{R}}}[$__rate_interval])', "bytes/s"),
-    (f'rate(rsi_checkpoint_write_seconds_total{{{R}}}[$__rate_interval])', "fraction of time writing")], unit="short", w=8)
+ts("Checkpoint write rate", [(f'rate(rsi_checkpoint_written_bytes_total{{{R}}}[$__rate_interval])', "written")], unit="Bps", w=8)
+ts("Time spent writing checkpoints", [(f'rate(rsi_checkpoint_write_seconds_total{{{R}}}[$__rate_interval])', "fraction of wall time")],
+   unit="percentunit", w=8)
 
 row("Governance")
 ts("Approvals pending", [(f'rsi_approval_pending{{{R}}}', "pending")], w=8, kind="stat")
@@ -105,7 +114,9 @@ dash = {
     "timezone": "utc", "schemaVersion": 38, "version": 1, "editable": True, "refresh": "10s",
     "time": {"from": "now-1h", "to": "now"},
     "description": "One rsi run (or several): capability by generation and over time, monitors, throughput, checkpoints, governance and node endpoints. Metric names: monitoring/README.md.",
-    "templating": {"list": [{"name": "run", "label": "run", "type": "query", "datasource": DS,
+    "templating": {"list": [{"name": "datasource", "label": "Prometheus", "type": "datasource", "query": "prometheus",
+                             "current": {"text": "rsi-prometheus", "value": "rsi-prometheus"}, "hide": 0},
+                            {"name": "run", "label": "run", "type": "query", "datasource": DS,
                              "query": {"query": "label_values(rsi_run_info, run)", "refId": "run"},
                              "definition": "label_values(rsi_run_info, run)", "refresh": 2,
                              "includeAll": True, "multi": True, "allValue": ".*",

@@ -572,6 +572,7 @@ class RunSession {
                                     ? (run_dir_ / "prometheus-targets.json").string()
                                     : config_.monitoring.targets_file;
     monitoring::write_file_sd(targets, config_.name, monitor_.endpoints);
+    targets_file_ = targets;
     std::printf("  metrics on http://%s/metrics (%zu endpoint(s) in %s)\n", e->endpoint().c_str(),
                 monitor_.endpoints.size(), targets.c_str());
     std::fflush(stdout);
@@ -638,6 +639,10 @@ class RunSession {
       }
       std::this_thread::sleep_for(std::chrono::duration<double>(config_.monitoring.linger_seconds));
     }
+    // The run's endpoints are gone: its targets go too, or Prometheus would see them down
+    // (RsiEndpointDown) after every run that ended as it should. A crashed run keeps them: down is
+    // then the truth.
+    if (rank_ == 0 && !targets_file_.empty()) monitoring::write_file_sd(targets_file_, config_.name, {});
     if (rank_ == 0 && !args_.reproduce.empty())
       rc = compare_runs(args_.reproduce, config_.output_directory, config_.loop.generations) ? kExitFailure : kExitOk;
     return rc;
@@ -679,6 +684,7 @@ class RunSession {
   scheduler::LoopEvents events_;
   scheduler::ResumeState resume_;
   std::string stop_reason_;
+  std::string targets_file_;  // the file_sd targets this run wrote (rank 0), emptied when it ends
 };
 
 int run_loop_command(const RunArgs& args) {

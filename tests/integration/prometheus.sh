@@ -126,6 +126,8 @@ until grep -q "metrics stay up" "$tmp/run.log"; do
   sleep 0.2
 done
 echo "   run done in $((SECONDS - start)) s; endpoint lingering"
+grep -q "coordinator" "$tmp/targets/rsi.json" ||
+  { echo "FAIL: the targets file does not list the coordinator while it is up:" >&2; cat "$tmp/targets/rsi.json" >&2; exit 1; }
 # The moment to query: Prometheus has scraped the ended run (rsi_run_active 0) and holds at least 3
 # scrapes (rate() needs 2). Waits at most 5 s of the 6 s linger.
 query_time=$("$python" - "$api" <<'PY'
@@ -149,8 +151,12 @@ if ! wait "$run_pid"; then
   exit 1
 fi
 run_pid=
-grep -q "coordinator" "$tmp/targets/rsi.json" ||
-  { echo "FAIL: the targets file does not list the coordinator:" >&2; cat "$tmp/targets/rsi.json" >&2; exit 1; }
+# Ended as it should: its targets are gone (RsiEndpointDown would fire for them otherwise).
+if grep -q "targets" "$tmp/targets/rsi.json"; then
+  echo "FAIL: the ended run's targets are still in the file_sd file:" >&2
+  cat "$tmp/targets/rsi.json" >&2
+  exit 1
+fi
 
 echo "== every PromQL expression of the dashboard, at the end of the run"
 "$python" - "$dashboard" "$api" "$query_time" <<'EOF'
