@@ -629,8 +629,11 @@ class RunSession {
       std::printf("rsi run: a rejection ended the run (governance.gates.on_reject: stop); see `rsi audit %s`\n",
                   run_dir_.string().c_str());
     if (rank_ == 0)
-      std::printf("best model %llu: validation %.4f, hidden test %.4f\n",
-                  static_cast<unsigned long long>(summary.best_id), summary.best_val, summary.best_test);
+      std::printf("best model %llu: validation %.4f, hidden test %.4f\n"
+                  "next: rsi report %s (one HTML page), rsi show %s %llu (the best model), rsi lineage %s, rsi verify %s\n",
+                  static_cast<unsigned long long>(summary.best_id), summary.best_val, summary.best_test,
+                  run_dir_.c_str(), run_dir_.c_str(), static_cast<unsigned long long>(summary.best_id),
+                  run_dir_.c_str(), run_dir_.c_str());
     if ((monitor_.exporter || monitor_.node) && config_.monitoring.linger_seconds > 0) {
       if (rank_ == 0) {
         std::printf("rsi run: metrics stay up %.0f s for a last scrape (monitoring.linger_seconds)\n",
