@@ -63,22 +63,7 @@ fi
 export SLURM_CONF=$cluster/slurm.conf
 sinfo | sed 's/^/   /'
 
-job_field() {  # JOB FIELD: a field of `scontrol show job` (JobState, Restarts, ExitCode, ...)
-  scontrol show job "$1" 2>/dev/null | tr ' ' '\n' | sed -n "s/^$2=//p" | head -1
-}
-wait_for() {  # SECONDS DESCRIPTION COMMAND...: polls COMMAND until it succeeds
-  local limit=$1 what=$2
-  shift 2
-  local end=$((SECONDS + limit))
-  until "$@"; do
-    if ((SECONDS >= end)); then
-      echo "FAIL: timed out after $limit s waiting for $what" >&2
-      return 1
-    fi
-    sleep 0.5
-  done
-}
-job_finished() { [[ $(job_field "$1" JobState) =~ ^(COMPLETED|FAILED|CANCELLED|TIMEOUT|NODE_FAIL|OUT_OF_MEMORY|PREEMPTED)$ ]]; }
+source "$(dirname "$0")/lib/jobs.sh"  # job_field, wait_for, job_finished
 job_requeued() { [[ $(job_field "$1" JobState) == PENDING && $(job_field "$1" Restarts) -ge 1 ]]; }
 submit() {  # RUN_DIR: rsi submit from the test's directory; prints the job id
   local out

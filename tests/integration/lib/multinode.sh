@@ -59,22 +59,9 @@ stop_cluster_and_check() {
 
 on() { "$source_dir/slurm/local/exec" "$cluster" "$@"; }  # NODE COMMAND...: on an emulated node
 
-job_field() {  # JOB FIELD: a field of `scontrol show job` (JobState, ExitCode, NodeList, ...)
-  on node1 scontrol show job "$1" 2>/dev/null | tr ' ' '\n' | sed -n "s/^$2=//p" | head -1
-}
-wait_for() {  # SECONDS DESCRIPTION COMMAND...: polls COMMAND until it succeeds
-  local limit=$1 what=$2
-  shift 2
-  local end=$((SECONDS + limit))
-  until "$@"; do
-    if ((SECONDS >= end)); then
-      echo "FAIL: timed out after $limit s waiting for $what" >&2
-      return 1
-    fi
-    sleep 0.3
-  done
-}
-job_finished() { [[ $(job_field "$1" JobState) =~ ^(COMPLETED|FAILED|CANCELLED|TIMEOUT|NODE_FAIL|OUT_OF_MEMORY|PREEMPTED)$ ]]; }
+scontrol=(on node1 scontrol)
+poll_seconds=0.3
+source "$(dirname "${BASH_SOURCE[0]}")/jobs.sh"  # job_field, wait_for, job_finished
 submit() {  # RUN_DIR: `rsi submit` on node1 (the login node); prints the job id
   local out
   out=$(cd "$tmp" && on node1 "$rsi" submit "$manifest" --out "$1") || { echo "FAIL: rsi submit failed" >&2; return 1; }
