@@ -42,6 +42,43 @@ double eta_seconds(double elapsed, double fraction) {
   return elapsed / fraction * (1 - fraction);
 }
 
+double model_work(const scheduler::ModelRecord& m) {
+  return m.trained() ? static_cast<double>(m.metrics.flops) * static_cast<double>(m.metrics.samples) : 0.0;
+}
+
+double generation_work(const scheduler::GenerationRecord& g) {
+  double work = 0;
+  for (const auto& m : g.children) work += model_work(m);
+  return work;
+}
+
+double remaining_work(const WorkSoFar& w, double* next) {
+  const double last = w.generations.empty() ? 0.0 : w.generations.back();
+  const double before = w.generations.size() >= 2 ? w.generations[w.generations.size() - 2] : 0.0;
+  const double growth = last > 0 && before > 0 ? std::clamp(last / before, 1.0, 2.0) : 1.0;
+  double remaining = 0, base = last;
+  if (w.in_flight) {
+    const double expected = w.in_flight_done > 0 ? w.in_flight_work / w.in_flight_done * w.in_flight_total : last * growth;
+    remaining += std::max(0.0, expected - w.in_flight_work);
+    base = expected;
+  }
+  double later = base;
+  for (int k = 0; k < w.later; ++k) {
+    later *= growth;
+    if (k == 0 && next) *next = later;
+    remaining += later;
+  }
+  if (w.later == 0 && next) *next = 0;
+  return remaining;
+}
+
+double cost_eta_seconds(const WorkSoFar& w, double elapsed) {
+  double done = w.in_flight_work;
+  for (double g : w.generations) done += g;
+  if (!(done > 0) || !(elapsed > 0)) return -1;
+  return remaining_work(w) / (done / elapsed);
+}
+
 std::string rank_tag(int rank) { return "[rank " + std::to_string(rank) + "]"; }
 
 std::string log_prefix(int rank, std::time_t when) {
@@ -74,11 +111,11 @@ std::string children_line(const std::vector<ChildState>& done, int total, int wi
   return line;
 }
 
-std::string bar_line(int generation, int last_generation, double fraction, double elapsed, int width) {
+std::string bar_line(int generation, int last_generation, double fraction, double elapsed, int width, double eta) {
   char tail[128];
   std::snprintf(tail, sizeof tail, " %3d%%  elapsed %s  ETA %s",
                 static_cast<int>(std::floor(std::clamp(fraction, 0.0, 1.0) * 100)), fmt_seconds(elapsed).c_str(),
-                fmt_seconds(eta_seconds(elapsed, fraction)).c_str());
+                fmt_seconds(eta < -1 ? eta_seconds(elapsed, fraction) : eta).c_str());
   char head[64];
   std::snprintf(head, sizeof head, "gen %d/%d ", generation, last_generation);
   // The bar takes what the text leaves of the line, between 10 and 40 cells.
@@ -123,6 +160,23 @@ double Progress::fraction() const {
   return std::clamp((current_ - first + in_flight) / count, 0.0, 1.0);
 }
 
+WorkSoFar Progress::work() const {
+  WorkSoFar w;
+  w.generations = work_;
+  w.in_flight = current_ >= 0 && total_ > 0;
+  w.in_flight_work = in_flight_work_;
+  w.in_flight_done = done_;
+  w.in_flight_total = total_;
+  const int last = w.in_flight ? current_ : (first_generation_ < 0 ? -1 : first_generation_ + static_cast<int>(work_.size()) - 1);
+  w.later = std::max(0, generations_ - last);
+  return w;
+}
+
+double Progress::eta() const {
+  const double by_work = cost_eta_seconds(work(), elapsed());
+  return by_work >= 0 ? by_work : eta_seconds(elapsed(), fraction());
+}
+
 void Progress::log(const std::string& line) {
   std::fprintf(out_, "%s%s\n", log_prefix(rank_, std::time(nullptr)).c_str(), line.c_str());
   std::fflush(out_);
@@ -140,7 +194,7 @@ void Progress::draw_live() {
   if (!tty_ || current_ < 0) return;
   clear_live();
   const int width = terminal_width(out_);
-  std::fprintf(out_, "%s\n%s", bar_line(current_, generations_, fraction(), elapsed(), width).c_str(),
+  std::fprintf(out_, "%s\n%s", bar_line(current_, generations_, fraction(), elapsed(), width, eta()).c_str(),
                children_line(children_, total_, width).c_str());
   live_lines_ = 2;
   std::fflush(out_);
@@ -161,6 +215,7 @@ void Progress::on_generation_start(int generation, int total) {
 
 void Progress::on_model_done(const scheduler::ModelRecord& m) {
   ++done_;
+  in_flight_work_ += model_work(m);
   children_.push_back({m.id, m.status, m.metrics.val_accuracy});
   if (tty_) {
     draw_live();
@@ -180,14 +235,29 @@ void Progress::on_generation(const scheduler::GenerationRecord& g) {
     current_ = g.generation;
   }
   done_ = total_;  // the generation is complete, whatever was refused
-  const double eta = eta_seconds(elapsed(), g.generation >= generations_ ? 1.0 : fraction());
+  work_.push_back(generation_work(g));
+  in_flight_work_ = 0;
+  // How the last prediction fared, and the next one (the ETA is checked against what happened).
+  std::string took = fmt_seconds(g.seconds);
+  if (predicted_seconds_ >= 0) took += " (predicted " + fmt_seconds(predicted_seconds_) + ")";
+  const int saved_total = total_;
+  total_ = 0;  // nothing in flight between generations
+  const WorkSoFar w = work();
+  total_ = saved_total;
+  double next_work = 0, done_work = 0;
+  remaining_work(w, &next_work);
+  for (double x : work_) done_work += x;
+  predicted_seconds_ = done_work > 0 && elapsed() > 0 && next_work > 0 ? next_work / (done_work / elapsed()) : -1;
+  const double eta = g.generation >= generations_ ? 0.0 : [&] {
+    const double by_work = cost_eta_seconds(w, elapsed());
+    return by_work >= 0 ? by_work : eta_seconds(elapsed(), fraction());
+  }();
   char line[512];
   std::snprintf(line, sizeof line,
                 "gen %2d/%d  best val %.4f test %.4f  gain %+.4f  skill %+.4f  diversity %.2f  "
                 "trained %d failed %d refused %d  %.2f models/s  %s  ETA %s",
                 g.generation, generations_, g.best_val, g.best_model_test, g.gain, g.design_skill, g.diversity,
-                g.trained, g.failed, g.refused, g.models_per_second, fmt_seconds(g.seconds).c_str(),
-                fmt_seconds(eta).c_str());
+                g.trained, g.failed, g.refused, g.models_per_second, took.c_str(), fmt_seconds(eta).c_str());
   if (tty_) {
     clear_live();
     std::fprintf(out_, "%s\n", line);

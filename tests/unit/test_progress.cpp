@@ -48,6 +48,32 @@ TEST(Progress, EtaAssumesTheSamePace) {
   EXPECT_EQ(rsi::runtime::fmt_seconds(rsi::runtime::eta_seconds(10, 0.0)), "--");
 }
 
+// The ETA from the work (FLOPs x samples) still to come: growing generations make it longer than
+// the mean generation time says.
+TEST(Progress, EtaFromTheWorkStillToCome) {
+  rsi::runtime::WorkSoFar w;
+  w.generations = {100, 200};  // grew 2x
+  w.in_flight = true;
+  w.in_flight_work = 300;      // 2 of 4 children done: the generation is 600
+  w.in_flight_done = 2;
+  w.in_flight_total = 4;
+  w.later = 3;                 // then 1200, 2400, 4800 (growth 2, clamped to at most 2)
+  double next = 0;
+  EXPECT_DOUBLE_EQ(rsi::runtime::remaining_work(w, &next), 300 + 1200 + 2400 + 4800);
+  EXPECT_DOUBLE_EQ(next, 1200);
+  // 600 units done in 60 s: 10 a second.
+  EXPECT_DOUBLE_EQ(rsi::runtime::cost_eta_seconds(w, 60), 870);
+  // The mean generation time would say far less: 60 s for 2.5 generations, 3.5 to go.
+  EXPECT_GT(rsi::runtime::cost_eta_seconds(w, 60), 60.0 / 2.5 * 3.5);
+  w.generations = {1000, 100};  // shrank: growth clamped to 1
+  w.in_flight = false;
+  w.later = 2;
+  EXPECT_DOUBLE_EQ(rsi::runtime::remaining_work(w), 200);
+  rsi::runtime::WorkSoFar none;  // a surrogate run trains nothing: unknown, the caller falls back
+  none.later = 3;
+  EXPECT_LT(rsi::runtime::cost_eta_seconds(none, 10), 0);
+}
+
 TEST(Progress, BarLineNamesGenerationPercentAndEta) {
   const std::string line = rsi::runtime::bar_line(3, 10, 0.25, 60, 100);
   EXPECT_EQ(line.rfind("gen 3/10 [", 0), 0u) << line;
