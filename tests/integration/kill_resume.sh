@@ -49,11 +49,7 @@ kill_job() {
   echo "   (SIGKILL to the job's session: $procs process(es) left of mpirun and its ranks; none survives)"
 }
 
-generation_hashes() {  # the chain, one line per generation
-  for f in "$1"/gen-??????.h5; do
-    h5dump -a /generation_hash "$f" 2>/dev/null | grep -o '"[0-9a-f]\{64\}"' || echo "unreadable $f"
-  done
-}
+source "$(dirname "$0")/lib/lineage.sh"  # generation_hashes
 
 echo "== undisturbed reference run"
 start=$SECONDS

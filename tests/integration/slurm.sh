@@ -71,16 +71,7 @@ submit() {  # RUN_DIR: rsi submit from the test's directory; prints the job id
   echo "$out" >&2
   grep -o 'submitted batch job [0-9]*' <<<"$out" | awk '{ print $4 }'
 }
-show_job() {  # JOB RUN_DIR: the job's record and output, after a failure
-  scontrol show job "$1" >&2 || true
-  cat "$2"/slurm-"$1".out "$2"/slurm-"$1".err >&2 2>/dev/null || true
-  tail -5 "$cluster"/log/*.log >&2
-}
-generation_hashes() {  # the chain, one line per generation
-  for f in "$1"/gen-??????.h5; do
-    h5dump -a /generation_hash "$f" 2>/dev/null | grep -o '"[0-9a-f]\{64\}"' || echo "unreadable $f"
-  done
-}
+source "$(dirname "$0")/lib/lineage.sh"  # generation_hashes
 
 echo "== job 1: rsi submit, run to the end"
 start=$SECONDS

@@ -20,3 +20,8 @@ wait_for() {  # SECONDS DESCRIPTION COMMAND...: polls COMMAND until it succeeds
   done
 }
 job_finished() { [[ $(job_field "$1" JobState) =~ ^(COMPLETED|FAILED|CANCELLED|TIMEOUT|NODE_FAIL|OUT_OF_MEMORY|PREEMPTED)$ ]]; }
+show_job() {  # JOB RUN_DIR: the job's record and output, after a failure (needs $cluster)
+  "${scontrol[@]}" show job "$1" >&2 || true
+  cat "$2"/slurm-"$1".out "$2"/slurm-"$1".err >&2 2>/dev/null || true
+  tail -5 "$cluster"/log/*.log >&2
+}

@@ -67,16 +67,7 @@ submit() {  # RUN_DIR: `rsi submit` on node1 (the login node); prints the job id
   out=$(cd "$tmp" && on node1 "$rsi" submit "$manifest" --out "$1") || { echo "FAIL: rsi submit failed" >&2; return 1; }
   grep -o 'submitted batch job [0-9]*' <<<"$out" | awk '{ print $4 }'
 }
-show_job() {  # JOB RUN_DIR: the job's record and output, after a failure
-  on node1 scontrol show job "$1" >&2 || true
-  cat "$2"/slurm-"$1".out "$2"/slurm-"$1".err >&2 2>/dev/null || true
-  tail -5 "$cluster"/log/*.log >&2
-}
-generation_hashes() {  # the chain, one line per generation
-  for f in "$1"/gen-??????.h5; do
-    h5dump -a /generation_hash "$f" 2>/dev/null | grep -o '"[0-9a-f]\{64\}"' || echo "unreadable $f"
-  done
-}
+source "$(dirname "${BASH_SOURCE[0]}")/lineage.sh"  # generation_hashes
 lineage_hosts() {  # FILE: the host list a generation file records
   h5dump -a /hosts "$1" 2>/dev/null | grep -o '"[^"]*"' | tail -1 | tr -d '"'
 }
