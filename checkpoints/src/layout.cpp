@@ -147,8 +147,8 @@ std::string floats_digest(const std::vector<float>& v) { return sha256_hex(v.dat
 
 ModelHashes field_hashes(const ModelRecord& m, const ModelHashes* stored) {
   ModelHashes h;
-  h.metadata = Canon("rsi-model-metadata/1")
-                   .num("id", m.id)
+  Canon metadata("rsi-model-metadata/1");
+  metadata.num("id", m.id)
                    .num("generation", m.generation)
                    .str("op", m.op)
                    .str("description", m.description)
@@ -158,8 +158,13 @@ ModelHashes field_hashes(const ModelRecord& m, const ModelHashes* stored) {
                    .num("inherited", int{m.inherited})
                    .num("function_preserving", int{m.function_preserving})
                    .real("parent_val_accuracy", m.parent_val_accuracy)
-                   .ids("parents", m.parents)
-                   .digest();
+                   .ids("parents", m.parents);
+  // Self-improvement fields only where the run had them on: other files keep their digests.
+  if (m.predicted_gain) metadata.real("predicted_gain", *m.predicted_gain).num("candidates", m.candidates);
+  if (!m.rung_epochs.empty())
+    metadata.ids("rung_epochs", std::vector<std::uint64_t>(m.rung_epochs.begin(), m.rung_epochs.end()))
+        .reals("rung_val_accuracy", m.rung_val_accuracy);
+  h.metadata = metadata.digest();
   h.genome = sha256_hex(m.genome_yaml);
   const auto& x = m.metrics;
   // Wall time differs from run to run: it has its own digest, outside the provenance hash.
@@ -238,6 +243,14 @@ void write_model(hid_t parent, const std::string& name, const ModelRecord& m,
   h5::write_bool(id, "inherited", m.inherited);
   h5::write_bool(id, "function_preserving", m.function_preserving);
   h5::write_f64(id, "parent_val_accuracy", m.parent_val_accuracy);
+  if (m.predicted_gain) {
+    h5::write_f64(id, "predicted_gain", *m.predicted_gain);
+    h5::write_int(id, "candidates", m.candidates);
+  }
+  if (!m.rung_epochs.empty()) {
+    h5::write_u64s(id, "rung_epochs", std::vector<std::uint64_t>(m.rung_epochs.begin(), m.rung_epochs.end()));
+    h5::write_f64s(id, "rung_val_accuracy", m.rung_val_accuracy);
+  }
   h5::write_string(id, "weights_digest", m.weights_digest);
   h5::write_string(id, "metadata_sha256", h.metadata);
   h5::write_string(id, "genome_sha256", h.genome);
@@ -290,6 +303,16 @@ ModelGroup read_model(hid_t group) {
   m.inherited = h5::read_bool(group, "inherited");
   m.function_preserving = h5::read_bool(group, "function_preserving");
   m.parent_val_accuracy = h5::read_f64(group, "parent_val_accuracy");
+  if (h5::has_attr(group, "predicted_gain")) {
+    m.predicted_gain = h5::read_f64(group, "predicted_gain");
+    m.candidates = h5::read_int(group, "candidates");
+  }
+  if (h5::has_attr(group, "rung_epochs")) {
+    for (std::uint64_t e : h5::read_u64s(group, "rung_epochs")) m.rung_epochs.push_back(static_cast<int>(e));
+    m.rung_val_accuracy = h5::read_f64s(group, "rung_val_accuracy");
+    if (m.rung_val_accuracy.size() != m.rung_epochs.size())
+      throw CheckpointError("attributes 'rung_epochs' and 'rung_val_accuracy' differ in length");
+  }
   m.weights_digest = h5::read_string(group, "weights_digest");
   out.stored.metadata = h5::read_string(group, "metadata_sha256");
   out.stored.genome = h5::read_string(group, "genome_sha256");
@@ -391,6 +414,15 @@ std::string summary_digest(const GenerationRecord& g) {
         .real("model_seconds", g.model_seconds)
         .ids("held_for_rollback", g.held_for_rollback);
     for (const auto& e : g.events) c.raw("event", sha256_hex(event_field_digests(e)));
+  }
+  // Self-improvement (FORMAT.md): only in runs that have it on.
+  if (const auto& imp = g.improvement) {
+    c.num("predictor_examples", imp->predictor_examples)
+        .real("predictor_rank_correlation", imp->predictor_rank_correlation)
+        .reals("predictor_weights", imp->predictor_weights)
+        .num("duplicates", imp->duplicates)
+        .num("promoted", imp->promoted)
+        .num("niches", imp->niches);
   }
   return c.digest();
 }
@@ -522,6 +554,14 @@ void write_root(hid_t f, const Root& root) {
   h5::write_string(f, "takeoff", storable(g.takeoff));
   h5::write_f64(f, "model_seconds", g.model_seconds);
   h5::write_u64s(f, "held_for_rollback", g.held_for_rollback);
+  if (const auto& imp = g.improvement) {
+    h5::write_int(f, "predictor_examples", imp->predictor_examples);
+    h5::write_f64(f, "predictor_rank_correlation", imp->predictor_rank_correlation);
+    h5::write_f64s(f, "predictor_weights", imp->predictor_weights);
+    h5::write_int(f, "duplicates", imp->duplicates);
+    h5::write_int(f, "promoted", imp->promoted);
+    h5::write_int(f, "niches", imp->niches);
+  }
   if (!g.events.empty()) {  // parallel arrays, one entry per event, in the order they happened
     std::vector<std::uint64_t> generations, model_ids;
     std::vector<std::string> kinds, reasons, who, when, digests;
@@ -601,6 +641,15 @@ Root read_root(hid_t f) {
     g.takeoff = h5::read_string(f, "takeoff");
     g.model_seconds = h5::read_f64(f, "model_seconds");
     g.held_for_rollback = h5::read_u64s(f, "held_for_rollback");
+  }
+  if (h5::has_attr(f, "duplicates")) {  // a run with self-improvement on
+    auto& imp = g.improvement.emplace();
+    imp.predictor_examples = h5::read_int(f, "predictor_examples");
+    imp.predictor_rank_correlation = h5::read_f64(f, "predictor_rank_correlation");
+    imp.predictor_weights = h5::read_f64s(f, "predictor_weights");
+    imp.duplicates = h5::read_int(f, "duplicates");
+    imp.promoted = h5::read_int(f, "promoted");
+    imp.niches = h5::read_int(f, "niches");
   }
   if (h5::has_attr(f, "event_kind")) {
     const auto generations = h5::read_u64s(f, "event_generation");

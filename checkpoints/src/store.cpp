@@ -55,39 +55,11 @@ void fill_weights_digest(ModelRecord& m, int format_version) {
     m.weights_digest = scheduler::weights_digest(*m.weights, format_version == 1);
 }
 
+// The generation's summary: every field but the models (FORMAT.md's root attributes).
 GenerationRecord summary_of(const GenerationRecord& r) {
-  GenerationRecord s;
-  s.generation = r.generation;
-  s.population = r.population;
-  s.next_model_id = r.next_model_id;
-  s.best_val = r.best_val;
-  s.median_val = r.median_val;
-  s.best_test = r.best_test;
-  s.median_test = r.median_test;
-  s.best_model_test = r.best_model_test;
-  s.best_id = r.best_id;
-  s.gain = r.gain;
-  s.design_skill = r.design_skill;
-  s.design_skill_by_lineage = r.design_skill_by_lineage;
-  s.diversity = r.diversity;
-  s.trained = r.trained;
-  s.failed = r.failed;
-  s.refused = r.refused;
-  s.seconds = r.seconds;
-  s.models_per_second = r.models_per_second;
-  // Governance: monitors, status and events (FORMAT.md, "Governance").
-  s.goodhart_gap = r.goodhart_gap;
-  s.worst_class_accuracy = r.worst_class_accuracy;
-  s.class_disparity = r.class_disparity;
-  s.pseudo_label_accuracy = r.pseudo_label_accuracy;
-  s.pseudo_label_entropy = r.pseudo_label_entropy;
-  s.goodhart_trend = r.goodhart_trend;
-  s.disparity_trend = r.disparity_trend;
-  s.takeoff = r.takeoff;
-  s.model_seconds = r.model_seconds;
-  s.status = r.status;
-  s.held_for_rollback = r.held_for_rollback;
-  s.events = r.events;
+  GenerationRecord s = r;
+  s.children.clear();
+  s.population_models.clear();
   return s;
 }
 

@@ -203,7 +203,8 @@ void read_task(const std::string& source, const Section& top, RunConfig& rc) {
   scheduler::LoopConfig& loop = rc.loop;
   const Section s(source, top.get("task"), "task",
                   {"kind", "data_dir", "labeled", "unlabeled", "validation", "surrogate_cost_seconds",
-                   "surrogate_noise", "surrogate_class_skew", "surrogate_pseudo_labels"});
+                   "surrogate_noise", "surrogate_class_skew", "surrogate_pseudo_labels", "surrogate_drift",
+                   "surrogate_drift_period"});
   const std::string kind = s.value<std::string>(
       "kind", "fashion_mnist", [](const std::string& k) { return k == "fashion_mnist" || k == "surrogate"; },
       "one of fashion_mnist, surrogate");
@@ -232,6 +233,12 @@ void read_task(const std::string& source, const Section& top, RunConfig& rc) {
                                                    "a number in [0, 1]");
   loop.task.surrogate_pseudo_labels =
       s.value<bool>("surrogate_pseudo_labels", loop.task.surrogate_pseudo_labels, {}, "true or false");
+  loop.task.surrogate_drift = s.value<double>("surrogate_drift", loop.task.surrogate_drift,
+                                              [](const double& v) { return v >= 0 && v <= 0.5; },
+                                              "an accuracy amplitude in [0, 0.5] (0 = off)");
+  loop.task.surrogate_drift_period =
+      s.value<int>("surrogate_drift_period", loop.task.surrogate_drift_period, in_range(1, kMaxGenerations),
+                   range_text(1, kMaxGenerations));
 }
 
 // population: sizes (bounded: the coordinator designs a generation before training it).
@@ -264,11 +271,50 @@ void read_selection(const std::string& source, const Section& top, RunConfig& rc
                                       range_text(1, kMaxPopulation));
 }
 
+// design: how the loop improves itself, and the ablation switches (scheduler::ImprovementConfig).
+void read_improvement(const std::string& source, const Section& s, scheduler::LoopConfig& loop) {
+  using Strategy = scheduler::ImprovementConfig::Strategy;
+  auto& imp = loop.improvement;
+  const std::string strategy = s.value<std::string>(
+      "strategy", "evolved", [](const std::string& v) { return v == "evolved" || v == "random"; },
+      "one of evolved (parents design with their evolving genes), random (uniform over the same operators)");
+  imp.strategy = strategy == "random" ? Strategy::Random : Strategy::Evolved;
+  imp.freeze_genes = s.value<bool>("freeze_genes", imp.freeze_genes, {}, "true or false");
+  imp.deduplicate = s.value<bool>("deduplicate", imp.deduplicate, {}, "true or false");
+  imp.redesign_attempts =
+      s.value<int>("redesign_attempts", imp.redesign_attempts, in_range(0, 1000), range_text(0, 1000));
+  if (s.has("predictor")) {
+    const Section p(source, s.get("predictor"), "design.predictor", {"enabled", "candidates", "min_examples", "ridge"});
+    auto& x = imp.predictor;
+    x.enabled = p.value<bool>("enabled", x.enabled, {}, "true or false");
+    x.candidates = p.value<int>("candidates", x.candidates, in_range(1, 64), range_text(1, 64));
+    x.min_examples = p.value<int>("min_examples", x.min_examples, in_range(1, 100000), range_text(1, 100000));
+    x.ridge = p.value<double>("ridge", x.ridge, [](const double& v) { return v > 0 && v <= 1e6; },
+                              "a number in (0, 1e6]");
+  }
+  if (s.has("rungs")) {
+    const Section r(source, s.get("rungs"), "design.rungs", {"enabled", "first_epochs", "promote"});
+    auto& x = imp.rungs;
+    x.enabled = r.value<bool>("enabled", x.enabled, {}, "true or false");
+    x.first_epochs = r.value<int>("first_epochs", x.first_epochs, in_range(1, kMaxEpochs), range_text(1, kMaxEpochs));
+    x.promote = r.value<double>("promote", x.promote, [](const double& v) { return v > 0 && v <= 1; },
+                                "a fraction in (0, 1] of each generation's children");
+  }
+  if (s.has("niches")) {
+    const Section n(source, s.get("niches"), "design.niches", {"enabled", "parameter_bins", "depth_bins"});
+    auto& x = imp.niches;
+    x.enabled = n.value<bool>("enabled", x.enabled, {}, "true or false");
+    x.parameter_bins = n.value<int>("parameter_bins", x.parameter_bins, in_range(1, 64), range_text(1, 64));
+    x.depth_bins = n.value<int>("depth_bins", x.depth_bins, in_range(1, 64), range_text(1, 64));
+  }
+}
+
 // design: the limits every designed child (and seed) meets.
 void read_design(const std::string& source, const Section& top, RunConfig& rc) {
   scheduler::LoopConfig& loop = rc.loop;
   const Section s(source, top.get("design"), "design",
-                  {"max_parameters", "max_flops", "max_blocks", "max_epochs", "max_units", "max_channels"});
+                  {"max_parameters", "max_flops", "max_blocks", "max_epochs", "max_units", "max_channels", "strategy",
+                   "freeze_genes", "deduplicate", "redesign_attempts", "predictor", "rungs", "niches"});
   auto& l = loop.limits;
   // Upper bounds: what one rank can hold and train (a child's weights, gradients and optimizer
   // state are ~16 bytes a parameter), and the genome format's own block limit.
@@ -280,6 +326,7 @@ void read_design(const std::string& source, const Section& top, RunConfig& rc) {
   l.max_epochs = s.value<int>("max_epochs", l.max_epochs, in_range(1, kMaxEpochs), range_text(1, kMaxEpochs));
   l.max_units = s.value<int>("max_units", l.max_units, in_range(1, kMaxWidth), range_text(1, kMaxWidth));
   l.max_channels = s.value<int>("max_channels", l.max_channels, in_range(1, kMaxWidth), range_text(1, kMaxWidth));
+  read_improvement(source, s, loop);
 }
 
 // cluster: trainer groups, threads, the job's shape, device and CPU kernels.
@@ -593,7 +640,9 @@ std::string resolved_yaml(const RunConfig& rc) {
   out << YAML::Key << "surrogate_cost_seconds" << YAML::Value << l.task.surrogate_cost_seconds;
   out << YAML::Key << "surrogate_noise" << YAML::Value << l.task.surrogate_noise;
   out << YAML::Key << "surrogate_class_skew" << YAML::Value << l.task.surrogate_class_skew;
-  out << YAML::Key << "surrogate_pseudo_labels" << YAML::Value << l.task.surrogate_pseudo_labels << YAML::EndMap;
+  out << YAML::Key << "surrogate_pseudo_labels" << YAML::Value << l.task.surrogate_pseudo_labels;
+  out << YAML::Key << "surrogate_drift" << YAML::Value << l.task.surrogate_drift;
+  out << YAML::Key << "surrogate_drift_period" << YAML::Value << l.task.surrogate_drift_period << YAML::EndMap;
   out << YAML::Key << "population" << YAML::Value << YAML::BeginMap << YAML::Key << "size" << YAML::Value
       << l.population_size << YAML::Key << "children" << YAML::Value << l.children_per_generation << YAML::Key
       << "generations" << YAML::Value << l.generations << YAML::EndMap;
@@ -606,7 +655,23 @@ std::string resolved_yaml(const RunConfig& rc) {
   out << YAML::Key << "max_blocks" << YAML::Value << l.limits.max_blocks;
   out << YAML::Key << "max_epochs" << YAML::Value << l.limits.max_epochs;
   out << YAML::Key << "max_units" << YAML::Value << l.limits.max_units;
-  out << YAML::Key << "max_channels" << YAML::Value << l.limits.max_channels << YAML::EndMap;
+  out << YAML::Key << "max_channels" << YAML::Value << l.limits.max_channels;
+  const scheduler::ImprovementConfig& imp = l.improvement;
+  out << YAML::Key << "strategy" << YAML::Value << scheduler::strategy_name(imp.strategy);
+  out << YAML::Key << "freeze_genes" << YAML::Value << imp.freeze_genes;
+  out << YAML::Key << "deduplicate" << YAML::Value << imp.deduplicate;
+  out << YAML::Key << "redesign_attempts" << YAML::Value << imp.redesign_attempts;
+  out << YAML::Key << "predictor" << YAML::Value << YAML::BeginMap << YAML::Key << "enabled" << YAML::Value
+      << imp.predictor.enabled << YAML::Key << "candidates" << YAML::Value << imp.predictor.candidates << YAML::Key
+      << "min_examples" << YAML::Value << imp.predictor.min_examples << YAML::Key << "ridge" << YAML::Value
+      << imp.predictor.ridge << YAML::EndMap;
+  out << YAML::Key << "rungs" << YAML::Value << YAML::BeginMap << YAML::Key << "enabled" << YAML::Value
+      << imp.rungs.enabled << YAML::Key << "first_epochs" << YAML::Value << imp.rungs.first_epochs << YAML::Key
+      << "promote" << YAML::Value << imp.rungs.promote << YAML::EndMap;
+  out << YAML::Key << "niches" << YAML::Value << YAML::BeginMap << YAML::Key << "enabled" << YAML::Value
+      << imp.niches.enabled << YAML::Key << "parameter_bins" << YAML::Value << imp.niches.parameter_bins << YAML::Key
+      << "depth_bins" << YAML::Value << imp.niches.depth_bins << YAML::EndMap;
+  out << YAML::EndMap;
   out << YAML::Key << "seeds" << YAML::Value << YAML::BeginSeq;
   for (const auto& g : l.seeds) out << YAML::Load(models::to_yaml(g));  // inline: loads without the files
   out << YAML::EndSeq;
@@ -686,6 +751,21 @@ std::string manifest_differences(const std::string& stored, const std::string& c
       "cluster.cuda_fuse"};
   for (auto* keys : {&a, &b})
     std::erase_if(*keys, [](const auto& kv) { return kv.first.rfind("monitoring.", 0) == 0 || free_keys.count(kv.first); });
+  // Keys added after a lineage was written: absent there means their default, which is what that
+  // run did (the self-improvement switches are all off by default).
+  static const std::map<std::string, std::string> later_keys = {
+      {"design.strategy", "evolved"},         {"design.freeze_genes", "false"},
+      {"design.deduplicate", "false"},        {"design.redesign_attempts", "8"},
+      {"design.predictor.enabled", "false"},  {"design.predictor.candidates", "4"},
+      {"design.predictor.min_examples", "8"}, {"design.predictor.ridge", "1"},
+      {"design.rungs.enabled", "false"},      {"design.rungs.first_epochs", "1"},
+      {"design.rungs.promote", "0.5"},        {"design.niches.enabled", "false"},
+      {"design.niches.parameter_bins", "4"},  {"design.niches.depth_bins", "3"},
+      {"task.surrogate_drift", "0"},          {"task.surrogate_drift_period", "10"}};
+  for (const auto& [key, value] : later_keys) {
+    if (!a.count(key) && b.count(key) && b[key] == value) b.erase(key);
+    if (!b.count(key) && a.count(key) && a[key] == value) a.erase(key);
+  }
   std::string out;
   for (const auto& [key, value] : a) {
     const auto it = b.find(key);

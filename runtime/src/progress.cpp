@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <cstdlib>
 
 namespace rsi::runtime {
@@ -258,6 +259,14 @@ void Progress::on_generation(const scheduler::GenerationRecord& g) {
                 "trained %d failed %d refused %d  %.2f models/s  %s  ETA %s",
                 g.generation, generations_, g.best_val, g.best_model_test, g.gain, g.design_skill, g.diversity,
                 g.trained, g.failed, g.refused, g.models_per_second, took.c_str(), fmt_seconds(eta).c_str());
+  if (g.improvement) {  // what the self-improvement switches did (experiments/README.md)
+    const auto& imp = *g.improvement;
+    char rho[16] = "n/a";
+    if (!std::isnan(imp.predictor_rank_correlation)) std::snprintf(rho, sizeof rho, "%+.2f", imp.predictor_rank_correlation);
+    const std::size_t used = std::strlen(line);
+    std::snprintf(line + used, sizeof line - used, "  predictor rho %s (%d examples)  duplicates %d  promoted %d  niches %d",
+                  rho, imp.predictor_examples, imp.duplicates, imp.promoted, imp.niches);
+  }
   if (tty_) {
     clear_live();
     std::fprintf(out_, "%s\n", line);

@@ -89,13 +89,18 @@ int compare_runs(const std::string& a, const std::string& b, int generations) {
 // generation, with timings).
 class LineageFiles final : public scheduler::GenerationSink {
  public:
-  explicit LineageFiles(const std::filesystem::path& dir)
-      : models_(dir / "models.tsv"), generations_(dir / "generations.tsv") {
+  // `improvement`: the run has self-improvement switches on, and the files get their columns (a run
+  // without them writes the files exactly as before).
+  LineageFiles(const std::filesystem::path& dir, bool improvement)
+      : improvement_(improvement), models_(dir / "models.tsv"), generations_(dir / "generations.tsv") {
     if (!models_ || !generations_) throw std::runtime_error("cannot write the lineage files in " + dir.string());
     models_ << "generation\tid\tparents\top\tstatus\tval_acc\ttest_acc\tparams\tflops\tinherited\tpreserving\t"
-               "weights\tdescription\tfailure\n";
+               "weights\tdescription\tfailure"
+            << (improvement_ ? "\tpredicted_gain\trungs\n" : "\n");
     generations_ << "generation\tbest_id\tbest_val\tbest_model_test\tmedian_val\tmedian_test\tgain\tdesign_skill\t"
-                    "diversity\ttrained\tfailed\trefused\tseconds\tcheckpoint_seconds\tcheckpoint_bytes\n";
+                    "diversity\ttrained\tfailed\trefused\tseconds\tcheckpoint_seconds\tcheckpoint_bytes"
+                 << (improvement_ ? "\tpredictor_rank_correlation\tpredictor_examples\tduplicates\tpromoted\tniches\n"
+                                  : "\n");
   }
   void set_store(const checkpoints::LineageStore* store) { store_ = store; }
   void on_generation(const scheduler::GenerationRecord& g) override {
@@ -111,22 +116,44 @@ class LineageFiles final : public scheduler::GenerationSink {
                     scheduler::status_name(m.status), m.metrics.val_accuracy, m.metrics.test_accuracy,
                     static_cast<long long>(m.metrics.parameters), static_cast<long long>(m.metrics.flops),
                     m.inherited, m.function_preserving, m.weights_digest.empty() ? "-" : m.weights_digest.c_str());
-      models_ << line << m.description << "\t" << (m.failure.empty() ? "-" : m.failure) << "\n";
+      // Self-improvement columns ("-" where the switch is off): the predicted gain, and the rungs as
+      // epochs:validation pairs.
+      std::string rungs;
+      for (std::size_t r = 0; r < m.rung_epochs.size(); ++r) {
+        char pair[64];
+        std::snprintf(pair, sizeof pair, "%s%d:%.6f", r ? "," : "", m.rung_epochs[r], m.rung_val_accuracy[r]);
+        rungs += pair;
+      }
+      char predicted[32] = "-";
+      if (m.predicted_gain) std::snprintf(predicted, sizeof predicted, "%+.6f", *m.predicted_gain);
+      models_ << line << m.description << "\t" << (m.failure.empty() ? "-" : m.failure);
+      if (rungs.empty()) rungs = "-";
+      if (improvement_) models_ << "\t" << predicted << "\t" << rungs;
+      models_ << "\n";
     }
     char line[512];
     // The store is the first sink: its figures are those of this generation's write.
     std::snprintf(line, sizeof line,
-                  "%d\t%llu\t%.6f\t%.6f\t%.6f\t%.6f\t%+.6f\t%+.6f\t%.4f\t%d\t%d\t%d\t%.2f\t%.4f\t%llu\n",
+                  "%d\t%llu\t%.6f\t%.6f\t%.6f\t%.6f\t%+.6f\t%+.6f\t%.4f\t%d\t%d\t%d\t%.2f\t%.4f\t%llu",
                   g.generation, static_cast<unsigned long long>(g.best_id), g.best_val, g.best_model_test, g.median_val,
                   g.median_test, g.gain, g.design_skill, g.diversity, g.trained, g.failed, g.refused, g.seconds,
                   store_ ? store_->last_write_seconds() : 0.0,
                   static_cast<unsigned long long>(store_ ? store_->last_write_bytes() : 0));
     generations_ << line;
+    if (const auto& imp = g.improvement; improvement_ && imp) {
+      std::snprintf(line, sizeof line, "\t%.6f\t%d\t%d\t%d\t%d", imp->predictor_rank_correlation,
+                    imp->predictor_examples, imp->duplicates, imp->promoted, imp->niches);
+      generations_ << line;
+    } else if (improvement_) {
+      generations_ << "\t-\t-\t-\t-\t-";
+    }
+    generations_ << "\n";
     models_.flush();
     generations_.flush();
   }
 
  private:
+  bool improvement_;
   std::ofstream models_, generations_;
   const checkpoints::LineageStore* store_ = nullptr;
 };
@@ -504,7 +531,7 @@ class RunSession {
     std::ofstream(run_dir_ / "manifest.yaml") << config_.manifest_text;
     // Where this start's ranks run: the batch script names a lost node's ranks from it.
     std::ofstream(run_dir_ / "ranks.tsv") << rank_table(placement_.host_of_rank, placement_.pid_of_rank);
-    lineage_ = std::make_unique<LineageFiles>(run_dir_);
+    lineage_ = std::make_unique<LineageFiles>(run_dir_, config_.loop.improvement.any());
     if (point.generation >= 0) {
       for (const auto& record : durable) {
         lineage_->on_generation(record);

@@ -2,6 +2,8 @@
 #include "rsi/scheduler/commit.h"
 
 #include <algorithm>
+#include <cmath>
+#include <set>
 #include <cstdio>
 #include <map>
 #include <numeric>
@@ -46,7 +48,7 @@ void count_children(Commit& c, std::vector<ModelRecord>& children, int generatio
     }
     if (m.trained()) {
       ++record.trained;
-      if (!m.parents.empty()) {
+      if (!m.parents.empty() && trained_in_full(m)) {
         gains.push_back(m.gain_over_parent());
         gains_by_lineage[m.designer_lineage].push_back(m.gain_over_parent());
       }
@@ -59,7 +61,8 @@ void count_children(Commit& c, std::vector<ModelRecord>& children, int generatio
 // Survivors: the best (or, for aging after generation 0, the newest) of the population and the
 // trained children, kept in id order.
 std::vector<ModelRecord> select(const std::vector<ModelRecord>& population, const std::vector<ModelRecord>& children,
-                                int generation, const CommitSettings& s) {
+                                int generation, const CommitSettings& s,
+                                const std::function<const models::Genome&(std::uint64_t)>& genome_of) {
   std::vector<ModelRecord> pool = population;
   for (const ModelRecord& m : children)
     if (m.trained()) pool.push_back(m);
@@ -72,6 +75,13 @@ std::vector<ModelRecord> select(const std::vector<ModelRecord>& population, cons
     std::sort(pool.begin(), pool.end(), [](auto& a, auto& b) { return a.id > b.id; });  // newest first
   else
     std::sort(pool.begin(), pool.end(), ranks_before);
+  if (s.niches.enabled && !(s.selection == SelectionKind::Aging && generation > 0)) {
+    // The best of each niche first (in rank order), then the rest by rank.
+    std::set<int> covered;
+    std::stable_partition(pool.begin(), pool.end(), [&](const ModelRecord& m) {
+      return covered.insert(niche_of(genome_of(m.id), m.metrics.parameters, s.niches, s.max_parameters)).second;
+    });
+  }
   pool.resize(keep);
   std::sort(pool.begin(), pool.end(), [](auto& a, auto& b) { return a.id < b.id; });
   return pool;
@@ -123,6 +133,24 @@ void summarise(GenerationRecord& record, const std::vector<ModelRecord>& populat
 
 }  // namespace
 
+int niche_of(const models::Genome& genome, std::int64_t parameters, const ImprovementConfig::Niches& niches,
+             std::int64_t max_parameters) {
+  using Kind = models::Block::Kind;
+  int depth = 0;
+  for (const auto& b : genome.blocks) depth += b.kind == Kind::Conv || b.kind == Kind::Residual || b.kind == Kind::Dense;
+  const int depth_bin = std::clamp((depth - 1) / 2, 0, niches.depth_bins - 1);
+  const double top = std::log10(static_cast<double>(std::max<std::int64_t>(max_parameters, 10'000)));
+  const double at = std::log10(static_cast<double>(std::max<std::int64_t>(parameters, 1)));
+  const int parameter_bin =
+      std::clamp(static_cast<int>(std::floor(niches.parameter_bins * (at - 3.0) / (top - 3.0))), 0, niches.parameter_bins - 1);
+  return parameter_bin * niches.depth_bins + depth_bin;
+}
+
+bool trained_in_full(const ModelRecord& m) {
+  if (m.rung_epochs.empty()) return true;
+  return m.rung_epochs.back() >= models::from_yaml(m.genome_yaml, "child genome").recipe.epochs;
+}
+
 bool ranks_before(const ModelRecord& a, const ModelRecord& b) {
   if (a.metrics.val_accuracy != b.metrics.val_accuracy) return a.metrics.val_accuracy > b.metrics.val_accuracy;
   return a.id < b.id;
@@ -138,8 +166,14 @@ Commit commit_generation(int generation, std::vector<ModelRecord> children, cons
   std::vector<double> gains;
   std::map<std::uint64_t, std::vector<double>> gains_by_lineage;
   count_children(c, children, generation, best_before, settings, when, gains, gains_by_lineage);
-  c.population = select(population, children, generation, settings);
+  c.population = select(population, children, generation, settings, genome_of);
   summarise(c.record, c.population, children, generation, best_before, gains, gains_by_lineage, genome_of);
+  if (settings.niches.enabled) {
+    std::set<int> covered;
+    for (const ModelRecord& m : c.population)
+      covered.insert(niche_of(genome_of(m.id), m.metrics.parameters, settings.niches, settings.max_parameters));
+    c.record.improvement.emplace().niches = static_cast<int>(covered.size());
+  }
   c.record.children = std::move(children);
   return c;
 }

@@ -8,6 +8,7 @@
 // (parent, mate, rng, limits, input).
 #include "rsi/scheduler/design.h"
 
+#include "rsi/kernels/fnv1a.h"
 #include "rsi/models/edit_distance.h"
 
 #include <algorithm>
@@ -33,6 +34,7 @@ using kernels::Activation;
 // Designer gene ranges: probabilities and step sizes stay where a step still means something.
 constexpr double kMinWeight = 0.01, kMaxWeight = 10.0;
 constexpr double kMinTau = 0.05, kMaxTau = 0.5, kTauRate = 0.1;
+constexpr double kMinScreen = 0.05, kMaxScreen = 1.0;
 struct StepRange {
   const char* name;
   double low, high, fallback;
@@ -668,6 +670,7 @@ models::DesignerGenes mutate_genes(const models::DesignerGenes& parent, Draws& d
       value = std::clamp(value * std::exp(rate * draws.normal()), kMinWeight, kMaxWeight);
       continue;
     }
+    if (name == kScreenGene) value = std::clamp(value * std::exp(rate * draws.normal()), kMinScreen, kMaxScreen);
     for (const StepRange& step : kSteps) {
       if (name == step.name) value = std::clamp(value * std::exp(rate * draws.normal()), step.low, step.high);
     }
@@ -730,6 +733,7 @@ const models::DesignerGeneRanges& designer_gene_ranges() {
     for (const OperatorEntry& e : kOperators) out[std::string("p.") + e.name] = {kMinWeight, kMaxWeight};
     for (const StepRange& step : kSteps) out[step.name] = {step.low, step.high};
     out["tau"] = {kMinTau, kMaxTau};
+    out[kScreenGene] = {kMinScreen, kMaxScreen};
     return out;
   }();
   return ranges;
@@ -759,7 +763,7 @@ std::string seed_violation(const models::Genome& seed, const DesignLimits& limit
 }
 
 DesignedChild design_child(const models::Genome& parent, const models::Genome* mate, const kernels::CounterRng& rng,
-                           const DesignLimits& limits, const models::InputSpec& input) {
+                           const DesignLimits& limits, const models::InputSpec& input, const DesignMode& mode) {
   std::vector<BlockShape> shapes;
   try {
     shapes = shapes_of(parent, input);
@@ -767,8 +771,17 @@ DesignedChild design_child(const models::Genome& parent, const models::Genome* m
     throw std::invalid_argument(std::string("design_child: the parent genome is invalid: ") + error.what());
   }
   Draws draws(rng);
-  const models::DesignerGenes genes = mutate_genes(complete_designer_genes(parent.designer), draws);
-  Context ctx{parent, mate, genes, limits, input, std::move(shapes), draws};
+  const models::DesignerGenes inherited = complete_designer_genes(parent.designer);
+  const models::DesignerGenes genes =
+      mode.freeze_genes || mode.uniform ? inherited : mutate_genes(inherited, draws);
+  // Random design draws with equal weights and default steps; the child still carries `genes`.
+  const models::DesignerGenes uniform_genes = [] {
+    models::DesignerGenes g = default_designer_genes();
+    for (auto& [name, value] : g)
+      if (name.rfind("p.", 0) == 0) value = 1.0;
+    return g;
+  }();
+  Context ctx{parent, mate, mode.uniform ? uniform_genes : genes, limits, input, std::move(shapes), draws};
 
   std::vector<const OperatorEntry*> open;
   for (const OperatorEntry& e : kOperators) {
@@ -797,7 +810,8 @@ DesignedChild design_child(const models::Genome& parent, const models::Genome* m
       // A seed may train longer than the limits allow: every child comes back within them.
       int& epochs_of_child = candidate->genome.recipe.epochs;
       epochs_of_child = std::clamp(epochs_of_child, 1, std::max(1, limits.max_epochs));
-      if (!limit_violation(candidate->genome, limits, input)) return finish(std::move(*candidate), op.name, genes, mate);
+      if (!limit_violation(candidate->genome, limits, input))
+        return finish(std::move(*candidate), op.name, genes, mode.freeze_genes || mode.uniform ? nullptr : mate);
     }
     open.erase(open.begin() + static_cast<std::ptrdiff_t>(chosen));
   }
@@ -808,7 +822,7 @@ DesignedChild design_child(const models::Genome& parent, const models::Genome* m
     throw std::invalid_argument("design_child: no operator gives a child within the design limits, because the parent "
                                 "breaks them: " + *why + "; loosen the limits or start from a smaller genome");
   }
-  return finish(std::move(fallback), "lr", genes, mate);
+  return finish(std::move(fallback), "lr", genes, mode.freeze_genes || mode.uniform ? nullptr : mate);
 }
 
 namespace {
@@ -834,6 +848,13 @@ Signature signature_of(const Block& b) {
 
 
 }  // namespace
+
+std::uint64_t design_hash(const models::Genome& genome) {
+  models::Genome design = genome;
+  design.designer.clear();
+  const std::string text = models::to_yaml(design);
+  return kernels::fnv1a64(text.data(), text.size(), kernels::kFnv1aOffset);
+}
 
 double population_diversity(const std::vector<models::Genome>& genomes) {
   if (genomes.size() < 2) return 0.0;

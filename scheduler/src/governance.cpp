@@ -83,7 +83,12 @@ std::string red_line_violation(const RedLines& lines, const models::GenomeStats&
 
 double estimated_model_seconds(const ModelRecord& child, bool surrogate, double surrogate_cost_seconds) {
   if (child.status == ModelRecord::Status::Refused && child.metrics.samples == 0) return 0.0;  // never dispatched
-  if (surrogate) return surrogate_cost_seconds;
+  if (surrogate) {
+    if (child.rung_epochs.empty()) return surrogate_cost_seconds;
+    // Multi-fidelity: a child stopped at a rung cost that rung's share of its epochs.
+    const int epochs = models::from_yaml(child.genome_yaml, "child genome").recipe.epochs;
+    return surrogate_cost_seconds * std::min(1.0, static_cast<double>(child.rung_epochs.back()) / std::max(epochs, 1));
+  }
   return 3.0 * static_cast<double>(child.metrics.flops) * static_cast<double>(child.metrics.samples) / 1e9;
 }
 

@@ -11,10 +11,13 @@
 #include <map>
 #include <numeric>
 #include <optional>
+#include <set>
 #include <stdexcept>
+#include <cmath>
 #include <thread>
 
 #include "rsi/kernels/ops.h"
+#include "rsi/scheduler/designer.h"
 #include "task.h"
 
 namespace rsi::scheduler {
@@ -34,7 +37,7 @@ class Coordinator {
  public:
   Coordinator(const LoopConfig& config, collective::Communicator& world, collective::Communicator& group,
               const TaskData* data, const std::vector<GenerationSink*>& sinks, const LoopEvents& events)
-      : config_(config), world_(world), group_(group), data_(data), sinks_(sinks), events_(events) {
+      : config_(config), world_(world), group_(group), data_(data), sinks_(sinks), events_(events), designer_(config) {
     for (int r = config.group_size; r < world.size(); r += config.group_size) leaders_.push_back(r);
   }
 
@@ -73,8 +76,11 @@ class Coordinator {
       summary.best_id = best->id;
       summary.best_val = best->metrics.val_accuracy;
       summary.best_test = best->metrics.test_accuracy;
+      std::vector<GenerationRecord> stored;
       for (const GenerationRecord& h : resume->history)
-        if (h.generation <= resume->generation) history_.push_back(summary_only(h));
+        if (h.generation <= resume->generation) stored.push_back(h);
+      designer_.replay(stored);  // what the run had learned about design
+      for (const GenerationRecord& h : stored) history_.push_back(summary_only(h));
       if (!history_.empty() && history_.back().generation == resume->generation) {
         model_seconds_ = history_.back().model_seconds;
         if (history_.back().status == kAwaitingApproval) {
@@ -118,8 +124,10 @@ class Coordinator {
         break;
       }
       const auto start = Clock::now();
-      std::vector<ModelRecord> children =
-          decision_only ? std::vector<ModelRecord>{} : g == 0 ? seed_children() : design_children(g);
+      duplicates_ = 0;
+      std::vector<ModelRecord> children = decision_only ? std::vector<ModelRecord>{}
+                                          : g == 0      ? take(designer_.seed(next_id_))
+                                                        : take(designer_.design(g, next_id_, population_, genomes_));
       run_generation(children, g);
       GenerationRecord record = commit(std::move(children), g, !decision_only);
       record.seconds = std::chrono::duration<double>(Clock::now() - start).count();
@@ -209,98 +217,13 @@ class Coordinator {
     return stop;
   }
 
-  std::vector<ModelRecord> seed_children() {
-    std::vector<ModelRecord> out;
-    for (const models::Genome& seed : config_.seeds) {
-      ModelRecord m;
-      m.id = next_id_++;
-      m.generation = 0;
-      models::Genome g = seed;
-      g.designer = complete_designer_genes(g.designer);
-      m.genome_yaml = models::to_yaml(g);
-      genomes_[m.id] = g;
-      m.op = "seed";
-      m.description = "seed genome";
-      m.designer_lineage = m.id;
-      out.push_back(std::move(m));
-    }
-    return out;
-  }
-
-  // Parents for child i, by the configured selection.
-  std::pair<const ModelRecord*, const ModelRecord*> choose_parents(std::size_t i, std::uint64_t child_id) {
-    std::vector<const ModelRecord*> ranked;
-    for (const auto& m : population_) ranked.push_back(&m);
-    std::sort(ranked.begin(), ranked.end(), [](auto* a, auto* b) { return ranks_before(*a, *b); });
-    if (config_.selection == SelectionKind::Truncation) {
-      const ModelRecord* mate = ranked.size() > 1 ? ranked[(i + 1) % ranked.size()] : nullptr;
-      return {ranked[i % ranked.size()], mate};
-    }
-    // Tournament (and aging evolution's parent choice): best of k drawn uniformly.
-    const kernels::CounterRng rng(config_.seed, kernels::rng_stream(kernels::RngUse::Design, child_id), 1);
-    auto tournament = [&](std::uint64_t at) {
-      const ModelRecord* best = nullptr;
-      for (int k = 0; k < config_.tournament_size; ++k) {
-        const ModelRecord* c = ranked[rng.below(at + static_cast<std::uint64_t>(k), static_cast<std::uint32_t>(ranked.size()))];
-        if (!best || ranks_before(*c, *best)) best = c;
-      }
-      return best;
-    };
-    const ModelRecord* parent = tournament(0);
-    const ModelRecord* mate = ranked.size() > 1 ? tournament(1u << 20) : nullptr;  // a disjoint range of draws
-    if (mate == parent) mate = nullptr;
-    return {parent, mate};
-  }
-
-  std::vector<ModelRecord> design_children(int generation) {
-    std::vector<ModelRecord> out;
-    for (int i = 0; i < config_.children_per_generation; ++i) {
-      ModelRecord m;
-      m.id = next_id_++;
-      m.generation = generation;
-      const auto [parent, mate] = choose_parents(static_cast<std::size_t>(i), m.id);
-      const models::Genome& parent_genome = genomes_.at(parent->id);
-      const models::Genome* mate_genome = mate ? &genomes_.at(mate->id) : nullptr;
-      const kernels::CounterRng rng(config_.seed, kernels::rng_stream(kernels::RngUse::Design, m.id));
-      m.parents = {parent->id};
-      m.designer_lineage = parent->designer_lineage;
-      m.parent_val_accuracy = parent->metrics.val_accuracy;
-      DesignedChild child;
-      try {
-        child = design_child(parent_genome, mate_genome, rng, config_.limits);
-      } catch (const std::invalid_argument& e) {
-        // A parent no design can bring within the limits: the child is refused, the run goes on.
-        m.genome_yaml = parent->genome_yaml;
-        m.op = "none";
-        m.description = "design refused";
-        m.status = ModelRecord::Status::Refused;
-        m.failure_kind = ModelRecord::FailureKind::DesignRefused;
-        m.failure = std::string("design refused: ") + e.what();
-        out.push_back(std::move(m));
-        continue;
-      }
-      m.genome_yaml = models::to_yaml(child.genome);
-      m.op = child.op;
-      m.description = child.description;
-      if (child.crossover && mate) m.parents.push_back(mate->id);
-      const RedLines& lines = config_.governance.red_lines;
-      if (lines.max_parameters > 0 || lines.max_flops_per_sample > 0) {
-        // Refused before training: the design stays on record with its reason.
-        const std::string violation = red_line_violation(lines, models::validate(child.genome));
-        if (!violation.empty()) {
-          m.status = ModelRecord::Status::Refused;
-          m.failure_kind = ModelRecord::FailureKind::RedLine;
-          m.failure = violation;
-          pending_events_.push_back(GovernanceEvent{generation, "red_line", m.id, violation, "rsi", utc_now_iso()});
-          out.push_back(std::move(m));
-          continue;
-        }
-      }
-      genomes_[m.id] = child.genome;
-      morphisms_[m.id] = std::move(child.morphism);
-      out.push_back(std::move(m));
-    }
-    return out;
+  // The designer's children, their genomes and morphisms taken over for training.
+  std::vector<ModelRecord> take(DesignedGeneration d) {
+    genomes_.merge(d.genomes);
+    morphisms_.merge(d.morphisms);
+    pending_events_.insert(pending_events_.end(), d.events.begin(), d.events.end());
+    duplicates_ = d.duplicates;
+    return std::move(d.children);
   }
 
   Task make_task(const ModelRecord& m) {
@@ -361,15 +284,81 @@ class Coordinator {
   }
 
   void run_generation(const std::vector<ModelRecord>& children, int generation) {
-    pending_.clear();
     results_.clear();
-    std::size_t expected = 0;
-    for (const auto& m : children)
-      if (m.status != ModelRecord::Status::Refused) pending_.push_back(make_task(m)), ++expected;
+    rungs_.clear();
+    const ImprovementConfig::Rungs& rungs = config_.improvement.rungs;
+    std::vector<Task> tasks;
+    for (const auto& m : children) {
+      if (m.status == ModelRecord::Status::Refused) continue;
+      tasks.push_back(make_task(m));
+      if (rungs.enabled) tasks.back().train_epochs = std::min(genomes_.at(m.id).recipe.epochs, rungs.first_epochs);
+    }
+    if (events_.on_generation_start) events_.on_generation_start(generation, static_cast<int>(children.size()));
+    dispatch(std::move(tasks));
+    if (rungs.enabled) promote(children);
+  }
+
+  // Multi-fidelity: every child has trained its first rung; the best fraction by validation (ties
+  // by id, as selection ranks) trains the rest of its epochs from its own weights.
+  void promote(const std::vector<ModelRecord>& children) {
+    const ImprovementConfig::Rungs& rungs = config_.improvement.rungs;
+    std::vector<ModelRecord> ranked;  // id and first-rung validation of the trained children
+    std::map<std::uint64_t, const ModelRecord*> child_of;
+    for (const auto& m : children) {
+      const auto r = results_.find(m.id);
+      if (r == results_.end() || r->second.status != ModelRecord::Status::Trained) continue;
+      child_of[m.id] = &m;
+      rungs_[m.id] = {{std::min(genomes_.at(m.id).recipe.epochs, rungs.first_epochs)}, {r->second.metrics.val_accuracy}};
+      ModelRecord entry;
+      entry.id = m.id;
+      entry.metrics.val_accuracy = r->second.metrics.val_accuracy;
+      ranked.push_back(entry);
+    }
+    std::sort(ranked.begin(), ranked.end(), ranks_before);
+    const auto promoted = static_cast<std::size_t>(std::ceil(rungs.promote * static_cast<double>(ranked.size()) - 1e-9));
+    std::vector<Task> tasks;
+    std::map<std::uint64_t, TaskResult> first_rung;
+    for (std::size_t i = 0; i < std::min(promoted, ranked.size()); ++i) {
+      const std::uint64_t id = ranked[i].id;
+      const int epochs = genomes_.at(id).recipe.epochs, first = rungs_[id].first.front();
+      if (epochs <= first) continue;  // nothing left to train
+      Task t;
+      t.id = id;
+      t.generation = child_of.at(id)->generation;
+      t.genome_yaml = child_of.at(id)->genome_yaml;
+      t.train_epochs = epochs - first;
+      t.done_epochs = first;
+      t.start_weights = results_.at(id).weights;
+      t.estimated_cost = estimate_cost(genomes_.at(id), config_.task, false) * t.train_epochs / epochs;
+      first_rung[id] = results_.at(id);
+      tasks.push_back(std::move(t));
+    }
+    dispatch(std::move(tasks));
+    for (auto& [id, before] : first_rung) {
+      TaskResult& after = results_.at(id);
+      if (after.status == ModelRecord::Status::Trained) {
+        rungs_[id].first.push_back(genomes_.at(id).recipe.epochs);
+        rungs_[id].second.push_back(after.metrics.val_accuracy);
+      }
+      // The model's cost and its inheritance are those of both rungs.
+      after.metrics.samples += before.metrics.samples;
+      after.metrics.wall_seconds += before.metrics.wall_seconds;
+      after.metrics.pseudo_label_accuracy = before.metrics.pseudo_label_accuracy;
+      after.metrics.pseudo_label_entropy = before.metrics.pseudo_label_entropy;
+      after.inherited = before.inherited;
+      after.function_preserving = before.function_preserving;
+    }
+  }
+
+  // Hands the tasks out (largest first) and trains on the coordinator's own group between
+  // messages, until every result is in results_.
+  void dispatch(std::vector<Task> tasks) {
+    for (const Task& t : tasks) results_.erase(t.id);  // a next rung replaces the result before it
+    const std::size_t expected = results_.size() + tasks.size();
+    pending_.assign(std::make_move_iterator(tasks.begin()), std::make_move_iterator(tasks.end()));
     std::stable_sort(pending_.begin(), pending_.end(), [](const Task& a, const Task& b) {
       return a.estimated_cost != b.estimated_cost ? a.estimated_cost > b.estimated_cost : a.id < b.id;
     });
-    if (events_.on_generation_start) events_.on_generation_start(generation, static_cast<int>(children.size()));
     auto wait = std::chrono::microseconds(2);
     while (results_.size() < expected) {
       serve();
@@ -404,11 +393,17 @@ class Coordinator {
       m.function_preserving = r.function_preserving;
       m.weights = r.weights;
       if (m.weights) m.weights_digest = weights_digest(*m.weights, config_.format1_weights_digest);
+      if (const auto rung = rungs_.find(m.id); rung != rungs_.end()) {
+        m.rung_epochs = rung->second.first;
+        m.rung_val_accuracy = rung->second.second;
+      }
     }
     CommitSettings settings;
     settings.selection = config_.selection;
     settings.population_size = config_.population_size;
     settings.max_gain_per_generation = config_.governance.red_lines.max_gain_per_generation;
+    settings.niches = config_.improvement.niches;
+    settings.max_parameters = config_.limits.max_parameters;
     Commit c = commit_generation(
         generation, std::move(children), population_,
         [this](std::uint64_t id) -> const models::Genome& { return genomes_.at(id); }, settings, utc_now_iso());
@@ -417,6 +412,7 @@ class Coordinator {
     population_ = std::move(c.population);
     GenerationRecord record = std::move(c.record);
     record.next_model_id = next_id_;
+    designer_.learn(record, duplicates_);
     for (auto& m : record.children) morphisms_.erase(m.id);
     // Keep parsed genomes of the population only.
     for (auto it = genomes_.begin(); it != genomes_.end();) {
@@ -523,6 +519,8 @@ class Coordinator {
   const TaskData* data_;
   const std::vector<GenerationSink*>& sinks_;
   const LoopEvents& events_;
+  Designer designer_;
+  int duplicates_ = 0;  // designs redrawn in the generation in flight
   std::vector<int> leaders_;
   std::uint64_t next_id_ = 1;
   std::vector<ModelRecord> population_;
@@ -531,6 +529,8 @@ class Coordinator {
   std::deque<Task> pending_;
   std::deque<int> idle_;
   std::map<std::uint64_t, TaskResult> results_;
+  // Multi-fidelity: per child of the generation in flight, epochs reached and validation per rung.
+  std::map<std::uint64_t, std::pair<std::vector<int>, std::vector<double>>> rungs_;
   // Governance state.
   static constexpr const char* kAwaitingApproval = "awaiting_approval";
   std::optional<int> awaiting_;                    // a durable generation waiting for a decision

@@ -17,4 +17,8 @@ const char* selection_name(SelectionKind k) {
 
 const char* on_reject_name(GateConfig::OnReject r) { return r == GateConfig::OnReject::Stop ? "stop" : "rollback"; }
 
+const char* strategy_name(ImprovementConfig::Strategy s) {
+  return s == ImprovementConfig::Strategy::Random ? "random" : "evolved";
+}
+
 }  // namespace rsi::scheduler

@@ -8,8 +8,32 @@
 
 namespace rsi::scheduler {
 
+double surrogate_drift_payoff(const models::Genome& genome, std::uint64_t seed, const SurrogateDrift& drift) {
+  if (drift.amplitude <= 0) return 0.0;
+  using Kind = models::Block::Kind;
+  double level[8] = {};
+  for (const auto& b : genome.blocks) {
+    level[0] += b.kind == Kind::Conv ? 0.25 : 0.0;
+    level[1] += b.kind == Kind::Dense ? 0.25 : 0.0;
+    level[2] += b.kind == Kind::Pool ? 0.5 : 0.0;
+    level[3] += b.kind == Kind::Residual ? 0.25 : 0.0;
+    level[4] += b.kind == Kind::BatchNorm ? 0.25 : 0.0;
+  }
+  const auto& r = genome.recipe;
+  level[5] = r.augmentation.flip ? 1.0 : 0.0;
+  level[6] = r.augmentation.shift / 2.0;
+  level[7] = r.distill_epochs / 2.0;
+  const kernels::CounterRng phases(seed, kernels::rng_stream(kernels::RngUse::Design, 0) ^ 0xd71f7u);
+  const double cycle = 2.0 * 3.141592653589793 * drift.generation / std::max(drift.period, 1);
+  double payoff = 0.0;
+  for (int k = 0; k < 8; ++k)
+    payoff += std::sin(cycle + 2.0 * 3.141592653589793 * phases.uniform(static_cast<std::uint64_t>(k))) *
+              std::min(level[k], 1.0);
+  return drift.amplitude * payoff / 8.0;
+}
+
 SurrogateOutcome surrogate_evaluate(const models::Genome& genome, std::uint64_t seed, std::uint64_t model_id,
-                                    double noise) {
+                                    double noise, const SurrogateDrift& drift) {
   using Kind = models::Block::Kind;
   const models::GenomeStats stats = models::validate(genome);
   int convs = 0, residuals = 0, denses = 0, pools = 0, norms = 0;
@@ -32,7 +56,7 @@ SurrogateOutcome surrogate_evaluate(const models::Genome& genome, std::uint64_t 
   double val = capacity * fit - 0.02 * lr_miss * lr_miss + 0.003 * std::min(r.distill_epochs, 2) +
                (r.augmentation.flip ? 0.002 : 0.0);
   const kernels::CounterRng rng(seed, kernels::rng_stream(kernels::RngUse::Design, model_id) ^ 0x5u);
-  val += noise * rng.normal(0);
+  val += noise * rng.normal(0) + surrogate_drift_payoff(genome, seed, drift);
   // Goodhart: the hidden test trails validation by more when many epochs meet many parameters.
   const double overfit = 0.004 * std::max(0, r.epochs - 4) * std::max(0.0, log_params - 5.0);
   const double test = val - 0.004 - overfit + 0.5 * noise * rng.normal(1);

@@ -137,9 +137,12 @@ void skew_classes(ModelMetrics& m, double skew) {
 }
 
 TaskResult execute_surrogate(const Task& task, const LoopConfig& config, const std::function<void()>& poll) {
-  const models::Genome genome = models::from_yaml(task.genome_yaml, "task genome");
+  models::Genome genome = models::from_yaml(task.genome_yaml, "task genome");
   const auto start = std::chrono::steady_clock::now();
-  const auto cost = std::chrono::duration<double>(config.task.surrogate_cost_seconds);
+  // A rung costs its share of the recipe's epochs and is scored at the epochs reached.
+  const double share = task.train_epochs > 0 ? static_cast<double>(task.train_epochs) / std::max(genome.recipe.epochs, 1) : 1.0;
+  if (task.train_epochs > 0) genome.recipe.epochs = task.done_epochs + task.train_epochs;
+  const auto cost = std::chrono::duration<double>(config.task.surrogate_cost_seconds * share);
   // The cost is spent waiting, in slices, so the coordinator keeps serving its workers.
   for (;;) {
     const std::chrono::duration<double> left = cost - (std::chrono::steady_clock::now() - start);
@@ -147,7 +150,8 @@ TaskResult execute_surrogate(const Task& task, const LoopConfig& config, const s
     if (poll) poll();
     std::this_thread::sleep_for(poll ? std::min(std::chrono::duration<double>(0.0005), left) : left);
   }
-  const SurrogateOutcome outcome = surrogate_evaluate(genome, config.seed, task.id, config.task.surrogate_noise);
+  const SurrogateDrift drift{config.task.surrogate_drift, config.task.surrogate_drift_period, task.generation};
+  const SurrogateOutcome outcome = surrogate_evaluate(genome, config.seed, task.id, config.task.surrogate_noise, drift);
   if (outcome.diverged)
     return failed(task, ModelRecord::FailureKind::Diverged, "diverged: the surrogate landscape's learning rate edge was crossed");
   TaskResult r;
@@ -175,6 +179,7 @@ TaskResult execute_fashion(const Task& task, const LoopConfig& config, const Tas
   const models::GenomeStats stats = models::validate(genome);
   models::Network child(genome);
   child.initialize(config.seed, task.id);
+  if (task.start_weights) load_weights(child, *task.start_weights);  // a promoted child's next rung
 
   TaskResult r;
   r.id = task.id;
@@ -187,6 +192,7 @@ TaskResult execute_fashion(const Task& task, const LoopConfig& config, const Tas
     if (poll) poll();
   };
   opt.progress_every = 1;
+  if (task.train_epochs > 0) opt.epochs = task.train_epochs;
   if (!task.parent_yaml.empty() && task.parent_weights) {
     parent = std::make_unique<models::Network>(models::from_yaml(task.parent_yaml, "parent genome"));
     load_weights(*parent, *task.parent_weights);
@@ -232,6 +238,9 @@ std::vector<std::byte> encode(const Task& t) {
   put_weights(w, t.parent_weights);
   put_morphism(w, t.morphism);
   w.put(t.estimated_cost);
+  w.put<std::int32_t>(t.train_epochs);
+  w.put<std::int32_t>(t.done_epochs);
+  put_weights(w, t.start_weights);
   return w.take();
 }
 
@@ -245,6 +254,9 @@ Task decode_task(const std::vector<std::byte>& bytes) {
   t.parent_weights = get_weights(r);
   t.morphism = get_morphism(r);
   t.estimated_cost = r.get<double>();
+  t.train_epochs = r.get<std::int32_t>();
+  t.done_epochs = r.get<std::int32_t>();
+  t.start_weights = get_weights(r);
   return t;
 }
 

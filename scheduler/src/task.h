@@ -25,6 +25,12 @@ struct Task {
   std::shared_ptr<const Weights> parent_weights;
   models::Morphism morphism;             // how the child inherits from the parent
   double estimated_cost = 0.0;
+  // Multi-fidelity rungs (ImprovementConfig::rungs): fine-tune `train_epochs` epochs (0: the
+  // recipe's), after `done_epochs` already trained in an earlier rung; a promoted child continues
+  // from its own `start_weights` (no parent, no distillation: it had both in its first rung).
+  int train_epochs = 0;
+  int done_epochs = 0;
+  std::shared_ptr<const Weights> start_weights;
 };
 
 struct TaskResult {

@@ -13,7 +13,8 @@ source_dir=${2:?usage: kill_resume.sh BUILD_DIR SOURCE_DIR}
 rsi=${RSI:-$build_dir/runtime/rsi}
 [[ -x $rsi ]] || { echo "kill_resume.sh: no rsi executable at $rsi" >&2; exit 1; }
 export OMPI_ALLOW_RUN_AS_ROOT=${OMPI_ALLOW_RUN_AS_ROOT:-1} OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=${OMPI_ALLOW_RUN_AS_ROOT_CONFIRM:-1}
-manifest=$source_dir/tests/manifests/resume-fashion.yaml
+# RSI_KILL_RESUME_MANIFEST: another manifest (integration_kill_resume_improving: every self-improvement switch on).
+manifest=${RSI_KILL_RESUME_MANIFEST:-$source_dir/tests/manifests/resume-fashion.yaml}
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/rsi-kill-resume.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 RANDOM=${RSI_TEST_SEED:-4242}

@@ -254,3 +254,23 @@ TEST(Manifest, CudaSettingsComeFromTheManifestAndTheEnvironmentOverrides) {
                                                kSeeds + "cluster: {cuda_graphs: true}\n"),
             "");
 }
+
+// A lineage written before the self-improvement keys existed resumes under a manifest that leaves
+// them at their defaults (absent there = default here), and not under one that turns one on.
+TEST(Manifest, KeysAddedLaterMatchTheirDefaultsInOlderLineages) {
+  const std::string path = kSource + "/experiments/quickstart.yaml";
+  const std::string current = rsi::runtime::resolved_yaml(rsi::runtime::load_manifest(path));
+  YAML::Node older = YAML::Load(current);
+  for (const char* key : {"strategy", "freeze_genes", "deduplicate", "redesign_attempts", "predictor", "rungs", "niches"})
+    older["design"].remove(key);
+  for (const char* key : {"surrogate_drift", "surrogate_drift_period"}) older["task"].remove(key);
+  std::stringstream older_text;
+  older_text << older;
+  EXPECT_EQ(rsi::runtime::manifest_differences(older_text.str(), current), "");
+  YAML::Node on = YAML::Load(current);
+  on["design"]["predictor"]["enabled"] = true;
+  std::stringstream on_text;
+  on_text << on;
+  EXPECT_NE(rsi::runtime::manifest_differences(older_text.str(), on_text.str()).find("design.predictor.enabled"),
+            std::string::npos);
+}

@@ -16,6 +16,10 @@
 
 namespace rsi::scheduler {
 
+// False for a child that multi-fidelity stopped at an early rung (its figures are those of fewer
+// epochs than its recipe's): design skill and the learned designer count only children trained in full.
+bool trained_in_full(const ModelRecord& m);
+
 // Better first: higher validation accuracy, then lower id (older). Selection and "best" use it.
 bool ranks_before(const ModelRecord& a, const ModelRecord& b);
 
@@ -23,7 +27,15 @@ struct CommitSettings {
   SelectionKind selection = SelectionKind::Truncation;
   int population_size = 4;
   double max_gain_per_generation = 0.0;  // governance.red_lines (0 = off)
+  // Quality-diversity: selection keeps the best model of every niche first (not with aging).
+  ImprovementConfig::Niches niches;
+  std::int64_t max_parameters = 5'000'000;  // the design limit: the top of the parameter bins
 };
+
+// A model's niche: its log-parameter bin over [1e3, max_parameters] and its depth bin (weighted
+// blocks: conv, residual, dense; 1-2, 3-4, ... per bin), as parameter_bin * depth_bins + depth_bin.
+int niche_of(const models::Genome& genome, std::int64_t parameters, const ImprovementConfig::Niches& niches,
+             std::int64_t max_parameters);
 
 struct Commit {
   // Counts, statistics, population ids and models, the children in id order. Not set here:

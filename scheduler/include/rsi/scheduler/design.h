@@ -53,12 +53,32 @@ struct DesignedChild {
   bool crossover = false;        // true when `mate` contributed (recipe taken from it)
 };
 
+// How a parent designs (the ablation switches of the manifest's `design:` section).
+struct DesignMode {
+  // The child keeps its parent's designer genes exactly (no self-adaptive mutation): the way parents
+  // design is no longer under selection.
+  bool freeze_genes = false;
+  // Random design: every applicable operator equally likely and the default step sizes, whatever
+  // the genes say (the genes are kept, unmutated). The baseline the recursion must beat.
+  bool uniform = false;
+};
+
 // Proposes one child of `parent` (and of `mate` when the crossover operator is drawn and a mate is
 // given). Every random draw comes from `rng` at consecutive indices from 0, so the child is a pure
 // function of its arguments. The result always validates under `limits` and the input spec; an
 // operator that cannot apply (e.g. remove on a one-layer model) is skipped and another drawn.
 DesignedChild design_child(const models::Genome& parent, const models::Genome* mate, const kernels::CounterRng& rng,
-                           const DesignLimits& limits = {}, const models::InputSpec& input = {});
+                           const DesignLimits& limits = {}, const models::InputSpec& input = {},
+                           const DesignMode& mode = {});
+
+// The gene that weighs the learned predictor (predictor.h): the probability that a child slot takes
+// the candidate the predictor ranks first rather than the parent's first design. Present only in
+// runs with the predictor on (seeded at 0.5), so lineages without it keep their genomes.
+inline constexpr const char* kScreenGene = "screen";
+
+// A design's identity for deduplication: FNV-1a 64 of the canonical YAML of its architecture and
+// recipe (designer genes left out: the same network trained the same way is the same design).
+std::uint64_t design_hash(const models::Genome& genome);
 
 // Mean pairwise distance between genomes (architecture edit distance + recipe distance), for the
 // population-diversity monitor. 0 for fewer than two genomes.

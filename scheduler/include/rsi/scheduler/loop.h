@@ -32,10 +32,44 @@ struct TaskSpec {
   // parent's noise-free pseudo-label accuracy and label entropy.
   double surrogate_class_skew = 0.0;
   bool surrogate_pseudo_labels = false;
+  // Surrogate only, off by default: design payoffs that drift over generations (surrogate.h).
+  double surrogate_drift = 0.0;
+  int surrogate_drift_period = 10;
 };
 
 enum class SelectionKind { Truncation, Tournament, Aging };
 const char* selection_name(SelectionKind k);
+
+// How the loop improves itself (manifest `design:`), and the switches that take each part away
+// for ablation studies. Everything is off by default, so a manifest without these keys (and every
+// lineage written before them) designs exactly as before; experiments/quickstart.yaml turns them on.
+struct ImprovementConfig {
+  enum class Strategy { Evolved, Random } strategy = Strategy::Evolved;  // random: uniform operators, no genes
+  bool freeze_genes = false;   // designer genes stay at their seed values
+  bool deduplicate = false;    // no design trained twice: a duplicate is redesigned (and counted)
+  int redesign_attempts = 8;   // draws per child slot before a duplicate is refused
+  struct Predictor {
+    bool enabled = false;      // the learned designer (predictor.h) screens candidate designs
+    int candidates = 4;        // designs proposed per child slot and ranked by the predictor
+    int min_examples = 8;      // trained children it must have seen before it ranks anything
+    double ridge = 1.0;
+  } predictor;
+  struct Rungs {
+    bool enabled = false;      // multi-fidelity: every child first trains `first_epochs` epochs
+    int first_epochs = 1;
+    double promote = 0.5;      // the best fraction of that rung (by validation) trains the rest
+  } rungs;
+  struct Niches {
+    bool enabled = false;      // selection keeps the best model of every niche first (quality-diversity)
+    int parameter_bins = 4;    // niches: log-parameter bins over [1e3, max_parameters] x depth bins
+    int depth_bins = 3;        // depth (weighted blocks) 1-2, 3-4, 5+
+  } niches;
+  bool any() const {
+    return strategy != Strategy::Evolved || freeze_genes || deduplicate || predictor.enabled || rungs.enabled ||
+           niches.enabled;
+  }
+};
+const char* strategy_name(ImprovementConfig::Strategy s);
 
 struct LoopConfig {
   std::uint64_t seed = 0;
@@ -47,6 +81,7 @@ struct LoopConfig {
   DesignLimits limits;
   std::vector<models::Genome> seeds;  // generation 0
   TaskSpec task;
+  ImprovementConfig improvement;
   int group_size = 1;
   int threads_per_rank = 1;
   // Weight digests from lineage format 1's FNV offset basis: set when resuming a lineage written in

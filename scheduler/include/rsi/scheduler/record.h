@@ -4,8 +4,10 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -54,6 +56,14 @@ struct ModelRecord {
   bool inherited = false;              // started from the parent's weights
   bool function_preserving = false;    // ... through a function-preserving morphism
   double parent_val_accuracy = 0.0;    // of parents[0], for the design gain
+  // The learned designer (predictor.h), when on: the gain it predicted for this design before it
+  // was trained, and how many candidate designs its slot weighed (0: the predictor was not used).
+  std::optional<double> predicted_gain;
+  int candidates = 0;
+  // Multi-fidelity rungs, when on: the epochs of fine-tuning reached at each rung and the
+  // validation accuracy there (the last entry is the model's final one).
+  std::vector<int> rung_epochs;
+  std::vector<double> rung_val_accuracy;
   ModelMetrics metrics;
   std::string weights_digest;          // hex digest of params + state (FNV-1a 64)
   std::shared_ptr<const Weights> weights;  // kept while the model may be needed (population, sinks)
@@ -110,6 +120,19 @@ struct GenerationRecord {
   std::vector<GovernanceEvent> events;
   double seconds = 0.0;                     // wall time of the generation
   double models_per_second = 0.0;
+  // Self-improvement (LoopConfig::improvement), present when any part of it is on; stored and
+  // chained only then, so lineages without it keep their files and digests.
+  struct Improvement {
+    int predictor_examples = 0;          // trained children the predictor had learned from at design time
+    // Rank correlation (Spearman) of predicted and achieved validation gain over this generation's
+    // trained children, predicted before any of them trained; NaN when under 3 were predicted.
+    double predictor_rank_correlation = std::numeric_limits<double>::quiet_NaN();
+    std::vector<double> predictor_weights;  // its coefficients after learning from this generation
+    int duplicates = 0;                  // designs redrawn because they had been designed before
+    int promoted = 0;                    // children promoted past the first rung
+    int niches = 0;                      // niches the population covers
+  };
+  std::optional<Improvement> improvement;
 };
 
 class GenerationSink {
