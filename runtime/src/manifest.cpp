@@ -281,6 +281,7 @@ void read_improvement(const std::string& source, const Section& s, scheduler::Lo
   imp.strategy = strategy == "random" ? Strategy::Random : Strategy::Evolved;
   imp.freeze_genes = s.value<bool>("freeze_genes", imp.freeze_genes, {}, "true or false");
   imp.deduplicate = s.value<bool>("deduplicate", imp.deduplicate, {}, "true or false");
+  imp.extended_recipe = s.value<bool>("extended_recipe", imp.extended_recipe, {}, "true or false");
   imp.redesign_attempts =
       s.value<int>("redesign_attempts", imp.redesign_attempts, in_range(0, 1000), range_text(0, 1000));
   if (s.has("predictor")) {
@@ -314,7 +315,8 @@ void read_design(const std::string& source, const Section& top, RunConfig& rc) {
   scheduler::LoopConfig& loop = rc.loop;
   const Section s(source, top.get("design"), "design",
                   {"max_parameters", "max_flops", "max_blocks", "max_epochs", "max_units", "max_channels", "strategy",
-                   "freeze_genes", "deduplicate", "redesign_attempts", "predictor", "rungs", "niches"});
+                   "freeze_genes", "deduplicate", "redesign_attempts", "extended_recipe", "predictor", "rungs",
+                   "niches"});
   auto& l = loop.limits;
   // Upper bounds: what one rank can hold and train (a child's weights, gradients and optimizer
   // state are ~16 bytes a parameter), and the genome format's own block limit.
@@ -661,6 +663,7 @@ std::string resolved_yaml(const RunConfig& rc) {
   out << YAML::Key << "freeze_genes" << YAML::Value << imp.freeze_genes;
   out << YAML::Key << "deduplicate" << YAML::Value << imp.deduplicate;
   out << YAML::Key << "redesign_attempts" << YAML::Value << imp.redesign_attempts;
+  out << YAML::Key << "extended_recipe" << YAML::Value << imp.extended_recipe;
   out << YAML::Key << "predictor" << YAML::Value << YAML::BeginMap << YAML::Key << "enabled" << YAML::Value
       << imp.predictor.enabled << YAML::Key << "candidates" << YAML::Value << imp.predictor.candidates << YAML::Key
       << "min_examples" << YAML::Value << imp.predictor.min_examples << YAML::Key << "ridge" << YAML::Value
@@ -756,6 +759,7 @@ std::string manifest_differences(const std::string& stored, const std::string& c
   static const std::map<std::string, std::string> later_keys = {
       {"design.strategy", "evolved"},         {"design.freeze_genes", "false"},
       {"design.deduplicate", "false"},        {"design.redesign_attempts", "8"},
+      {"design.extended_recipe", "false"},
       {"design.predictor.enabled", "false"},  {"design.predictor.candidates", "4"},
       {"design.predictor.min_examples", "8"}, {"design.predictor.ridge", "1"},
       {"design.rungs.enabled", "false"},      {"design.rungs.first_epochs", "1"},

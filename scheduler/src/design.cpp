@@ -51,6 +51,7 @@ constexpr float kMinWeightDecay = 1e-5f, kMaxWeightDecay = 0.1f;
 constexpr float kMinTemperature = 1.0f, kMaxTemperature = 10.0f, kMaxDistillMix = 0.9f;
 constexpr int kMaxDistillEpochs = 3;
 constexpr int kMaxAttempts = 12;
+constexpr double kScheduleWeight = 0.7;
 
 // Consecutive draws from one CounterRng.
 class Draws {
@@ -172,6 +173,7 @@ struct Context {
   const models::InputSpec& input;
   std::vector<BlockShape> shapes;  // parent's block output shapes
   Draws& draws;
+  bool extended_recipe = false;    // the schedule operator applies
 
   double gene(const std::string& name) const {
     const auto it = genes.find(name);
@@ -596,6 +598,19 @@ std::optional<Candidate> distill(Context& ctx) {
   return c;
 }
 
+// The learning-rate schedule: one of the two others (constant, cosine decay, step decay).
+std::optional<Candidate> schedule(Context& ctx) {
+  Candidate c = recipe_child(ctx, "");
+  using S = models::Recipe::Schedule;
+  S& sched = c.genome.recipe.schedule;
+  const S old = sched;
+  const S others[3][2] = {{S::Cosine, S::Step}, {S::Constant, S::Step}, {S::Constant, S::Cosine}};
+  sched = others[static_cast<int>(old)][ctx.draws.below(2)];
+  auto name = [](S v) { return v == S::Constant ? "constant" : v == S::Cosine ? "cosine" : "step"; };
+  c.description = std::string("schedule ") + name(old) + " -> " + name(sched);
+  return c;
+}
+
 std::optional<Candidate> crossover(Context& ctx) {
   if (!ctx.mate) return std::nullopt;
   Candidate c = recipe_child(ctx, "");
@@ -630,6 +645,9 @@ struct OperatorEntry {
   const char* name;
   Operator apply;
   double default_weight;
+  // Only in the extended recipe space (DesignMode::extended_recipe): its gene is not among the
+  // defaults, so genomes of runs without it keep their text.
+  bool extended = false;
 };
 // Default weights favour growth (add_conv most: a linear or MLP seed finds convolutions) and
 // Net2Net widening; crossover only applies with a mate.
@@ -642,6 +660,7 @@ const OperatorEntry kOperators[] = {
     {"epochs", epochs, 0.7},           {"batch", batch, 0.5},
     {"weight_decay", weight_decay, 0.5}, {"augment", augment, 0.7},
     {"distill", distill, 0.7},         {"crossover", crossover, 0.5},
+    {"schedule", schedule, kScheduleWeight, true},
 };
 
 // Whether an operator can act on this parent (before any draw).
@@ -657,6 +676,7 @@ bool applicable(const std::string& op, const Context& ctx) {
   if (op == "residual") return !relu_sites(ctx, true).empty() && room_for(ctx, 1);
   if (op == "pool") return !pool_sites(ctx).empty() && room_for(ctx, 1);
   if (op == "crossover") return ctx.mate != nullptr;
+  if (op == "schedule") return ctx.extended_recipe;
   return true;  // recipe operators
 }
 
@@ -715,7 +735,8 @@ const std::vector<std::string>& design_operators() {
 
 models::DesignerGenes default_designer_genes() {
   models::DesignerGenes genes;
-  for (const OperatorEntry& e : kOperators) genes[std::string("p.") + e.name] = e.default_weight;
+  for (const OperatorEntry& e : kOperators)
+    if (!e.extended) genes[std::string("p.") + e.name] = e.default_weight;
   for (const StepRange& step : kSteps) genes[step.name] = step.fallback;
   genes["tau"] = 0.2;
   return genes;
@@ -775,13 +796,14 @@ DesignedChild design_child(const models::Genome& parent, const models::Genome* m
   const models::DesignerGenes genes =
       mode.freeze_genes || mode.uniform ? inherited : mutate_genes(inherited, draws);
   // Random design draws with equal weights and default steps; the child still carries `genes`.
-  const models::DesignerGenes uniform_genes = [] {
+  const models::DesignerGenes uniform_genes = [&mode] {
     models::DesignerGenes g = default_designer_genes();
-    for (auto& [name, value] : g)
-      if (name.rfind("p.", 0) == 0) value = 1.0;
+    for (const OperatorEntry& e : kOperators)
+      if (!e.extended || mode.extended_recipe) g[std::string("p.") + e.name] = 1.0;
     return g;
   }();
-  Context ctx{parent, mate, mode.uniform ? uniform_genes : genes, limits, input, std::move(shapes), draws};
+  Context ctx{parent, mate, mode.uniform ? uniform_genes : genes, limits, input, std::move(shapes), draws,
+              mode.extended_recipe};
 
   std::vector<const OperatorEntry*> open;
   for (const OperatorEntry& e : kOperators) {

@@ -16,12 +16,14 @@ namespace {
 // step 0, as it always has, so a run without the improvement switches designs as before.
 constexpr std::uint32_t kRedrawStep = 0x100, kScreenStep = 0x2000;
 constexpr double kDefaultScreen = 0.5;
+constexpr double kDefaultScheduleWeight = 0.7;
 
 }  // namespace
 
 Designer::Designer(const LoopConfig& config) : config_(config), predictor_(config.improvement.predictor.ridge) {
   mode_.freeze_genes = config.improvement.freeze_genes;
   mode_.uniform = config.improvement.strategy == ImprovementConfig::Strategy::Random;
+  mode_.extended_recipe = config.improvement.extended_recipe;
 }
 
 DesignedGeneration Designer::seed(std::uint64_t& next_id) {
@@ -33,6 +35,7 @@ DesignedGeneration Designer::seed(std::uint64_t& next_id) {
     models::Genome g = seed;
     g.designer = complete_designer_genes(g.designer);
     if (config_.improvement.predictor.enabled) g.designer.emplace(kScreenGene, kDefaultScreen);
+    if (config_.improvement.extended_recipe) g.designer.emplace(kScheduleGene, kDefaultScheduleWeight);
     m.genome_yaml = models::to_yaml(g);
     out.genomes[m.id] = std::move(g);
     m.op = "seed";

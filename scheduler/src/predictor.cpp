@@ -40,9 +40,11 @@ void shape_features(const models::Genome& g, std::vector<double>& out) {
   out.push_back((log_lr + 3.0) / 2.0);
   out.push_back((log_lr + 3.0) * (log_lr + 3.0) / 4.0);
   out.push_back(r.augmentation.shift / 2.0 + (r.augmentation.flip ? 0.5 : 0.0));
+  out.push_back(r.schedule == models::Recipe::Schedule::Cosine ? 1.0 : 0.0);
+  out.push_back(r.schedule == models::Recipe::Schedule::Step ? 1.0 : 0.0);
 }
 
-constexpr std::size_t kShapeFeatures = 12;
+constexpr std::size_t kShapeFeatures = 14;
 
 }  // namespace
 

@@ -44,10 +44,13 @@ scheduler::DesignedChild design_as(models::Genome parent, const std::string& op,
                                    const std::function<bool(const scheduler::DesignedChild&)>& accept = {},
                                    const models::Genome* mate = nullptr, const DesignLimits& limits = {}) {
   parent.designer = scheduler::complete_designer_genes(parent.designer);
+  parent.designer[scheduler::kScheduleGene] = 0.01;  // in the extended recipe space (below), every operator applies
   for (auto& [name, value] : parent.designer)
     if (name.rfind("p.", 0) == 0) value = name == "p." + op ? 10.0 : 0.01;
+  scheduler::DesignMode mode;
+  mode.extended_recipe = true;
   for (std::uint64_t s = 0; s < 400; ++s) {
-    auto child = scheduler::design_child(parent, mate, design_rng(s), limits, input);
+    auto child = scheduler::design_child(parent, mate, design_rng(s), limits, input, mode);
     if (child.op == op && (!accept || accept(child))) return child;
   }
   ADD_FAILURE() << "operator " << op << " never designed an acceptable child";
@@ -150,9 +153,13 @@ const models::Genome kSmallCnn = genome_of({conv(4), relu(), pool(), dense(6), r
 
 TEST(Design, OperatorNamesAndDefaultGenes) {
   const auto& ops = scheduler::design_operators();
-  EXPECT_EQ(ops.size(), 16u);
+  EXPECT_EQ(ops.size(), 17u);
   const auto genes = scheduler::default_designer_genes();
   for (const auto& op : ops) {
+    if (op == "schedule") {  // the extended recipe space's: not a default gene (older genomes keep their text)
+      EXPECT_FALSE(genes.count("p." + op));
+      continue;
+    }
     ASSERT_TRUE(genes.count("p." + op)) << op;
     EXPECT_GT(genes.at("p." + op), 0.0);
   }
@@ -250,11 +257,12 @@ TEST(Design, EveryOperatorIsReachableAndValid) {
     EXPECT_EQ(child.morphism.blocks.size(), child.genome.blocks.size());
     expect_within_limits(child.genome, limits, kReal);
   }
-  // And under the default genes, each operator turns up.
+  // And under the default genes, each operator but the extended space's schedule turns up.
   std::set<std::string> seen;
-  for (std::uint64_t s = 0; s < 600 && seen.size() < scheduler::design_operators().size(); ++s)
+  for (std::uint64_t s = 0; s < 600 && seen.size() < scheduler::design_operators().size() - 1; ++s)
     seen.insert(scheduler::design_child(cnn, &mlp, design_rng(s), limits, kReal).op);
-  EXPECT_EQ(seen.size(), scheduler::design_operators().size());
+  EXPECT_EQ(seen.size(), scheduler::design_operators().size() - 1);
+  EXPECT_FALSE(seen.count("schedule"));
 }
 
 TEST(Design, ChainedDesignsStayValidAndWithinLimits) {
@@ -263,7 +271,11 @@ TEST(Design, ChainedDesignsStayValidAndWithinLimits) {
   limits.max_flops = 60'000'000;
   limits.max_blocks = 16;
   limits.max_epochs = 6;
-  const std::vector<models::Genome> seeds = {seed("mlp"), seed("cnn"), linear_seed()};
+  // The extended recipe space, so that every operator (the schedule one too) is drawn.
+  std::vector<models::Genome> seeds = {seed("mlp"), seed("cnn"), linear_seed()};
+  for (auto& s : seeds) s.designer[scheduler::kScheduleGene] = 0.7;
+  scheduler::DesignMode extended;
+  extended.extended_recipe = true;
   int designs = 0;
   std::set<std::string> ops;
   for (std::size_t k = 0; k < seeds.size(); ++k) {
@@ -272,7 +284,7 @@ TEST(Design, ChainedDesignsStayValidAndWithinLimits) {
       for (std::uint32_t generation = 0; generation < 24; ++generation) {
         const models::Genome mate = seeds[(k + 1 + generation) % seeds.size()];
         const kernels::CounterRng rng(lineage * 31 + k, kernels::rng_stream(kernels::RngUse::Design, generation), generation);
-        const auto child = scheduler::design_child(genome, &mate, rng, limits, kReal);
+        const auto child = scheduler::design_child(genome, &mate, rng, limits, kReal, extended);
         ASSERT_EQ(child.morphism.blocks.size(), child.genome.blocks.size());
         expect_within_limits(child.genome, limits, kReal);
         if (::testing::Test::HasFailure()) FAIL() << "after " << designs << " designs: " << child.description;

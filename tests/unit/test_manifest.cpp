@@ -261,7 +261,8 @@ TEST(Manifest, KeysAddedLaterMatchTheirDefaultsInOlderLineages) {
   const std::string path = kSource + "/experiments/quickstart.yaml";
   const std::string current = rsi::runtime::resolved_yaml(rsi::runtime::load_manifest(path));
   YAML::Node older = YAML::Load(current);
-  for (const char* key : {"strategy", "freeze_genes", "deduplicate", "redesign_attempts", "predictor", "rungs", "niches"})
+  for (const char* key : {"strategy", "freeze_genes", "deduplicate", "redesign_attempts", "extended_recipe", "predictor", "rungs",
+                          "niches"})
     older["design"].remove(key);
   for (const char* key : {"surrogate_drift", "surrogate_drift_period"}) older["task"].remove(key);
   std::stringstream older_text;

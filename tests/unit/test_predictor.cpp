@@ -317,3 +317,27 @@ TEST(SurrogateDrift, PayoffsAreBoundedAndDrift) {
 }
 
 }  // namespace
+
+namespace {
+
+// The extended recipe space: the schedule operator is drawn only with it on, and a run without it
+// never changes a schedule except through crossover.
+TEST(Designer, TheScheduleOperatorIsOnlyInTheExtendedRecipeSpace) {
+  LoopConfig config = surrogate_config();
+  config.generations = 10;
+  int schedule_ops = 0;
+  for (const GenerationRecord& g : run(config))
+    for (const ModelRecord& m : g.children) schedule_ops += m.op == "schedule";
+  EXPECT_EQ(schedule_ops, 0);
+  config.improvement.extended_recipe = true;
+  std::set<int> schedules;
+  for (const GenerationRecord& g : run(config))
+    for (const ModelRecord& m : g.children) {
+      schedule_ops += m.op == "schedule";
+      schedules.insert(static_cast<int>(rsi::models::from_yaml(m.genome_yaml).recipe.schedule));
+    }
+  EXPECT_GT(schedule_ops, 0);
+  EXPECT_GE(schedules.size(), 2u);
+}
+
+}  // namespace

@@ -21,7 +21,8 @@ namespace rsi::scheduler {
 //   "step.recipe"   sigma of the other recipe steps (weight decay, temperature, mix)
 //   "tau"           self-adaptation rate of the genes themselves
 // Operators: add_dense, add_conv, remove, widen, narrow, kernel, activation, residual, pool,
-//            lr, epochs, batch, weight_decay, augment, distill, crossover.
+//            lr, epochs, batch, weight_decay, augment, distill, crossover; and, in the extended
+//            recipe space only (DesignMode::extended_recipe), schedule.
 const std::vector<std::string>& design_operators();
 models::DesignerGenes default_designer_genes();
 // Fills missing genes with defaults (seed genomes usually have none).
@@ -61,7 +62,11 @@ struct DesignMode {
   // Random design: every applicable operator equally likely and the default step sizes, whatever
   // the genes say (the genes are kept, unmutated). The baseline the recursion must beat.
   bool uniform = false;
+  // The extended recipe space: the learning-rate schedule operator (constant, cosine, step) joins
+  // the others, with its gene "p.schedule" (added to the seeds by the designer).
+  bool extended_recipe = false;
 };
+inline constexpr const char* kScheduleGene = "p.schedule";
 
 // Proposes one child of `parent` (and of `mate` when the crossover operator is drawn and a mate is
 // given). Every random draw comes from `rng` at consecutive indices from 0, so the child is a pure

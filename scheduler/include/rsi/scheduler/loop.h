@@ -47,6 +47,7 @@ struct ImprovementConfig {
   enum class Strategy { Evolved, Random } strategy = Strategy::Evolved;  // random: uniform operators, no genes
   bool freeze_genes = false;   // designer genes stay at their seed values
   bool deduplicate = false;    // no design trained twice: a duplicate is redesigned (and counted)
+  bool extended_recipe = false;  // the learning-rate schedule operator joins the design operators
   int redesign_attempts = 8;   // draws per child slot before a duplicate is refused
   struct Predictor {
     bool enabled = false;      // the learned designer (predictor.h) screens candidate designs
@@ -65,8 +66,8 @@ struct ImprovementConfig {
     int depth_bins = 3;        // depth (weighted blocks) 1-2, 3-4, 5+
   } niches;
   bool any() const {
-    return strategy != Strategy::Evolved || freeze_genes || deduplicate || predictor.enabled || rungs.enabled ||
-           niches.enabled;
+    return strategy != Strategy::Evolved || freeze_genes || deduplicate || extended_recipe || predictor.enabled ||
+           rungs.enabled || niches.enabled;
   }
 };
 const char* strategy_name(ImprovementConfig::Strategy s);

@@ -22,7 +22,8 @@ namespace rsi::scheduler {
 // Features of a design: a bias, the operator (one-hot over design_operators()), the parent's
 // validation accuracy, and the child's and the parent's shape and recipe (log parameters, log
 // FLOPs, convolutions, residual blocks, pools, dense blocks, batch norms, epochs, distillation
-// epochs, log learning rate and its distance from 1e-3, augmentation), each scaled to about unit size.
+// epochs, log learning rate and its distance from 1e-3, augmentation, schedule), each scaled to
+// about unit size.
 std::vector<double> design_features(const models::Genome& parent, double parent_val_accuracy,
                                     const models::Genome& child, const std::string& op);
 std::size_t design_feature_count();
