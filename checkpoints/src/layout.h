@@ -58,8 +58,19 @@ struct ModelGroup {
   std::vector<std::string> parent_hashes;
   ModelHashes stored;        // the digests as stored
   bool has_weights = false;  // params and state datasets are in this group
+  std::optional<std::string> tensors;  // the named-tensor table as stored (absent in older files)
   int format_version = kFormatVersion;  // of the file holding it (1: weights_digest from format 1's FNV basis)
 };
+// The named-tensor table of the network built from a genome's YAML (FORMAT.md, "Named tensors"),
+// with its total parameter and state sizes; `error` says why when the genome builds no network
+// (only synthetic records in tests: every trained model's genome built its network).
+struct TensorTable {
+  std::string text, error;
+  std::int64_t params = 0, state = 0;
+};
+TensorTable tensor_table(const std::string& genome_yaml);
+// Problems of a stored table against the genome's (and of the weights' sizes against it when `w`).
+std::vector<std::string> tensor_table_problems(const ModelGroup& mg, const scheduler::Weights* w);
 // Attributes, genome and metrics (throws CheckpointError naming the field).
 ModelGroup read_model(hid_t group);
 // The params and state datasets (throws CheckpointError "weights/params: ..." etc.).

@@ -65,6 +65,7 @@ std::vector<std::string> field_problems(const detail::ModelGroup& mg, const std:
     if (c.params == mg.stored.params && c.state == mg.stored.state && fnv != mg.record.weights_digest)
       out.push_back(mismatch("weights", mg.record.weights_digest, fnv));
   }
+  for (std::string& p : detail::tensor_table_problems(mg, w.get())) out.push_back(std::move(p));
   try {
     const std::string p = detail::provenance_hash(mg.record, mg.stored, mg.parent_hashes);
     if (p != mg.stored.provenance)

@@ -24,6 +24,8 @@
 #include <vector>
 
 #include "rsi/checkpoints/store.h"
+#include "rsi/models/genome.h"
+#include "rsi/models/network.h"
 #include "rsi/scheduler/record.h"
 
 namespace {
@@ -844,6 +846,100 @@ TEST(Checkpoints, RetentionKeepsTheLastGenerationsAndThePopulation) {
     }
   }
   EXPECT_TRUE(rsi::checkpoints::verify_run(tmp.path()).ok());
+}
+
+// Every model with weights gets a real genome (conv, batch norm, pool, dense on 28x28) and weights
+// of its network's size, the same for a model wherever it appears.
+void give_real_genomes(std::vector<GenerationRecord>& records) {
+  using rsi::models::Block;
+  rsi::models::Genome genome;
+  Block conv, norm, pool, dense;
+  conv.kind = Block::Kind::Conv, conv.channels = 2;
+  norm.kind = Block::Kind::BatchNorm;
+  pool.kind = Block::Kind::Pool, pool.size = 2, pool.stride = 2;
+  dense.kind = Block::Kind::Dense, dense.units = 10;
+  genome.blocks = {conv, norm, pool, dense};
+  const rsi::models::Network net(genome);
+  auto fix = [&](ModelRecord& m) {
+    if (!m.weights) return;
+    auto w = std::make_shared<Weights>();
+    w->params.resize(static_cast<std::size_t>(net.parameter_count()));
+    w->state.resize(static_cast<std::size_t>(net.state().numel()));
+    for (std::size_t i = 0; i < w->params.size(); ++i) w->params[i] = std::cos(static_cast<float>(m.id * 977 + i));
+    for (std::size_t i = 0; i < w->state.size(); ++i) w->state[i] = 1.0f + static_cast<float>(i % 5);
+    m.genome_yaml = rsi::models::to_yaml(genome);
+    m.weights = w;
+    m.weights_digest = rsi::scheduler::weights_digest(*w);
+  };
+  for (auto& r : records) {
+    for (auto& m : r.children) fix(m);
+    for (auto& m : r.population_models) fix(m);
+  }
+}
+
+// Overwrites the bytes of a fixed-length string dataset (same length), as an h5py user could.
+void rewrite_text(const fs::path& file, const std::string& path, const std::string& text) {
+  const hid_t f = H5Fopen(file.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+  ASSERT_GE(f, 0);
+  const hid_t d = H5Dopen2(f, path.c_str(), H5P_DEFAULT);
+  ASSERT_GE(d, 0);
+  const hid_t type = H5Dget_type(d);
+  std::string buffer = text;
+  buffer.resize(H5Tget_size(type), '\0');
+  EXPECT_GE(H5Dwrite(d, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, buffer.data()), 0);
+  H5Tclose(type);
+  H5Dclose(d);
+  EXPECT_GE(H5Fclose(f), 0);
+}
+
+std::string read_text(const fs::path& file, const std::string& path) {
+  const hid_t f = H5Fopen(file.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  const hid_t d = H5Dopen2(f, path.c_str(), H5P_DEFAULT);
+  if (d < 0) {
+    H5Fclose(f);
+    return "<absent>";
+  }
+  const hid_t type = H5Dget_type(d);
+  std::string buffer(H5Tget_size(type), '\0');
+  H5Dread(d, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, buffer.data());
+  H5Tclose(type);
+  H5Dclose(d);
+  H5Fclose(f);
+  return buffer.substr(0, buffer.find('\0'));
+}
+
+// FORMAT.md, "Named tensors": every model with weights lists its tensors (derived from the genome,
+// outside the hash chain), in the lineage files and in an exported file; verify checks the table
+// against the genome and names a changed line.
+TEST(Checkpoints, NamedTensorTableIsWrittenExportedAndVerifiedAgainstTheGenome) {
+  TempDir tmp;
+  auto records = synthetic_run(2);
+  give_real_genomes(records);
+  write_run(tmp.path(), records);
+  ASSERT_TRUE(rsi::checkpoints::verify_run(tmp.path()).ok()) << joined(rsi::checkpoints::verify_run(tmp.path()).problems);
+  const ModelRecord& child = records[1].children[0];
+  const fs::path file = tmp.path() / "gen-000001.h5";
+  const std::string path = "models/" + std::to_string(child.id) + "/tensors";
+  const std::string table = read_text(file, path);
+  EXPECT_EQ(table, rsi::models::tensor_table_text(rsi::models::named_tensors(rsi::models::from_yaml(child.genome_yaml))));
+  EXPECT_EQ(table.substr(0, table.find('\n')), "block0.conv.weight params 0 2,1,3,3");
+  EXPECT_NE(table.find("block1.batchnorm.running_var state 2 2\n"), std::string::npos) << table;
+  EXPECT_NE(table.find("block3.dense.weight params 24 10,392\n"), std::string::npos) << table;
+  // A failed child (no weights) has none.
+  EXPECT_EQ(read_text(tmp.path() / "gen-000000.h5", "models/3/tensors"), "<absent>");
+  const fs::path out = tmp.path() / "exported.h5";
+  rsi::checkpoints::export_model(tmp.path(), child.id, out);
+  EXPECT_EQ(read_text(out, "model/tensors"), table);
+
+  std::string changed = table;
+  changed.replace(changed.find("10,392"), 6, "392,10");
+  rewrite_text(file, path, changed);
+  const auto report = rsi::checkpoints::verify_run(tmp.path());
+  EXPECT_TRUE(contains(report.problems, "gen-000001.h5: model " + std::to_string(child.id) + ": tensors: line ",
+                       "392,10"))
+      << joined(report.problems);
+  rewrite_text(out, "model/tensors", changed);
+  EXPECT_THROW(rsi::checkpoints::read_exported_model(out), CheckpointError);
 }
 
 TEST(Checkpoints, ExportAndReadBack) {
