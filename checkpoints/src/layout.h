@@ -75,6 +75,17 @@ std::vector<std::string> tensor_table_problems(const ModelGroup& mg, const sched
 ModelGroup read_model(hid_t group);
 // The params and state datasets (throws CheckpointError "weights/params: ..." etc.).
 std::shared_ptr<const scheduler::Weights> read_weights(hid_t group);
+// A model of a run found for export: its group in the generation file it was born in (checked
+// against every digest), its weights (null when it never had any: failed, refused, surrogate) from
+// wherever retention kept them, the run's attributes and that file. Throws CheckpointError naming
+// the run and model (not found, weights not kept, a digest mismatch).
+struct ExportSource {
+  ModelGroup group;
+  std::shared_ptr<const scheduler::Weights> weights;
+  RunInfo run;
+  fs::path file;
+};
+ExportSource find_export_source(const fs::path& run_dir, std::uint64_t model_id);
 // Sidecar groups: the weights and the digests that identify them.
 void write_sidecar_model(hid_t parent, const scheduler::ModelRecord& m, const ModelHashes& hashes);
 

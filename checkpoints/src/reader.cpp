@@ -727,7 +727,9 @@ ResumePoint find_resume_point(const fs::path& dir, std::vector<std::string>* war
   return point;
 }
 
-void export_model(const fs::path& run_dir, std::uint64_t model_id, const fs::path& out) {
+namespace detail {
+
+ExportSource find_export_source(const fs::path& run_dir, std::uint64_t model_id) {
   h5::silence();
   const auto files = generation_files(run_dir);
   if (files.empty())
@@ -786,6 +788,13 @@ void export_model(const fs::path& run_dir, std::uint64_t model_id, const fs::pat
                           "the population); only its lineage metadata remains");
   const auto problems = field_problems(mg, weights);
   if (!problems.empty()) throw CheckpointError(label + ": " + problems.front());
+  return {std::move(mg), std::move(weights), std::move(run), file};
+}
+
+}  // namespace detail
+
+void export_model(const fs::path& run_dir, std::uint64_t model_id, const fs::path& out) {
+  auto [mg, weights, run, file] = detail::find_export_source(run_dir, model_id);
 
   const fs::path tmp = out.string() + ".tmp";
   try {

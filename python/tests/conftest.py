@@ -48,34 +48,38 @@ def read_tsv(path):
     return [dict(zip(header, row)) for row in rows]
 
 
+def hidden_test_set(limit=None):
+    """The hidden test set as rsi reads it: images bytes / 255 [N, 1, 28, 28], labels [N]."""
+    with gzip.open(os.path.join(FASHION_MNIST, "t10k-images-idx3-ubyte.gz")) as f:
+        images = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 1, 28, 28)[:limit]
+    with gzip.open(os.path.join(FASHION_MNIST, "t10k-labels-idx1-ubyte.gz")) as f:
+        labels = np.frombuffer(f.read(), np.uint8, offset=8)[:limit]
+    return images.astype(np.float32) / np.float32(255), labels
+
+
 @pytest.fixture(scope="session")
 def test_images():
-    """The hidden test set's first 1000 images as rsi reads them: bytes / 255, [N, 1, 28, 28]."""
-    path = os.path.join(FASHION_MNIST, "t10k-images-idx3-ubyte.gz")
-    with gzip.open(path) as f:
-        raw = f.read()
-    images = np.frombuffer(raw, np.uint8, offset=16).reshape(-1, 1, 28, 28)[:1000]
-    return images.astype(np.float32) / np.float32(255)
+    """The first 1000 hidden-test images."""
+    return hidden_test_set(1000)[0]
+
+
+@pytest.fixture(scope="session")
+def test_labels():
+    return hidden_test_set(1000)[1]
 
 
 def trained_with_weights(frame):
     return [int(i) for i in frame[(frame.status == "trained")].id]
 
 
-def rsi_logits(run, model, tmp_path):
-    """`rsi eval`'s logits of the first 1000 test images, and its accuracy line."""
+def rsi_logits(run, model, tmp_path, limit=1000):
+    """`rsi eval`'s logits of the first `limit` test images (None: all; rsi eval then also checks
+    the accuracy it recorded), and the accuracy it prints."""
     exported, logits = tmp_path / f"model-{model}.h5", tmp_path / f"logits-{model}.npy"
     run_rsi("export", run, model, "--out", exported)
-    out = run_rsi("eval", exported, "--threads", "1", "--limit", 1000, "--logits", logits)
+    out = run_rsi("eval", exported, "--threads", "1", "--logits", logits, *(["--limit", limit] if limit else []))
     accuracy = float(out.split("hidden test accuracy ")[1].split()[0])
     return np.load(logits), accuracy
-
-
-@pytest.fixture(scope="session")
-def test_labels():
-    """The hidden test set's first 1000 labels."""
-    with gzip.open(os.path.join(FASHION_MNIST, "t10k-labels-idx1-ubyte.gz")) as f:
-        return np.frombuffer(f.read(), np.uint8, offset=8)[:1000]
 
 
 def assert_same_predictions(got, want, labels, accuracy, what):
@@ -88,3 +92,16 @@ def assert_same_predictions(got, want, labels, accuracy, what):
     gaps = top2[differ, 1] - top2[differ, 0]
     assert np.all(gaps < 1e-5), f"{what}: images {differ[gaps >= 1e-5]} predicted differently without a near-tie"
     assert abs((got.argmax(1) == labels).mean() - accuracy) <= len(differ) / len(labels) + 1e-12
+
+
+def assert_logits_close(got, want, what):
+    """Each logit within 1e-5 of rsi's, relative to the largest logit of its row when that exceeds
+    1: float32 sums of thousands of products (a dense layer over 3136 inputs) differ in their last
+    bits with the order of summation, and a logit near 0 that cancels terms of size 10 carries
+    their rounding (seen: 1.0014e-05 on one of 100,000 logits of a row whose largest is ~10)."""
+    assert got.shape == want.shape
+    scale = np.maximum(1.0, np.abs(want).max(axis=1, keepdims=True))
+    error = np.abs(got.astype(np.float64) - want) / scale
+    worst = np.unravel_index(np.argmax(error), error.shape)
+    assert error.max() <= 1e-5, (f"{what}: logit {worst} is {got[worst]!r}, rsi's {want[worst]!r} "
+                                 f"(error {error.max():.3g} of the row's scale {scale[worst[0], 0]:.3g})")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import rsi
-from conftest import assert_same_predictions, rsi_logits, trained_with_weights
+from conftest import assert_logits_close, assert_same_predictions, rsi_logits, trained_with_weights
 
 torch = pytest.importorskip("torch", reason="PyTorch is not installed (Debian python3-torch: scripts/setup --bench)")
 
@@ -16,7 +16,7 @@ def check(run, model, images, labels, tmp_path):
     with torch.no_grad():
         got = net(torch.from_numpy(images)).numpy()
     assert got.shape == want.shape == (1000, 10)
-    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5, err_msg=f"model {model}")
+    assert_logits_close(got, want, f"model {model}")
     assert_same_predictions(got, want, labels, accuracy, f"model {model}")
 
 

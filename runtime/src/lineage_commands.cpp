@@ -144,9 +144,13 @@ int show(const std::string& run, std::uint64_t id) {
   return kExitOk;
 }
 
-int export_model(const std::string& run, std::uint64_t id, const std::string& out) {
-  checkpoints::export_model(run, id, out);
-  std::printf("wrote model %llu of %s to %s\n", static_cast<unsigned long long>(id), run.c_str(), out.c_str());
+int export_model(const std::string& run, std::uint64_t id, const std::string& format, const std::string& out) {
+  if (format == "onnx")
+    checkpoints::export_onnx(run, id, out);
+  else
+    checkpoints::export_model(run, id, out);
+  std::printf("wrote model %llu of %s to %s (%s)\n", static_cast<unsigned long long>(id), run.c_str(), out.c_str(),
+              format.c_str());
   return kExitOk;
 }
 
@@ -270,15 +274,20 @@ void add_lineage_commands(CLI::App& app, std::function<int()>& run) {
   }
   {
     struct A {
-      std::string dir, out;
+      std::string dir, out, format = "hdf5";
       std::uint64_t id = 0;
     };
     auto a = std::make_shared<A>();
-    CLI::App* cmd = app.add_subcommand("export", "Write one model (genome, weights, metrics, provenance) to a standalone HDF5 file.");
+    CLI::App* cmd = app.add_subcommand("export", "Write one model to a standalone file: HDF5 (genome, weights by name, metrics,\n"
+                                                 "provenance; rsi eval reads it) or ONNX (the network as a graph: input 'image'\n"
+                                                 "[N,1,28,28] in [0,1], output 'logits' [N,10]; genome and run in its metadata).");
     cmd->add_option("run", a->dir, "Run directory")->required()->check(existing_directory());
     cmd->add_option("model", a->id, "Model id")->required();
-    cmd->add_option("--out", a->out, "Output .h5 file")->required();
-    cmd->callback([&run, a] { run = [a] { return guarded("export", [&] { return export_model(a->dir, a->id, a->out); }); }; });
+    cmd->add_option("--format", a->format, "hdf5 | onnx")->capture_default_str()->check(CLI::IsMember({"hdf5", "onnx"}));
+    cmd->add_option("--out", a->out, "Output file (.h5 or .onnx)")->required();
+    cmd->callback([&run, a] {
+      run = [a] { return guarded("export", [&] { return export_model(a->dir, a->id, a->format, a->out); }); };
+    });
   }
   {
     auto a = std::make_shared<EvalOptions>();
