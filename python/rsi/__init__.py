@@ -7,6 +7,7 @@
     net = rsi.to_torch("runs/quickstart", 17)          # torch.nn.Module, eval mode (needs PyTorch)
 
 The file layout is checkpoints/FORMAT.md of the rsi repository."""
+from .data import fashion_mnist_test
 from .genome import Tensor, flatten as flatten_genome, parse as parse_genome, parse_table, tensor_table
 from .run import generation_files, load_generations, load_run, load_weights, model_record
 
@@ -17,5 +18,5 @@ def to_torch(run_dir, model):
     return build(run_dir, model)
 
 
-__all__ = ["Tensor", "flatten_genome", "generation_files", "load_generations", "load_run", "load_weights",
+__all__ = ["Tensor", "fashion_mnist_test", "flatten_genome", "generation_files", "load_generations", "load_run", "load_weights",
            "model_record", "parse_genome", "parse_table", "tensor_table", "to_torch"]

@@ -3,12 +3,13 @@
 tests/golden/lineage-format1 (written before the named-tensor table existed).
 
 The rsi executable comes from $RSI (CTest sets it), else build/runtime/rsi of the source tree."""
-import gzip
 import os
 import subprocess
 
 import numpy as np
 import pytest
+
+import rsi
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE = os.path.dirname(os.path.dirname(HERE))
@@ -50,11 +51,7 @@ def read_tsv(path):
 
 def hidden_test_set(limit=None):
     """The hidden test set as rsi reads it: images bytes / 255 [N, 1, 28, 28], labels [N]."""
-    with gzip.open(os.path.join(FASHION_MNIST, "t10k-images-idx3-ubyte.gz")) as f:
-        images = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 1, 28, 28)[:limit]
-    with gzip.open(os.path.join(FASHION_MNIST, "t10k-labels-idx1-ubyte.gz")) as f:
-        labels = np.frombuffer(f.read(), np.uint8, offset=8)[:limit]
-    return images.astype(np.float32) / np.float32(255), labels
+    return rsi.fashion_mnist_test(limit, FASHION_MNIST)
 
 
 @pytest.fixture(scope="session")
