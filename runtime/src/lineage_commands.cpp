@@ -296,8 +296,8 @@ void add_lineage_commands(CLI::App& app, std::function<int()>& run) {
     cmd->add_option("file", a->file, "Exported model (.h5, from rsi export)")->required()->check(existing_file());
     cmd->add_option("--data-dir", a->data_dir, "Directory with the Fashion-MNIST IDX files")->capture_default_str();
     cmd->add_option("--threads", a->threads, "CPU threads (0 = all cores)")->capture_default_str();
-    cmd->add_option("--limit", a->limit, "Evaluate the first N test images only (0 = all 10,000; then no comparison\n"
-                                         "with the recorded accuracy)")->capture_default_str()->check(CLI::NonNegativeNumber);
+    cmd->add_option("--limit", a->limit, "Evaluate the first N test images only, without comparing with the\n"
+                                         "recorded accuracy (0 = all 10,000)")->capture_default_str()->check(CLI::NonNegativeNumber);
     cmd->add_option("--logits", a->logits, "Also write the logits [N, 10] as a float32 NumPy .npy file (numpy.load)");
     cmd->callback([&run, a] { run = [a] { return guarded("eval", [&] { return eval(*a); }); }; });
   }
