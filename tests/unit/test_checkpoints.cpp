@@ -3,7 +3,8 @@
 // flipped weight byte named by generation, model and field, a truncated newest file skipped on
 // resume, leftover .tmp files, retention of weights (sidecars, population), resume continuity,
 // export / read_exported_model, weight chunks bit for bit those of HDF5's Fletcher32 filter, and the
-// background file digest + LATEST (a lagging LATEST, a kill in that window, errors at the join).
+// background file digest + LATEST (a lagging LATEST, a kill in that window, errors at the join),
+// the named-tensor table (written, exported, verified against the genome) and the ONNX export.
 //   build-dir/tests/test_checkpoints            (about 1 s)
 #include <gtest/gtest.h>
 #include <hdf5.h>
@@ -940,6 +941,33 @@ TEST(Checkpoints, NamedTensorTableIsWrittenExportedAndVerifiedAgainstTheGenome) 
       << joined(report.problems);
   rewrite_text(out, "model/tensors", changed);
   EXPECT_THROW(rsi::checkpoints::read_exported_model(out), CheckpointError);
+}
+
+// rsi export --format onnx (python/tests/test_onnx.py runs the graphs in onnxruntime): a protobuf
+// ModelProto (field 1, ir_version 8, first) with the documented interface and the table's names;
+// a model without weights is refused by name.
+TEST(Checkpoints, OnnxExportWritesTheGraphAndRefusesAModelWithoutWeights) {
+  if (!rsi::checkpoints::onnx_export_available()) GTEST_SKIP() << "built without ONNX (libonnx-dev)";
+  TempDir tmp;
+  auto records = synthetic_run(1);
+  give_real_genomes(records);
+  write_run(tmp.path(), records);
+  const fs::path out = tmp.path() / "m1.onnx";
+  rsi::checkpoints::export_onnx(tmp.path(), 1, out);
+  EXPECT_FALSE(fs::exists(out.string() + ".tmp"));
+  const std::string bytes = slurp(out);
+  ASSERT_GE(bytes.size(), 2u);
+  EXPECT_EQ(bytes.substr(0, 2), std::string("\x08\x08"));
+  for (const char* name : {"image", "logits", "block0.conv.weight", "block1.batchnorm.running_var", "Gemm",
+                           "BatchNormalization", "MaxPool", "genome", "synthetic"})
+    EXPECT_NE(bytes.find(name), std::string::npos) << name;
+  try {
+    rsi::checkpoints::export_onnx(tmp.path(), 3, tmp.path() / "m3.onnx");  // the failed child
+    FAIL() << "exported a model without weights";
+  } catch (const CheckpointError& e) {
+    EXPECT_NE(std::string(e.what()).find("model 3: has no weights (status failed)"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(fs::exists(tmp.path() / "m3.onnx"));
 }
 
 TEST(Checkpoints, ExportAndReadBack) {
