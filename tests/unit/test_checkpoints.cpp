@@ -932,6 +932,15 @@ TEST(Checkpoints, NamedTensorTableIsWrittenExportedAndVerifiedAgainstTheGenome) 
   rsi::checkpoints::export_model(tmp.path(), child.id, out);
   EXPECT_EQ(read_text(out, "model/tensors"), table);
 
+  // A resume checks the metadata of the generations before the newest, never their tables (verify does).
+  const fs::path first = tmp.path() / "gen-000000.h5";
+  const std::string old = read_text(first, "models/1/tensors");
+  rewrite_text(first, "models/1/tensors", std::string(old.size(), 'x'));
+  EXPECT_EQ(rsi::checkpoints::find_resume_point(tmp.path()).generation, 1);
+  EXPECT_TRUE(contains(rsi::checkpoints::verify_run(tmp.path()).problems, "gen-000000.h5: model 1: tensors: line 1"))
+      << joined(rsi::checkpoints::verify_run(tmp.path()).problems);
+  rewrite_text(first, "models/1/tensors", old);
+
   std::string changed = table;
   changed.replace(changed.find("10,392"), 6, "392,10");
   rewrite_text(file, path, changed);
