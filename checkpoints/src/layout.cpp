@@ -12,8 +12,10 @@
 #include <fstream>
 #include <memory>
 #include <regex>
+#include <sstream>
 
 #include "h5.h"
+#include "rsi/models/network.h"
 
 namespace rsi::checkpoints::detail {
 
@@ -260,6 +262,10 @@ void write_model(hid_t parent, const std::string& name, const ModelRecord& m,
   h5::write_string(id, "state_sha256", h.state);
   h5::write_string(id, "provenance_hash", h.provenance);
   h5::write_text(id, "genome", m.genome_yaml);
+  // Derived from the genome, so outside the hash chain: verify recomputes it (FORMAT.md).
+  if (!h.params.empty())
+    if (const TensorTable table = tensor_table(m.genome_yaml); table.error.empty())
+      h5::write_text(id, "tensors", table.text);
   {
     h5::Handle mg = h5::create_group(id, "metrics");
     const hid_t x = mg.get();
@@ -346,6 +352,59 @@ ModelGroup read_model(hid_t group) {
     throw CheckpointError(std::string("metrics: ") + e.what());
   }
   out.has_weights = h5::has_link(group, "params") || h5::has_link(group, "state");
+  if (h5::has_link(group, "tensors")) {
+    try {
+      out.tensors = h5::read_text(group, "tensors");
+    } catch (const CheckpointError& e) {
+      throw CheckpointError(std::string("tensors: ") + e.what());
+    }
+  }
+  return out;
+}
+
+TensorTable tensor_table(const std::string& genome_yaml) {
+  TensorTable table;
+  try {
+    const auto tensors = models::named_tensors(models::from_yaml(genome_yaml));
+    table.text = models::tensor_table_text(tensors);
+    for (const auto& t : tensors) {
+      std::int64_t n = 1;
+      for (std::int64_t d : t.shape) n *= d;
+      (t.in_state ? table.state : table.params) += n;
+    }
+  } catch (const std::exception& e) {
+    table.error = e.what();
+  }
+  return table;
+}
+
+std::vector<std::string> tensor_table_problems(const ModelGroup& mg, const Weights* w) {
+  if (!mg.tensors) return {};
+  const TensorTable derived = tensor_table(mg.record.genome_yaml);
+  if (!derived.error.empty())
+    return {"tensors: the file has a table, but its genome builds no network to check it against: " + derived.error};
+  std::vector<std::string> out;
+  if (*mg.tensors != derived.text) {
+    std::istringstream stored(*mg.tensors), expected(derived.text);
+    std::string a, b;
+    int line = 0;
+    while (true) {
+      const bool more_a = static_cast<bool>(std::getline(stored, a)), more_b = static_cast<bool>(std::getline(expected, b));
+      ++line;
+      if (!more_a && !more_b) break;
+      if (more_a && more_b && a == b) continue;
+      out.push_back("tensors: line " + std::to_string(line) + " is '" + (more_a ? a : "<end>") +
+                    "', the genome's network has '" + (more_b ? b : "<end>") +
+                    "' (the table is derived from the genome: rewrite it with the genome's, or restore the file)");
+      break;
+    }
+    if (out.empty()) out.push_back("tensors: differs from the table derived from the genome (trailing bytes)");
+  }
+  if (w && (static_cast<std::int64_t>(w->params.size()) != derived.params ||
+            static_cast<std::int64_t>(w->state.size()) != derived.state))
+    out.push_back("weights: " + std::to_string(w->params.size()) + " params and " + std::to_string(w->state.size()) +
+                  " state values, but the genome's network has " + std::to_string(derived.params) + " and " +
+                  std::to_string(derived.state));
   return out;
 }
 

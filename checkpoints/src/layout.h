@@ -58,12 +58,34 @@ struct ModelGroup {
   std::vector<std::string> parent_hashes;
   ModelHashes stored;        // the digests as stored
   bool has_weights = false;  // params and state datasets are in this group
+  std::optional<std::string> tensors;  // the named-tensor table as stored (absent in older files)
   int format_version = kFormatVersion;  // of the file holding it (1: weights_digest from format 1's FNV basis)
 };
+// The named-tensor table of the network built from a genome's YAML (FORMAT.md, "Named tensors"),
+// with its total parameter and state sizes; `error` says why when the genome builds no network
+// (only synthetic records in tests: every trained model's genome built its network).
+struct TensorTable {
+  std::string text, error;
+  std::int64_t params = 0, state = 0;
+};
+TensorTable tensor_table(const std::string& genome_yaml);
+// Problems of a stored table against the genome's (and of the weights' sizes against it when `w`).
+std::vector<std::string> tensor_table_problems(const ModelGroup& mg, const scheduler::Weights* w);
 // Attributes, genome and metrics (throws CheckpointError naming the field).
 ModelGroup read_model(hid_t group);
 // The params and state datasets (throws CheckpointError "weights/params: ..." etc.).
 std::shared_ptr<const scheduler::Weights> read_weights(hid_t group);
+// A model of a run found for export: its group in the generation file it was born in (checked
+// against every digest), its weights (null when it never had any: failed, refused, surrogate) from
+// wherever retention kept them, the run's attributes and that file. Throws CheckpointError naming
+// the run and model (not found, weights not kept, a digest mismatch).
+struct ExportSource {
+  ModelGroup group;
+  std::shared_ptr<const scheduler::Weights> weights;
+  RunInfo run;
+  fs::path file;
+};
+ExportSource find_export_source(const fs::path& run_dir, std::uint64_t model_id);
 // Sidecar groups: the weights and the digests that identify them.
 void write_sidecar_model(hid_t parent, const scheduler::ModelRecord& m, const ModelHashes& hashes);
 

@@ -48,8 +48,11 @@ std::string mismatch(const std::string& field, const std::string& stored, const 
          (computed.empty() ? "none" : computed) + ")";
 }
 
-// Problems with the digests of one model group's fields (weights `w` when they were read).
-std::vector<std::string> field_problems(const detail::ModelGroup& mg, const std::shared_ptr<const Weights>& w) {
+// Problems with the digests of one model group's fields (weights `w` when they were read), and with
+// its named-tensor table when `table`: rebuilding it from the genome costs ~0.5 ms, so the metadata
+// checks of a resume (which never reads the table) leave it to verify, export and eval.
+std::vector<std::string> field_problems(const detail::ModelGroup& mg, const std::shared_ptr<const Weights>& w,
+                                        bool table = true) {
   std::vector<std::string> out;
   ModelRecord m = mg.record;
   m.weights = w;
@@ -65,6 +68,8 @@ std::vector<std::string> field_problems(const detail::ModelGroup& mg, const std:
     if (c.params == mg.stored.params && c.state == mg.stored.state && fnv != mg.record.weights_digest)
       out.push_back(mismatch("weights", mg.record.weights_digest, fnv));
   }
+  if (table)
+    for (std::string& p : detail::tensor_table_problems(mg, w.get())) out.push_back(std::move(p));
   try {
     const std::string p = detail::provenance_hash(mg.record, mg.stored, mg.parent_hashes);
     if (p != mg.stored.provenance)
@@ -264,7 +269,7 @@ class FileChecker {
         problem(label + ": " + e.what());  // e.g. "weights/params: ... Fletcher32 checksum failed"
       }
     }
-    for (const auto& p : field_problems(mg, w)) problem(label + ": " + p);
+    for (const auto& p : field_problems(mg, w, everything_)) problem(label + ": " + p);
     if (child && !mg.has_weights && sidecar_models_.valid() && h5::has_link(sidecar_models_.get(), std::to_string(id)))
       check_sidecar_weights(id, mg);
     if (child && previous_) check_parents(label, mg);
@@ -399,7 +404,7 @@ std::pair<detail::ModelGroup, std::shared_ptr<const Weights>> read_checked(hid_t
   detail::ModelGroup mg = detail::read_model(group);
   std::shared_ptr<const Weights> w;
   if (with_weights && mg.has_weights) w = detail::read_weights(group);
-  const auto problems = field_problems(mg, w);
+  const auto problems = field_problems(mg, w, with_weights);
   if (!problems.empty()) throw CheckpointError(problems.front());
   return {std::move(mg), std::move(w)};
 }
@@ -726,7 +731,9 @@ ResumePoint find_resume_point(const fs::path& dir, std::vector<std::string>* war
   return point;
 }
 
-void export_model(const fs::path& run_dir, std::uint64_t model_id, const fs::path& out) {
+namespace detail {
+
+ExportSource find_export_source(const fs::path& run_dir, std::uint64_t model_id) {
   h5::silence();
   const auto files = generation_files(run_dir);
   if (files.empty())
@@ -785,6 +792,13 @@ void export_model(const fs::path& run_dir, std::uint64_t model_id, const fs::pat
                           "the population); only its lineage metadata remains");
   const auto problems = field_problems(mg, weights);
   if (!problems.empty()) throw CheckpointError(label + ": " + problems.front());
+  return {std::move(mg), std::move(weights), std::move(run), file};
+}
+
+}  // namespace detail
+
+void export_model(const fs::path& run_dir, std::uint64_t model_id, const fs::path& out) {
+  auto [mg, weights, run, file] = detail::find_export_source(run_dir, model_id);
 
   const fs::path tmp = out.string() + ".tmp";
   try {

@@ -30,14 +30,21 @@ struct Registry {
   std::vector<ParamSegment> params;
   std::vector<ParamSegment> states;
   std::int64_t param_size = 0, state_size = 0;
-  std::int64_t add_param(std::string name, std::int64_t size, bool decay, std::int64_t fan_in,
+  static std::int64_t numel(const std::vector<std::int64_t>& shape) {
+    std::int64_t n = 1;
+    for (std::int64_t d : shape) n *= d;
+    return n;
+  }
+  std::int64_t add_param(std::string name, std::vector<std::int64_t> shape, bool decay, std::int64_t fan_in,
                          ParamSegment::Init init = ParamSegment::Init::Uniform) {
-    params.push_back({std::move(name), param_size, size, decay, fan_in, init});
+    const std::int64_t size = numel(shape);
+    params.push_back({std::move(name), param_size, size, decay, fan_in, init, std::move(shape)});
     param_size += size;
     return param_size - size;
   }
-  std::int64_t add_state(std::string name, std::int64_t size) {
-    states.push_back({std::move(name), state_size, size, false, 0, ParamSegment::Init::Zeros});
+  std::int64_t add_state(std::string name, std::vector<std::int64_t> shape) {
+    const std::int64_t size = numel(shape);
+    states.push_back({std::move(name), state_size, size, false, 0, ParamSegment::Init::Zeros, std::move(shape)});
     state_size += size;
     return state_size - size;
   }
@@ -98,8 +105,8 @@ class DenseLayer final : public Layer {
     out_shape = {false, units, 1, 1};
     inputs_ = static_cast<int>(in.features());
     units_ = units;
-    w_ = r.add_param(name + ".weight", static_cast<std::int64_t>(units) * inputs_, true, inputs_);
-    b_ = r.add_param(name + ".bias", units, false, inputs_);
+    w_ = r.add_param(name + ".weight", {units, inputs_}, true, inputs_);
+    b_ = r.add_param(name + ".bias", {units}, false, inputs_);
     param_count = static_cast<std::int64_t>(units) * inputs_ + units;
   }
   void bind(const Buffers& b) override {
@@ -135,8 +142,8 @@ class ConvLayer final : public Layer {
     shape_.kernel = kernel, shape_.stride = stride, shape_.pad = kernel / 2;
     out_shape = {true, channels, shape_.OH(), shape_.OW()};
     const std::int64_t fan_in = static_cast<std::int64_t>(in.C) * kernel * kernel;
-    w_ = r.add_param(name + ".weight", channels * fan_in, true, fan_in);
-    b_ = r.add_param(name + ".bias", channels, false, fan_in);
+    w_ = r.add_param(name + ".weight", {channels, in.C, kernel, kernel}, true, fan_in);
+    b_ = r.add_param(name + ".bias", {channels}, false, fan_in);
     param_count = channels * fan_in + channels;
   }
   void bind(const Buffers& b) override {
@@ -310,10 +317,10 @@ class BatchNormLayer final : public Layer {
   BatchNormLayer(Registry& r, const std::string& name, ActShape in, bool zero_gamma = false) {
     in_shape = out_shape = in;
     channels_ = in.spatial ? in.C : in.features();
-    gamma_ = r.add_param(name + ".gamma", channels_, false, 0,
+    gamma_ = r.add_param(name + ".gamma", {channels_}, false, 0,
                          zero_gamma ? ParamSegment::Init::Zeros : ParamSegment::Init::Ones);
-    beta_ = r.add_param(name + ".beta", channels_, false, 0, ParamSegment::Init::Zeros);
-    running_ = r.add_state(name + ".running_mean_var", 2 * channels_);
+    beta_ = r.add_param(name + ".beta", {channels_}, false, 0, ParamSegment::Init::Zeros);
+    running_ = r.add_state(name + ".running_mean_var", {2, channels_});
     param_count = 2 * channels_;
     save_.resize({2 * channels_});
   }
@@ -426,36 +433,74 @@ class ResidualLayer final : public Layer {
   Tensor grad_a_, grad_b_;
 };
 
-}  // namespace
-
-Network::Network(const Genome& genome, const InputSpec& input) : genome_(genome), input_(input) {
-  validate(genome_, input_);
-  Registry registry;
+// The layers of `genome` in order, their parameters and state registered in `registry` (offsets
+// only: no buffer exists yet). A flatten goes before the first dense block after a spatial one.
+std::vector<std::unique_ptr<Layer>> build_layers(const Genome& genome, const InputSpec& input, Registry& registry) {
+  std::vector<std::unique_ptr<Layer>> layers;
   ActShape shape{true, input.channels, input.height, input.width};
-  for (std::size_t i = 0; i < genome_.blocks.size(); ++i) {
-    const Block& b = genome_.blocks[i];
+  for (std::size_t i = 0; i < genome.blocks.size(); ++i) {
+    const Block& b = genome.blocks[i];
     const std::string name = "block" + std::to_string(i);
     if (b.kind == Block::Kind::Dense && shape.spatial) {
       if (i == 0) {
         shape = {false, static_cast<int>(shape.features()), 1, 1};  // [N][H*W] input is already flat
       } else {
-        layers_.push_back(std::make_unique<FlattenLayer>(shape));
-        shape = layers_.back()->out_shape;
+        layers.push_back(std::make_unique<FlattenLayer>(shape));
+        shape = layers.back()->out_shape;
       }
     }
     switch (b.kind) {
-      case Block::Kind::Dense: layers_.push_back(std::make_unique<DenseLayer>(registry, name + ".dense", shape, b.units)); break;
+      case Block::Kind::Dense: layers.push_back(std::make_unique<DenseLayer>(registry, name + ".dense", shape, b.units)); break;
       case Block::Kind::Conv:
-        layers_.push_back(std::make_unique<ConvLayer>(registry, name + ".conv", shape, b.channels, b.kernel, b.stride));
+        layers.push_back(std::make_unique<ConvLayer>(registry, name + ".conv", shape, b.channels, b.kernel, b.stride));
         break;
-      case Block::Kind::Pool: layers_.push_back(std::make_unique<PoolLayer>(shape, b.pool_kind, b.size, b.stride)); break;
-      case Block::Kind::Residual: layers_.push_back(std::make_unique<ResidualLayer>(registry, name + ".residual", shape, b.kernel)); break;
-      case Block::Kind::Dropout: layers_.push_back(std::make_unique<DropoutLayer>(shape, b.rate, i)); break;
-      case Block::Kind::BatchNorm: layers_.push_back(std::make_unique<BatchNormLayer>(registry, name + ".batchnorm", shape)); break;
-      case Block::Kind::Activation: layers_.push_back(std::make_unique<ActivationLayer>(shape, b.activation)); break;
+      case Block::Kind::Pool: layers.push_back(std::make_unique<PoolLayer>(shape, b.pool_kind, b.size, b.stride)); break;
+      case Block::Kind::Residual: layers.push_back(std::make_unique<ResidualLayer>(registry, name + ".residual", shape, b.kernel)); break;
+      case Block::Kind::Dropout: layers.push_back(std::make_unique<DropoutLayer>(shape, b.rate, i)); break;
+      case Block::Kind::BatchNorm: layers.push_back(std::make_unique<BatchNormLayer>(registry, name + ".batchnorm", shape)); break;
+      case Block::Kind::Activation: layers.push_back(std::make_unique<ActivationLayer>(shape, b.activation)); break;
     }
-    shape = layers_.back()->out_shape;
+    shape = layers.back()->out_shape;
   }
+  return layers;
+}
+
+}  // namespace
+
+std::vector<NamedTensor> named_tensors(const Genome& genome, const InputSpec& input) {
+  validate(genome, input);
+  Registry registry;
+  build_layers(genome, input, registry);
+  std::vector<NamedTensor> out;
+  for (const ParamSegment& s : registry.params) out.push_back({s.name, false, s.offset, s.shape});
+  const std::string suffix = ".running_mean_var";
+  for (const ParamSegment& s : registry.states) {
+    if (!s.name.ends_with(suffix) || s.shape.size() != 2 || s.shape[0] != 2)
+      throw std::logic_error("named_tensors: unexpected state segment '" + s.name + "'");
+    const std::string norm = s.name.substr(0, s.name.size() - suffix.size());
+    out.push_back({norm + ".running_mean", true, s.offset, {s.shape[1]}});
+    out.push_back({norm + ".running_var", true, s.offset + s.shape[1], {s.shape[1]}});
+  }
+  return out;
+}
+
+std::string tensor_table_text(const std::vector<NamedTensor>& tensors) {
+  std::string text;
+  for (const NamedTensor& t : tensors) {
+    text += t.name + (t.in_state ? " state " : " params ") + std::to_string(t.offset) + " ";
+    for (std::size_t d = 0; d < t.shape.size(); ++d) {
+      if (d > 0) text += ',';
+      text += std::to_string(t.shape[d]);
+    }
+    text += "\n";
+  }
+  return text;
+}
+
+Network::Network(const Genome& genome, const InputSpec& input) : genome_(genome), input_(input) {
+  validate(genome_, input_);
+  Registry registry;
+  layers_ = build_layers(genome_, input_, registry);
   // Dense/conv followed by ReLU or tanh: on the GPU the activation applies the bias (one pass less;
   // RSI_CUDA_FUSE=0 turns that off for A/B timing). On the CPU a following ReLU is applied in the
   // GEMM's pass (relu_in_gemm): the same bits either way, so it is always on.

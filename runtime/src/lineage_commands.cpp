@@ -1,6 +1,8 @@
 // Commands that read a run's HDF5 lineage: verify, lineage, show, export, eval.
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
+#include <cstring>
 #include <cstdio>
 #include <fstream>
 #include <map>
@@ -142,29 +144,77 @@ int show(const std::string& run, std::uint64_t id) {
   return kExitOk;
 }
 
-int export_model(const std::string& run, std::uint64_t id, const std::string& out) {
-  checkpoints::export_model(run, id, out);
-  std::printf("wrote model %llu of %s to %s\n", static_cast<unsigned long long>(id), run.c_str(), out.c_str());
+int export_model(const std::string& run, std::uint64_t id, const std::string& format, const std::string& out) {
+  if (format == "onnx")
+    checkpoints::export_onnx(run, id, out);
+  else
+    checkpoints::export_model(run, id, out);
+  std::printf("wrote model %llu of %s to %s (%s)\n", static_cast<unsigned long long>(id), run.c_str(), out.c_str(),
+              format.c_str());
   return kExitOk;
 }
 
-int eval(const std::string& file, const std::string& data_dir, int threads) {
-  const scheduler::ModelRecord r = checkpoints::read_exported_model(file);
+// The logits of `net` for every image of `data`, [N][classes] row-major, evaluation mode.
+std::vector<float> logits_of(models::Network& net, const models::Dataset& data) {
+  const int classes = net.input().classes, batch = 256;
+  std::vector<float> out(static_cast<std::size_t>(data.size()) * classes);
+  for (std::int64_t first = 0; first < data.size(); first += batch) {
+    const int n = static_cast<int>(std::min<std::int64_t>(batch, data.size() - first));
+    const kernels::Tensor& logits = net.forward(data.image(first), n, {});
+    std::copy_n(logits.data(), static_cast<std::size_t>(n) * classes, out.begin() + first * classes);
+  }
+  return out;
+}
+
+// A float32 [rows][cols] array as a NumPy .npy file (format 1.0), readable with numpy.load.
+void write_npy(const std::string& path, const std::vector<float>& values, std::int64_t rows, int cols) {
+  std::string header = "{'descr': '<f4', 'fortran_order': False, 'shape': (" + std::to_string(rows) + ", " +
+                       std::to_string(cols) + "), }";
+  header.append(64 - (10 + header.size() + 1) % 64, ' ');  // magic + version + length: 10 bytes; ends in \n
+  header += '\n';
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  const std::uint16_t length = static_cast<std::uint16_t>(header.size());
+  out.write("\x93NUMPY\x01\x00", 8);
+  out.put(static_cast<char>(length & 0xff)).put(static_cast<char>(length >> 8));
+  out << header;
+  out.write(reinterpret_cast<const char*>(values.data()), static_cast<std::streamsize>(values.size() * sizeof(float)));
+  if (!out.flush()) throw std::runtime_error(path + ": cannot write the logits: " + std::strerror(errno));
+}
+
+struct EvalOptions {
+  std::string file, data_dir = models::kFashionMnistDir, logits;
+  int threads = 0;
+  std::int64_t limit = 0;  // the first `limit` test images (0 = all)
+};
+
+int eval(const EvalOptions& o) {
+  const scheduler::ModelRecord r = checkpoints::read_exported_model(o.file);
   if (!r.weights) {
-    std::fprintf(stderr, "rsi eval: %s holds no weights for model %llu\n", file.c_str(), static_cast<unsigned long long>(r.id));
+    std::fprintf(stderr, "rsi eval: %s holds no weights for model %llu\n", o.file.c_str(), static_cast<unsigned long long>(r.id));
     return kExitBadInput;
   }
-  kernels::set_num_threads(threads);
-  models::Network net(models::from_yaml(r.genome_yaml, file));
+  kernels::set_num_threads(o.threads);
+  models::Network net(models::from_yaml(r.genome_yaml, o.file));
   if (static_cast<std::int64_t>(r.weights->params.size()) != net.parameter_count() ||
       static_cast<std::int64_t>(r.weights->state.size()) != net.state().numel()) {
     std::fprintf(stderr, "rsi eval: %s: the weights (%zu values) do not fit the genome (%lld parameters)\n",
-                 file.c_str(), r.weights->params.size(), static_cast<long long>(net.parameter_count()));
+                 o.file.c_str(), r.weights->params.size(), static_cast<long long>(net.parameter_count()));
     return kExitBadInput;
   }
   std::copy(r.weights->params.begin(), r.weights->params.end(), net.parameters().data());
   std::copy(r.weights->state.begin(), r.weights->state.end(), net.state().data());
-  const models::Dataset test = models::load_fashion_mnist_test(data_dir);
+  models::Dataset test = models::load_fashion_mnist_test(o.data_dir);
+  const bool all = o.limit <= 0 || o.limit >= test.size();
+  if (!all) {
+    std::vector<std::int64_t> first(static_cast<std::size_t>(o.limit));
+    for (std::int64_t i = 0; i < o.limit; ++i) first[static_cast<std::size_t>(i)] = i;
+    test = models::subset(test, first);
+  }
+  if (!o.logits.empty()) {
+    write_npy(o.logits, logits_of(net, test), test.size(), net.input().classes);
+    std::printf("wrote the logits [%lld, %d] to %s\n", static_cast<long long>(test.size()), net.input().classes,
+                o.logits.c_str());
+  }
   const models::Evaluation e = models::evaluate(net, test);
   std::printf("model %llu: hidden test accuracy %.4f (recorded %.4f) on %lld images, mean loss %.4f\n",
               static_cast<unsigned long long>(r.id), e.accuracy, r.metrics.test_accuracy,
@@ -172,6 +222,10 @@ int eval(const std::string& file, const std::string& data_dir, int threads) {
   std::printf("per-class:");
   for (double c : e.per_class) std::printf(" %.3f", c);
   std::printf("\n");
+  if (!all) {
+    std::printf("(the first %lld images only: not compared with the recorded accuracy)\n", static_cast<long long>(test.size()));
+    return kExitOk;
+  }
   if (std::abs(e.accuracy - r.metrics.test_accuracy) > 1e-9) {
     std::fprintf(stderr, "rsi eval: the accuracy differs from the recorded one\n");
     return kExitFailure;
@@ -220,28 +274,32 @@ void add_lineage_commands(CLI::App& app, std::function<int()>& run) {
   }
   {
     struct A {
-      std::string dir, out;
+      std::string dir, out, format = "hdf5";
       std::uint64_t id = 0;
     };
     auto a = std::make_shared<A>();
-    CLI::App* cmd = app.add_subcommand("export", "Write one model (genome, weights, metrics, provenance) to a standalone HDF5 file.");
+    CLI::App* cmd = app.add_subcommand("export", "Write one model to a standalone file: HDF5 (genome, weights by name, metrics,\n"
+                                                 "provenance; rsi eval reads it) or ONNX (the network as a graph: input 'image'\n"
+                                                 "[N,1,28,28] in [0,1], output 'logits' [N,10]; genome and run in its metadata).");
     cmd->add_option("run", a->dir, "Run directory")->required()->check(existing_directory());
     cmd->add_option("model", a->id, "Model id")->required();
-    cmd->add_option("--out", a->out, "Output .h5 file")->required();
-    cmd->callback([&run, a] { run = [a] { return guarded("export", [&] { return export_model(a->dir, a->id, a->out); }); }; });
+    cmd->add_option("--format", a->format, "hdf5 | onnx")->capture_default_str()->check(CLI::IsMember({"hdf5", "onnx"}));
+    cmd->add_option("--out", a->out, "Output file (.h5 or .onnx)")->required();
+    cmd->callback([&run, a] {
+      run = [a] { return guarded("export", [&] { return export_model(a->dir, a->id, a->format, a->out); }); };
+    });
   }
   {
-    struct A {
-      std::string file, data_dir = models::kFashionMnistDir;
-      int threads = 0;
-    };
-    auto a = std::make_shared<A>();
+    auto a = std::make_shared<EvalOptions>();
     CLI::App* cmd = app.add_subcommand("eval", "Evaluate an exported model file on the hidden test set; exit code 1 when the\n"
                                                "accuracy differs from the one recorded in the file.");
     cmd->add_option("file", a->file, "Exported model (.h5, from rsi export)")->required()->check(existing_file());
     cmd->add_option("--data-dir", a->data_dir, "Directory with the Fashion-MNIST IDX files")->capture_default_str();
     cmd->add_option("--threads", a->threads, "CPU threads (0 = all cores)")->capture_default_str();
-    cmd->callback([&run, a] { run = [a] { return guarded("eval", [&] { return eval(a->file, a->data_dir, a->threads); }); }; });
+    cmd->add_option("--limit", a->limit, "Evaluate the first N test images only, without comparing with the\n"
+                                         "recorded accuracy (0 = all 10,000)")->capture_default_str()->check(CLI::NonNegativeNumber);
+    cmd->add_option("--logits", a->logits, "Also write the logits [N, 10] as a float32 NumPy .npy file (numpy.load)");
+    cmd->callback([&run, a] { run = [a] { return guarded("eval", [&] { return eval(*a); }); }; });
   }
 }
 

@@ -3,7 +3,7 @@
 # tests/golden/lineage-format1/ is a small Fashion-MNIST lineage (tests/manifests/resume-fashion.yaml,
 # generations 0 and 1, 2 ranks) written by rsi in lineage format 1, whose weight digests started
 # from a wrong FNV offset basis (checkpoints/FORMAT.md, "Format versions"). This rsi writes format 2.
-#   - rsi verify passes on it, and rsi export / rsi eval read its models;
+#   - rsi verify passes on it, and rsi export (HDF5 and ONNX) / rsi eval read its models;
 #   - rsi reproduce re-runs it in format 1 and every generation hash matches the original;
 #   - a resume continues it in format 1 (every new file says format_version 1) and verifies, and
 #     its models are those of a fresh run of the same manifest in format 2 except for the digest text;
@@ -35,6 +35,9 @@ echo "== format 1 verifies"
 "$rsi" export "$tmp/old" 2 --out "$tmp/model2.h5" >/dev/null && "$rsi" eval "$tmp/model2.h5" --threads 1 >"$tmp/eval.log" 2>&1 ||
   { fail "rsi export / eval of a format-1 model:"; cat "$tmp/eval.log" >&2; }
 echo "== its models export and evaluate to their recorded accuracy"
+"$rsi" export "$tmp/old" 2 --format onnx --out "$tmp/model2.onnx" >"$tmp/onnx.log" 2>&1 && [[ -s $tmp/model2.onnx ]] ||
+  { fail "rsi export --format onnx of a format-1 model (no tensor table: derived from the genome):"; cat "$tmp/onnx.log" >&2; }
+echo "== and export to ONNX (python/tests/test_onnx.py runs them in onnxruntime)"
 
 "$rsi" reproduce "$tmp/old" --generations 1 --out "$tmp/reproduced" >"$tmp/reproduce.log" 2>&1 ||
   { fail "rsi reproduce of the format-1 lineage diverged:"; tail -5 "$tmp/reproduce.log" >&2; }

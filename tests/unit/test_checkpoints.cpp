@@ -3,7 +3,8 @@
 // flipped weight byte named by generation, model and field, a truncated newest file skipped on
 // resume, leftover .tmp files, retention of weights (sidecars, population), resume continuity,
 // export / read_exported_model, weight chunks bit for bit those of HDF5's Fletcher32 filter, and the
-// background file digest + LATEST (a lagging LATEST, a kill in that window, errors at the join).
+// background file digest + LATEST (a lagging LATEST, a kill in that window, errors at the join),
+// the named-tensor table (written, exported, verified against the genome) and the ONNX export.
 //   build-dir/tests/test_checkpoints            (about 1 s)
 #include <gtest/gtest.h>
 #include <hdf5.h>
@@ -24,6 +25,8 @@
 #include <vector>
 
 #include "rsi/checkpoints/store.h"
+#include "rsi/models/genome.h"
+#include "rsi/models/network.h"
 #include "rsi/scheduler/record.h"
 
 namespace {
@@ -844,6 +847,136 @@ TEST(Checkpoints, RetentionKeepsTheLastGenerationsAndThePopulation) {
     }
   }
   EXPECT_TRUE(rsi::checkpoints::verify_run(tmp.path()).ok());
+}
+
+// Every model with weights gets a real genome (conv, batch norm, pool, dense on 28x28) and weights
+// of its network's size, the same for a model wherever it appears.
+void give_real_genomes(std::vector<GenerationRecord>& records) {
+  using rsi::models::Block;
+  rsi::models::Genome genome;
+  Block conv, norm, pool, dense;
+  conv.kind = Block::Kind::Conv, conv.channels = 2;
+  norm.kind = Block::Kind::BatchNorm;
+  pool.kind = Block::Kind::Pool, pool.size = 2, pool.stride = 2;
+  dense.kind = Block::Kind::Dense, dense.units = 10;
+  genome.blocks = {conv, norm, pool, dense};
+  const rsi::models::Network net(genome);
+  auto fix = [&](ModelRecord& m) {
+    if (!m.weights) return;
+    auto w = std::make_shared<Weights>();
+    w->params.resize(static_cast<std::size_t>(net.parameter_count()));
+    w->state.resize(static_cast<std::size_t>(net.state().numel()));
+    for (std::size_t i = 0; i < w->params.size(); ++i) w->params[i] = std::cos(static_cast<float>(m.id * 977 + i));
+    for (std::size_t i = 0; i < w->state.size(); ++i) w->state[i] = 1.0f + static_cast<float>(i % 5);
+    m.genome_yaml = rsi::models::to_yaml(genome);
+    m.weights = w;
+    m.weights_digest = rsi::scheduler::weights_digest(*w);
+  };
+  for (auto& r : records) {
+    for (auto& m : r.children) fix(m);
+    for (auto& m : r.population_models) fix(m);
+  }
+}
+
+// Overwrites the bytes of a fixed-length string dataset (same length), as an h5py user could.
+void rewrite_text(const fs::path& file, const std::string& path, const std::string& text) {
+  const hid_t f = H5Fopen(file.c_str(), H5F_ACC_RDWR, H5P_DEFAULT);
+  ASSERT_GE(f, 0);
+  const hid_t d = H5Dopen2(f, path.c_str(), H5P_DEFAULT);
+  ASSERT_GE(d, 0);
+  const hid_t type = H5Dget_type(d);
+  std::string buffer = text;
+  buffer.resize(H5Tget_size(type), '\0');
+  EXPECT_GE(H5Dwrite(d, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, buffer.data()), 0);
+  H5Tclose(type);
+  H5Dclose(d);
+  EXPECT_GE(H5Fclose(f), 0);
+}
+
+std::string read_text(const fs::path& file, const std::string& path) {
+  const hid_t f = H5Fopen(file.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  const hid_t d = H5Dopen2(f, path.c_str(), H5P_DEFAULT);
+  if (d < 0) {
+    H5Fclose(f);
+    return "<absent>";
+  }
+  const hid_t type = H5Dget_type(d);
+  std::string buffer(H5Tget_size(type), '\0');
+  H5Dread(d, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, buffer.data());
+  H5Tclose(type);
+  H5Dclose(d);
+  H5Fclose(f);
+  return buffer.substr(0, buffer.find('\0'));
+}
+
+// FORMAT.md, "Named tensors": every model with weights lists its tensors (derived from the genome,
+// outside the hash chain), in the lineage files and in an exported file; verify checks the table
+// against the genome and names a changed line.
+TEST(Checkpoints, NamedTensorTableIsWrittenExportedAndVerifiedAgainstTheGenome) {
+  TempDir tmp;
+  auto records = synthetic_run(2);
+  give_real_genomes(records);
+  write_run(tmp.path(), records);
+  ASSERT_TRUE(rsi::checkpoints::verify_run(tmp.path()).ok()) << joined(rsi::checkpoints::verify_run(tmp.path()).problems);
+  const ModelRecord& child = records[1].children[0];
+  const fs::path file = tmp.path() / "gen-000001.h5";
+  const std::string path = "models/" + std::to_string(child.id) + "/tensors";
+  const std::string table = read_text(file, path);
+  EXPECT_EQ(table, rsi::models::tensor_table_text(rsi::models::named_tensors(rsi::models::from_yaml(child.genome_yaml))));
+  EXPECT_EQ(table.substr(0, table.find('\n')), "block0.conv.weight params 0 2,1,3,3");
+  EXPECT_NE(table.find("block1.batchnorm.running_var state 2 2\n"), std::string::npos) << table;
+  EXPECT_NE(table.find("block3.dense.weight params 24 10,392\n"), std::string::npos) << table;
+  // A failed child (no weights) has none.
+  EXPECT_EQ(read_text(tmp.path() / "gen-000000.h5", "models/3/tensors"), "<absent>");
+  const fs::path out = tmp.path() / "exported.h5";
+  rsi::checkpoints::export_model(tmp.path(), child.id, out);
+  EXPECT_EQ(read_text(out, "model/tensors"), table);
+
+  // A resume checks the metadata of the generations before the newest, never their tables (verify does).
+  const fs::path first = tmp.path() / "gen-000000.h5";
+  const std::string old = read_text(first, "models/1/tensors");
+  rewrite_text(first, "models/1/tensors", std::string(old.size(), 'x'));
+  EXPECT_EQ(rsi::checkpoints::find_resume_point(tmp.path()).generation, 1);
+  EXPECT_TRUE(contains(rsi::checkpoints::verify_run(tmp.path()).problems, "gen-000000.h5: model 1: tensors: line 1"))
+      << joined(rsi::checkpoints::verify_run(tmp.path()).problems);
+  rewrite_text(first, "models/1/tensors", old);
+
+  std::string changed = table;
+  changed.replace(changed.find("10,392"), 6, "392,10");
+  rewrite_text(file, path, changed);
+  const auto report = rsi::checkpoints::verify_run(tmp.path());
+  EXPECT_TRUE(contains(report.problems, "gen-000001.h5: model " + std::to_string(child.id) + ": tensors: line ",
+                       "392,10"))
+      << joined(report.problems);
+  rewrite_text(out, "model/tensors", changed);
+  EXPECT_THROW(rsi::checkpoints::read_exported_model(out), CheckpointError);
+}
+
+// rsi export --format onnx (python/tests/test_onnx.py runs the graphs in onnxruntime): a protobuf
+// ModelProto (field 1, ir_version 8, first) with the documented interface and the table's names;
+// a model without weights is refused by name.
+TEST(Checkpoints, OnnxExportWritesTheGraphAndRefusesAModelWithoutWeights) {
+  if (!rsi::checkpoints::onnx_export_available()) GTEST_SKIP() << "built without ONNX (libonnx-dev)";
+  TempDir tmp;
+  auto records = synthetic_run(1);
+  give_real_genomes(records);
+  write_run(tmp.path(), records);
+  const fs::path out = tmp.path() / "m1.onnx";
+  rsi::checkpoints::export_onnx(tmp.path(), 1, out);
+  EXPECT_FALSE(fs::exists(out.string() + ".tmp"));
+  const std::string bytes = slurp(out);
+  ASSERT_GE(bytes.size(), 2u);
+  EXPECT_EQ(bytes.substr(0, 2), std::string("\x08\x08"));
+  for (const char* name : {"image", "logits", "block0.conv.weight", "block1.batchnorm.running_var", "Gemm",
+                           "BatchNormalization", "MaxPool", "genome", "synthetic"})
+    EXPECT_NE(bytes.find(name), std::string::npos) << name;
+  try {
+    rsi::checkpoints::export_onnx(tmp.path(), 3, tmp.path() / "m3.onnx");  // the failed child
+    FAIL() << "exported a model without weights";
+  } catch (const CheckpointError& e) {
+    EXPECT_NE(std::string(e.what()).find("model 3: has no weights (status failed)"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(fs::exists(tmp.path() / "m3.onnx"));
 }
 
 TEST(Checkpoints, ExportAndReadBack) {

@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <map>
 
 #include "rsi/kernels/ops.h"
 #include "rsi/models/network.h"
@@ -239,4 +240,38 @@ TEST(Trainer, DistillationPullsTheStudentTowardsTheTeacher) {
   const auto e = models::evaluate(net, data);
   EXPECT_GT(e.per_class[2], 0.99);
   EXPECT_LT(e.per_class[0], 0.05);
+}
+
+// The named-tensor table (checkpoints/FORMAT.md, "Named tensors") tiles both flat buffers exactly,
+// in order, with the shapes a reader rebuilds the network from.
+TEST(Network, NamedTensorsTileTheFlatBuffersWithTheirShapes) {
+  const models::Genome genome = every_block_genome();
+  const models::Network net(genome, kSmall);
+  const auto tensors = models::named_tensors(genome, kSmall);
+  std::int64_t params = 0, state = 0;
+  std::map<std::string, std::vector<std::int64_t>> shapes;
+  for (const auto& t : tensors) {
+    std::int64_t n = 1;
+    for (std::int64_t d : t.shape) n *= d;
+    std::int64_t& next = t.in_state ? state : params;
+    EXPECT_EQ(t.offset, next) << t.name;
+    next += n;
+    shapes[t.name] = t.shape;
+  }
+  EXPECT_EQ(params, net.parameter_count());
+  EXPECT_EQ(state, net.state().numel());
+  using S = std::vector<std::int64_t>;
+  EXPECT_EQ(shapes.at("block0.conv.weight"), (S{4, 1, 3, 3}));  // OIHW
+  EXPECT_EQ(shapes.at("block0.conv.bias"), (S{4}));
+  EXPECT_EQ(shapes.at("block1.batchnorm.gamma"), (S{4}));
+  EXPECT_EQ(shapes.at("block1.batchnorm.running_var"), (S{4}));
+  EXPECT_EQ(shapes.at("block3.residual.conv2.weight"), (S{4, 4, 3, 3}));
+  EXPECT_EQ(shapes.at("block3.residual.bn2.running_mean"), (S{4}));
+  EXPECT_EQ(shapes.at("block5.conv.weight"), (S{5, 4, 1, 1}));
+  EXPECT_EQ(shapes.at("block8.dense.weight"), (S{7, 5 * 2 * 2}));  // [out][in], in = C*H*W of the flatten
+  EXPECT_EQ(shapes.at("block9.batchnorm.beta"), (S{7}));
+  EXPECT_EQ(shapes.at("block11.dense.bias"), (S{3}));
+  const std::string text = models::tensor_table_text(tensors);
+  EXPECT_EQ(text.substr(0, text.find('\n')), "block0.conv.weight params 0 4,1,3,3");
+  EXPECT_NE(text.find("\nblock1.batchnorm.running_var state 4 4\n"), std::string::npos) << text;
 }

@@ -182,6 +182,14 @@ ResumePoint find_resume_point(const std::filesystem::path& dir, std::vector<std:
 
 // Standalone model file (rsi export) and reading it back (rsi eval).
 void export_model(const std::filesystem::path& run_dir, std::uint64_t model_id, const std::filesystem::path& out);
+// The same model as an ONNX file (rsi export --format onnx; FORMAT.md, "ONNX export"): opset 13,
+// standard operators, input "image" [N, 1, 28, 28] (float pixels in [0, 1]), output "logits"
+// [N, 10], the genome and the run in metadata_props; checked with ONNX's checker before it is
+// written (.tmp, fsync, rename). Throws CheckpointError for a model without weights, and when this
+// rsi was built without ONNX (libonnx-dev) saying how to get it.
+void export_onnx(const std::filesystem::path& run_dir, std::uint64_t model_id, const std::filesystem::path& out);
+// Whether this rsi was built with the ONNX exporter.
+bool onnx_export_available();
 scheduler::ModelRecord read_exported_model(const std::filesystem::path& file);
 
 }  // namespace rsi::checkpoints

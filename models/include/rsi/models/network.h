@@ -30,7 +30,24 @@ struct ParamSegment {
   bool decay = true;      // weight decay applies (weights yes; biases and norm parameters no)
   std::int64_t fan_in = 0;  // for initialisation
   enum class Init { Uniform, Ones, Zeros } init = Init::Uniform;
+  std::vector<std::int64_t> shape;  // row-major; its product is size
 };
+
+// One tensor of a network's flat buffers, as the lineage files list them (checkpoints/FORMAT.md,
+// "Named tensors"): the parameter segments in order, then each batch norm's running mean and
+// running variance (the halves of its "running_mean_var" state segment) as two tensors.
+struct NamedTensor {
+  std::string name;        // "block3.conv.weight", "block2.batchnorm.running_var"
+  bool in_state = false;   // in Network::state() (norm statistics), else in parameters()
+  std::int64_t offset = 0; // into that buffer, in floats
+  std::vector<std::int64_t> shape;
+  bool operator==(const NamedTensor&) const = default;
+};
+// The tensors of the network built from `genome`, without allocating its buffers (throws
+// GenomeError as Network does for a genome that does not build).
+std::vector<NamedTensor> named_tensors(const Genome& genome, const InputSpec& input = {});
+// The table as text, one line per tensor: "<name> <params|state> <offset> <d0>,<d1>,...\n".
+std::string tensor_table_text(const std::vector<NamedTensor>& tensors);
 
 class Layer;
 
