@@ -258,7 +258,7 @@ TEST(Manifest, CudaSettingsComeFromTheManifestAndTheEnvironmentOverrides) {
 // A lineage written before the self-improvement keys existed resumes under a manifest that leaves
 // them at their defaults (absent there = default here), and not under one that turns one on.
 TEST(Manifest, KeysAddedLaterMatchTheirDefaultsInOlderLineages) {
-  const std::string path = kSource + "/experiments/quickstart.yaml";
+  const std::string path = kSource + "/tests/manifests/resume-fashion.yaml";
   const std::string current = rsi::runtime::resolved_yaml(rsi::runtime::load_manifest(path));
   YAML::Node older = YAML::Load(current);
   for (const char* key : {"strategy", "freeze_genes", "deduplicate", "redesign_attempts", "extended_recipe", "predictor", "rungs",
