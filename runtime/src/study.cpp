@@ -31,9 +31,35 @@ bool valid_name(const std::string& v) {
 }
 const char* const kNameRule = "a name of letters, digits, '-', '_' and '.' (up to 40, not starting with '.')";
 
+// Emits a node as the user wrote it, quoting included: yaml-cpp's emitter drops the "!" tag of a
+// quoted scalar, and "8" would come back as the number 8, which the manifest loader must refuse
+// where a number is expected (as it does in a manifest).
+void emit(YAML::Emitter& out, const YAML::Node& node) {
+  if (node.IsMap()) {
+    out << YAML::BeginMap;
+    for (const auto& kv : node) {
+      out << YAML::Key;
+      emit(out, kv.first);
+      out << YAML::Value;
+      emit(out, kv.second);
+    }
+    out << YAML::EndMap;
+  } else if (node.IsSequence()) {
+    out << YAML::BeginSeq;
+    for (const auto& item : node) emit(out, item);
+    out << YAML::EndSeq;
+  } else if (node.IsScalar()) {
+    if (node.Tag() == "!") out << YAML::DoubleQuoted;
+    out << node.Scalar();
+  } else {
+    out << YAML::Null;
+  }
+}
+
 std::string flow_text(const YAML::Node& node) {
   YAML::Emitter out;
-  out << YAML::Flow << node;
+  out << YAML::Flow;
+  emit(out, node);
   return out.c_str();
 }
 
@@ -132,7 +158,7 @@ std::string manifest_text_with(const Study& study, const std::vector<StudyOverri
   set_key(root, "run.seed", YAML::Node(seed));
   set_key(root, "output.directory", YAML::Node(run_dir));
   YAML::Emitter out;
-  out << root;
+  emit(out, root);
   return std::string(out.c_str()) + "\n";
 }
 
