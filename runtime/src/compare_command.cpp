@@ -140,8 +140,13 @@ std::vector<ComparedArm> read_compared_arms(const std::vector<std::string>& path
   };
   for (const auto& path : paths) {
     const fs::path index = fs::path(path) / kStudyIndexFile;
-    if (!fs::exists(index)) {  // a plain run: its own arm, named by its directory
-      ComparedArm& arm = arm_named(fs::path(path).lexically_normal().string(), path);
+    if (!fs::exists(index)) {  // a plain run: its own arm, named by its directory (by its path when taken)
+      fs::path normal = fs::path(path).lexically_normal();
+      if (normal.filename().empty()) normal = normal.parent_path();
+      std::string name = normal.filename().string();
+      for (const auto& other : arms)
+        if (other.name == name) name = normal.string();
+      ComparedArm& arm = arm_named(name, path);
       arm.runs.push_back(read_compared_run(path, thresholds, std::nullopt));
       continue;
     }
