@@ -247,14 +247,18 @@ int compare_main(const CompareArgs& a) {
   const std::string baseline = a.baseline.empty() ? study_baseline : a.baseline;
   if (!baseline.empty()) {
     const auto it = std::find_if(c.arms.begin(), c.arms.end(), [&](const ComparedArm& x) { return x.name == baseline; });
-    if (it == c.arms.end()) {
+    if (it == c.arms.end() && a.baseline.empty()) {
+      std::fprintf(stderr, "rsi compare: the study's baseline %s has no run yet; the baseline is %s instead\n",
+                   baseline.c_str(), c.arms.front().name.c_str());
+    } else if (it == c.arms.end()) {
       std::string names;
       for (const auto& arm : c.arms) names += (names.empty() ? "" : ", ") + arm.name;
       std::fprintf(stderr, "rsi compare: --baseline %s: no such arm; the arms are %s\n", baseline.c_str(),
                    names.c_str());
       return kExitUsage;
+    } else {
+      c.baseline = static_cast<std::size_t>(it - c.arms.begin());
     }
-    c.baseline = static_cast<std::size_t>(it - c.arms.begin());
   }
   for (const auto& arm : c.arms) c.summaries.push_back(summarise_arm(arm, c.arms[c.baseline], c.metrics));
   std::fputs((a.json ? comparison_json(c) : comparison_text(c)).c_str(), stdout);

@@ -119,7 +119,7 @@ std::string capability_figure(const Comparison& c) {
   if (!all.empty()) {
     const auto [lo, hi] = padded_range(all, 0.0, 1.0);
     const Plot p(g0, g1, lo, hi);
-    svg = svg_open() + p.axes("generation", "hidden-test accuracy of the best-by-validation model", true);
+    svg = svg_open() + p.axes("generation", "hidden test of the best by validation", true);
     for (std::size_t a = 0; a < bands.size(); ++a) svg += p.band(bands[a].low, bands[a].high, kPalette[a % 10]);
     for (double t : c.thresholds)
       if (t > lo && t < hi)
