@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -41,6 +42,7 @@ struct PlannedRun {
   std::uint64_t seed = 0;
   fs::path dir;
   std::string manifest_text, manifest_hash;
+  int monitoring_port = 0;
   std::string label() const { return dir.parent_path().filename().string() + "/" + dir.filename().string(); }
 };
 
@@ -48,10 +50,11 @@ std::vector<PlannedRun> plan_runs(const Study& study, const fs::path& out) {
   std::vector<PlannedRun> runs;
   for (std::size_t a = 0; a < study.arms.size(); ++a)
     for (const std::uint64_t seed : study.seeds) {
-      PlannedRun r{a, seed, out / study.arms[a].name / ("seed-" + std::to_string(seed)), {}, {}};
+      PlannedRun r{a, seed, out / study.arms[a].name / ("seed-" + std::to_string(seed)), {}, {}, 0};
       const RunConfig config = study_run_config(study, a, seed, fs::absolute(r.dir).lexically_normal().string());
       r.manifest_text = resolved_yaml(config);
       r.manifest_hash = manifest_hash(r.manifest_text);
+      r.monitoring_port = config.monitoring.port;
       runs.push_back(std::move(r));
     }
   return runs;
@@ -235,6 +238,13 @@ int study_main(const StudyArgs& a) {
     study = load_study(a.file);
     const fs::path dir = a.out.empty() ? fs::path("runs") / study.name : fs::path(a.out);
     runs = plan_runs(study, dir);
+    const auto serving = std::find_if(runs.begin(), runs.end(), [](const PlannedRun& r) { return r.monitoring_port; });
+    if (a.jobs > 1 && serving != runs.end()) {
+      std::fprintf(stderr, "rsi study: %s: run %s serves metrics on monitoring.port %d, which runs side by side "
+                   "(--jobs %d) would share; use --jobs 1, or override monitoring.port: 0 in the arms\n",
+                   a.file.c_str(), serving->label().c_str(), serving->monitoring_port, a.jobs);
+      return kExitUsage;
+    }
     if (a.dry_run) {
       print_plan(study, runs, dir);
       return kExitOk;
