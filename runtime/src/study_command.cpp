@@ -43,6 +43,7 @@ struct PlannedRun {
   fs::path dir;
   std::string manifest_text, manifest_hash;
   int monitoring_port = 0;
+  int job_ranks = 1;  // cluster.nodes x cluster.tasks_per_node: the shape of a submitted job
   std::string label() const { return dir.parent_path().filename().string() + "/" + dir.filename().string(); }
 };
 
@@ -50,11 +51,12 @@ std::vector<PlannedRun> plan_runs(const Study& study, const fs::path& out) {
   std::vector<PlannedRun> runs;
   for (std::size_t a = 0; a < study.arms.size(); ++a)
     for (const std::uint64_t seed : study.seeds) {
-      PlannedRun r{a, seed, out / study.arms[a].name / ("seed-" + std::to_string(seed)), {}, {}, 0};
+      PlannedRun r{a, seed, out / study.arms[a].name / ("seed-" + std::to_string(seed)), {}, {}, 0, 1};
       const RunConfig config = study_run_config(study, a, seed, fs::absolute(r.dir).lexically_normal().string());
       r.manifest_text = resolved_yaml(config);
       r.manifest_hash = manifest_hash(r.manifest_text);
       r.monitoring_port = config.monitoring.port;
+      r.job_ranks = config.cluster.nodes * config.cluster.tasks_per_node;
       runs.push_back(std::move(r));
     }
   return runs;
@@ -228,8 +230,57 @@ void write_study_files(const Study& study, const std::vector<PlannedRun>& runs, 
 struct StudyArgs {
   std::string file, out;
   int jobs = 1;
-  bool dry_run = false;
+  bool dry_run = false, submit = false;
+  std::vector<std::string> sbatch_args;
 };
+
+// A process of `args` with this process's stdin, stdout and stderr; its exit code (-1: not started).
+int run_attached(std::vector<std::string> args) {
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  pid_t pid = -1;
+  if (posix_spawn(&pid, argv[0], nullptr, nullptr, argv.data(), environ) != 0) return -1;
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0)
+    if (errno != EINTR) return -1;
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+// --submit: one Slurm job per unfinished run, each rendered and submitted by `rsi submit` of this
+// binary from the run's manifest (the same script, preemption and requeue as any run; not a job
+// array). The job's shape is the manifest's cluster: keys, so it must match the study's ranks.
+int submit_runs(const Study& study, const std::vector<PlannedRun>& runs, const StudyArgs& a) {
+  for (const auto& r : runs)
+    if (r.job_ranks != study.ranks) {
+      std::fprintf(stderr, "rsi study: --submit: run %s would be a job of %d rank(s) (its manifest's cluster.nodes x "
+                   "cluster.tasks_per_node) but the study asks for ranks: %d; make them agree\n",
+                   r.label().c_str(), r.job_ranks, study.ranks);
+      return kExitUsage;
+    }
+  const std::string rsi = fs::read_symlink("/proc/self/exe").string();
+  int failed = 0;
+  for (std::size_t k = 0; k < runs.size(); ++k) {
+    const PlannedRun& r = runs[k];
+    const std::string counter = "[" + std::to_string(k + 1) + "/" + std::to_string(runs.size()) + "] ";
+    if (finished_before(r)) {
+      std::printf("%s%s: finished before (%s), not submitted\n", counter.c_str(), r.label().c_str(), kStudyDoneFile);
+      continue;
+    }
+    prepare_run(r);
+    std::vector<std::string> args = {rsi, "submit", (r.dir / "manifest.yaml").string()};
+    if (a.dry_run) args.emplace_back("--dry-run");
+    for (const auto& s : a.sbatch_args) args.push_back("--sbatch-arg=" + s);
+    std::printf("%s%s: rsi submit %s%s\n", counter.c_str(), r.label().c_str(), args[2].c_str(),
+                a.dry_run ? " --dry-run" : "");
+    std::fflush(stdout);
+    if (const int rc = run_attached(args); rc != 0) {
+      std::fprintf(stderr, "rsi study: %s: rsi submit failed (exit code %d)\n", r.label().c_str(), rc);
+      ++failed;
+    }
+  }
+  return failed > 0 ? kExitFailure : kExitOk;
+}
 
 int study_main(const StudyArgs& a) {
   Study study;
@@ -245,11 +296,12 @@ int study_main(const StudyArgs& a) {
                    a.file.c_str(), serving->label().c_str(), serving->monitoring_port, a.jobs);
       return kExitUsage;
     }
-    if (a.dry_run) {
+    if (a.dry_run && !a.submit) {
       print_plan(study, runs, dir);
       return kExitOk;
     }
     write_study_files(study, runs, dir);
+    if (a.submit) return submit_runs(study, runs, a);
     std::printf("rsi study %s: %zu arm(s) x %zu seed(s) = %zu runs in %s, %d at once, %d rank(s) each\n",
                 study.name.c_str(), study.arms.size(), study.seeds.size(), runs.size(), dir.string().c_str(),
                 a.jobs, study.ranks);
@@ -299,7 +351,14 @@ void add_study_command(CLI::App& app, std::function<int()>& run) {
       ->check(CLI::Range(1, 256));
   cmd->add_flag("--dry-run", a->dry_run,
                 "Validate the study and print its runs (arm, seed, directory, overrides; finished ones marked)\n"
-                "without running or writing anything");
+                "without running or writing anything; with --submit, print each job's script instead of submitting");
+  cmd->add_flag("--submit", a->submit,
+                "Submit each unfinished run as a Slurm job of its own (`rsi submit RUN/manifest.yaml`: the\n"
+                "manifest's cluster: keys, preemption and requeue as for any run) instead of running it here.\n"
+                "When the jobs have ended, `rsi study` without --submit marks them finished (each `rsi run`\n"
+                "resumes at its end and exits 0) or reruns what did not finish");
+  cmd->add_option("--sbatch-arg", a->sbatch_args, "With --submit: an extra sbatch option for every job; repeatable,\n"
+                  "the = form: --sbatch-arg=--qos=high");
   cmd->callback([&run, a] {
     run = [a] { return study_main(*a); };
   });

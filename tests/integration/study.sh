@@ -12,7 +12,8 @@
 #   5. the compare HTML page is self-contained and renders in headless Chromium (a non-blank
 #      screenshot; a capability chart with a median mark per arm and generation; a table row per arm
 #      and metric). Skipped (and said so) without chromium.
-# About 30 s on 2 cores.
+# Also: --submit --dry-run prints one sbatch script per run (real Slurm: not exercised here). About
+# 20 s on 2 cores.
 #   RSI=build/runtime/rsi bash tests/integration/study.sh BUILD_DIR SOURCE_DIR
 set -euo pipefail
 build_dir=${1:?usage: study.sh BUILD_DIR SOURCE_DIR}
@@ -45,6 +46,12 @@ grep -q "2 arm(s) x 2 seed(s) = 4 runs" "$tmp/dry.log" || { cat "$tmp/dry.log" >
 grep -q "arm tournament: selection.kind=tournament selection.tournament_size=2" "$tmp/dry.log" ||
   { cat "$tmp/dry.log" >&2; fail "the dry run does not show the overrides"; }
 [ ! -e "$tmp/reference" ] || fail "--dry-run wrote $tmp/reference"
+
+"$rsi" study "$tmp/tiny.yaml" --out "$tmp/submitted" --submit --dry-run --sbatch-arg=--qos=high >"$tmp/submit.log" 2>&1 ||
+  { cat "$tmp/submit.log" >&2; fail "--submit --dry-run"; }
+(($(grep -c '^#SBATCH --qos=high$' "$tmp/submit.log") == 4)) && grep -q "^#SBATCH --job-name=tiny.tournament.seed-4$" "$tmp/submit.log" &&
+  grep -q "^manifest='$tmp/submitted/tournament/seed-4/manifest.yaml'$" "$tmp/submit.log" ||
+  { cat "$tmp/submit.log" >&2; fail "--submit --dry-run does not print one job script per run"; }
 
 echo "== undisturbed study, 2 runs at once"
 start=$SECONDS
