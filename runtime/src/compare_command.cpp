@@ -156,8 +156,10 @@ std::vector<ComparedArm> read_compared_arms(const std::vector<std::string>& path
     while (std::getline(in, line)) {
       std::istringstream row(line);
       std::string name, seed, dir, baseline;
-      if (!std::getline(row, name, '\t') || !std::getline(row, seed, '\t') || !std::getline(row, dir, '\t') ||
-          !std::getline(row, baseline, '\t'))
+      const bool parsed = std::getline(row, name, '\t') && std::getline(row, seed, '\t') &&
+                          std::getline(row, dir, '\t') && std::getline(row, baseline, '\t') && !seed.empty() &&
+                          seed.find_first_not_of("0123456789") == std::string::npos && seed.size() <= 19;
+      if (!parsed)
         throw checkpoints::CheckpointError(index.string() + ": a line is not 'arm<TAB>seed<TAB>directory<TAB>baseline'");
       if (baseline == "1" && study_baseline && study_baseline->empty()) *study_baseline = name;
       ComparedArm& arm = arm_named(name, path);
