@@ -9,7 +9,9 @@
 #      times (measured, not deterministic: every such key contains "wall") and the directories;
 #   4. a study whose arm changed after its runs finished: those runs refuse the other manifest (exit 3
 #      of rsi run), the study names each with its exit code and log, and exits 1;
-#   5. the compare HTML page is self-contained and renders in headless Chromium (a non-blank
+#   5. predictor quality is read where generation files carry predictor_rank_correlation, and is
+#      null where they do not;
+#   6. the compare HTML page is self-contained and renders in headless Chromium (a non-blank
 #      screenshot; a capability chart with a median mark per arm and generation; a table row per arm
 #      and metric). Skipped (and said so) without chromium.
 # Also: --submit --dry-run prints one sbatch script per run (real Slurm: not exercised here). About
@@ -78,7 +80,7 @@ grep -q "\[2/4\] truncation/seed-4: started" "$tmp/killed.log" || { cat "$tmp/ki
 sleep 0.8  # into the second run: a generation or two durable
 procs=$(pgrep -s "$pid" | wc -l)
 pkill -9 -s "$pid" || true
-wait "$pid" 2>/dev/null || true
+wait "$pid" 2>/dev/null || true  # bash then prints its own "Killed" notice for the job: expected
 for _ in $(seq 50); do pgrep -s "$pid" >/dev/null || break; sleep 0.1; done
 if pgrep -s "$pid" >/dev/null; then pgrep -a -s "$pid" >&2; fail "processes of the killed study survived"; fi
 [ -f "$tmp/killed/truncation/seed-3/study-run.done" ] || fail "the first run was not marked finished before the kill"
@@ -125,6 +127,28 @@ print(f"   equal; tournament vs truncation, final hidden test: {t['difference'][
       f"[{t['difference']['ci'][0]:+.4f}, {t['difference']['ci'][1]:+.4f}], won {t['wins']} of 2")
 EOF
 grep -q "^arm tournament: 2 run(s), seeds 3 4" "$tmp/compare.txt" || { cat "$tmp/compare.txt" >&2; fail "the text table"; }
+
+echo "== predictor quality where the lineage records it (an attribute added to copies of two runs)"
+mkdir "$tmp/predicted"
+cp -r "$tmp/killed/tournament/seed-3" "$tmp/predicted/p3"
+cp -r "$tmp/killed/tournament/seed-4" "$tmp/predicted/p4"
+/usr/bin/python3 - "$tmp/predicted" <<'PY'
+import glob, sys, h5py
+for run, value in (('p3', 0.5), ('p4', 0.25)):
+    for i, f in enumerate(sorted(glob.glob(f'{sys.argv[1]}/{run}/gen-*.h5'))):
+        with h5py.File(f, 'r+') as h:  # a float64 scalar, as a lineage that has it writes it
+            h.attrs['predictor_rank_correlation'] = value + 0.1 * (i % 2)  # mean over 6: value + 0.05
+PY
+"$rsi" compare "$tmp/predicted/p3" "$tmp/predicted/p4" "$tmp/reference/truncation/seed-3" --json >"$tmp/predicted.json" ||
+  fail "rsi compare with predictor_rank_correlation"
+python3 - "$tmp/predicted.json" <<'PY'
+import json, sys
+arms = {a['name']: a for a in json.load(open(sys.argv[1]))['arms']}
+got = [arms[n]['runs'][0]['predictor_rank_correlation'] for n in ('p3', 'p4', 'seed-3')]
+if abs(got[0] - 0.55) > 1e-9 or abs(got[1] - 0.3) > 1e-9 or got[2] is not None:
+    sys.exit(f'FAIL: predictor_rank_correlation per run {got}, expected [0.55, 0.3, None]')
+print(f'   mean predictor_rank_correlation per run: {got} (None: not in that lineage)')
+PY
 
 echo "== an arm changed after its runs finished: they refuse the other manifest"
 write_study "$tmp/changed.yaml" 3
