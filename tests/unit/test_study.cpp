@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <filesystem>
 #include <string>
 
 #include "rsi/runtime/study.h"
@@ -49,6 +50,15 @@ TEST(StudyFile, ValidStudyWithDefaults) {
   EXPECT_EQ(s.arms[1].overrides[0].position, "study.yaml:5:17");
   EXPECT_EQ(s.seeds, (std::vector<std::uint64_t>{5, 6, 7}));
   EXPECT_EQ(s.ranks, 1);
+}
+
+TEST(StudyFile, ShippedStudiesValidate) {
+  for (const auto& entry : std::filesystem::directory_iterator(std::string(RSI_SOURCE_DIR) + "/experiments/studies")) {
+    if (entry.path().extension() != ".yaml") continue;
+    SCOPED_TRACE(entry.path().string());
+    const Study s = rsi::runtime::load_study(entry.path().string());
+    EXPECT_FALSE(s.arms.empty());
+  }
 }
 
 TEST(StudyFile, RunConfigCarriesOverridesSeedAndDirectory) {
