@@ -124,7 +124,8 @@ std::string threshold_text(double threshold) {
   return buf;
 }
 
-std::vector<ComparedArm> read_compared_arms(const std::vector<std::string>& paths, const std::vector<double>& thresholds,
+std::vector<ComparedArm> read_compared_arms(const std::vector<std::string>& paths,
+                                            const std::vector<double>& thresholds,
                                             std::string* study_baseline) {
   std::vector<ComparedArm> arms;
   auto arm_named = [&arms](const std::string& name, const std::string& source) -> ComparedArm& {
@@ -160,7 +161,8 @@ std::vector<ComparedArm> read_compared_arms(const std::vector<std::string>& path
                           std::getline(row, dir, '\t') && std::getline(row, baseline, '\t') && !seed.empty() &&
                           seed.find_first_not_of("0123456789") == std::string::npos && seed.size() <= 19;
       if (!parsed)
-        throw checkpoints::CheckpointError(index.string() + ": a line is not 'arm<TAB>seed<TAB>directory<TAB>baseline'");
+        throw checkpoints::CheckpointError(index.string() +
+                                           ": a line is not 'arm<TAB>seed<TAB>directory<TAB>baseline'");
       if (baseline == "1" && study_baseline && study_baseline->empty()) *study_baseline = name;
       ComparedArm& arm = arm_named(name, path);
       const fs::path run = fs::path(path) / dir;
@@ -248,7 +250,8 @@ int compare_main(const CompareArgs& a) {
   }
   const std::string baseline = a.baseline.empty() ? study_baseline : a.baseline;
   if (!baseline.empty()) {
-    const auto it = std::find_if(c.arms.begin(), c.arms.end(), [&](const ComparedArm& x) { return x.name == baseline; });
+    const auto it =
+        std::find_if(c.arms.begin(), c.arms.end(), [&](const ComparedArm& x) { return x.name == baseline; });
     if (it == c.arms.end() && a.baseline.empty()) {
       std::fprintf(stderr, "rsi compare: the study's baseline %s has no run yet; the baseline is %s instead\n",
                    baseline.c_str(), c.arms.front().name.c_str());

@@ -181,7 +181,8 @@ std::string comparison_text(const Comparison& c) {
       << seeds_text(arm) << " (" << arm.source << ")\n";
     for (const auto& m : arm.missing) o << "  (no generation yet, left out: " << m << ")\n";
     std::snprintf(line, sizeof line, "  %-52s %5s %12s  %-24s", "metric", "n", "mean", "95% CI");
-    o << line << (a == c.baseline ? "" : "  vs baseline (paired by seed)   95% CI                 won/lost/tied") << "\n";
+    o << line << (a == c.baseline ? "" : "  vs baseline (paired by seed)   95% CI                 won/lost/tied")
+      << "\n";
     for (std::size_t k = 0; k < c.metrics.size(); ++k) {
       const Metric& m = c.metrics[k];
       const Estimate& e = c.summaries[a].estimates[k];

@@ -172,8 +172,8 @@ class Plot {
   }
 
   // A filled band between two curves over the same x (lower and upper), drawn under the lines.
-  std::string band(const std::vector<std::pair<double, double>>& lower, const std::vector<std::pair<double, double>>& upper,
-                   const std::string& color) const {
+  std::string band(const std::vector<std::pair<double, double>>& lower,
+                   const std::vector<std::pair<double, double>>& upper, const std::string& color) const {
     std::ostringstream s;
     s << "<polygon class=\"band\" fill=\"" << color << "\" fill-opacity=\"0.18\" stroke=\"none\" points=\"";
     for (const auto& [a, b] : lower) s << px(x(a)) << "," << px(y(b)) << " ";

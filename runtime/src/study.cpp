@@ -224,7 +224,8 @@ Study parse_study(const std::string& text, const std::string& source, const std:
   }
   if (top.has("baseline")) {
     const auto name = top.value<std::string>("baseline", "");
-    const auto it = std::find_if(study.arms.begin(), study.arms.end(), [&](const StudyArm& a) { return a.name == name; });
+    const auto it =
+        std::find_if(study.arms.begin(), study.arms.end(), [&](const StudyArm& a) { return a.name == name; });
     if (it == study.arms.end()) {
       std::string names;
       for (const auto& a : study.arms) names += (names.empty() ? "" : ", ") + a.name;

@@ -155,7 +155,9 @@ class StudyRunner {
   }
 
  private:
-  std::string counter(std::size_t k) const { return "[" + std::to_string(k + 1) + "/" + std::to_string(runs_.size()) + "]"; }
+  std::string counter(std::size_t k) const {
+    return "[" + std::to_string(k + 1) + "/" + std::to_string(runs_.size()) + "]";
+  }
   std::string elapsed() const {
     return fmt_seconds(std::chrono::duration<double>(Clock::now() - start_).count());
   }
