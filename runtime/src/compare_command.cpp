@@ -65,7 +65,9 @@ ComparedRun read_compared_run(const fs::path& dir, const std::vector<double>& th
     wall += rec.seconds;
     diversity += rec.diversity;
     if (rec.generation > 0) skill_x.push_back(rec.generation), skill_y.push_back(rec.design_skill);
-    if (const auto p = checkpoints::read_generation_real(file, "predictor_rank_correlation")) predictor.push_back(*p);
+    // NaN where a generation had too few predictions to correlate (checkpoints/FORMAT.md): left out.
+    if (const auto p = checkpoints::read_generation_real(file, "predictor_rank_correlation"); p && std::isfinite(*p))
+      predictor.push_back(*p);
     for (std::size_t t = 0; t < thresholds.size(); ++t)
       if (!r.reached[t] && rec.best_model_test >= thresholds[t])
         r.reached[t] = Reached{rec.generation, rec.model_seconds, wall};
