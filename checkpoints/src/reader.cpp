@@ -411,6 +411,17 @@ std::pair<detail::ModelGroup, std::shared_ptr<const Weights>> read_checked(hid_t
 
 }  // namespace
 
+std::optional<double> read_generation_real(const fs::path& file, const std::string& name) {
+  h5::silence();
+  h5::Handle f = h5::open_file(file.string());
+  if (!h5::has_attr(f.get(), name)) return std::nullopt;
+  try {
+    return h5::read_f64(f.get(), name);
+  } catch (const CheckpointError& e) {
+    throw CheckpointError(file.filename().string() + ": " + e.what());
+  }
+}
+
 StoredGeneration read_generation(const fs::path& file, bool weights) {
   h5::silence();
   try {

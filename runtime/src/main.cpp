@@ -18,6 +18,8 @@ int main(int argc, char** argv) {
   rsi::runtime::add_validate_command(app, run);
   rsi::runtime::add_lineage_commands(app, run);
   rsi::runtime::add_report_command(app, run);
+  rsi::runtime::add_study_command(app, run);
+  rsi::runtime::add_compare_command(app, run);
   rsi::runtime::add_submit_command(app, run);
   rsi::runtime::add_governance_commands(app, run);
   // `rsi stauts RUN` would otherwise read as a missing subcommand, and `rsi nosuch --help` print

@@ -4,6 +4,7 @@
 #include "rsi/kernels/fnv1a.h"
 #include "rsi/models/edit_distance.h"
 #include "rsi/models/yaml_input.h"
+#include "yaml_schema.h"
 #include "rsi/scheduler/design.h"
 
 #include <yaml-cpp/yaml.h>
@@ -25,90 +26,9 @@
 
 namespace rsi::runtime {
 
-namespace {
+using schema::Section;
+using schema::where;
 
-std::string where(const std::string& source, const YAML::Node& node) {
-  const YAML::Mark m = node.Mark();
-  if (m.line < 0) return source;
-  return source + ":" + std::to_string(m.line + 1) + ":" + std::to_string(m.column + 1);
-}
-
-
-class Section {
- public:
-  Section(const std::string& source, const YAML::Node& node, std::string path, std::vector<std::string> keys)
-      : source_(source), node_(node), path_(std::move(path)), keys_(std::move(keys)) {
-    if (!node_.IsMap()) throw ManifestError(where(source_, node_) + ": " + path_ + ": expected a map");
-    std::set<std::string> seen;
-    for (const auto& kv : node_) {
-      // YAML allows a list or a map as a key ("? [a, b]: 1"); the schema's keys are names.
-      if (kv.first.IsMap() || kv.first.IsSequence())
-        throw ManifestError(where(source_, kv.first) + ": " + path_ + ": expected a key name, got a " +
-                            (kv.first.IsMap() ? "map" : "list") + " as a key");
-      const std::string key = kv.first.as<std::string>();
-      if (!seen.insert(key).second)
-        throw ManifestError(where(source_, kv.first) + ": " + path_ + "." + key + ": duplicate key");
-      if (std::find(keys_.begin(), keys_.end(), key) == keys_.end()) {
-        std::string best;
-        std::size_t best_d = 99;
-        for (const auto& k : keys_)
-          if (const auto d = models::edit_distance(key, k); d < best_d) best_d = d, best = k;
-        std::string msg = where(source_, kv.first) + ": " + path_ + ": unknown key '" + key + "'";
-        if (best_d <= 3) msg += " (did you mean '" + best + "'?)";
-        std::string valid;
-        for (const auto& k : keys_) valid += (valid.empty() ? "" : ", ") + k;
-        throw ManifestError(msg + "; valid keys: " + valid);
-      }
-    }
-  }
-  bool has(const std::string& key) const { return static_cast<bool>(node_[key]); }
-  YAML::Node get(const std::string& key) const { return node_[key]; }
-  template <typename T>
-  T value(const std::string& key, T fallback, const std::function<bool(const T&)>& ok = {},
-          const std::string& expected = "") const {
-    const YAML::Node n = node_[key];
-    if (!n) return fallback;
-    // Every value of the schema is a scalar: a map or list would print as '' below, and yaml-cpp
-    // reads an empty value ("name:" or "~") as the string "null" (found by tests/fuzz/).
-    if (!n.IsScalar())
-      throw ManifestError(where(source_, n) + ": " + path_ + "." + key + ": expected " +
-                          (expected.empty() ? "a single value" : expected) + ", got " +
-                          (n.IsNull() ? "an empty value" : n.IsMap() ? "a map" : "a list"));
-    const auto refuse = [&](const std::string& got) {
-      throw ManifestError(where(source_, n) + ": " + path_ + "." + key + ": expected " +
-                          (expected.empty() ? "a value of the right type" : expected) + ", got " + got);
-    };
-    // A number or a switch is written plain: "128" in quotes is a string (as in a genome file).
-    if constexpr (!std::is_same_v<T, std::string>)
-      if (n.Tag() == "!") refuse("\"" + models::excerpt(n.Scalar()) + "\" (a quoted string)");
-    // yaml-cpp reads "-1" into an unsigned type as 2^64-1.
-    if constexpr (std::is_unsigned_v<T>)
-      if (n.Scalar().find('-') != std::string::npos) refuse("'" + n.Scalar() + "'");
-    T v;
-    try {
-      v = n.as<T>();
-    } catch (const YAML::Exception&) {
-      refuse("'" + models::excerpt(n.Scalar()) + "'");
-    }
-    if constexpr (std::is_floating_point_v<T>)
-      if (!std::isfinite(v)) refuse("'" + n.Scalar() + "' (not a finite number)");
-    if (ok && !ok(v))
-      throw ManifestError(where(source_, n) + ": " + path_ + "." + key + ": expected " + expected + ", got '" +
-                          n.Scalar() + "'");
-    return v;
-  }
-  const std::string& source() const { return source_; }
-  const std::string& path() const { return path_; }
-
- private:
-  const std::string& source_;
-  YAML::Node node_;
-  std::string path_;
-  std::vector<std::string> keys_;
-};
-
-
-}  // namespace
 
 namespace {
 // Upper bounds of the integer keys (experiments/README.md lists them): values the loop can serve.
@@ -138,19 +58,20 @@ constexpr int kMaxManifestDepth = 16;
 // ten aliases to a list of ten aliases to ...) or a cycle ("a: &x [*x]") that never ends. So the
 // walk stops one level past the limit, and gives up after more visits than an alias-free text of
 // this length can hold (found by tests/fuzz/manifest_fuzzer).
-int depth_of(const YAML::Node& node, std::size_t& visits_left, const std::string& source, int depth = 0) {
+int depth_of(const YAML::Node& node, std::size_t& visits_left, const std::string& source, const std::string& what,
+             int depth = 0) {
   if (visits_left == 0)
-    throw ManifestError(source + ": the manifest's aliases (*name) expand to too many values; write it without "
+    throw ManifestError(source + ": the " + what + "'s aliases (*name) expand to too many values; write it without "
                                  "aliases inside repeated aliases");
   --visits_left;
   int deepest = depth;
   if (depth > kMaxManifestDepth) return deepest;
   if (node.IsMap())
     for (const auto& kv : node)
-      deepest = std::max({deepest, depth_of(kv.first, visits_left, source, depth + 1),
-                          depth_of(kv.second, visits_left, source, depth + 1)});
+      deepest = std::max({deepest, depth_of(kv.first, visits_left, source, what, depth + 1),
+                          depth_of(kv.second, visits_left, source, what, depth + 1)});
   else if (node.IsSequence())
-    for (const auto& item : node) deepest = std::max(deepest, depth_of(item, visits_left, source, depth + 1));
+    for (const auto& item : node) deepest = std::max(deepest, depth_of(item, visits_left, source, what, depth + 1));
   return deepest;
 }
 
@@ -547,17 +468,17 @@ std::string manifest_hash(const std::string& text, bool format1_basis) {
                                              format1_basis ? kernels::kFnv1aFormat1Offset : kernels::kFnv1aOffset));
 }
 
-RunConfig parse_manifest(const std::string& text, const std::string& source, const std::string& base_dir,
-                         bool load_seeds) {
+namespace schema {
+YAML::Node load_checked_yaml(const std::string& text, const std::string& source, const std::string& what) {
   if (text.size() > kMaxManifestBytes)
-    throw ManifestError(source + ": the manifest is " + std::to_string(text.size()) + " bytes; the limit is " +
+    throw ManifestError(source + ": the " + what + " is " + std::to_string(text.size()) + " bytes; the limit is " +
                         std::to_string(kMaxManifestBytes) + " (is this the right file?)");
   if (const std::size_t bad = invalid_utf8_at(text); bad != std::string::npos) {
     const std::size_t line_start = text.rfind('\n', bad == 0 ? 0 : bad - 1);
     const std::size_t line = std::count(text.begin(), text.begin() + static_cast<std::ptrdiff_t>(bad), '\n') + 1;
     const std::size_t column = line == 1 ? bad + 1 : bad - line_start;
     throw ManifestError(source + ":" + std::to_string(line) + ":" + std::to_string(column) +
-                        ": the manifest is not valid UTF-8 (byte " + std::to_string(bad) +
+                        ": the " + what + " is not valid UTF-8 (byte " + std::to_string(bad) +
                         "); save it as UTF-8 text");
   }
   // yaml-cpp parses recursively: refuse absurd flow nesting before it does.
@@ -582,12 +503,21 @@ RunConfig parse_manifest(const std::string& text, const std::string& source, con
                         ": invalid YAML: " +
                         (too_deep ? "nested too deeply for the YAML parser (lists or keys inside each other)" : e.msg));
   }
-  if (!root || !root.IsMap()) throw ManifestError(source + ": a manifest is a YAML map (see experiments/README.md)");
+  if (!root || !root.IsMap())
+    throw ManifestError(source + ": a " + what + " is a YAML map (see " +
+                        (what == "manifest" ? "experiments/README.md" : "runtime/README.md") + ")");
   std::size_t visits_left = 2 * text.size() + 64;
-  if (depth_of(root, visits_left, source) > kMaxManifestDepth)
-    throw ManifestError(source + ": the manifest nests more than " + std::to_string(kMaxManifestDepth) +
+  if (depth_of(root, visits_left, source, what) > kMaxManifestDepth)
+    throw ManifestError(source + ": the " + what + " nests more than " + std::to_string(kMaxManifestDepth) +
                         " levels deep; the limit is " + std::to_string(kMaxManifestDepth) +
                         " (maps and lists inside each other, or an alias inside its own anchor)");
+  return root;
+}
+}  // namespace schema
+
+RunConfig parse_manifest(const std::string& text, const std::string& source, const std::string& base_dir,
+                         bool load_seeds) {
+  const YAML::Node root = schema::load_checked_yaml(text, source, "manifest");
   const Section top(source, root, "manifest",
                     {"run", "task", "population", "selection", "design", "seeds", "cluster", "output", "checkpoints",
                      "monitoring", "governance"});

@@ -36,8 +36,8 @@ echo "== $count subcommands answer --help with 0: $(echo $commands | tr '\n' ' '
 
 # A missing input path: exit code 3, the path named. Each command with its other required arguments.
 expect 3 "$missing" train --genome "$missing"
-for c in run submit validate; do expect 3 "$missing" "$c" "$missing"; done
-for c in reproduce verify lineage report audit stop; do expect 3 "$missing: no such directory" "$c" "$missing"; done
+for c in run submit validate study; do expect 3 "$missing" "$c" "$missing"; done
+for c in reproduce verify lineage report audit stop compare; do expect 3 "$missing: no such directory" "$c" "$missing"; done
 expect 3 "$missing: no such directory" show "$missing" 1
 expect 3 "$missing: no such directory" export "$missing" 1 --out "$tmp/m.h5"
 expect 3 "$missing: no such file" eval "$missing"
@@ -67,6 +67,8 @@ json_check 0 "d['valid'] and 'population:' in d['resolved']" validate "$source_d
 printf 'seeds: [x]\npopulation: {size: 0}\n' >"$tmp/bad.yaml"
 json_check 3 "not d['valid'] and 'population.size' in d['error']" validate "$tmp/bad.yaml" --json
 json_check 0 "d['ok'] and d['generations'] == 2 and d['problems'] == []" verify "$source_dir/tests/golden/lineage-format1" --json
-echo "== --json output parses (validate, verify)"
+json_check 0 "d['arms'][0]['runs'][0]['generations'] == 2 and d['arms'][0]['metrics']['final_test']['n'] == 1" \
+  compare "$source_dir/tests/golden/lineage-format1" --json
+echo "== --json output parses (validate, verify, compare)"
 
 ((failures == 0)) && echo "cli: all checks passed" || { echo "cli: $failures failure(s)" >&2; exit 1; }

@@ -157,6 +157,11 @@ struct StoredGeneration {
 // needs of the history, which a damaged weights dataset or sidecar of an old generation must not block.
 StoredGeneration read_generation(const std::filesystem::path& file, bool weights = true);
 
+// A float64 attribute of a generation file's root, when the file has one (nullopt otherwise): for
+// generation fields that newer lineages carry and older ones lack (rsi compare reads
+// predictor_rank_correlation so). Throws CheckpointError when the file does not open.
+std::optional<double> read_generation_real(const std::filesystem::path& file, const std::string& name);
+
 // Generation files present in a run directory, in order.
 std::vector<std::filesystem::path> generation_files(const std::filesystem::path& dir);
 

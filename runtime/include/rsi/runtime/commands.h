@@ -30,6 +30,10 @@ void add_validate_command(CLI::App& app, std::function<int()>& run);
 void add_lineage_commands(CLI::App& app, std::function<int()>& run);
 // report (self-contained HTML; report_command.cpp)
 void add_report_command(CLI::App& app, std::function<int()>& run);
+// study (arms x seeds of a manifest as runs; study_command.cpp, the file format in study.h) and
+// compare (statistics over runs and studies; compare_command.cpp)
+void add_study_command(CLI::App& app, std::function<int()>& run);
+void add_compare_command(CLI::App& app, std::function<int()>& run);
 // submit (Slurm; submit_command.cpp, declarations for its tests in submit.h)
 void add_submit_command(CLI::App& app, std::function<int()>& run);
 
