@@ -64,8 +64,11 @@ std::vector<ModelRecord> select(const std::vector<ModelRecord>& population, cons
                                 int generation, const CommitSettings& s,
                                 const std::function<const models::Genome&(std::uint64_t)>& genome_of) {
   std::vector<ModelRecord> pool = population;
+  // A child multi-fidelity stopped early is on record, but its figures are of fewer epochs than
+  // its recipe's: compared with models trained in full it would favour short recipes. It does not
+  // enter the population.
   for (const ModelRecord& m : children)
-    if (m.trained()) pool.push_back(m);
+    if (m.trained() && trained_in_full(m)) pool.push_back(m);
   if (pool.empty())
     throw std::runtime_error("every seed model failed (first reason: " +
                              (children.empty() ? std::string("no seeds") : children.front().failure) +

@@ -298,8 +298,8 @@ class Coordinator {
     if (rungs.enabled) promote(children);
   }
 
-  // Multi-fidelity: every child has trained its first rung; the best fraction by validation (ties
-  // by id, as selection ranks) trains the rest of its epochs from its own weights.
+  // Multi-fidelity: every child has trained its first rung; of those with epochs left, the best
+  // fraction by validation (ties by id, as selection ranks) trains the rest from its own weights.
   void promote(const std::vector<ModelRecord>& children) {
     const ImprovementConfig::Rungs& rungs = config_.improvement.rungs;
     std::vector<ModelRecord> ranked;  // id and first-rung validation of the trained children
@@ -308,7 +308,11 @@ class Coordinator {
       const auto r = results_.find(m.id);
       if (r == results_.end() || r->second.status != ModelRecord::Status::Trained) continue;
       child_of[m.id] = &m;
-      rungs_[m.id] = {{std::min(genomes_.at(m.id).recipe.epochs, rungs.first_epochs)}, {r->second.metrics.val_accuracy}};
+      const int epochs = genomes_.at(m.id).recipe.epochs;
+      rungs_[m.id] = {{std::min(epochs, rungs.first_epochs)}, {r->second.metrics.val_accuracy}};
+      // Only children with epochs left compete for promotion: one that finished in its first rung
+      // would take a place it does not need.
+      if (epochs <= rungs.first_epochs) continue;
       ModelRecord entry;
       entry.id = m.id;
       entry.metrics.val_accuracy = r->second.metrics.val_accuracy;
@@ -321,7 +325,6 @@ class Coordinator {
     for (std::size_t i = 0; i < std::min(promoted, ranked.size()); ++i) {
       const std::uint64_t id = ranked[i].id;
       const int epochs = genomes_.at(id).recipe.epochs, first = rungs_[id].first.front();
-      if (epochs <= first) continue;  // nothing left to train
       Task t;
       t.id = id;
       t.generation = child_of.at(id)->generation;

@@ -232,6 +232,9 @@ TEST(Rungs, TheBestFractionTrainsOnAndEveryRungIsRecorded) {
     EXPECT_LE(promoted, static_cast<int>((trained.size() + 1) / 2));
     ASSERT_TRUE(g.improvement.has_value());
     EXPECT_EQ(g.improvement->promoted, promoted);
+    // Selection compares models trained in full only.
+    for (const ModelRecord& m : g.population_models)
+      EXPECT_TRUE(rsi::scheduler::trained_in_full(m)) << "model " << m.id << " stopped at a rung is in the population";
   }
 }
 
