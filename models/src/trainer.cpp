@@ -518,10 +518,24 @@ bool cuda_graphs_from_environment() {
   return v && std::string(v) == "1";
 }
 
+namespace {
+double scheduled_after_warmup(const Recipe& recipe, double base, double progress);
+}  // namespace
+
 double scheduled_learning_rate(const Recipe& recipe, std::int64_t step, std::int64_t total_steps) {
   const double base = recipe.learning_rate;
   if (total_steps <= 0) return base;
   const double progress = std::clamp(static_cast<double>(step) / static_cast<double>(total_steps), 0.0, 1.0);
+  // Linear warm-up from base/steps to base over the first `warmup` of the steps.
+  const double warm_steps = static_cast<double>(recipe.warmup) * static_cast<double>(total_steps);
+  const double ramp = recipe.warmup > 0.0f && static_cast<double>(step) < warm_steps
+                          ? (static_cast<double>(step) + 1.0) / (warm_steps + 1.0)
+                          : 1.0;
+  return ramp * scheduled_after_warmup(recipe, base, progress);
+}
+
+namespace {
+double scheduled_after_warmup(const Recipe& recipe, double base, double progress) {
   switch (recipe.schedule) {
     case Recipe::Schedule::Constant: return base;
     case Recipe::Schedule::Cosine: return base * 0.5 * (1.0 + std::cos(std::numbers::pi * progress));
@@ -529,6 +543,7 @@ double scheduled_learning_rate(const Recipe& recipe, std::int64_t step, std::int
   }
   return base;
 }
+}  // namespace
 
 Evaluation evaluate(Network& net, const Dataset& data, int batch_size, collective::Communicator* group) {
   const int classes = net.input().classes;

@@ -598,10 +598,20 @@ std::optional<Candidate> distill(Context& ctx) {
   return c;
 }
 
-// The learning-rate schedule: one of the two others (constant, cosine decay, step decay).
+// The learning-rate schedule: one of the two others (constant, cosine decay, step decay), or
+// another warm-up (none, 5 % or 10 % of the steps), half and half.
 std::optional<Candidate> schedule(Context& ctx) {
   Candidate c = recipe_child(ctx, "");
   using S = models::Recipe::Schedule;
+  if (ctx.draws.uniform() < 0.5) {
+    float& warmup = c.genome.recipe.warmup;
+    const float old = warmup;
+    const float choices[3] = {0.0f, 0.05f, 0.1f};
+    const int at = old <= 0.0f ? 0 : old <= 0.05f ? 1 : 2;
+    warmup = choices[(at + 1 + ctx.draws.below(2)) % 3];
+    c.description = "warmup " + number(old) + " -> " + number(warmup);
+    return c;
+  }
   S& sched = c.genome.recipe.schedule;
   const S old = sched;
   const S others[3][2] = {{S::Cosine, S::Step}, {S::Constant, S::Step}, {S::Constant, S::Cosine}};

@@ -42,9 +42,10 @@ void shape_features(const models::Genome& g, std::vector<double>& out) {
   out.push_back(r.augmentation.shift / 2.0 + (r.augmentation.flip ? 0.5 : 0.0));
   out.push_back(r.schedule == models::Recipe::Schedule::Cosine ? 1.0 : 0.0);
   out.push_back(r.schedule == models::Recipe::Schedule::Step ? 1.0 : 0.0);
+  out.push_back(r.warmup * 10.0);
 }
 
-constexpr std::size_t kShapeFeatures = 14;
+constexpr std::size_t kShapeFeatures = 15;
 
 }  // namespace
 

@@ -13,6 +13,7 @@
 #include <string>
 
 #include "rsi/models/genome.h"
+#include "rsi/models/trainer.h"
 
 namespace rsi::models {
 namespace {
@@ -711,3 +712,28 @@ TEST(GenomeValidate, RecipeErrorsNameTheField) {
 
 }  // namespace
 }  // namespace rsi::models
+
+// Warm-up (the extended recipe space's schedule operator): written only when on, so genomes
+// without it keep their canonical text; the learning rate ramps up linearly, then follows the schedule.
+TEST(Genome, WarmupRoundTripsAndRampsTheLearningRate) {
+  rsi::models::Genome g = rsi::models::from_yaml("architecture:\n  - dense: {units: 10}\n");
+  EXPECT_EQ(rsi::models::to_yaml(g).find("warmup"), std::string::npos);
+  g.recipe.warmup = 0.1f;
+  g.recipe.schedule = rsi::models::Recipe::Schedule::Cosine;
+  const std::string text = rsi::models::to_yaml(g);
+  EXPECT_NE(text.find("warmup: 0.1"), std::string::npos);
+  EXPECT_EQ(rsi::models::from_yaml(text), g);
+  EXPECT_THROW(rsi::models::from_yaml("architecture:\n  - dense: {units: 10}\nrecipe: {warmup: 0.7}\n"),
+               rsi::models::GenomeError);
+  rsi::models::Recipe constant = g.recipe;
+  constant.schedule = rsi::models::Recipe::Schedule::Constant;
+  constant.warmup = 0.125f;  // 12.5 of 100 steps, exactly representable
+  const double base = constant.learning_rate;
+  EXPECT_DOUBLE_EQ(rsi::models::scheduled_learning_rate(constant, 0, 100), base / 13.5);
+  EXPECT_DOUBLE_EQ(rsi::models::scheduled_learning_rate(constant, 12, 100), base * 13.0 / 13.5);
+  EXPECT_DOUBLE_EQ(rsi::models::scheduled_learning_rate(constant, 13, 100), base);
+  // After the warm-up, the cosine schedule as without it.
+  rsi::models::Recipe plain = g.recipe;
+  plain.warmup = 0.0f;
+  EXPECT_EQ(rsi::models::scheduled_learning_rate(g.recipe, 50, 100), rsi::models::scheduled_learning_rate(plain, 50, 100));
+}

@@ -333,11 +333,12 @@ TEST(Designer, TheScheduleOperatorIsOnlyInTheExtendedRecipeSpace) {
     for (const ModelRecord& m : g.children) schedule_ops += m.op == "schedule";
   EXPECT_EQ(schedule_ops, 0);
   config.improvement.extended_recipe = true;
-  std::set<int> schedules;
+  std::set<std::pair<int, float>> schedules;  // (schedule, warm-up)
   for (const GenerationRecord& g : run(config))
     for (const ModelRecord& m : g.children) {
       schedule_ops += m.op == "schedule";
-      schedules.insert(static_cast<int>(rsi::models::from_yaml(m.genome_yaml).recipe.schedule));
+      const auto recipe = rsi::models::from_yaml(m.genome_yaml).recipe;
+      schedules.insert({static_cast<int>(recipe.schedule), recipe.warmup});
     }
   EXPECT_GT(schedule_ops, 0);
   EXPECT_GE(schedules.size(), 2u);

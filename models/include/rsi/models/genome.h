@@ -54,6 +54,9 @@ struct Recipe {
   Optimizer optimizer = Optimizer::Adam;
   float learning_rate = 1e-3f;
   Schedule schedule = Schedule::Constant;
+  // Linear learning-rate warm-up over this fraction of the steps, in [0, 0.5] (then the schedule);
+  // written in the canonical text only when > 0, so genomes without it keep their text.
+  float warmup = 0.0f;
   float momentum = 0.9f;         // SGD only
   int batch_size = 128;
   int epochs = 5;
