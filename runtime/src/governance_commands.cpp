@@ -5,12 +5,16 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "rsi/checkpoints/store.h"
 #include "rsi/runtime/commands.h"
 #include "rsi/scheduler/governance.h"
+#include "audit_events.h"
+#include "json_out.h"
+#include "lineage_graph.h"  // guarded
 
 namespace rsi::runtime {
 
@@ -90,41 +94,75 @@ int stop(const std::string& run, const std::string& reason) {
   return kExitOk;
 }
 
-struct AuditLine {
-  std::string when;
-  int generation = -1;
-  std::uint64_t model = 0;
-  std::string kind, who, reason, provenance;
-};
-
 std::string clean(std::string s) {
   for (char& c : s)
     if (c == '\t' || c == '\n') c = ' ';
   return s;
 }
 
-int audit(const std::string& run) {
-  const auto files = checkpoints::generation_files(run);
-  if (files.empty()) {
-    std::fprintf(stderr, "rsi audit: %s: no generation files (gen-NNNNNN.h5): is this a run directory?\n", run.c_str());
-    return kExitBadInput;
+std::string audit_json(const std::string& run, const AuditTrail& trail) {
+  std::vector<std::string> events, problems;
+  for (const auto& e : trail.events) {
+    JsonObject o;
+    o.optional_text("when", e.when.empty() ? std::nullopt : std::optional<std::string>(e.when));
+    o.count_or_null("generation", e.generation);
+    if (e.model) o.id("model", e.model);
+    else o.null("model");
+    o.text("kind", e.kind).text("who", e.who).text("reason", e.reason);
+    o.optional_text("provenance", e.from_audit_log ? std::nullopt : std::optional<std::string>(e.provenance));
+    o.text("source", e.from_audit_log ? "audit.log" : "lineage");
+    events.push_back(o.str());
   }
-  std::vector<AuditLine> lines;
-  int problems = 0;
+  for (const auto& p : trail.problems) problems.push_back(monitoring::json_string(p));
+  JsonObject o;
+  o.text("run", run).integer("generation_files", trail.files).count_or_null("latest_generation", trail.latest_generation);
+  o.text("latest_status", trail.latest_status).raw("events", json_array(events)).raw("problems", json_array(problems));
+  return o.str();
+}
+
+int audit(const std::string& run, bool json) {
+  const AuditTrail trail = audit_trail(run);
+  if (json) {
+    std::printf("%s\n", audit_json(run, trail).c_str());
+    return trail.problems.empty() ? kExitOk : kExitFailure;
+  }
+  for (const auto& p : trail.problems)
+    std::fprintf(stderr, "rsi audit: warning: %s (its events are missing below; run rsi verify)\n", p.c_str());
+  std::printf("when\tgeneration\tmodel\tkind\twho\treason\tprovenance\n");
+  for (const auto& l : trail.events)
+    std::printf("%s\t%s\t%s\t%s\t%s\t%s\t%s\n", l.when.empty() ? "-" : l.when.c_str(),
+                l.generation < 0 ? "-" : std::to_string(l.generation).c_str(),
+                l.model ? std::to_string(l.model).c_str() : "-", l.kind.c_str(), clean(l.who).c_str(),
+                clean(l.reason).c_str(), l.provenance.c_str());
+  std::printf("# %zu event(s) in %d generation file(s); the latest, generation %d, is %s\n", trail.events.size(),
+              trail.files, trail.latest_generation, trail.latest_status.c_str());
+  return trail.problems.empty() ? kExitOk : kExitFailure;
+}
+
+}  // namespace
+
+AuditTrail audit_trail(const fs::path& run) {
+  const auto files = checkpoints::generation_files(run);
+  if (files.empty())
+    throw checkpoints::CheckpointError(run.string() + ": no generation files (gen-NNNNNN.h5): is this a run directory?");
+  AuditTrail trail;
+  trail.files = static_cast<int>(files.size());
+  std::vector<AuditEvent> lines;
   for (const auto& file : files) {
     checkpoints::StoredGeneration g;
     try {
-      g = checkpoints::read_generation(file);
+      g = checkpoints::read_generation(file, /*weights=*/false);
     } catch (const checkpoints::CheckpointError& e) {
-      std::fprintf(stderr, "rsi audit: warning: %s (its events are missing below; run rsi verify)\n", e.what());
-      ++problems;
+      trail.problems.push_back(e.what());
       continue;
     }
+    trail.latest_generation = g.generation;
+    trail.latest_status = g.record.status.empty() ? "completed" : g.record.status;
     std::map<std::uint64_t, std::string> provenance;
     for (const auto& m : g.models) provenance[m.record.id] = m.provenance_hash;
     std::map<std::uint64_t, bool> has_event;
     for (const auto& e : g.record.events) {
-      AuditLine l{e.when, e.generation, e.model_id, e.kind, e.who, e.reason, ""};
+      AuditEvent l{e.when, e.generation, e.model_id, e.kind, e.who, e.reason, "", false};
       l.provenance = e.model_id && provenance.count(e.model_id) ? provenance[e.model_id] : g.generation_hash;
       if (e.model_id) has_event[e.model_id] = true;
       lines.push_back(std::move(l));
@@ -132,47 +170,22 @@ int audit(const std::string& run) {
     // Designs the design limits refused (no red line involved) are governance data too.
     for (const auto& m : g.models)
       if (m.record.status == scheduler::ModelRecord::Status::Refused && !has_event[m.record.id])
-        lines.push_back({"", g.generation, m.record.id, "refused", "rsi", m.record.failure, m.provenance_hash});
+        lines.push_back({"", g.generation, m.record.id, "refused", "rsi", m.record.failure, m.provenance_hash, false});
   }
   // Events outside the lineage (stops, decisions as written) go in by time, after lineage events of the
   // same second.
-  std::vector<AuditLine> merged;
   const auto log = scheduler::read_audit(run);
+  const auto from_log = [](const scheduler::AuditEntry& e) {
+    return AuditEvent{e.when, e.generation, 0, e.kind, e.who, e.reason, "(audit.log, not in the hash chain)", true};
+  };
   std::size_t next = 0;
-  for (const auto& l : lines) {
-    while (next < log.size() && !l.when.empty() && log[next].when < l.when) {
-      const auto& e = log[next++];
-      merged.push_back({e.when, e.generation, 0, e.kind, e.who, e.reason, "(audit.log, not in the hash chain)"});
-    }
-    merged.push_back(l);
+  for (auto& l : lines) {
+    while (next < log.size() && !l.when.empty() && log[next].when < l.when) trail.events.push_back(from_log(log[next++]));
+    trail.events.push_back(std::move(l));
   }
-  for (; next < log.size(); ++next) {
-    const auto& e = log[next];
-    merged.push_back({e.when, e.generation, 0, e.kind, e.who, e.reason, "(audit.log, not in the hash chain)"});
-  }
-  const auto head = checkpoints::read_generation(files.back());
-  std::printf("when\tgeneration\tmodel\tkind\twho\treason\tprovenance\n");
-  for (const auto& l : merged)
-    std::printf("%s\t%s\t%s\t%s\t%s\t%s\t%s\n", l.when.empty() ? "-" : l.when.c_str(),
-                l.generation < 0 ? "-" : std::to_string(l.generation).c_str(),
-                l.model ? std::to_string(l.model).c_str() : "-", l.kind.c_str(), clean(l.who).c_str(),
-                clean(l.reason).c_str(), l.provenance.c_str());
-  std::printf("# %zu event(s) in %zu generation file(s); the latest, generation %d, is %s\n", merged.size(),
-              files.size(), head.generation, head.record.status.empty() ? "completed" : head.record.status.c_str());
-  return problems ? kExitFailure : kExitOk;
+  for (; next < log.size(); ++next) trail.events.push_back(from_log(log[next]));
+  return trail;
 }
-
-template <typename F>
-int guarded(const char* name, F&& body) {
-  try {
-    return body();
-  } catch (const checkpoints::CheckpointError& e) {
-    std::fprintf(stderr, "rsi %s: %s\n", name, e.what());
-    return kExitBadInput;
-  }
-}
-
-}  // namespace
 
 void add_governance_commands(CLI::App& app, std::function<int()>& run) {
   for (const bool approved : {true, false}) {
@@ -211,11 +224,15 @@ void add_governance_commands(CLI::App& app, std::function<int()>& run) {
   }
   {
     auto dir = std::make_shared<std::string>();
+    auto json = std::make_shared<bool>(false);
     CLI::App* cmd = app.add_subcommand(
         "audit", "Every governance event of a run, in order: gates, approvals, rejections, refused designs (red lines\n"
                  "and design limits), the budget, monitor alerts, stops; with who, when, why and provenance (tab-separated).");
     cmd->add_option("run", *dir, "Run directory")->required()->check(existing_directory());
-    cmd->callback([&run, dir] { run = [dir] { return guarded("audit", [&] { return audit(*dir); }); }; });
+    cmd->add_flag("--json", *json,
+                  "One JSON object: run, generation_files, latest_generation, latest_status, events (in order; each\n"
+                  "when, generation, model, kind, who, reason, provenance, source: lineage or audit.log), problems");
+    cmd->callback([&run, dir, json] { run = [dir, json] { return guarded("audit", [&] { return audit(*dir, *json); }); }; });
   }
 }
 

@@ -17,6 +17,7 @@
 #include "rsi/models/network.h"
 #include "rsi/models/trainer.h"
 #include "rsi/runtime/commands.h"
+#include "json_out.h"
 #include "lineage_graph.h"
 
 namespace rsi::runtime {
@@ -101,7 +102,36 @@ std::string genome_diff(const std::string& parent, const std::string& child) {
   return out.empty() ? "  (no change: same genome)\n" : out;
 }
 
-int show(const std::string& run, std::uint64_t id) {
+std::string show_json(const std::string& run, const checkpoints::StoredModel& model,
+                      const checkpoints::StoredModel* parent) {
+  const auto& r = model.record;
+  const auto& m = r.metrics;
+  std::vector<std::string> parents, per_class;
+  for (auto p : r.parents) parents.push_back(std::to_string(p));
+  for (double c : m.test_per_class) per_class.push_back(json_number(c));
+  JsonObject metrics;
+  metrics.number("val_accuracy", m.val_accuracy).number("test_accuracy", m.test_accuracy);
+  metrics.integer("parameters", m.parameters).integer("flops", m.flops).number("wall_seconds", m.wall_seconds);
+  metrics.integer("samples", m.samples).raw("test_per_class", json_array(per_class));
+  JsonObject o;
+  o.text("run", run).id("id", r.id).integer("generation", r.generation).text("status", scheduler::status_name(r.status));
+  o.text("op", r.op).text("description", r.description).text("failure", r.failure);
+  o.raw("parents", json_array(parents)).raw("metrics", metrics.str());
+  o.boolean("inherited", r.inherited).boolean("function_preserving", r.function_preserving);
+  o.text("provenance", model.provenance_hash).text("weights_digest", r.weights_digest);
+  if (parent) {
+    const auto& pm = parent->record.metrics;
+    JsonObject gain;
+    gain.id("parent", parent->record.id).number("validation", m.val_accuracy - pm.val_accuracy);
+    gain.number("hidden_test", m.test_accuracy - pm.test_accuracy);
+    o.raw("gain", gain.str()).text("design_diff", genome_diff(parent->record.genome_yaml, r.genome_yaml));
+  } else {
+    o.null("gain").null("design_diff");
+  }
+  return o.text("genome", r.genome_yaml).str();
+}
+
+int show(const std::string& run, std::uint64_t id, bool json) {
   const auto models = all_models(run);
   const auto it = models.find(id);
   if (it == models.end()) {
@@ -112,6 +142,12 @@ int show(const std::string& run, std::uint64_t id) {
   }
   const auto& r = it->second.record;
   const auto& m = r.metrics;
+  const auto parent_it = r.parents.empty() ? models.end() : models.find(r.parents[0]);
+  const checkpoints::StoredModel* parent = parent_it == models.end() ? nullptr : &parent_it->second;
+  if (json) {
+    std::printf("%s\n", show_json(run, it->second, parent).c_str());
+    return kExitOk;
+  }
   std::printf("model %llu  generation %d  %s  (%s)\n", static_cast<unsigned long long>(id), r.generation,
               scheduler::status_name(r.status), r.op.c_str());
   if (!r.failure.empty()) std::printf("failure: %s\n", r.failure.c_str());
@@ -130,15 +166,12 @@ int show(const std::string& run, std::uint64_t id) {
   std::printf("inherited weights: %s%s\n", r.inherited ? "yes" : "no",
               r.function_preserving ? " (function-preserving morphism)" : "");
   std::printf("provenance %s  weights %s\n", it->second.provenance_hash.c_str(), r.weights_digest.c_str());
-  if (!r.parents.empty()) {
-    const auto parent = models.find(r.parents[0]);
-    if (parent != models.end()) {
-      std::printf("gain over parent %llu: %+.4f validation, %+.4f hidden test\n",
-                  static_cast<unsigned long long>(r.parents[0]), m.val_accuracy - parent->second.record.metrics.val_accuracy,
-                  m.test_accuracy - parent->second.record.metrics.test_accuracy);
-      std::printf("design diff against parent %llu:\n%s", static_cast<unsigned long long>(r.parents[0]),
-                  genome_diff(parent->second.record.genome_yaml, r.genome_yaml).c_str());
-    }
+  if (parent) {
+    std::printf("gain over parent %llu: %+.4f validation, %+.4f hidden test\n",
+                static_cast<unsigned long long>(r.parents[0]), m.val_accuracy - parent->record.metrics.val_accuracy,
+                m.test_accuracy - parent->record.metrics.test_accuracy);
+    std::printf("design diff against parent %llu:\n%s", static_cast<unsigned long long>(r.parents[0]),
+                genome_diff(parent->record.genome_yaml, r.genome_yaml).c_str());
   }
   std::printf("genome:\n%s", r.genome_yaml.c_str());
   return kExitOk;
@@ -264,13 +297,18 @@ void add_lineage_commands(CLI::App& app, std::function<int()>& run) {
     struct A {
       std::string dir;
       std::uint64_t id = 0;
+      bool json = false;
     };
     auto a = std::make_shared<A>();
     CLI::App* cmd = app.add_subcommand("show", "Show one model: genome, metrics, parents, and the design diff against its\n"
                                                "parent with the gain it brought.");
     cmd->add_option("run", a->dir, "Run directory")->required()->check(existing_directory());
     cmd->add_option("model", a->id, "Model id")->required();
-    cmd->callback([&run, a] { run = [a] { return guarded("show", [&] { return show(a->dir, a->id); }); }; });
+    cmd->add_flag("--json", a->json,
+                  "One JSON object: run, id, generation, status, op, description, failure, parents, metrics,\n"
+                  "inherited, function_preserving, provenance, weights_digest, gain and design_diff against the\n"
+                  "first parent (null for a seed), genome (YAML text)");
+    cmd->callback([&run, a] { run = [a] { return guarded("show", [&] { return show(a->dir, a->id, a->json); }); }; });
   }
   {
     struct A {

@@ -21,6 +21,7 @@ int main(int argc, char** argv) {
   rsi::runtime::add_study_command(app, run);
   rsi::runtime::add_compare_command(app, run);
   rsi::runtime::add_submit_command(app, run);
+  rsi::runtime::add_status_command(app, run);
   rsi::runtime::add_governance_commands(app, run);
   // `rsi stauts RUN` would otherwise read as a missing subcommand, and `rsi nosuch --help` print
   // the main help with exit code 0.

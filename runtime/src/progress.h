@@ -86,13 +86,15 @@ class Progress final : public scheduler::GenerationSink {
   void on_model_done(const scheduler::ModelRecord& m);
   void on_generation_start(int generation, int total);
   void on_finish() override;
+  // Seconds since this process started the run.
+  double elapsed() const;
+  // Seconds left: from the work (cost_eta_seconds) when it is known, else from the fraction; -1
+  // before anything is known (the status file records it: run_status.h).
+  double eta() const;
 
  private:
-  double elapsed() const;
   // Fraction of this process's generations done, counting the children finished in the one in flight.
   double fraction() const;
-  // Seconds left: from the work (cost_eta_seconds) when it is known, else from the fraction.
-  double eta() const;
   WorkSoFar work() const;
   void clear_live();
   void draw_live();

@@ -26,6 +26,7 @@
 #include "device.h"
 #include "placement.h"
 #include "progress.h"
+#include "run_status.h"
 
 #ifndef RSI_VERSION
 #define RSI_VERSION "unknown"
@@ -360,12 +361,17 @@ class RunSession {
       if (const std::optional<int> rc = (this->*step)()) return *rc;
     wire_monitoring();
     install_hooks();
-    const scheduler::LoopSummary summary =
-        scheduler::run_loop(config_.loop, *world_, sinks_, events_, rank_ == 0 && resume_.generation >= 0 ? &resume_ : nullptr);
-    // The last generation's file digest and LATEST are finished in the background; an error there
-    // (reported only on stderr by the sink's on_finish) must fail the run, not pass unnoticed.
-    if (store_) store_->flush();
-    return finish(summary);
+    try {
+      const scheduler::LoopSummary summary = scheduler::run_loop(
+          config_.loop, *world_, sinks_, events_, rank_ == 0 && resume_.generation >= 0 ? &resume_ : nullptr);
+      // The last generation's file digest and LATEST are finished in the background; an error there
+      // (reported only on stderr by the sink's on_finish) must fail the run, not pass unnoticed.
+      if (store_) store_->flush();
+      return finish(summary);
+    } catch (const std::exception& e) {
+      if (status_) status_->ended("failed", e.what(), kExitFailure);  // the caller reports it and aborts
+      throw;
+    }
   }
 
  private:
@@ -546,9 +552,18 @@ class RunSession {
     store_ = std::make_unique<checkpoints::LineageStore>(run_dir_, run_info(), config_.retention, point);
     lineage_->set_store(store_.get());
     progress_ = std::make_unique<Progress>(config_.loop.generations, interactive_output(STDOUT_FILENO));
-    sinks_ = {store_.get(), lineage_.get(), progress_.get()};
-    events_.on_model_done = [p = progress_.get()](const scheduler::ModelRecord& m) { p->on_model_done(m); };
-    events_.on_generation_start = [p = progress_.get()](int g, int n) { p->on_generation_start(g, n); };
+    status_ = std::make_unique<StatusWriter>(run_dir_, start_status(durable), *progress_);
+    // The status file after the progress display: it records the display's ETA.
+    sinks_ = {store_.get(), lineage_.get(), progress_.get(), status_.get()};
+    events_.on_model_done = [p = progress_.get(), s = status_.get()](const scheduler::ModelRecord& m) {
+      p->on_model_done(m);
+      s->on_model_done(m);
+    };
+    events_.on_generation_start = [p = progress_.get(), s = status_.get()](int g, int n) {
+      p->on_generation_start(g, n);
+      s->on_generation_start(g, n);
+    };
+    events_.on_approval_pending = [s = status_.get()](int g, bool pending) { s->on_approval_pending(g, pending); };
     const scheduler::LoopConfig& l = config_.loop;
     std::printf("rsi run: %s  (%s, %d ranks in %d groups of %d, %d thread(s) per rank, seed %llu)\n",
                 config_.name.c_str(), manifest_name_.c_str(), size_, size_ / l.group_size, l.group_size,
@@ -560,6 +575,23 @@ class RunSession {
                 run_dir_.string().c_str());
     if (resume_.generation >= 0) std::printf("  resuming after generation %d (the last durable one)\n", resume_.generation);
     std::fflush(stdout);
+  }
+
+  // What the status file says when this start of the run begins (run_status.h).
+  RunStatus start_status(const std::vector<scheduler::GenerationRecord>& durable) const {
+    RunStatus s;
+    s.run_name = config_.name;
+    s.manifest = manifest_name_;
+    s.manifest_hash = config_.manifest_hash;
+    s.ranks = size_;
+    s.generations = config_.loop.generations;
+    if (!durable.empty()) {
+      s.last_durable = durable.back().generation;
+      s.best_id = durable.back().best_id;
+      s.best_val = durable.back().best_val;
+      s.best_test = durable.back().best_model_test;
+    }
+    return s;
   }
 
   checkpoints::RunInfo run_info() const {
@@ -661,6 +693,9 @@ class RunSession {
                   static_cast<unsigned long long>(summary.best_id), summary.best_val, summary.best_test,
                   run_dir_.c_str(), run_dir_.c_str(), static_cast<unsigned long long>(summary.best_id),
                   run_dir_.c_str(), run_dir_.c_str());
+    if (rank_ == 0 && !args_.reproduce.empty())  // (a reproduction serves no metrics: no linger below)
+      rc = compare_runs(args_.reproduce, config_.output_directory, config_.loop.generations) ? kExitFailure : kExitOk;
+    if (status_) record_end(summary, rc);  // before a linger: the run's work is over
     if ((monitor_.exporter || monitor_.node) && config_.monitoring.linger_seconds > 0) {
       if (rank_ == 0) {
         std::printf("rsi run: metrics stay up %.0f s for a last scrape (monitoring.linger_seconds)\n",
@@ -673,9 +708,26 @@ class RunSession {
     // (RsiEndpointDown) after every run that ended as it should. A crashed run keeps them: down is
     // then the truth.
     if (rank_ == 0 && !targets_file_.empty()) monitoring::write_file_sd(targets_file_, config_.name, {});
-    if (rank_ == 0 && !args_.reproduce.empty())
-      rc = compare_runs(args_.reproduce, config_.output_directory, config_.loop.generations) ? kExitFailure : kExitOk;
     return rc;
+  }
+
+  // The status file's last word (rank 0): how the run ended.
+  void record_end(const scheduler::LoopSummary& summary, int rc) const {
+    if (summary.awaiting_approval)  // the exit code says so even when a stop came too
+      status_->ended("awaiting_approval",
+                     "generation " + std::to_string(summary.awaiting_generation) +
+                         " awaits approval and no decision came in time",
+                     rc);
+    else if (summary.stopped)
+      status_->ended("stopped", stop_reason_, rc);
+    else if (summary.ended_by == "budget")
+      status_->ended("budget", "the compute budget (governance.red_lines.compute_budget_model_seconds) is spent", rc);
+    else if (summary.ended_by == "rejected")
+      status_->ended("rejected", "a rejection ended the run (governance.gates.on_reject: stop)", rc);
+    else if (rc != kExitOk)
+      status_->ended("failed", "the reproduction differs from the original run", rc);
+    else
+      status_->ended("completed", "", rc);
   }
 
   void report_stop(const scheduler::LoopSummary& summary) const {
@@ -710,6 +762,7 @@ class RunSession {
   MonitoringStart monitor_;
   std::unique_ptr<LineageFiles> lineage_;
   std::unique_ptr<Progress> progress_;
+  std::unique_ptr<StatusWriter> status_;  // rank 0
   std::vector<scheduler::GenerationSink*> sinks_;
   scheduler::LoopEvents events_;
   scheduler::ResumeState resume_;

@@ -37,13 +37,15 @@ echo "== $count subcommands answer --help with 0: $(echo $commands | tr '\n' ' '
 # A missing input path: exit code 3, the path named. Each command with its other required arguments.
 expect 3 "$missing" train --genome "$missing"
 for c in run submit validate study; do expect 3 "$missing" "$c" "$missing"; done
-for c in reproduce verify lineage report audit stop compare; do expect 3 "$missing: no such directory" "$c" "$missing"; done
+for c in reproduce verify lineage report audit stop compare status; do expect 3 "$missing: no such directory" "$c" "$missing"; done
 expect 3 "$missing: no such directory" show "$missing" 1
 expect 3 "$missing: no such directory" export "$missing" 1 --out "$tmp/m.h5"
 expect 3 "$missing: no such file" eval "$missing"
 expect 3 "$missing: no such directory" approve "$missing" --generation 1 --reason x
 expect 3 "$missing: no such directory" reject "$missing" --generation 1 --reason x
 expect 3 "not a directory" verify /etc/hostname
+mkdir -p "$tmp/empty"
+expect 3 "not a run directory" status "$tmp/empty"
 echo "== a missing input is exit code 3 for every command that reads one"
 
 expect 2 "'verfy' is not an rsi command (did you mean 'verify'?)" verfy "$tmp"
@@ -69,6 +71,13 @@ json_check 3 "not d['valid'] and 'population.size' in d['error']" validate "$tmp
 json_check 0 "d['ok'] and d['generations'] == 2 and d['problems'] == []" verify "$source_dir/tests/golden/lineage-format1" --json
 json_check 0 "d['arms'][0]['runs'][0]['generations'] == 2 and d['arms'][0]['metrics']['final_test']['n'] == 1" \
   compare "$source_dir/tests/golden/lineage-format1" --json
-echo "== --json output parses (validate, verify, compare)"
+golden=$source_dir/tests/golden/lineage-format1
+json_check 0 "d['state'] == 'unknown' and 'no status.json' in d['detail'] and d['last_durable_generation'] == 1 and d['best']['id'] == 4 and d['alive'] is None" \
+  status "$golden" --json
+json_check 0 "d['id'] == 4 and d['parents'] == [1] and d['gain']['parent'] == 1 and '+ ' in d['design_diff']" \
+  show "$golden" 4 --json
+json_check 0 "d['latest_generation'] == 1 and d['generation_files'] == 2 and isinstance(d['events'], list)" \
+  audit "$golden" --json
+echo "== --json output parses (validate, verify, compare, status, show, audit)"
 
 ((failures == 0)) && echo "cli: all checks passed" || { echo "cli: $failures failure(s)" >&2; exit 1; }

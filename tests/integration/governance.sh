@@ -26,13 +26,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-fail() {
-  echo "FAIL: $*" >&2
-  for log in "$tmp"/*.log; do
-    [[ -f $log ]] && { echo "--- $log" >&2; tail -n 15 "$log" >&2; }
-  done
-  exit 1
-}
+source "$(dirname "$0")/lib/background.sh"  # fail, wait_for
 
 start_run() {  # start_run MANIFEST OUT: in the background, in its own process group; sets pid
   setsid mpirun -n 2 "$rsi" run "$1" --out "$2" >>"$2.log" 2>&1 &
@@ -43,15 +37,6 @@ finish_run() {  # finish_run: waits for the background run; sets rc to its exit 
   rc=0
   wait "$pid" || rc=$?
   pid=
-}
-
-wait_for() {  # wait_for SECONDS COMMAND...: polls until the command succeeds
-  local deadline=$((SECONDS + $1))
-  shift
-  until "$@" >/dev/null 2>&1; do
-    ((SECONDS < deadline)) || return 1
-    sleep 0.1
-  done
 }
 
 awaiting() {  # awaiting RUN GENERATION: the run's latest generation awaits approval
@@ -104,6 +89,10 @@ start_run "$manifests/governance-timeout.yaml" "$run"
 finish_run
 ((rc == 5)) || fail "the unanswered gate exited $rc, not 5"
 awaiting "$run" 3 || fail "generation 3 is not durable as awaiting approval after the timeout"
+"$rsi" status "$run" --json >"$tmp/timeout.status" || fail "rsi status exited $? after the timeout"
+/usr/bin/python3 -c "import json, sys; d = json.load(open(sys.argv[1])); assert d['state'] == 'awaiting_approval' \
+  and d['exit_code'] == 5 and d['last_durable_generation'] == 3 and 'rsi approve' in d['detail'], d" "$tmp/timeout.status" ||
+  fail "rsi status does not say the run ended awaiting approval of generation 3"
 "$rsi" approve "$run" --generation 3 --reason "approved after the timeout" >/dev/null
 start_run "$manifests/governance-timeout.yaml" "$run"
 finish_run
@@ -112,6 +101,8 @@ grep -q "resuming after generation 3" "$run.log" || fail "the rerun did not resu
 "$rsi" audit "$run" >"$tmp/timeout.audit"
 audit_has "$tmp/timeout.audit" approved "approved after the timeout" || fail "the resume did not record the approval"
 [[ -f $run/gen-000004.h5 ]] || fail "the resumed run did not write generation 4"
+"$rsi" status "$run" >"$tmp/timeout.status.txt"
+grep -q "state       completed" "$tmp/timeout.status.txt" || fail "rsi status does not say the resumed run completed"
 "$rsi" verify "$run" >/dev/null || fail "rsi verify failed after the resume"
 echo "   exit code 5, approved, resumed to generation 4; verified"
 

@@ -37,6 +37,9 @@ void add_compare_command(CLI::App& app, std::function<int()>& run);
 // submit (Slurm; submit_command.cpp, declarations for its tests in submit.h)
 void add_submit_command(CLI::App& app, std::function<int()>& run);
 
+// status (where a run stands, from its directory: status_command.cpp, the status file in run_status.h)
+void add_status_command(CLI::App& app, std::function<int()>& run);
+
 // approve, reject, stop, audit (governance_commands.cpp)
 void add_governance_commands(CLI::App& app, std::function<int()>& run);
 
