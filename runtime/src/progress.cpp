@@ -1,10 +1,14 @@
 #include "progress.h"
 
+#include <fcntl.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
+#include <sstream>
+#include <fstream>
+#include <filesystem>
 #include <cstring>
 #include <cstdlib>
 
@@ -125,14 +129,42 @@ std::string bar_line(int generation, int last_generation, double fraction, doubl
   return head + progress_bar(fraction, cells) + tail;
 }
 
+std::string launcher_terminal() {
+  pid_t pid = getppid();
+  for (int depth = 0; depth < 8 && pid > 1; ++depth) {
+    const std::string proc = "/proc/" + std::to_string(pid);
+    std::string name;
+    std::getline(std::ifstream(proc + "/comm"), name);
+    if (name == "mpirun" || name == "mpiexec" || name == "orterun" || name == "prterun" || name == "mpiexec.hydra") {
+      std::error_code ec;
+      const std::string out = std::filesystem::read_symlink(proc + "/fd/1", ec).string();
+      if (ec) return "";
+      return out.rfind("/dev/pts/", 0) == 0 || out.rfind("/dev/tty", 0) == 0 ? out : "";
+    }
+    // The parent's parent: /proc/PID/stat is "pid (comm) state ppid ...", comm may hold spaces.
+    std::string stat;
+    std::getline(std::ifstream(proc + "/stat"), stat);
+    const auto close = stat.rfind(')');
+    if (close == std::string::npos) break;
+    std::istringstream rest(stat.substr(close + 1));
+    char state = 0;
+    long parent = 0;
+    if (!(rest >> state >> parent)) break;
+    pid = static_cast<pid_t>(parent);
+  }
+  return "";
+}
+
 bool interactive_output(int fd) {
   if (const char* forced = std::getenv("RSI_PROGRESS")) {
     if (std::string(forced) == "tty") return true;
     if (std::string(forced) == "plain") return false;
   }
-  for (const char* launcher :
-       {"OMPI_COMM_WORLD_SIZE", "PMI_RANK", "SLURM_STEP_ID"})  // not PMIX_RANK: a singleton sets it
-    if (std::getenv(launcher)) return false;
+  // Under mpirun a rank's own output is a pipe (or a pseudo-terminal either way): what counts is
+  // the launcher's output, when the launcher is this rank's ancestor on this host.
+  for (const char* launcher : {"OMPI_COMM_WORLD_SIZE", "PMI_RANK"})  // not PMIX_RANK: a singleton sets it
+    if (std::getenv(launcher)) return !launcher_terminal().empty();
+  if (std::getenv("SLURM_STEP_ID")) return false;  // srun runs elsewhere: its output is a file or another host's
   return isatty(fd) == 1;
 }
 
@@ -141,6 +173,13 @@ namespace {
 int terminal_width(std::FILE* out) {
   winsize ws{};
   if (ioctl(fileno(out), TIOCGWINSZ, &ws) == 0 && ws.ws_col >= 20) return ws.ws_col - 1;
+  // Under mpirun the output is a pipe: the width is that of the launcher's terminal.
+  if (const std::string tty = launcher_terminal(); !tty.empty()) {
+    const int fd = open(tty.c_str(), O_RDONLY | O_NOCTTY | O_CLOEXEC);
+    const bool known = fd >= 0 && ioctl(fd, TIOCGWINSZ, &ws) == 0 && ws.ws_col >= 20;
+    if (fd >= 0) close(fd);
+    if (known) return ws.ws_col - 1;
+  }
   return 100;
 }
 

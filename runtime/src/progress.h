@@ -56,10 +56,15 @@ std::string rank_tag(int rank);
 // "2026-11-26T01:40:02Z [rank 0] ": the prefix of a plain log line.
 std::string log_prefix(int rank, std::time_t when);
 
-// Whether the display may redraw in place on `fd`: a terminal, and no MPI launcher in between (Open
-// MPI hands each rank a pseudo-terminal even when mpirun's own output goes to a file, so a rank cannot
-// tell). RSI_PROGRESS=tty or RSI_PROGRESS=plain in the environment overrides the guess.
+// Whether the display may redraw in place on `fd`: a terminal; under mpirun (Open MPI, or MPICH's
+// hydra) the launcher's own standard output, which a rank finds among its ancestors on this host
+// (launcher_terminal), since the rank's own output says nothing (Open MPI hands each rank a
+// pseudo-terminal even when mpirun's output goes to a file); under srun never. RSI_PROGRESS=tty or
+// RSI_PROGRESS=plain in the environment overrides the guess.
 bool interactive_output(int fd);
+// The terminal (/dev/pts/N, /dev/ttyN) the MPI launcher this process descends from writes its
+// standard output to; "" when there is no such launcher on this host or its output is not a terminal.
+std::string launcher_terminal();
 
 // What is known of one child of the generation in flight.
 struct ChildState {
