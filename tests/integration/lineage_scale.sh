@@ -7,10 +7,11 @@
 # on the best path), at most 36 models per generation row and 24 generation rows, --best-path is the
 # best model's first-parent line and its mates only, --population the population and its ancestors,
 # --last K folds the generations before the last K into one node; text and dot carry one row per
-# generation. Then `rsi report` on the same run, and headless Chromium screenshots of the lineage
+# generation. The same views of a 6,003-model run whose population of 200 is kept by truncation
+# (tests/manifests/lineage-scale-wide.yaml: rows reach the 36-model bound). Then `rsi report` on the same run, and headless Chromium screenshots of the lineage
 # SVG and of the report's lineage figure, both checked not blank (lib/screenshot_check.py).
-# RSI_KEEP=DIR keeps the SVG, JSON, report and the two PNGs in DIR for inspection. About 1-2 minutes
-# on 2 cores; the screenshots are skipped without chromium.
+# RSI_KEEP=DIR keeps the SVG, JSON, report and the two PNGs in DIR for inspection. About a minute on
+# 2 cores; the screenshots are skipped without chromium.
 #   RSI=build/runtime/rsi bash tests/integration/lineage_scale.sh BUILD_DIR SOURCE_DIR
 set -euo pipefail
 build_dir=${1:?usage: lineage_scale.sh BUILD_DIR SOURCE_DIR}
@@ -27,6 +28,7 @@ finish() {
   if [ -n "$keep" ]; then
     mkdir -p "$keep"
     cp -f "$tmp"/*.svg "$tmp"/*.json "$tmp"/*.png "$tmp"/*.html "$tmp"/*.txt "$keep"/ 2>/dev/null || true
+    [ -d "$tmp/wide-views" ] && cp -f "$tmp/wide-views/lineage.svg" "$keep/wide-lineage.svg" || true
     echo "   kept the SVG, JSON, report and screenshots in $keep"
   fi
   rm -rf "$tmp"
@@ -49,14 +51,21 @@ timed() {  # timed NAME COMMAND...: runs it (its output dropped), prints its tim
   "${@:2}" >/dev/null || fail "$1"
   printf '   %-28s %s s\n' "$1" "$(elapsed "$t0")"
 }
-timed "rsi lineage --format svg" "$rsi" lineage "$tmp/run" --format svg --out "$tmp/lineage.svg"
-timed "rsi lineage --json" "$rsi" lineage "$tmp/run" --json --out "$tmp/default.json"
-"$rsi" lineage "$tmp/run" --json --best-path >"$tmp/best-path.json" || fail "rsi lineage --json --best-path"
-"$rsi" lineage "$tmp/run" --json --population >"$tmp/population.json" || fail "rsi lineage --json --population"
-"$rsi" lineage "$tmp/run" --json --last 5 >"$tmp/last5.json" || fail "rsi lineage --json --last 5"
-"$rsi" lineage "$tmp/run" --json --best-path --last 10 >"$tmp/best-path-last10.json" || fail "rsi lineage --json --best-path --last 10"
-"$rsi" lineage "$tmp/run" --json --best-path --all >"$tmp/best-path-all.json" || fail "rsi lineage --json --best-path --all"
-"$rsi" lineage "$tmp/run" --best-path --format svg --out "$tmp/best-path.svg" >/dev/null || fail "rsi lineage --best-path --format svg"
+# views OUT RUN: the SVGs and JSON views lineage_view_check.py reads.
+views() {
+  local out=$1 run=$2
+  mkdir -p "$out"
+  timed "rsi lineage --format svg" "$rsi" lineage "$run" --format svg --out "$out/lineage.svg"
+  timed "rsi lineage --json" "$rsi" lineage "$run" --json --out "$out/default.json"
+  "$rsi" lineage "$run" --json --best-path >"$out/best-path.json" || fail "rsi lineage --json --best-path"
+  "$rsi" lineage "$run" --json --population >"$out/population.json" || fail "rsi lineage --json --population"
+  "$rsi" lineage "$run" --json --last 5 >"$out/last5.json" || fail "rsi lineage --json --last 5"
+  "$rsi" lineage "$run" --json --best-path --last 10 >"$out/best-path-last10.json" || fail "rsi lineage --json --best-path --last 10"
+  "$rsi" lineage "$run" --json --best-path --all >"$out/best-path-all.json" || fail "rsi lineage --json --best-path --all"
+  "$rsi" lineage "$run" --best-path --format svg --out "$out/best-path.svg" >/dev/null || fail "rsi lineage --best-path --format svg"
+  "$py" "$lib/lineage_view_check.py" "$out" "$run" || exit 1
+}
+views "$tmp" "$tmp/run"
 "$rsi" lineage "$tmp/run" >"$tmp/lineage.txt" || fail "rsi lineage (text)"
 "$rsi" lineage "$tmp/run" --format dot >"$tmp/lineage.dot" || fail "rsi lineage --format dot"
 rc=0
@@ -66,7 +75,19 @@ rc=0
 "$rsi" lineage "$tmp/run" --last 0 >/dev/null 2>"$tmp/last0.log" || rc=$?
 ((rc == 2)) || fail "rsi lineage --last 0: exit $rc, expected 2"
 
-"$py" "$lib/lineage_view_check.py" "$tmp" "$tmp/run" || exit 1
+
+# The worst case for the bounds: a population of 200 kept by truncation (rows at 36 models, edges
+# spanning generations); Graphviz scales its drawing down to the bound.
+start=$EPOCHREALTIME
+RSI_PROGRESS=plain "$rsi" run "$source_dir/tests/manifests/lineage-scale-wide.yaml" --out "$tmp/wide" >"$tmp/wide.log" 2>&1 ||
+  { tail -20 "$tmp/wide.log" >&2; fail "rsi run (wide)"; }
+echo "== wide run: $(($(wc -l <"$tmp/wide/models.tsv") - 1)) models, $(elapsed "$start") s"
+views "$tmp/wide-views" "$tmp/wide"
+"$py" -c 'import json, sys
+v = json.load(open(sys.argv[1]))
+widest = max(sum(n["kind"] == "model" for n in v["nodes"] if n["id"] in r["nodes"]) for r in v["rows"])
+print(f"   wide: the widest row draws {widest} models")
+sys.exit(0 if widest == 36 else "FAIL: the wide run does not reach the 36-model bound of a row")' "$tmp/wide-views/default.json" || exit 1
 
 best=$(awk -F'\t' 'NR > 1 { b = $2 } END { print b }' "$tmp/run/generations.tsv")
 grep -q "^\* gen .* model $best " "$tmp/lineage.txt" || fail "rsi lineage (text) does not mark the best model $best"
