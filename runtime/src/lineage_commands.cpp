@@ -255,8 +255,8 @@ void add_lineage_commands(CLI::App& app, std::function<int()>& run) {
             " models (the best path, then the\n"
         "population, then by validation accuracy); at most " + std::to_string(kMaxRows) + " generation rows, the first " +
             std::to_string(kHeadRows) + " and the last " + std::to_string(kMaxRows - kHeadRows) + ", the\n"
-        "generations between folded into one '... N earlier models' node. The SVG then stays under about\n"
-        "4000 pt on each side. --all draws every selected model.");
+        "generations between folded into one '... N earlier models' node; Graphviz scales a drawing larger\n"
+        "than 3960 pt a side down to it. --all draws every selected model, unbounded.");
     cmd->add_option("run", a->dir, "Run directory")->required()->check(existing_directory());
     CLI::Option* format =
         cmd->add_option("--format", a->format, "text | dot | svg")->capture_default_str()->check(CLI::IsMember({"text", "dot", "svg"}));

@@ -333,7 +333,7 @@ std::string group_dot(const ViewNode& n) {
 std::string lineage_view_dot(const LineageView& v, const RunLineage& run) {
   std::ostringstream text;
   text << "digraph lineage {\n"
-       << "  graph [rankdir=TB, size=\"55,55\", nodesep=0.1, ranksep=0.3, fontname=\"Helvetica\", fontsize=11, labelloc=t, label=\""
+       << "  graph [rankdir=TB, " << (v.options.all ? "" : "size=\"55,55\", ") << "nodesep=0.1, ranksep=0.3, fontname=\"Helvetica\", fontsize=11, labelloc=t, label=\""
        << v.run_models << " models, " << v.run_generations << " generations; " << v.drawn << " drawn, "
        << v.folded << " folded; best model " << v.best << "\"];\n"
        << "  node [shape=box, fontname=\"Helvetica\", fontsize=8, fixedsize=true, width=0.82, height=0.44, "
