@@ -19,6 +19,7 @@
 #include "rsi/runtime/commands.h"
 #include "json_out.h"
 #include "lineage_graph.h"
+#include "lineage_view.h"
 
 namespace rsi::runtime {
 
@@ -47,37 +48,32 @@ int verify(const std::string& run, bool json) {
   return kExitFailure;
 }
 
-int lineage(const std::string& run, const std::string& format, const std::string& out_path) {
-  int generations = 0;
-  std::uint64_t best = 0;
-  const auto models = all_models(run, &generations, &best);
-  const std::set<std::uint64_t> path = best_path(models, best);
-  std::ostringstream text;
-  if (format == "text") {
-    for (const auto& [id, m] : models) {
-      const auto& r = m.record;
-      text << (path.count(id) ? "* " : "  ") << "gen " << r.generation << "  model " << id << "  " << r.op;
-      if (!r.parents.empty()) {
-        text << " of";
-        for (auto p : r.parents) text << " " << p;
-      }
-      char acc[96];
-      std::snprintf(acc, sizeof acc, "  val %.4f test %.4f  %s", r.metrics.val_accuracy, r.metrics.test_accuracy,
-                    scheduler::status_name(r.status));
-      text << acc << "\n";
-    }
-    text << "(* = the path to the best model " << best << ")\n";
-  } else {
-    text << lineage_dot(models, best);
-  }
-  std::string output = text.str();
-  if (format == "svg") output = dot_to_svg(output);
-  if (out_path.empty()) {
+struct LineageArgs {
+  std::string dir, format = "text", out;
+  bool json = false;
+  LineageViewOptions view;
+};
+
+int lineage(const LineageArgs& a) {
+  const RunLineage run = read_lineage(a.dir, false);
+  const LineageView view = build_lineage_view(run, a.view);
+  std::string output = a.json                ? lineage_view_json(view, run, a.dir)
+                       : a.format == "text" ? lineage_view_text(view, run)
+                                            : lineage_view_dot(view, run);
+  if (!a.json && a.format == "svg") output = dot_to_svg(output);
+  if (a.out.empty()) {
     std::fputs(output.c_str(), stdout);
-  } else {
-    std::ofstream(out_path) << output;
-    std::printf("wrote %s (%zu models, %d generations)\n", out_path.c_str(), models.size(), generations);
+    return kExitOk;
   }
+  std::ofstream file(a.out);
+  file << output;
+  if (!file.flush()) {
+    std::fprintf(stderr, "rsi lineage: cannot write %s: %s (is the folder there and writable?)\n", a.out.c_str(),
+                 std::strerror(errno));
+    return kExitFailure;
+  }
+  std::printf("wrote %s (%zu of %zu models drawn one by one, %zu generations)\n", a.out.c_str(), view.drawn,
+              view.run_models, view.run_generations);
   return kExitOk;
 }
 
@@ -282,16 +278,34 @@ void add_lineage_commands(CLI::App& app, std::function<int()>& run) {
     cmd->callback([&run, dir, json] { run = [dir, json] { return guarded("verify", [&] { return verify(*dir, *json); }); }; });
   }
   {
-    struct A {
-      std::string dir, format = "text", out;
-    };
-    auto a = std::make_shared<A>();
-    CLI::App* cmd = app.add_subcommand("lineage", "Print a run's family tree (text, Graphviz dot, or SVG through 'dot'),\n"
-                                                  "with the path to the best model highlighted.");
+    auto a = std::make_shared<LineageArgs>();
+    CLI::App* cmd = app.add_subcommand(
+        "lineage",
+        "Print a run's family tree, one row per generation (text, Graphviz dot, SVG through 'dot', or JSON),\n"
+        "with the path to the best model highlighted. Pruned so that a 10,000-model run stays readable: a dead\n"
+        "branch (no descendant in the final population or on the best path) joins its generation's\n"
+        "'+N others (best val ...)' node; a generation draws at most " + std::to_string(kMaxModelsPerRow) +
+            " models (the best path, then the\n"
+        "population, then by validation accuracy); at most " + std::to_string(kMaxRows) + " generation rows, the first " +
+            std::to_string(kHeadRows) + " and the last " + std::to_string(kMaxRows - kHeadRows) + ", the\n"
+        "generations between folded into one '... N earlier models' node; Graphviz scales a drawing larger\n"
+        "than 3960 pt a side down to it. --all draws every selected model, unbounded.");
     cmd->add_option("run", a->dir, "Run directory")->required()->check(existing_directory());
-    cmd->add_option("--format", a->format, "text | dot | svg")->capture_default_str()->check(CLI::IsMember({"text", "dot", "svg"}));
+    CLI::Option* format =
+        cmd->add_option("--format", a->format, "text | dot | svg")->capture_default_str()->check(CLI::IsMember({"text", "dot", "svg"}));
+    cmd->add_flag("--json", a->json,
+                  "One JSON object: run, best, models, generations, selected, drawn, view, rows, nodes (models\n"
+                  "with id, generation, parents, op, accuracies, status, on_best_path; 'others' and 'earlier'\n"
+                  "groups with their models), edges")
+        ->excludes(format);
+    cmd->add_flag("--best-path", a->view.best_path, "Only the best model's line of first parents back to a seed, with\n"
+                                                    "their crossover mates");
+    cmd->add_flag("--population", a->view.population, "Only the final population and all its ancestors");
+    cmd->add_option("--last", a->view.last, "Only the last K generations, the selected models before them folded\n"
+                                            "into one '... N earlier models' node")->check(CLI::PositiveNumber);
+    cmd->add_flag("--all", a->view.all, "No pruning: every selected model drawn, no bound on the picture's size");
     cmd->add_option("--out", a->out, "Write to this file instead of standard output");
-    cmd->callback([&run, a] { run = [a] { return guarded("lineage", [&] { return lineage(a->dir, a->format, a->out); }); }; });
+    cmd->callback([&run, a] { run = [a] { return guarded("lineage", [&] { return lineage(*a); }); }; });
   }
   {
     struct A {

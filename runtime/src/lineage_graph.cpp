@@ -53,42 +53,6 @@ std::set<std::uint64_t> best_path(const std::map<std::uint64_t, checkpoints::Sto
   return path;
 }
 
-namespace {
-
-std::string dot_escape(const std::string& s) {
-  std::string out;
-  for (char c : s) out += (c == '"' || c == '\\') ? std::string("\\") + c : std::string(1, c);
-  return out;
-}
-
-}  // namespace
-
-std::string lineage_dot(const std::map<std::uint64_t, checkpoints::StoredModel>& models, std::uint64_t best) {
-  const auto path = best_path(models, best);
-  std::ostringstream text;
-  text << "digraph lineage {\n  rankdir=TB;\n  node [shape=box, fontname=\"Helvetica\", fontsize=10];\n";
-  for (const auto& [id, m] : models) {
-    const auto& r = m.record;
-    char label[256];
-    std::snprintf(label, sizeof label, "%llu: %s\\ngen %d  val %.4f\\ntest %.4f", static_cast<unsigned long long>(id),
-                  dot_escape(r.op).c_str(), r.generation, r.metrics.val_accuracy, r.metrics.test_accuracy);
-    text << "  m" << id << " [label=\"" << label << "\"";
-    if (path.count(id)) text << ", style=filled, fillcolor=\"#ffd54f\", penwidth=2";
-    if (!r.trained()) text << ", color=\"#c62828\", fontcolor=\"#c62828\"";
-    text << "];\n";
-    for (std::size_t i = 0; i < r.parents.size(); ++i) {
-      text << "  m" << r.parents[i] << " -> m" << id;
-      if (path.count(id) && path.count(r.parents[i]) && i == 0)
-        text << " [color=\"#f57f17\", penwidth=2.5]";
-      else if (i > 0)
-        text << " [style=dashed]";
-      text << ";\n";
-    }
-  }
-  text << "}\n";
-  return text.str();
-}
-
 std::string dot_to_svg(const std::string& dot) {
   const fs::path base = fs::temp_directory_path() / ("rsi-lineage-" + std::to_string(::getpid()));
   const fs::path dot_file = base.string() + ".dot", svg_file = base.string() + ".svg",

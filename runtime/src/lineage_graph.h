@@ -1,5 +1,6 @@
 // Reading a run's lineage as a whole, shared by `rsi lineage`, `rsi show` and `rsi report`: every
-// model by id, the path to the best model, the family tree as Graphviz dot and as SVG through `dot`.
+// model by id, the path to the best model, Graphviz dot to SVG through `dot` (the view itself, rows
+// and pruning, is lineage_view.h).
 #pragma once
 
 #include <cstdint>
@@ -36,9 +37,6 @@ std::map<std::uint64_t, checkpoints::StoredModel> all_models(const std::filesyst
 
 // The best model and its first parents back to a seed.
 std::set<std::uint64_t> best_path(const std::map<std::uint64_t, checkpoints::StoredModel>& models, std::uint64_t best);
-
-// The family tree as a Graphviz digraph: failed models in red, the best path filled and bold.
-std::string lineage_dot(const std::map<std::uint64_t, checkpoints::StoredModel>& models, std::uint64_t best);
 
 // Graphviz is an external program: its absence or failure is reported, not a crash.
 struct GraphvizError : std::runtime_error {

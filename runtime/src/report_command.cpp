@@ -1,7 +1,7 @@
 // `rsi report RUN --out FILE`: one self-contained HTML page about a run — capability per generation
 // (validation and hidden test), gain per loop, design skill, accuracy against parameters with the
 // Pareto front, per-class hidden-test accuracy of the best model, the monitors (Goodhart gap, class
-// disparity), governance events, failures and the lineage tree (Graphviz SVG).
+// disparity), governance events, failures and the lineage tree (Graphviz SVG of the pruned view, lineage_view.h).
 //
 // Every chart is drawn here as inline SVG, so the page needs no network, no script and no font
 // download to be read, and the same lineage gives the same page byte for byte. Each chart is a
@@ -22,6 +22,7 @@
 
 #include "html_chart.h"
 #include "lineage_graph.h"
+#include "lineage_view.h"
 #include "progress.h"
 #include "rsi/runtime/commands.h"
 
@@ -308,10 +309,12 @@ struct Report {
                   svg, marks, legend_html({{"Goodhart gap", kPalette[3]}, {"class disparity", kPalette[4]}}));
   }
 
-  // Graphviz's SVG, inlined: the XML prologue, DOCTYPE and namespace declarations (URLs that an HTML
-  // page does not need) are dropped so the page holds no external reference at all.
+  // Graphviz's SVG of the pruned view (`rsi lineage`'s default), inlined: the XML prologue, DOCTYPE and
+  // namespace declarations (URLs that an HTML page does not need) are dropped so the page holds no
+  // external reference at all. data-models: the models the view stands for, drawn or folded.
   std::string lineage_tree() const {
-    std::string svg = dot_to_svg(lineage_dot(run.models, run.best_id));
+    const LineageView view = build_lineage_view(run, {});
+    std::string svg = dot_to_svg(lineage_view_dot(view, run));
     svg.erase(0, svg.find("<svg"));
     for (const std::string attr :
          {" xmlns=\"http://www.w3.org/2000/svg\"", " xmlns:xlink=\"http://www.w3.org/1999/xlink\""})
@@ -319,11 +322,18 @@ struct Report {
     std::size_t nodes = 0;
     for (std::size_t at = 0; (at = svg.find("class=\"node\"", at)) != std::string::npos; ++at) ++nodes;
     std::ostringstream s;
-    s << "<figure class=\"chart wide\" data-chart=\"lineage\" data-marks=\"" << nodes
-      << "\"><h3>Lineage tree</h3><div class=\"scroll\">" << svg
-      << "</div><figcaption>Every model with its parents (dashed: the second parent of a crossover). Filled: the path "
-         "from a seed to the best model "
-      << run.best_id << ". Red: failed or refused children (failures are data).</figcaption></figure>\n";
+    s << "<figure class=\"chart wide\" data-chart=\"lineage\" data-marks=\"" << nodes << "\" data-models=\""
+      << view.drawn + view.folded << "\"><h3>Lineage tree</h3><div class=\"scroll\">" << svg
+      << "</div><figcaption>One row per generation; " << view.drawn << " of " << view.run_models
+      << " models drawn with their parents (dashed: the second parent of a crossover). Filled yellow: the path from "
+         "a seed to the best model "
+      << run.best_id
+      << "; green: the final population; red: failed or refused children (failures are data). Dead branches (no "
+         "descendant in the final population or on the path) are folded into each generation's \u201c+N "
+         "others\u201d node; at most "
+      << kMaxModelsPerRow << " models per generation and " << kMaxRows
+      << " generation rows, the middle generations folded (<code>rsi lineage RUN --all</code> draws "
+         "every model).</figcaption></figure>\n";
     return s.str();
   }
 };
@@ -465,7 +475,8 @@ void add_report_command(CLI::App& app, std::function<int()>& run) {
       "report",
       "Write one self-contained HTML page about a run (no network needed to view it): capability per generation\n"
       "(validation and hidden test), gain per loop, design skill, accuracy against parameters with the Pareto\n"
-      "front, per-class accuracy, monitors, failures, governance events and the lineage tree (needs Graphviz).");
+      "front, per-class accuracy, monitors, failures, governance events and the lineage tree, pruned as\n"
+      "`rsi lineage` prunes it by default (needs Graphviz).");
   cmd->add_option("run", a->dir, "Run directory")->required()->check(existing_directory());
   cmd->add_option("--out", a->out, "HTML file to write (default RUN/report.html)");
   cmd->callback([&run, a] {

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The lineage commands end to end on a small Fashion-MNIST run (2 ranks): rsi lineage (text, dot,
-# svg through Graphviz), rsi show (the design diff and gain), rsi export + rsi eval (the exported
+# svg through Graphviz, --all, --json), rsi show (the design diff and gain), rsi export + rsi eval (the exported
 # model scores exactly its recorded hidden-test accuracy), rsi reproduce (identical generation
 # hashes), and rsi run refusing a different manifest on the same directory with the differing keys.
 #   RSI=build/runtime/rsi bash tests/integration/lineage_commands.sh BUILD_DIR SOURCE_DIR
@@ -23,7 +23,14 @@ grep -q "^\* gen .* model $best " "$tmp/lineage.txt" || fail "rsi lineage does n
 "$rsi" lineage "$tmp/run" --format dot | grep -q "digraph lineage" || fail "rsi lineage --format dot"
 "$rsi" lineage "$tmp/run" --format svg --out "$tmp/lineage.svg" >/dev/null
 grep -q "<svg" "$tmp/lineage.svg" || fail "rsi lineage --format svg wrote no SVG"
-echo "   lineage: text, dot and svg ($(stat -c %s "$tmp/lineage.svg") bytes)"
+models=$(($(wc -l <"$tmp/run/models.tsv") - 1))
+[ "$("$rsi" lineage "$tmp/run" --all | grep -c '^[* ] gen [0-9]* *model ')" = "$models" ] ||
+  fail "rsi lineage --all does not list every one of the $models models"
+"$rsi" lineage "$tmp/run" --json | python3 -c 'import json, sys
+v = json.load(sys.stdin)
+assert v["drawn"] + v["folded"] == v["models"] == int(sys.argv[1]) and v["best"] == int(sys.argv[2]), v' "$models" "$best" ||
+  fail "rsi lineage --json does not account for every model"
+echo "   lineage: text, dot, svg ($(stat -c %s "$tmp/lineage.svg") bytes), --all and --json"
 
 child=$(awk -F'\t' 'NR > 1 && $3 != "-" && $5 == "trained" { print $2; exit }' "$tmp/run/models.tsv")
 "$rsi" show "$tmp/run" "$child" >"$tmp/show.txt"

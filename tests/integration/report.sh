@@ -4,7 +4,7 @@
 # @import or url( references), opens it in headless Chromium for a screenshot (a real, non-blank PNG)
 # and for the DOM after loading, and fails when any chart has no data marks or fewer than the lineage
 # holds (one point per generation and series, one per trained model, one cell per class and
-# generation, one node per model). Also: a directory without a run is refused (exit 3), and a missing
+# generation, a lineage row per generation whose nodes, drawn or folded, stand for every model). Also: a directory without a run is refused (exit 3), and a missing
 # Graphviz is named (exit 1). About 15 s; skips (exit 0) without chromium.
 #   RSI=build/runtime/rsi bash tests/integration/report.sh BUILD_DIR SOURCE_DIR
 set -euo pipefail
@@ -55,13 +55,15 @@ dom, models_tsv, generations_tsv = sys.argv[1:4]
 class Charts(HTMLParser):
     def __init__(self):
         super().__init__()
-        self.stack, self.charts = [], {}
+        self.stack, self.charts, self.lineage_models = [], {}, None
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
         classes = (a.get('class') or '').split()
         if tag == 'figure' and 'chart' in classes:
             self.stack.append(a.get('data-chart'))
             self.charts[self.stack[-1]] = 0
+            if self.stack[-1] == 'lineage':
+                self.lineage_models = int(a.get('data-models', -1))
         elif self.stack and ('mark' in classes or (self.stack[-1] == 'lineage' and 'node' in classes)):
             self.charts[self.stack[-1]] += 1
         if tag == 'figure' and 'chart' not in classes:
@@ -76,11 +78,13 @@ models = list(csv.DictReader(open(models_tsv), delimiter='\t'))
 generations = list(csv.DictReader(open(generations_tsv), delimiter='\t'))
 g, trained = len(generations), sum(m['status'] == 'trained' for m in models)
 expected = {'capability': 4 * g, 'gain': g - 1, 'design_skill': g - 1, 'pareto': trained,
-            'per_class': 10 * g, 'monitors': g, 'lineage': len(models)}
+            'per_class': 10 * g, 'monitors': g, 'lineage': g}
 print('   marks per chart: ' + ', '.join(f'{k} {v}' for k, v in parser.charts.items()))
 problems = [f'chart {name}: {parser.charts.get(name, "missing")} data marks, at least {n} expected'
             for name, n in expected.items() if parser.charts.get(name, 0) < max(n, 1)]
 problems += [f'chart {name} is empty' for name, n in parser.charts.items() if n == 0]
+if parser.lineage_models != len(models):
+    problems.append(f'the lineage tree stands for {parser.lineage_models} models (drawn or folded), the run has {len(models)}')
 if problems:
     sys.exit('FAIL: ' + '; '.join(problems))
 EOF
