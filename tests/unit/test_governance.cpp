@@ -20,6 +20,7 @@
 #include "rsi/collective/communicator.h"
 #include "rsi/scheduler/governance.h"
 #include "rsi/scheduler/loop.h"
+#include "seed_genomes.h"
 
 namespace {
 
@@ -27,9 +28,6 @@ namespace fs = std::filesystem;
 using namespace rsi::scheduler;
 using Records = std::vector<GenerationRecord>;
 
-rsi::models::Genome seed_genome(const std::string& name) {
-  return rsi::models::load_genome(std::string(RSI_SOURCE_DIR) + "/experiments/genomes/" + name + ".yaml");
-}
 
 LoopConfig base_config() {
   LoopConfig c;

@@ -18,6 +18,7 @@
 #include "rsi/models/genome.h"
 #include "rsi/scheduler/loop.h"
 #include "rsi/scheduler/record.h"
+#include "seed_genomes.h"
 
 namespace {
 
@@ -30,9 +31,6 @@ using rsi::scheduler::SelectionKind;
 using rsi::scheduler::TaskSpec;
 using Records = std::vector<GenerationRecord>;
 
-Genome seed_genome(const std::string& name) {
-  return rsi::models::load_genome(std::string(RSI_SOURCE_DIR) + "/experiments/genomes/" + name + ".yaml");
-}
 
 // Linear and MLP seeds on the surrogate landscape, no cost per task.
 LoopConfig surrogate_config(SelectionKind selection = SelectionKind::Truncation) {

@@ -18,6 +18,7 @@
 #include "rsi/scheduler/loop.h"
 #include "rsi/scheduler/predictor.h"
 #include "rsi/scheduler/surrogate.h"
+#include "seed_genomes.h"
 
 namespace {
 
@@ -28,9 +29,6 @@ using rsi::scheduler::MemorySink;
 using rsi::scheduler::ModelRecord;
 using Records = std::vector<GenerationRecord>;
 
-Genome seed_genome(const std::string& name) {
-  return rsi::models::load_genome(std::string(RSI_SOURCE_DIR) + "/experiments/genomes/" + name + ".yaml");
-}
 
 LoopConfig surrogate_config() {
   LoopConfig c;
