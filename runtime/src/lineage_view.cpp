@@ -18,14 +18,14 @@ using Models = std::map<std::uint64_t, checkpoints::StoredModel>;
 using Ids = std::set<std::uint64_t>;
 
 // The models of `roots` and all their ancestors (every parent, crossover mates too) that the run holds.
-Ids with_ancestors(const Models& models, std::vector<std::uint64_t> todo) {
+Ids with_ancestors(const Models& models, std::vector<std::uint64_t> to_visit) {
   Ids out;
-  while (!todo.empty()) {
-    const std::uint64_t id = todo.back();
-    todo.pop_back();
+  while (!to_visit.empty()) {
+    const std::uint64_t id = to_visit.back();
+    to_visit.pop_back();
     const auto it = models.find(id);
     if (it == models.end() || !out.insert(id).second) continue;
-    for (const auto p : it->second.record.parents) todo.push_back(p);
+    for (const auto p : it->second.record.parents) to_visit.push_back(p);
   }
   return out;
 }
