@@ -956,7 +956,7 @@ TEST(Checkpoints, NamedTensorTableIsWrittenExportedAndVerifiedAgainstTheGenome) 
 // ModelProto (field 1, ir_version 8, first) with the documented interface and the table's names;
 // a model without weights is refused by name.
 TEST(Checkpoints, OnnxExportWritesTheGraphAndRefusesAModelWithoutWeights) {
-  if (!rsi::checkpoints::onnx_export_available()) GTEST_SKIP() << "built without ONNX (libonnx-dev)";
+  if (!rsi::checkpoints::onnx_export_available()) GTEST_SKIP() << "this build has no ONNX export (CMake found no libonnx-dev / libprotobuf-dev): run scripts/setup, which installs them, and rebuild";
   TempDir tmp;
   auto records = synthetic_run(1);
   give_real_genomes(records);
