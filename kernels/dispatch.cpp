@@ -230,17 +230,20 @@ void gather_rows(const Exec& e, const std::int32_t* src, const std::int32_t* row
                cuda::gather_rows(ctx, src, rows, n, width, dst));
 }
 
-void augment_rows(const Exec& e, const float* src, const std::int32_t* ids, int n, int rows, int cols, int shift,
-                  bool flip, const CounterRng& rng, std::uint64_t first_draw, float* out) {
-  const std::int64_t pixels = std::int64_t{rows} * cols;
+void augment_rows(const Exec& e, const float* src, const std::int32_t* ids, int n, int channels, int rows, int cols,
+                  int shift, bool flip, const CounterRng& rng, std::uint64_t first_draw, float* out) {
+  const std::int64_t plane = std::int64_t{rows} * cols, pixels = channels * plane;
   RSI_DISPATCH(
       for (int r = 0; r < n; ++r) {
         const ShiftFlip t = draw_shift_flip(rng, first_draw + static_cast<std::uint64_t>(r), shift, flip);
-        const float* image = src + static_cast<std::int64_t>(ids[r]) * pixels;
-        for (int y = 0; y < rows; ++y)
-          for (int x = 0; x < cols; ++x) out[r * pixels + std::int64_t{y} * cols + x] = shifted_pixel(image, rows, cols, t, y, x);
+        for (int c = 0; c < channels; ++c) {
+          const float* image = src + static_cast<std::int64_t>(ids[r]) * pixels + c * plane;
+          float* target = out + r * pixels + c * plane;
+          for (int y = 0; y < rows; ++y)
+            for (int x = 0; x < cols; ++x) target[std::int64_t{y} * cols + x] = shifted_pixel(image, rows, cols, t, y, x);
+        }
       },
-      cuda::augment_rows(ctx, src, ids, n, rows, cols, shift, flip, rng, first_draw, out));
+      cuda::augment_rows(ctx, src, ids, n, channels, rows, cols, shift, flip, rng, first_draw, out));
 }
 
 }  // namespace rsi::kernels

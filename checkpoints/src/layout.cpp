@@ -230,7 +230,8 @@ ModelRecord storable(const ModelRecord& m) {
 }
 
 void write_model(hid_t parent, const std::string& name, const ModelRecord& m,
-                 const std::vector<std::string>& parent_hashes, const ModelHashes& h, bool with_weights) {
+                 const std::vector<std::string>& parent_hashes, const ModelHashes& h, bool with_weights,
+                 const models::InputSpec& input) {
   h5::Handle g = h5::create_group(parent, name);
   const hid_t id = g.get();
   h5::write_u64(id, "id", m.id);
@@ -264,7 +265,7 @@ void write_model(hid_t parent, const std::string& name, const ModelRecord& m,
   h5::write_text(id, "genome", m.genome_yaml);
   // Derived from the genome, so outside the hash chain: verify recomputes it (FORMAT.md).
   if (!h.params.empty())
-    if (const TensorTable table = tensor_table(m.genome_yaml); table.error.empty())
+    if (const TensorTable table = tensor_table(m.genome_yaml, input); table.error.empty())
       h5::write_text(id, "tensors", table.text);
   {
     h5::Handle mg = h5::create_group(id, "metrics");
@@ -362,10 +363,10 @@ ModelGroup read_model(hid_t group) {
   return out;
 }
 
-TensorTable tensor_table(const std::string& genome_yaml) {
+TensorTable tensor_table(const std::string& genome_yaml, const models::InputSpec& input) {
   TensorTable table;
   try {
-    const auto tensors = models::named_tensors(models::from_yaml(genome_yaml));
+    const auto tensors = models::named_tensors(models::from_yaml(genome_yaml), input);
     table.text = models::tensor_table_text(tensors);
     for (const auto& t : tensors) {
       std::int64_t n = 1;
@@ -378,9 +379,9 @@ TensorTable tensor_table(const std::string& genome_yaml) {
   return table;
 }
 
-std::vector<std::string> tensor_table_problems(const ModelGroup& mg, const Weights* w) {
+std::vector<std::string> tensor_table_problems(const ModelGroup& mg, const Weights* w, const models::InputSpec& input) {
   if (!mg.tensors) return {};
-  const TensorTable derived = tensor_table(mg.record.genome_yaml);
+  const TensorTable derived = tensor_table(mg.record.genome_yaml, input);
   if (!derived.error.empty())
     return {"tensors: the file has a table, but its genome builds no network to check it against: " + derived.error};
   std::vector<std::string> out;
@@ -518,6 +519,11 @@ std::string run_digest(const Root& root) {
       .raw("sidecar_sha256", root.sidecar_sha256);
   if (!run.cpu_kernels.empty()) c.str("cpu_kernels", run.cpu_kernels);  // absent from older files
   if (!run.cuda_settings.empty()) c.str("cuda_settings", run.cuda_settings);  // GPU runs
+  if (run.input != models::InputSpec{})  // task kind images
+    c.raw("input", std::to_string(run.input.channels) + "x" + std::to_string(run.input.height) + "x" +
+                       std::to_string(run.input.width) + ":" + std::to_string(run.input.classes));
+  if (!run.data.empty()) c.str("data", run.data);
+  if (!run.data_fingerprint.empty()) c.str("data_fingerprint", run.data_fingerprint);
   if (!g.events.empty()) {
     std::string when;
     for (const auto& e : g.events) when += std::to_string(e.when.size()) + ":" + e.when;
@@ -550,6 +556,11 @@ void write_run(hid_t loc, const RunInfo& run) {
   h5::write_u64(loc, "split_fingerprint", run.split_fingerprint);
   if (!run.cpu_kernels.empty()) h5::write_string(loc, "cpu_kernels", storable(run.cpu_kernels));
   if (!run.cuda_settings.empty()) h5::write_string(loc, "cuda_settings", storable(run.cuda_settings));
+  if (run.input != models::InputSpec{})
+    h5::write_u64s(loc, "input", {static_cast<std::uint64_t>(run.input.channels), static_cast<std::uint64_t>(run.input.height),
+                                  static_cast<std::uint64_t>(run.input.width), static_cast<std::uint64_t>(run.input.classes)});
+  if (!run.data.empty()) h5::write_string(loc, "data", storable(run.data));
+  if (!run.data_fingerprint.empty()) h5::write_string(loc, "data_fingerprint", storable(run.data_fingerprint));
 }
 
 RunInfo read_run(hid_t loc) {
@@ -567,6 +578,14 @@ RunInfo read_run(hid_t loc) {
   run.split_fingerprint = h5::read_u64(loc, "split_fingerprint");
   if (h5::has_attr(loc, "cpu_kernels")) run.cpu_kernels = h5::read_string(loc, "cpu_kernels");
   if (h5::has_attr(loc, "cuda_settings")) run.cuda_settings = h5::read_string(loc, "cuda_settings");
+  if (h5::has_attr(loc, "input")) {
+    const std::vector<std::uint64_t> v = h5::read_u64s(loc, "input");
+    if (v.size() != 4 || std::any_of(v.begin(), v.end(), [](std::uint64_t x) { return x < 1 || x > 1'000'000; }))
+      throw CheckpointError("attribute 'input': expected [channels, height, width, classes]");
+    run.input = models::InputSpec{static_cast<int>(v[0]), static_cast<int>(v[1]), static_cast<int>(v[2]), static_cast<int>(v[3])};
+  }
+  if (h5::has_attr(loc, "data")) run.data = h5::read_string(loc, "data");
+  if (h5::has_attr(loc, "data_fingerprint")) run.data_fingerprint = h5::read_string(loc, "data_fingerprint");
   return run;
 }
 

@@ -50,9 +50,11 @@ std::string storable(const std::string& s);
 scheduler::ModelRecord storable(const scheduler::ModelRecord& m);
 
 // ---- model groups ----
-// Writes group `name` (the model id in /models and /population, "model" in an exported file).
+// Writes group `name` (the model id in /models and /population, "model" in an exported file); its
+// tensor table is that of the network on `input` (the run's, RunInfo::input).
 void write_model(hid_t parent, const std::string& name, const scheduler::ModelRecord& m,
-                 const std::vector<std::string>& parent_hashes, const ModelHashes& hashes, bool with_weights);
+                 const std::vector<std::string>& parent_hashes, const ModelHashes& hashes, bool with_weights,
+                 const models::InputSpec& input);
 struct ModelGroup {
   scheduler::ModelRecord record;  // weights not loaded
   std::vector<std::string> parent_hashes;
@@ -68,9 +70,10 @@ struct TensorTable {
   std::string text, error;
   std::int64_t params = 0, state = 0;
 };
-TensorTable tensor_table(const std::string& genome_yaml);
-// Problems of a stored table against the genome's (and of the weights' sizes against it when `w`).
-std::vector<std::string> tensor_table_problems(const ModelGroup& mg, const scheduler::Weights* w);
+TensorTable tensor_table(const std::string& genome_yaml, const models::InputSpec& input);
+// Problems of a stored table against the genome's on `input` (and of the weights' sizes against it when `w`).
+std::vector<std::string> tensor_table_problems(const ModelGroup& mg, const scheduler::Weights* w,
+                                               const models::InputSpec& input);
 // Attributes, genome and metrics (throws CheckpointError naming the field).
 ModelGroup read_model(hid_t group);
 // The params and state datasets (throws CheckpointError "weights/params: ..." etc.).

@@ -207,15 +207,17 @@ std::string shortest(double value) {  // round-trips
 onnx::ModelProto onnx_model(const detail::ExportSource& source) {
   const scheduler::ModelRecord& m = source.group.record;
   const models::Genome genome = models::from_yaml(m.genome_yaml, "model " + std::to_string(m.id) + " genome");
-  const models::InputSpec input;
+  const models::InputSpec& input = source.run.input;
   onnx::ModelProto model;
   model.set_ir_version(8);
   model.set_producer_name("rsi");
   model.set_producer_version(source.run.program_version + " (" + source.run.git_commit + ")");
   model.set_model_version(static_cast<std::int64_t>(m.id));
   model.set_doc_string("rsi model " + std::to_string(m.id) + " of run '" + source.run.run_name +
-                       "': input image [N,1,28,28] float pixels in [0,1] (bytes/255, no other normalisation), "
-                       "output logits [N,10]");
+                       "': input image [N," + std::to_string(input.channels) + "," + std::to_string(input.height) +
+                       "," + std::to_string(input.width) +
+                       "] float pixels in [0,1] (bytes/255, no other normalisation), output logits [N," +
+                       std::to_string(input.classes) + "]");
   model.add_opset_import()->set_version(kOpset);
   onnx::GraphProto* graph = model.mutable_graph();
   graph->set_name("rsi_model_" + std::to_string(m.id));

@@ -52,7 +52,7 @@ std::string mismatch(const std::string& field, const std::string& stored, const 
 // its named-tensor table when `table`: rebuilding it from the genome costs ~0.5 ms, so the metadata
 // checks of a resume (which never reads the table) leave it to verify, export and eval.
 std::vector<std::string> field_problems(const detail::ModelGroup& mg, const std::shared_ptr<const Weights>& w,
-                                        bool table = true) {
+                                        const models::InputSpec& input, bool table = true) {
   std::vector<std::string> out;
   ModelRecord m = mg.record;
   m.weights = w;
@@ -69,7 +69,7 @@ std::vector<std::string> field_problems(const detail::ModelGroup& mg, const std:
       out.push_back(mismatch("weights", mg.record.weights_digest, fnv));
   }
   if (table)
-    for (std::string& p : detail::tensor_table_problems(mg, w.get())) out.push_back(std::move(p));
+    for (std::string& p : detail::tensor_table_problems(mg, w.get(), input)) out.push_back(std::move(p));
   try {
     const std::string p = detail::provenance_hash(mg.record, mg.stored, mg.parent_hashes);
     if (p != mg.stored.provenance)
@@ -235,7 +235,7 @@ class FileChecker {
         c_.sidecar_problems.push_back(side_label + "belongs to another model (provenance " + owner +
                                       ", the model's " + mg.stored.provenance + ")");
       const auto sw = detail::read_weights(sg.get());
-      for (const auto& p : field_problems(mg, sw))
+      for (const auto& p : field_problems(mg, sw, root_.run.input))
         if (p.rfind("weights", 0) == 0) c_.sidecar_problems.push_back(side_label + p);
     } catch (const CheckpointError& e) {
       c_.sidecar_problems.push_back(side_label + e.what());
@@ -269,7 +269,7 @@ class FileChecker {
         problem(label + ": " + e.what());  // e.g. "weights/params: ... Fletcher32 checksum failed"
       }
     }
-    for (const auto& p : field_problems(mg, w, everything_)) problem(label + ": " + p);
+    for (const auto& p : field_problems(mg, w, root_.run.input, everything_)) problem(label + ": " + p);
     if (child && !mg.has_weights && sidecar_models_.valid() && h5::has_link(sidecar_models_.get(), std::to_string(id)))
       check_sidecar_weights(id, mg);
     if (child && previous_) check_parents(label, mg);
@@ -400,11 +400,12 @@ std::shared_ptr<const Weights> find_birth_weights(const fs::path& dir, std::uint
 }
 
 // A model group read and checked against its digests (throws naming the first problem).
-std::pair<detail::ModelGroup, std::shared_ptr<const Weights>> read_checked(hid_t group, bool with_weights) {
+std::pair<detail::ModelGroup, std::shared_ptr<const Weights>> read_checked(hid_t group, bool with_weights,
+                                                                           const models::InputSpec& input) {
   detail::ModelGroup mg = detail::read_model(group);
   std::shared_ptr<const Weights> w;
   if (with_weights && mg.has_weights) w = detail::read_weights(group);
-  const auto problems = field_problems(mg, w, with_weights);
+  const auto problems = field_problems(mg, w, input, with_weights);
   if (!problems.empty()) throw CheckpointError(problems.front());
   return {std::move(mg), std::move(w)};
 }
@@ -696,7 +697,7 @@ ResumePoint find_resume_point(const fs::path& dir, std::vector<std::string>* war
       h5::Handle pop = h5::open_group(f.get(), "population");
       for (std::uint64_t id : root.summary.population) {
         h5::Handle g = h5::open_group(pop.get(), std::to_string(id));
-        auto [mg, w] = read_checked(g.get(), true);
+        auto [mg, w] = read_checked(g.get(), true, root.run.input);
         // A model that never had weights (a surrogate task's, say) has empty params/state digests.
         const bool had_weights = !mg.stored.params.empty();
         if (!w && had_weights) w = find_birth_weights(dir, id, mg.record.generation);
@@ -778,7 +779,7 @@ ExportSource find_export_source(const fs::path& run_dir, std::uint64_t model_id)
     run = detail::read_run(f.get());
     h5::Handle models = h5::open_group(f.get(), "models");
     h5::Handle g = h5::open_group(models.get(), key);
-    std::tie(mg, weights) = read_checked(g.get(), true);
+    std::tie(mg, weights) = read_checked(g.get(), true, run.input);
   } catch (const CheckpointError& e) {
     throw CheckpointError(file.string() + ": model " + key + ": " + e.what());
   }
@@ -792,7 +793,7 @@ ExportSource find_export_source(const fs::path& run_dir, std::uint64_t model_id)
       h5::Handle pop = h5::open_group(f.get(), "population");
       if (!h5::has_link(pop.get(), key)) continue;
       h5::Handle g = h5::open_group(pop.get(), key);
-      weights = read_checked(g.get(), true).second;
+      weights = read_checked(g.get(), true, run.input).second;
     } catch (const CheckpointError&) {
       continue;
     }
@@ -801,7 +802,7 @@ ExportSource find_export_source(const fs::path& run_dir, std::uint64_t model_id)
     throw CheckpointError(label + " (generation " + std::to_string(mg.record.generation) +
                           "): its weights were not kept (retention keeps the children of the last K generations and "
                           "the population); only its lineage metadata remains");
-  const auto problems = field_problems(mg, weights);
+  const auto problems = field_problems(mg, weights, run.input);
   if (!problems.empty()) throw CheckpointError(label + ": " + problems.front());
   return {std::move(mg), std::move(weights), std::move(run), file};
 }
@@ -821,13 +822,23 @@ void export_model(const fs::path& run_dir, std::uint64_t model_id, const fs::pat
     h5::write_int(f.get(), "generation", mg.record.generation);
     ModelRecord m = mg.record;
     m.weights = weights;
-    detail::write_model(f.get(), "model", m, mg.parent_hashes, mg.stored, true);
+    detail::write_model(f.get(), "model", m, mg.parent_hashes, mg.stored, true, run.input);
     f.close("closing the file");
     detail::commit(tmp, out);
   } catch (const CheckpointError& e) {
     std::error_code ec;
     fs::remove(tmp, ec);
     throw CheckpointError(tmp.string() + ": " + e.what());
+  }
+}
+
+RunInfo read_exported_run(const fs::path& file) {
+  h5::silence();
+  try {
+    h5::Handle f = h5::open_file(file.string());
+    return detail::read_run(f.get());
+  } catch (const CheckpointError& e) {
+    throw CheckpointError(file.string() + ": " + e.what());
   }
 }
 
@@ -844,7 +855,7 @@ ModelRecord read_exported_model(const fs::path& file) {
                             std::to_string(h5::read_int(f.get(), "format_version")) + "): use a newer rsi");
     h5::Handle g = h5::open_group(f.get(), "model");
     try {
-      auto [mg, w] = read_checked(g.get(), true);
+      auto [mg, w] = read_checked(g.get(), true, detail::read_run(f.get()).input);
       mg.record.weights = std::move(w);
       return std::move(mg.record);
     } catch (const CheckpointError& e) {

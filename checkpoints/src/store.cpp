@@ -470,7 +470,7 @@ void LineageStore::write_children(Write& w, hid_t file) {
     try {
       w.hashing->wait(w.child_task[i]);
       detail::write_model(models.get(), std::to_string(c.record.id), c.record, c.parent_hashes, c.hashes,
-                          weights_in_main(w, c.record));
+                          weights_in_main(w, c.record), info_.input);
       // The disk writes this model while the next is hashed and copied (dd's fsync waits for
       // every byte at the end; ours then waits only for the last model's).
       queued = h5::start_writeback(file, queued);
@@ -488,7 +488,7 @@ void LineageStore::write_population(Write& w, hid_t file) const {
   for (const Prepared& p : w.carried) {
     try {
       detail::write_model(population.get(), std::to_string(p.record.id), p.record, p.parent_hashes, p.hashes,
-                          retention_.keep_population);
+                          retention_.keep_population, info_.input);
     } catch (const CheckpointError& e) {
       throw CheckpointError("population model " + std::to_string(p.record.id) + ": " + e.what());
     }

@@ -75,7 +75,7 @@ void copy(Context& ctx, float* dst, const float* src, std::int64_t n);
 void gather_rows(Context& ctx, const float* src, const std::int32_t* rows, int n, std::int64_t width, float* dst);
 void gather_rows(Context& ctx, const std::int32_t* src, const std::int32_t* rows, int n, std::int64_t width,
                  std::int32_t* dst);
-void augment_rows(Context& ctx, const float* src, const std::int32_t* ids, int n, int rows, int cols, int shift,
-                  bool flip, const CounterRng& rng, std::uint64_t first_draw, float* out);
+void augment_rows(Context& ctx, const float* src, const std::int32_t* ids, int n, int channels, int rows, int cols,
+                  int shift, bool flip, const CounterRng& rng, std::uint64_t first_draw, float* out);
 
 }  // namespace rsi::kernels::cuda

@@ -210,14 +210,14 @@ __global__ void gather_rows_kernel(const T* src, const std::int32_t* rows, int n
 
 // One thread per output pixel; each recomputes its image's draws (one Philox block), which is
 // cheaper than a pass to store them.
-__global__ void augment_rows_kernel(const float* src, const std::int32_t* ids, int n, int rows, int cols, int shift,
-                                    bool flip, CounterRng rng, std::uint64_t first_draw, float* out) {
-  const std::int64_t pixels = static_cast<std::int64_t>(rows) * cols;
+__global__ void augment_rows_kernel(const float* src, const std::int32_t* ids, int n, int channels, int rows, int cols,
+                                    int shift, bool flip, CounterRng rng, std::uint64_t first_draw, float* out) {
+  const std::int64_t plane = static_cast<std::int64_t>(rows) * cols, pixels = channels * plane;
   RSI_GRID_STRIDE(j, static_cast<std::int64_t>(n) * pixels) {
-    const std::int64_t r = j / pixels, p = j % pixels;
+    const std::int64_t r = j / pixels, c = (j % pixels) / plane, p = j % plane;
     const ShiftFlip t = draw_shift_flip(rng, first_draw + static_cast<std::uint64_t>(r), shift, flip);
-    out[j] = shifted_pixel(src + static_cast<std::int64_t>(ids[r]) * pixels, rows, cols, t, static_cast<int>(p / cols),
-                           static_cast<int>(p % cols));
+    out[j] = shifted_pixel(src + static_cast<std::int64_t>(ids[r]) * pixels + c * plane, rows, cols, t,
+                           static_cast<int>(p / cols), static_cast<int>(p % cols));
   }
 }
 
@@ -550,12 +550,12 @@ void gather_rows(Context& ctx, const std::int32_t* src, const std::int32_t* rows
   RSI_CUDA_LAUNCHED();
 }
 
-void augment_rows(Context& ctx, const float* src, const std::int32_t* ids, int n, int rows, int cols, int shift,
-                  bool flip, const CounterRng& rng, std::uint64_t first_draw, float* out) {
-  const std::int64_t total = static_cast<std::int64_t>(n) * rows * cols;
+void augment_rows(Context& ctx, const float* src, const std::int32_t* ids, int n, int channels, int rows, int cols,
+                  int shift, bool flip, const CounterRng& rng, std::uint64_t first_draw, float* out) {
+  const std::int64_t total = static_cast<std::int64_t>(n) * channels * rows * cols;
   if (total <= 0) return;
-  augment_rows_kernel<<<grid_for(total), kThreads, 0, stream_of(ctx)>>>(src, ids, n, rows, cols, shift, flip, rng,
-                                                                          first_draw, out);
+  augment_rows_kernel<<<grid_for(total), kThreads, 0, stream_of(ctx)>>>(src, ids, n, channels, rows, cols, shift, flip,
+                                                                          rng, first_draw, out);
   RSI_CUDA_LAUNCHED();
 }
 

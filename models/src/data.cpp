@@ -4,6 +4,7 @@
 // u32 dimensions, then the bytes. See http://yann.lecun.com/exdb/mnist/.
 #include "rsi/models/data.h"
 
+#include "gz_file.h"
 #include "rsi/kernels/augment.h"
 #include "rsi/kernels/fnv1a.h"
 
@@ -24,6 +25,8 @@
 namespace rsi::models {
 namespace {
 
+using detail::GzFile;
+
 constexpr std::uint32_t kImageMagic = 0x00000803;  // unsigned byte, 3 dimensions: count, rows, cols
 constexpr std::uint32_t kLabelMagic = 0x00000801;  // unsigned byte, 1 dimension: count
 constexpr int kClasses = 10;
@@ -42,85 +45,7 @@ std::string hex32(std::uint32_t value) {
   return text.str();
 }
 
-// A gzip or plain file opened through zlib, closed on scope exit. Every failure names the file.
-class IdxFile {
- public:
-  explicit IdxFile(std::string path) : path_(std::move(path)) {
-    std::error_code ec;
-    const auto status = std::filesystem::status(path_, ec);
-    if (!std::filesystem::exists(status)) throw DataError(path_ + ": file not found");
-    if (!std::filesystem::is_regular_file(status)) throw DataError(path_ + ": not a regular file");
-    errno = 0;
-    file_ = gzopen(path_.c_str(), "rb");
-    if (file_ == nullptr) {
-      throw DataError(path_ + ": cannot open: " + (errno != 0 ? std::strerror(errno) : "zlib could not allocate"));
-    }
-    gzbuffer(file_, 1u << 17);  // larger than the 8 KiB default: fewer syscalls on a 26 MB file
-  }
-  ~IdxFile() {
-    if (file_ != nullptr) gzclose(file_);
-  }
-  IdxFile(const IdxFile&) = delete;
-  IdxFile& operator=(const IdxFile&) = delete;
-
-  const std::string& path() const { return path_; }
-
-  // Reads exactly `size` bytes of `what`, or throws saying how many bytes came and why not more.
-  void read_exact(void* destination, std::uint64_t size, const std::string& what) {
-    auto* bytes = static_cast<unsigned char*>(destination);
-    std::uint64_t got = 0;
-    while (got < size) {
-      // gzread takes an unsigned length but returns an int: keep each call below INT_MAX.
-      const auto chunk = static_cast<unsigned>(std::min<std::uint64_t>(size - got, 1u << 30));
-      const int n = gzread(file_, bytes + got, chunk);
-      if (n < 0) throw DataError(path_ + ": cannot read " + what + ": " + zlib_error());
-      if (n == 0) break;
-      got += static_cast<std::uint64_t>(n);
-    }
-    if (got < size) {
-      std::string message = path_ + ": truncated: expected " + std::to_string(size) + " bytes of " + what +
-                            ", got " + std::to_string(got);
-      int errnum = Z_OK;
-      gzerror(file_, &errnum);
-      if (errnum != Z_OK) message += " (" + zlib_error() + ")";
-      throw DataError(message);
-    }
-  }
-
-  std::uint32_t read_u32_big_endian(const std::string& what) {
-    std::array<unsigned char, 4> b{};
-    read_exact(b.data(), b.size(), what);
-    return (std::uint32_t{b[0]} << 24) | (std::uint32_t{b[1]} << 16) | (std::uint32_t{b[2]} << 8) | b[3];
-  }
-
-  // After the payload the file must end. Reading one more byte also makes zlib check the gzip
-  // trailer (CRC-32 and length), so a corrupt or truncated stream is caught here, not ignored.
-  void expect_end(const std::string& what) {
-    unsigned char extra = 0;
-    const int n = gzread(file_, &extra, 1);
-    if (n < 0) throw DataError(path_ + ": corrupt after " + what + ": " + zlib_error());
-    if (n > 0) throw DataError(path_ + ": unexpected trailing data after " + what + " (does the header match the file?)");
-    int errnum = Z_OK;
-    gzerror(file_, &errnum);
-    if (errnum != Z_OK) throw DataError(path_ + ": truncated gzip stream after " + what + " (" + zlib_error() + ")");
-  }
-
- private:
-  std::string zlib_error() {
-    int errnum = Z_OK;
-    const char* message = gzerror(file_, &errnum);
-    if (errnum == Z_ERRNO) return std::string("read error: ") + std::strerror(errno);
-    std::string text = message != nullptr && *message != '\0' ? message : "unknown error";
-    // zlib prefixes its message with the path, which ours already starts with.
-    if (text.starts_with(path_ + ": ")) text.erase(0, path_.size() + 2);
-    return "zlib: " + text;
-  }
-
-  std::string path_;
-  gzFile file_ = nullptr;
-};
-
-void expect_magic(IdxFile& file, std::uint32_t expected, const char* kind, std::uint32_t other, const char* other_kind) {
+void expect_magic(GzFile& file, std::uint32_t expected, const char* kind, std::uint32_t other, const char* other_kind) {
   const std::uint32_t magic = file.read_u32_big_endian("IDX header");
   if (magic == expected) return;
   std::string message = file.path() + ": bad magic number " + hex32(magic) + ", expected " + hex32(expected) +
@@ -135,7 +60,7 @@ struct Images {
 };
 
 Images read_images(const std::string& path) {
-  IdxFile file(path);
+  GzFile file(path);
   expect_magic(file, kImageMagic, "image file: unsigned bytes, 3 dimensions", kLabelMagic, "label file");
   Images images;
   images.count = file.read_u32_big_endian("IDX header (image count)");
@@ -160,7 +85,7 @@ Images read_images(const std::string& path) {
 }
 
 std::vector<std::int32_t> read_labels(const std::string& path) {
-  IdxFile file(path);
+  GzFile file(path);
   expect_magic(file, kLabelMagic, "label file: unsigned bytes, 1 dimension", kImageMagic, "image file");
   const std::uint32_t count = file.read_u32_big_endian("IDX header (label count)");
   if (count == 0 || count > kMaxCount) {
@@ -237,9 +162,9 @@ void check_fashion_mnist(const std::string& dir) {
   const std::filesystem::path base(dir);
   try {
     for (const auto* files : {kTrainFiles, kTestFiles}) {
-      IdxFile images((base / files[0]).string());
+      GzFile images((base / files[0]).string());
       expect_magic(images, kImageMagic, "image file: unsigned bytes, 3 dimensions", kLabelMagic, "label file");
-      IdxFile labels((base / files[1]).string());
+      GzFile labels((base / files[1]).string());
       expect_magic(labels, kLabelMagic, "label file: unsigned bytes, 1 dimension", kImageMagic, "image file");
     }
   } catch (const DataError& error) {
@@ -289,8 +214,10 @@ Split make_split(std::int64_t train_size, const SplitSizes& sizes, std::uint64_t
 
 Dataset subset(const Dataset& data, const std::vector<std::int64_t>& indices) {
   Dataset out;
+  out.channels = data.channels;
   out.rows = data.rows;
   out.cols = data.cols;
+  out.classes = data.classes;
   const auto pixels = static_cast<std::size_t>(data.pixels());
   out.images.resize(indices.size() * pixels);
   out.labels.resize(indices.size());
@@ -329,8 +256,8 @@ void augment_batch(const Dataset& data, const std::int64_t* indices, std::int64_
                       " is out of range 0.." + std::to_string(data.size() - 1));
     }
   }
-  const int rows = data.rows, cols = data.cols;
-  const std::int64_t pixels = data.pixels();
+  const int rows = data.rows, cols = data.cols, channels = data.channels;
+  const std::int64_t pixels = data.pixels(), plane = std::int64_t{rows} * cols;
   if (aug.shift == 0 && !aug.flip) {
     for (std::int64_t i = 0; i < count; ++i) std::copy_n(data.image(indices[i]), pixels, out + i * pixels);
     return;
@@ -341,11 +268,13 @@ void augment_batch(const Dataset& data, const std::int64_t* indices, std::int64_
   for (std::int64_t i = 0; i < count; ++i) {
     const kernels::ShiftFlip t =
         kernels::draw_shift_flip(rng, first_draw + static_cast<std::uint64_t>(i), aug.shift, aug.flip);
-    const float* source = data.image(indices[i]);
-    float* target = out + i * pixels;
-    for (int y = 0; y < rows; ++y)
-      for (int x = 0; x < cols; ++x)
-        target[static_cast<std::int64_t>(y) * cols + x] = kernels::shifted_pixel(source, rows, cols, t, y, x);
+    for (int c = 0; c < channels; ++c) {
+      const float* source = data.image(indices[i]) + c * plane;
+      float* target = out + i * pixels + c * plane;
+      for (int y = 0; y < rows; ++y)
+        for (int x = 0; x < cols; ++x)
+          target[static_cast<std::int64_t>(y) * cols + x] = kernels::shifted_pixel(source, rows, cols, t, y, x);
+    }
   }
 }
 

@@ -112,6 +112,31 @@ std::string format_number(double value) {
   return std::string(buffer, result.ptr);
 }
 
+}  // namespace
+
+std::string architecture_text(const Genome& genome) {
+  std::string out;
+  for (const Block& b : genome.blocks) {
+    if (!out.empty()) out += ' ';
+    switch (b.kind) {
+      case Block::Kind::Conv:
+        out += "conv(" + std::to_string(b.channels) + ",k" + std::to_string(b.kernel) + ",s" + std::to_string(b.stride) + ")";
+        break;
+      case Block::Kind::Pool:
+        out += std::string(pool_kind_name(b.pool_kind)) + "pool(" + std::to_string(b.size) + ",s" + std::to_string(b.stride) + ")";
+        break;
+      case Block::Kind::Residual: out += "residual(k" + std::to_string(b.kernel) + ")"; break;
+      case Block::Kind::Dense: out += "dense(" + std::to_string(b.units) + ")"; break;
+      case Block::Kind::Dropout: out += "dropout(" + format_number(b.rate) + ")"; break;
+      case Block::Kind::BatchNorm: out += "batchnorm"; break;
+      case Block::Kind::Activation: out += activation_yaml_name(b.activation); break;
+    }
+  }
+  return out;
+}
+
+namespace {
+
 // ---------------------------------------------------------------------------------------------
 // Field domains. Each returns an empty string when the value is acceptable, otherwise
 // "expected ..., got ...". Shared by from_yaml (which adds the file position) and validate (which

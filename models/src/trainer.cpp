@@ -397,7 +397,7 @@ class Trainer {
       // The draws of global row lo + r, as augment_batch on the host path.
       const kernels::CounterRng augment_rng(o_.seed, kernels::rng_stream(kernels::RngUse::Augment, o_.model_id),
                                             static_cast<std::uint32_t>(step_));
-      kernels::augment_rows(e, examples_.data(), ids, s.n, data_.rows, data_.cols, recipe_.augmentation.shift,
+      kernels::augment_rows(e, examples_.data(), ids, s.n, data_.channels, data_.rows, data_.cols, recipe_.augmentation.shift,
                             recipe_.augmentation.flip, augment_rng, static_cast<std::uint64_t>(s.lo), x_.data());
       kernels::gather_rows(e, as_int32(example_labels_), ids, s.n, 1, as_int32(labels_));
     } else if (ids) {
@@ -543,9 +543,20 @@ double scheduled_after_warmup(const Recipe& recipe, double base, double progress
   }
   return base;
 }
+
+// Images of another shape than the network's input would be read out of bounds.
+void check_fits(const Network& net, const Dataset& data) {
+  const InputSpec& in = net.input();
+  if (data.channels != in.channels || data.rows != in.height || data.cols != in.width)
+    throw std::invalid_argument("the data set's images (" + std::to_string(data.channels) + "x" +
+                                std::to_string(data.rows) + "x" + std::to_string(data.cols) +
+                                ") do not fit the network's input (" + std::to_string(in.channels) + "x" +
+                                std::to_string(in.height) + "x" + std::to_string(in.width) + ")");
+}
 }  // namespace
 
 Evaluation evaluate(Network& net, const Dataset& data, int batch_size, collective::Communicator* group) {
+  check_fits(net, data);
   const int classes = net.input().classes;
   const int rank = group ? group->rank() : 0, ranks = group ? group->size() : 1;
   // counts: [correct per class][total per class][loss sum]
@@ -597,6 +608,8 @@ Evaluation evaluate(Network& net, const Dataset& data, int batch_size, collectiv
 }
 
 TrainResult train(Network& net, const Dataset& data, const TrainOptions& options) {
+  check_fits(net, data);
+  if (options.unlabeled) check_fits(net, *options.unlabeled);
   return Trainer(net, data, options).run();
 }
 

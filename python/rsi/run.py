@@ -128,7 +128,11 @@ def model_record(run_dir: str, model: int) -> dict:
         record["genome"] = g["genome"][()].decode()
         record["tensors"] = g["tensors"][()].decode() if "tensors" in g else None
         record["run"] = {k: _value(v) for k, v in f.attrs.items()
-                         if k in ("run_name", "manifest_text", "manifest_hash", "program_version", "git_commit")}
+                         if k in ("run_name", "manifest_text", "manifest_hash", "program_version", "git_commit",
+                                  "data", "data_fingerprint")}
+        # [channels, height, width, classes]: written for a task of kind images; Fashion-MNIST's otherwise
+        shape = [int(v) for v in f.attrs["input"]] if "input" in f.attrs else [*genomes.INPUT_SHAPE, 10]
+        record["input_shape"], record["classes"] = tuple(shape[:3]), shape[3]
     record["born_in"], record["files"] = born, files
     return record
 
@@ -137,7 +141,7 @@ def tensors_of(record: dict) -> list:
     """The named-tensor table of a model record: the file's, or derived from the genome."""
     if record["tensors"] is not None:
         return genomes.parse_table(record["tensors"])
-    return genomes.tensor_table(record["genome"])
+    return genomes.tensor_table(record["genome"], record["input_shape"])
 
 
 def load_weights(run_dir: str, model: int) -> "OrderedDict[str, np.ndarray]":

@@ -121,9 +121,10 @@ class RsiNetwork(nn.Module):
 
 
 def to_torch(run_dir: str, model: int) -> RsiNetwork:
-    """Model `model` of the run in `run_dir` as a torch.nn.Module in eval mode: input [N, 1, 28, 28]
-    float pixels in [0, 1], output the logits [N, 10] that `rsi eval` computes (within float
-    rounding)."""
-    net = RsiNetwork(model_record(run_dir, model)["genome"])
+    """Model `model` of the run in `run_dir` as a torch.nn.Module in eval mode: input [N, C, H, W]
+    float pixels in [0, 1] (the run's input: [N, 1, 28, 28] for Fashion-MNIST), output the logits
+    [N, classes] that `rsi eval` computes (within float rounding)."""
+    record = model_record(run_dir, model)
+    net = RsiNetwork(record["genome"], record["input_shape"])
     net.load_named(load_weights(run_dir, model))
     return net.eval()

@@ -14,9 +14,11 @@
 #include "rsi/kernels/ops.h"
 #include "rsi/monitoring/exporter.h"
 #include "rsi/models/data.h"
+#include "rsi/models/image_files.h"
 #include "rsi/models/network.h"
 #include "rsi/models/trainer.h"
 #include "rsi/runtime/commands.h"
+#include "rsi/runtime/manifest.h"
 #include "json_out.h"
 #include "lineage_graph.h"
 #include "lineage_view.h"
@@ -223,7 +225,8 @@ int eval(const EvalOptions& o) {
     return kExitBadInput;
   }
   kernels::set_num_threads(o.threads);
-  models::Network net(models::from_yaml(r.genome_yaml, o.file));
+  const checkpoints::RunInfo run = checkpoints::read_exported_run(o.file);
+  models::Network net(models::from_yaml(r.genome_yaml, o.file), run.input);
   if (static_cast<std::int64_t>(r.weights->params.size()) != net.parameter_count() ||
       static_cast<std::int64_t>(r.weights->state.size()) != net.state().numel()) {
     std::fprintf(stderr, "rsi eval: %s: the weights (%zu values) do not fit the genome (%lld parameters)\n",
@@ -232,7 +235,24 @@ int eval(const EvalOptions& o) {
   }
   std::copy(r.weights->params.begin(), r.weights->params.end(), net.parameters().data());
   std::copy(r.weights->state.begin(), r.weights->state.end(), net.state().data());
-  models::Dataset test = models::load_fashion_mnist_test(o.data_dir);
+  models::Dataset test;
+  if (run.data.empty()) {
+    test = models::load_fashion_mnist_test(o.data_dir);
+  } else {  // kind images: the hidden test set the run named, checked against its fingerprint
+    scheduler::TaskSpec task;
+    apply_image_task_yaml(run.data, o.file + " (its run's data)", task);
+    test = models::load_images(task.test_files, task.layout, run.input.classes);
+    char fingerprint[32];
+    std::snprintf(fingerprint, sizeof fingerprint, "test=%016llx",
+                  static_cast<unsigned long long>(models::data_fingerprint(test)));
+    if (!run.data_fingerprint.empty() && run.data_fingerprint.find(fingerprint) == std::string::npos) {
+      std::fprintf(stderr, "rsi eval: the test set (%s) is not the one the run was tested on: its fingerprint is %s, "
+                           "the run recorded %s\n",
+                   task.test_files.file.empty() ? task.test_files.images.c_str() : task.test_files.file.c_str(),
+                   fingerprint, run.data_fingerprint.c_str());
+      return kExitFailure;
+    }
+  }
   const bool all = o.limit <= 0 || o.limit >= test.size();
   if (!all) {
     std::vector<std::int64_t> first(static_cast<std::size_t>(o.limit));
@@ -344,9 +364,11 @@ void add_lineage_commands(CLI::App& app, std::function<int()>& run) {
   {
     auto a = std::make_shared<EvalOptions>();
     CLI::App* cmd = app.add_subcommand("eval", "Evaluate an exported model file on the hidden test set; exit code 1 when the\n"
-                                               "accuracy differs from the one recorded in the file.");
+                                               "accuracy differs from the one recorded in the file. A run of task kind images\n"
+                                               "is evaluated on the test set its manifest named (the path and fingerprint\n"
+                                               "kept in the file: a changed test set is exit code 1).");
     cmd->add_option("file", a->file, "Exported model (.h5, from rsi export)")->required()->check(existing_file());
-    cmd->add_option("--data-dir", a->data_dir, "Directory with the Fashion-MNIST IDX files")->capture_default_str();
+    cmd->add_option("--data-dir", a->data_dir, "Directory with the Fashion-MNIST IDX files (task kind fashion_mnist)")->capture_default_str();
     cmd->add_option("--threads", a->threads, "CPU threads (0 = all cores)")->capture_default_str();
     cmd->add_option("--limit", a->limit, "Evaluate the first N test images only, without comparing with the\n"
                                          "recorded accuracy (0 = all 10,000)")->capture_default_str()->check(CLI::NonNegativeNumber);

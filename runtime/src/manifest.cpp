@@ -119,30 +119,139 @@ void read_run(const std::string& source, const Section& top, RunConfig& rc) {
   loop.seed = s.value<std::uint64_t>("seed", 0, {}, "a non-negative integer");
 }
 
+// task.train / task.test of kind images: two files, or two arrays of one file. Paths are relative
+// to the manifest and kept absolute.
+models::ImageFiles read_image_files(const std::string& source, const Section& task, const std::string& key,
+                                    const std::string& base_dir) {
+  const YAML::Node node = task.get(key);
+  const Section s(source, node, "task." + key, {"file", "images", "labels"});
+  const auto absolute = [&base_dir](const std::string& p) {
+    return std::filesystem::absolute(std::filesystem::path(base_dir) / p).lexically_normal().string();
+  };
+  const auto named = [](const std::string& v) { return !v.empty(); };
+  models::ImageFiles files;
+  files.file = s.value<std::string>("file", "", named, "a file path (a NumPy .npz or an HDF5 file)");
+  for (const char* part : {"images", "labels"})
+    if (!s.has(part))
+      throw ManifestError(where(source, node) + ": task." + key + "." + part + ": missing (" +
+                          (files.file.empty() ? "a file: IDX, gzip or plain, or NumPy .npy" : "the array's name in file") + ")");
+  files.images = s.value<std::string>("images", "", named, "a file path or an array name");
+  files.labels = s.value<std::string>("labels", "", named, "a file path or an array name");
+  if (files.file.empty()) {
+    files.images = absolute(files.images);
+    files.labels = absolute(files.labels);
+  } else {
+    files.file = absolute(files.file);
+  }
+  return files;
+}
+
+// Kind images: the input (channels, size, classes) from the data's headers and labels, and the split
+// checked against the training part's size. Errors name the manifest's key, the file and the problem.
+void probe_image_task(const std::string& source, const Section& s, scheduler::TaskSpec& task) {
+  models::ImageSetInfo train, test;
+  try {
+    train = models::probe_images(task.train_files, task.layout);
+  } catch (const models::DataError& e) {
+    throw ManifestError(where(source, s.get("train")) + ": task.train: " + e.what());
+  }
+  try {
+    test = models::probe_images(task.test_files, task.layout);
+  } catch (const models::DataError& e) {
+    throw ManifestError(where(source, s.get("test")) + ": task.test: " + e.what());
+  }
+  const auto shape = [](const models::ImageSetInfo& i) {
+    return std::to_string(i.channels) + "x" + std::to_string(i.height) + "x" + std::to_string(i.width);
+  };
+  if (shape(train) != shape(test))
+    throw ManifestError(where(source, s.get("test")) + ": task.test: images are " + shape(test) +
+                        " (channels x height x width), the training images " + shape(train));
+  const int max_label = std::max(train.max_label, test.max_label);
+  int classes = max_label + 1;
+  if (!task.class_names.empty()) {
+    classes = static_cast<int>(task.class_names.size());
+    if (max_label >= classes)
+      throw ManifestError(where(source, s.get("classes")) + ": task.classes: " + std::to_string(classes) +
+                          " names, but the labels go up to " + std::to_string(max_label));
+  }
+  if (classes < 2)
+    throw ManifestError(where(source, s.get("train")) + ": task.train: every label is " + std::to_string(max_label) +
+                        ": a classification task needs at least 2 classes");
+  task.input = models::InputSpec{train.channels, train.height, train.width, classes};
+  models::SplitSizes& split = task.split;
+  // Sizes not given: a tenth for validation, no unlabeled pool, the rest labeled.
+  if (!s.has("validation")) split.validation = std::max<std::int64_t>(1, train.count / 10);
+  if (!s.has("unlabeled")) split.unlabeled = 0;
+  if (!s.has("labeled")) split.labeled = std::max<std::int64_t>(1, train.count - split.validation - split.unlabeled);
+  if (split.labeled + split.unlabeled + split.validation > train.count)
+    throw ManifestError(where(source, s.get("train")) + ": task: labeled + unlabeled + validation (" +
+                        std::to_string(split.labeled + split.unlabeled + split.validation) + ") exceed the " +
+                        std::to_string(train.count) + " training images of " +
+                        (task.train_files.file.empty() ? task.train_files.images : task.train_files.file));
+}
+
 // task: kind, data and split, surrogate settings.
-void read_task(const std::string& source, const Section& top, RunConfig& rc) {
+void read_task(const std::string& source, const Section& top, const std::string& base_dir, bool probe_data,
+               RunConfig& rc) {
   scheduler::LoopConfig& loop = rc.loop;
   const Section s(source, top.get("task"), "task",
-                  {"kind", "data_dir", "labeled", "unlabeled", "validation", "surrogate_cost_seconds",
-                   "surrogate_noise", "surrogate_class_skew", "surrogate_pseudo_labels", "surrogate_drift",
-                   "surrogate_drift_period"});
+                  {"kind", "data_dir", "train", "test", "layout", "classes", "labeled", "unlabeled", "validation",
+                   "surrogate_cost_seconds", "surrogate_noise", "surrogate_class_skew", "surrogate_pseudo_labels",
+                   "surrogate_drift", "surrogate_drift_period"});
   const std::string kind = s.value<std::string>(
-      "kind", "fashion_mnist", [](const std::string& k) { return k == "fashion_mnist" || k == "surrogate"; },
-      "one of fashion_mnist, surrogate");
-  loop.task.kind = kind == "surrogate" ? scheduler::TaskSpec::Kind::Surrogate : scheduler::TaskSpec::Kind::FashionMnist;
+      "kind", "fashion_mnist",
+      [](const std::string& k) { return k == "fashion_mnist" || k == "surrogate" || k == "images"; },
+      "one of fashion_mnist, images, surrogate");
+  using Kind = scheduler::TaskSpec::Kind;
+  loop.task.kind = kind == "surrogate" ? Kind::Surrogate : kind == "images" ? Kind::Images : Kind::FashionMnist;
+  const bool images = loop.task.kind == Kind::Images;
+  for (const char* key : {"train", "test", "layout", "classes"})
+    if (!images && s.has(key))
+      throw ManifestError(where(source, s.get(key)) + ": task." + key + ": only with task.kind: images");
+  if (images) {
+    for (const char* key : {"train", "test"})
+      if (!s.has(key))
+        throw ManifestError(where(source, top.get("task")) + ": task." + key + ": missing; task.kind images reads its " +
+                            (std::string(key) == "train" ? "training" : "hidden test") +
+                            " set from {images: FILE, labels: FILE} or {file: FILE, images: ARRAY, labels: ARRAY}");
+    loop.task.train_files = read_image_files(source, s, "train", base_dir);
+    loop.task.test_files = read_image_files(source, s, "test", base_dir);
+    const std::string layout = s.value<std::string>(
+        "layout", "auto", [](const std::string& v) { return v == "auto" || v == "nhwc" || v == "nchw"; },
+        "one of auto, nhwc (N, height, width, channels), nchw (N, channels, height, width)");
+    loop.task.layout = layout == "nhwc" ? models::ImageLayout::Nhwc
+                       : layout == "nchw" ? models::ImageLayout::Nchw
+                                          : models::ImageLayout::Auto;
+    if (s.has("classes")) {
+      const YAML::Node names = s.get("classes");
+      if (!names.IsSequence() || names.size() < 2 || names.size() > 100000)
+        throw ManifestError(where(source, names) + ": task.classes: expected a list of at least 2 class names");
+      for (const auto& n : names) {
+        if (!n.IsScalar() || n.Scalar().empty())
+          throw ManifestError(where(source, n) + ": task.classes: expected a name");
+        loop.task.class_names.push_back(n.Scalar());
+      }
+    }
+  }
   loop.task.data_dir = s.value<std::string>("data_dir", loop.task.data_dir);
-  const auto count = [](const std::int64_t& v) { return v >= 0 && v <= 60000; };
-  const auto some = [](const std::int64_t& v) { return v >= 1 && v <= 60000; };
+  // Fashion-MNIST has 60000 training images; an images task's bound is its data's (probe_image_task).
+  const std::int64_t most = images ? std::int64_t{1} << 31 : 60000;
+  const auto count = [most](const std::int64_t& v) { return v >= 0 && v <= most; };
+  const auto some = [most](const std::int64_t& v) { return v >= 1 && v <= most; };
+  const std::string range = "[1, " + std::to_string(most) + "]";
+  if (images) loop.task.split.unlabeled = 0;  // no pool unless asked for
   loop.task.split.labeled = s.value<std::int64_t>("labeled", loop.task.split.labeled, some,
-                                                  "an integer in [1, 60000] (0 would train on nothing)");
-  loop.task.split.unlabeled =
-      s.value<std::int64_t>("unlabeled", loop.task.split.unlabeled, count, "an integer in [0, 60000]");
+                                                  "an integer in " + range + " (0 would train on nothing)");
+  loop.task.split.unlabeled = s.value<std::int64_t>("unlabeled", loop.task.split.unlabeled, count,
+                                                    "an integer in [0, " + std::to_string(most) + "]");
   loop.task.split.validation = s.value<std::int64_t>(
       "validation", loop.task.split.validation, some,
-      "an integer in [1, 60000] (0 would make every validation accuracy 0: selection would be blind)");
-  if (loop.task.split.labeled + loop.task.split.unlabeled + loop.task.split.validation > 60000)
+      "an integer in " + range + " (0 would make every validation accuracy 0: selection would be blind)");
+  if (!images && loop.task.split.labeled + loop.task.split.unlabeled + loop.task.split.validation > 60000)
     throw ManifestError(where(source, top.get("task")) +
                         ": task: labeled + unlabeled + validation exceed the 60000 training images");
+  if (images && probe_data)
+    probe_image_task(source, s, loop.task);
   loop.task.surrogate_cost_seconds = s.value<double>(
       "surrogate_cost_seconds", loop.task.surrogate_cost_seconds, [](const double& v) { return v >= 0 && v < 3600; },
       "seconds in [0, 3600)");
@@ -451,8 +560,8 @@ void read_seeds(const std::string& source, const YAML::Node& root, const std::st
           throw ManifestError(std::string(e.what()) + " (in " + label + ")");
         }
       }
-      models::validate(loop.seeds.back());
-      if (const std::string why = scheduler::seed_violation(loop.seeds.back(), loop.limits); !why.empty())
+      models::validate(loop.seeds.back(), loop.task.input);
+      if (const std::string why = scheduler::seed_violation(loop.seeds.back(), loop.limits, loop.task.input); !why.empty())
         throw ManifestError(where(source, seed) + ": " + label +
                             (seed.IsScalar() ? " (" + seed.as<std::string>() + ")" : std::string()) + ": " + why);
     } catch (const models::GenomeError& e) {
@@ -527,7 +636,7 @@ RunConfig parse_manifest(const std::string& text, const std::string& source, con
   rc.manifest_hash = manifest_hash(text);
   // Sections in this order: later ones check against earlier ones (a seed against design limits).
   if (top.has("run")) read_run(source, top, rc);
-  if (top.has("task")) read_task(source, top, rc);
+  if (top.has("task")) read_task(source, top, base_dir, load_seeds, rc);
   if (top.has("population")) read_population(source, top, rc);
   if (top.has("selection")) read_selection(source, top, rc);
   if (top.has("design")) read_design(source, top, rc);
@@ -555,6 +664,52 @@ void flatten(const YAML::Node& node, const std::string& prefix, std::map<std::st
 }
 }  // namespace
 
+namespace {
+const char* task_kind_name(scheduler::TaskSpec::Kind kind) {
+  switch (kind) {
+    case scheduler::TaskSpec::Kind::Surrogate: return "surrogate";
+    case scheduler::TaskSpec::Kind::Images: return "images";
+    default: return "fashion_mnist";
+  }
+}
+
+void emit_image_task(YAML::Emitter& out, const scheduler::TaskSpec& task) {
+  const auto files = [&out](const char* key, const models::ImageFiles& f) {
+    out << YAML::Key << key << YAML::Value << YAML::Flow << YAML::BeginMap;
+    if (!f.file.empty()) out << YAML::Key << "file" << YAML::Value << f.file;
+    out << YAML::Key << "images" << YAML::Value << f.images << YAML::Key << "labels" << YAML::Value << f.labels
+        << YAML::EndMap;
+  };
+  files("train", task.train_files);
+  files("test", task.test_files);
+  if (task.layout != models::ImageLayout::Auto)
+    out << YAML::Key << "layout" << YAML::Value << models::layout_name(task.layout);
+  if (!task.class_names.empty()) out << YAML::Key << "classes" << YAML::Value << YAML::Flow << task.class_names;
+}
+}  // namespace
+
+std::string image_task_yaml(const scheduler::TaskSpec& task) {
+  YAML::Emitter out;
+  out << YAML::Flow << YAML::BeginMap;
+  emit_image_task(out, task);
+  out << YAML::EndMap;
+  return out.c_str();
+}
+
+void apply_image_task_yaml(const std::string& text, const std::string& source, scheduler::TaskSpec& task) {
+  YAML::Node node = schema::load_checked_yaml(text, source, "data description");
+  node["kind"] = "images";
+  YAML::Node root;
+  root["task"] = node;
+  RunConfig rc;
+  read_task(source, Section(source, root, "data", {"task"}), "/", false, rc);
+  task.kind = scheduler::TaskSpec::Kind::Images;
+  task.train_files = rc.loop.task.train_files;
+  task.test_files = rc.loop.task.test_files;
+  task.layout = rc.loop.task.layout;
+  task.class_names = rc.loop.task.class_names;
+}
+
 std::string resolved_yaml(const RunConfig& rc) {
   const scheduler::LoopConfig& l = rc.loop;
   YAML::Emitter out;
@@ -563,9 +718,9 @@ std::string resolved_yaml(const RunConfig& rc) {
   out << YAML::Key << "run" << YAML::Value << YAML::BeginMap << YAML::Key << "name" << YAML::Value << rc.name
       << YAML::Key << "seed" << YAML::Value << l.seed << YAML::EndMap;
   out << YAML::Key << "task" << YAML::Value << YAML::BeginMap;
-  out << YAML::Key << "kind" << YAML::Value
-      << (l.task.kind == scheduler::TaskSpec::Kind::Surrogate ? "surrogate" : "fashion_mnist");
+  out << YAML::Key << "kind" << YAML::Value << task_kind_name(l.task.kind);
   out << YAML::Key << "data_dir" << YAML::Value << l.task.data_dir;
+  if (l.task.kind == scheduler::TaskSpec::Kind::Images) emit_image_task(out, l.task);
   out << YAML::Key << "labeled" << YAML::Value << l.task.split.labeled;
   out << YAML::Key << "unlabeled" << YAML::Value << l.task.split.unlabeled;
   out << YAML::Key << "validation" << YAML::Value << l.task.split.validation;

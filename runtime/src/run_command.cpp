@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <csignal>
@@ -52,6 +53,10 @@ RunConfig stored_run_config(const std::string& run_dir) {
   if (files.empty()) throw checkpoints::CheckpointError(run_dir + ": no generation files (gen-*.h5) to reproduce");
   const auto first = checkpoints::read_generation(files.front());
   RunConfig config = parse_manifest(first.run.manifest_text, run_dir + "/gen-0 manifest", run_dir, false);
+  if (!first.run.data.empty()) {  // kind images: the data where the run found it (absolute paths)
+    apply_image_task_yaml(first.run.data, run_dir + "/gen-0 data", config.loop.task);
+    config.loop.task.input = first.run.input;
+  }
   // Reproduced in the original's lineage format (its weight digests' FNV basis; FORMAT.md).
   config.loop.format1_weights_digest = first.format_version == 1;
   for (const auto& m : first.models)
@@ -86,9 +91,34 @@ int compare_runs(const std::string& a, const std::string& b, int generations) {
 }
 
 // Writes the lineage as tab-separated text: models.tsv (one row per model, deterministic fields
-// only, so two runs of the same manifest compare byte for byte) and generations.tsv (one row per
-// generation, with timings).
+// only, so two runs of the same manifest compare byte for byte; the genome's architecture and
+// recipe in the last columns) and generations.tsv (one row per generation, with timings).
 class LineageFiles final : public scheduler::GenerationSink {
+  // The genome's columns: architecture (models::architecture_text), optimizer, learning rate,
+  // schedule, warm-up, batch size, epochs, weight decay, augmentation shift and flip, distillation
+  // epochs; "-" in each for a genome that does not parse (never for a designed child).
+  static std::string genome_columns(const std::string& yaml) {
+    try {
+      const models::Genome g = models::from_yaml(yaml, "genome");
+      const models::Recipe& r = g.recipe;
+      char text[256];
+      using R = models::Recipe;
+      const char* optimizer = r.optimizer == R::Optimizer::Adam ? "adam" : r.optimizer == R::Optimizer::AdamW ? "adamw" : "sgd";
+      const char* schedule = r.schedule == R::Schedule::Constant ? "constant" : r.schedule == R::Schedule::Cosine ? "cosine" : "step";
+      const auto shortest = [](float v) {  // as the genome's YAML writes it: 0.001, not 0.00100000005
+        char b[32];
+        return std::string(b, std::to_chars(b, b + sizeof b, v).ptr);
+      };
+      std::snprintf(text, sizeof text, "\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%d\t%d\t%d", optimizer,
+                    shortest(r.learning_rate).c_str(), schedule, shortest(r.warmup).c_str(), r.batch_size, r.epochs,
+                    shortest(r.weight_decay).c_str(), r.augmentation.shift, r.augmentation.flip ? 1 : 0,
+                    r.distill_epochs);
+      return models::architecture_text(g) + text;
+    } catch (const std::exception&) {
+      return "-\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-";
+    }
+  }
+
  public:
   // `improvement`: the run has self-improvement switches on, and the files get their columns (a run
   // without them writes the files exactly as before).
@@ -97,7 +127,9 @@ class LineageFiles final : public scheduler::GenerationSink {
     if (!models_ || !generations_) throw std::runtime_error("cannot write the lineage files in " + dir.string());
     models_ << "generation\tid\tparents\top\tstatus\tval_acc\ttest_acc\tparams\tflops\tinherited\tpreserving\t"
                "weights\tdescription\tfailure"
-            << (improvement_ ? "\tpredicted_gain\trungs\n" : "\n");
+            << (improvement_ ? "\tpredicted_gain\trungs" : "")
+            << "\tarchitecture\toptimizer\tlearning_rate\tschedule\twarmup\tbatch_size\tepochs\tweight_decay\t"
+               "shift\tflip\tdistill_epochs\n";
     generations_ << "generation\tbest_id\tbest_val\tbest_model_test\tmedian_val\tmedian_test\tgain\tdesign_skill\t"
                     "diversity\ttrained\tfailed\trefused\tseconds\tcheckpoint_seconds\tcheckpoint_bytes"
                  << (improvement_ ? "\tpredictor_rank_correlation\tpredictor_examples\tduplicates\tpromoted\tniches\n"
@@ -130,7 +162,7 @@ class LineageFiles final : public scheduler::GenerationSink {
       models_ << line << m.description << "\t" << (m.failure.empty() ? "-" : m.failure);
       if (rungs.empty()) rungs = "-";
       if (improvement_) models_ << "\t" << predicted << "\t" << rungs;
-      models_ << "\n";
+      models_ << "\t" << genome_columns(m.genome_yaml) << "\n";
     }
     char line[512];
     // The store is the first sink: its figures are those of this generation's write.
@@ -415,6 +447,27 @@ class RunSession {
         bad_data = 1;
       }
     }
+    if (rank_ == 0 && config_.loop.task.kind == scheduler::TaskSpec::Kind::Images) {
+      // Read in full once (the manifest loader read the headers and labels): a corrupt file is named
+      // here, and the fingerprints say in the lineage which pixels the run learned from and was tested on.
+      const scheduler::TaskSpec& task = config_.loop.task;
+      const char* part = "task.train";
+      try {
+        const models::Dataset train = models::load_images(task.train_files, task.layout, task.input.classes);
+        part = "task.test";
+        const models::Dataset test = models::load_images(task.test_files, task.layout, task.input.classes);
+        char text[64];
+        std::snprintf(text, sizeof text, "train=%016llx test=%016llx",
+                      static_cast<unsigned long long>(models::data_fingerprint(train)),
+                      static_cast<unsigned long long>(models::data_fingerprint(test)));
+        data_fingerprint_ = text;
+        images_split_fingerprint_ =
+            models::split_fingerprint(models::make_split(train.size(), task.split, config_.loop.seed));
+      } catch (const models::DataError& e) {
+        error(std::string(part) + ": " + e.what());
+        bad_data = 1;
+      }
+    }
     if (mpi_.agree(bad_data)) return kExitBadInput;
     if (size_ % config_.loop.group_size != 0) {
       error("cluster.group_size " + std::to_string(config_.loop.group_size) + " does not divide the " +
@@ -611,6 +664,12 @@ class RunSession {
     if (config_.loop.task.kind == scheduler::TaskSpec::Kind::FashionMnist)  // the 60k training images
       info.split_fingerprint =
           models::split_fingerprint(models::make_split(60'000, config_.loop.task.split, config_.loop.seed));
+    if (config_.loop.task.kind == scheduler::TaskSpec::Kind::Images) {
+      info.input = config_.loop.task.input;
+      info.data = image_task_yaml(config_.loop.task);
+      info.data_fingerprint = data_fingerprint_;
+      info.split_fingerprint = images_split_fingerprint_;
+    }
     return info;
   }
 
@@ -757,6 +816,8 @@ class RunSession {
   std::unique_ptr<collective::Communicator> world_;
   Placement placement_;
   std::string hosts_;
+  std::string data_fingerprint_;                  // kind images, rank 0 (check_inputs)
+  std::uint64_t images_split_fingerprint_ = 0;
   // Declared before the exporter: its checkpoint source reads the store through this pointer.
   std::unique_ptr<checkpoints::LineageStore> store_;
   MonitoringStart monitor_;

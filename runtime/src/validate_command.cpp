@@ -24,12 +24,20 @@ void add_validate_command(CLI::App& app, std::function<int()>& run) {
       try {
         const RunConfig config = load_manifest(*path);
         if (*json)
-          std::printf("{\"manifest\": %s, \"valid\": true, \"manifest_hash\": %s, \"resolved\": %s}\n",
+          std::printf("{\"manifest\": %s, \"valid\": true, \"manifest_hash\": %s, \"input\": [%d, %d, %d, %d], "
+                      "\"resolved\": %s}\n",
                       json_string(*path).c_str(), json_string(config.manifest_hash).c_str(),
-                      json_string(resolved_yaml(config)).c_str());
-        else
-          std::printf("# %s: valid (manifest hash %s)\n%s", path->c_str(), config.manifest_hash.c_str(),
-                      resolved_yaml(config).c_str());
+                      config.loop.task.input.channels, config.loop.task.input.height, config.loop.task.input.width,
+                      config.loop.task.input.classes, json_string(resolved_yaml(config)).c_str());
+        else {
+          std::printf("# %s: valid (manifest hash %s)\n", path->c_str(), config.manifest_hash.c_str());
+          if (config.loop.task.kind == scheduler::TaskSpec::Kind::Images) {
+            const models::InputSpec& in = config.loop.task.input;
+            std::printf("# data: input %dx%dx%d, %d classes (channels x height x width, read from the files)\n",
+                        in.channels, in.height, in.width, in.classes);
+          }
+          std::printf("%s", resolved_yaml(config).c_str());
+        }
         return static_cast<int>(kExitOk);
       } catch (const ManifestError& e) {
         if (*json)

@@ -110,7 +110,7 @@ bool Designer::design_slot(int generation, ModelRecord& m, const models::Genome&
     const kernels::CounterRng rng(config_.seed, stream, attempt == 0 ? 0 : kRedrawStep + static_cast<std::uint32_t>(attempt));
     DesignedChild child;
     try {
-      child = design_child(parent, mate, rng, config_.limits, {}, mode_);
+      child = design_child(parent, mate, rng, config_.limits, config_.task.input, mode_);
     } catch (const std::invalid_argument& e) {
       // A parent no design can bring within the limits: the child is refused, the run goes on.
       m.op = "none";
@@ -143,7 +143,7 @@ bool Designer::design_slot(int generation, ModelRecord& m, const models::Genome&
   if (imp.predictor.enabled && predictor_.fitted() && predictor_.examples() > 0) {
     std::vector<double> predicted;
     for (const DesignedChild& c : candidates)
-      predicted.push_back(predictor_.predict(design_features(parent, m.parent_val_accuracy, c.genome, c.op)));
+      predicted.push_back(predictor_.predict(design_features(parent, m.parent_val_accuracy, c.genome, c.op, config_.task.input)));
     const auto gene = parent.designer.find(kScreenGene);
     const double screen = gene == parent.designer.end() ? kDefaultScreen : gene->second;
     if (screening && kernels::CounterRng(config_.seed, stream, kScreenStep).uniform(0) < screen)
@@ -159,7 +159,7 @@ bool Designer::design_slot(int generation, ModelRecord& m, const models::Genome&
   const RedLines& lines = config_.governance.red_lines;
   if (lines.max_parameters > 0 || lines.max_flops_per_sample > 0) {
     // Refused before training: the design stays on record with its reason.
-    const std::string violation = red_line_violation(lines, models::validate(child.genome));
+    const std::string violation = red_line_violation(lines, models::validate(child.genome, config_.task.input));
     if (!violation.empty()) {
       m.status = ModelRecord::Status::Refused;
       m.failure_kind = ModelRecord::FailureKind::RedLine;
@@ -197,7 +197,7 @@ void Designer::learn(GenerationRecord& record, int duplicates) {
       const auto parent = genome_yaml_.find(m.parents[0]);
       if (parent == genome_yaml_.end()) continue;  // a parent from before the stored history
       predictor_.add(design_features(models::from_yaml(parent->second, "parent genome"), m.parent_val_accuracy,
-                                     models::from_yaml(m.genome_yaml, "child genome"), m.op),
+                                     models::from_yaml(m.genome_yaml, "child genome"), m.op, config_.task.input),
                      m.gain_over_parent());
     }
     predictor_.fit();

@@ -14,9 +14,9 @@ namespace rsi::scheduler {
 namespace {
 
 // Shape and recipe of one genome, each about unit size.
-void shape_features(const models::Genome& g, std::vector<double>& out) {
+void shape_features(const models::Genome& g, const models::InputSpec& input, std::vector<double>& out) {
   using Kind = models::Block::Kind;
-  const models::GenomeStats stats = models::validate(g, {}, models::GenomeLimits{
+  const models::GenomeStats stats = models::validate(g, input, models::GenomeLimits{
       std::numeric_limits<std::int64_t>::max(), std::numeric_limits<std::int64_t>::max(), std::numeric_limits<int>::max()});
   int convs = 0, residuals = 0, pools = 0, denses = 0, norms = 0;
   for (const auto& b : g.blocks) {
@@ -52,15 +52,16 @@ constexpr std::size_t kShapeFeatures = 15;
 std::size_t design_feature_count() { return 1 + design_operators().size() + 1 + 2 * kShapeFeatures; }
 
 std::vector<double> design_features(const models::Genome& parent, double parent_val_accuracy,
-                                    const models::Genome& child, const std::string& op) {
+                                    const models::Genome& child, const std::string& op,
+                                    const models::InputSpec& input) {
   std::vector<double> x;
   x.reserve(design_feature_count());
   x.push_back(1.0);
   for (const std::string& name : design_operators()) x.push_back(name == op ? 1.0 : 0.0);
   // Distance from a perfect score: a gain of a parent at 0.95 is worth more than one at 0.80.
   x.push_back((1.0 - parent_val_accuracy) * 10.0);
-  shape_features(child, x);
-  shape_features(parent, x);
+  shape_features(child, input, x);
+  shape_features(parent, input, x);
   return x;
 }
 

@@ -172,12 +172,12 @@ TaskResult execute_surrogate(const Task& task, const LoopConfig& config, const s
   return r;
 }
 
-TaskResult execute_fashion(const Task& task, const LoopConfig& config, const TaskData& data,
+TaskResult execute_images(const Task& task, const LoopConfig& config, const TaskData& data,
                            collective::Communicator& group, const std::function<void()>& poll) {
   const auto start = std::chrono::steady_clock::now();
   const models::Genome genome = models::from_yaml(task.genome_yaml, "task genome");
-  const models::GenomeStats stats = models::validate(genome);
-  models::Network child(genome);
+  const models::GenomeStats stats = models::validate(genome, config.task.input);
+  models::Network child(genome, config.task.input);
   child.initialize(config.seed, task.id);
   if (task.start_weights) load_weights(child, *task.start_weights);  // a promoted child's next rung
 
@@ -194,7 +194,7 @@ TaskResult execute_fashion(const Task& task, const LoopConfig& config, const Tas
   opt.progress_every = 1;
   if (task.train_epochs > 0) opt.epochs = task.train_epochs;
   if (!task.parent_yaml.empty() && task.parent_weights) {
-    parent = std::make_unique<models::Network>(models::from_yaml(task.parent_yaml, "parent genome"));
+    parent = std::make_unique<models::Network>(models::from_yaml(task.parent_yaml, "parent genome"), config.task.input);
     load_weights(*parent, *task.parent_weights);
     const models::InheritReport inherit = models::inherit_weights(*parent, child, task.morphism);
     r.inherited = inherit.inherited > 0;
@@ -312,8 +312,26 @@ TaskResult decode_result(const std::vector<std::byte>& bytes) {
 }
 
 std::unique_ptr<TaskData> load_task_data(const TaskSpec& spec, std::uint64_t seed) {
-  if (spec.kind != TaskSpec::Kind::FashionMnist) return nullptr;
+  if (spec.kind == TaskSpec::Kind::Surrogate) return nullptr;
   auto data = std::make_unique<TaskData>();
+  if (spec.kind == TaskSpec::Kind::Images) {
+    const auto load = [&spec](const models::ImageFiles& files, const char* part) {
+      models::Dataset d = models::load_images(files, spec.layout, spec.input.classes);
+      if (d.channels != spec.input.channels || d.rows != spec.input.height || d.cols != spec.input.width)
+        throw models::DataError(std::string("the ") + part + " images are " + std::to_string(d.channels) + "x" +
+                                std::to_string(d.rows) + "x" + std::to_string(d.cols) + ", the run's input is " +
+                                std::to_string(spec.input.channels) + "x" + std::to_string(spec.input.height) + "x" +
+                                std::to_string(spec.input.width) + " (did the files change since the run began?)");
+      return d;
+    };
+    const models::Dataset train = load(spec.train_files, "training");
+    const models::Split split = models::make_split(train.size(), spec.split, seed);
+    data->labeled = models::subset(train, split.labeled);
+    data->unlabeled = models::subset(train, split.unlabeled);
+    data->validation = models::subset(train, split.validation);
+    data->test = load(spec.test_files, "test");
+    return data;
+  }
   {
     const models::Dataset train = models::load_fashion_mnist_train(spec.data_dir);
     const models::Split split = models::make_split(train.size(), spec.split, seed);
@@ -326,7 +344,7 @@ std::unique_ptr<TaskData> load_task_data(const TaskSpec& spec, std::uint64_t see
 }
 
 double estimate_cost(const models::Genome& genome, const TaskSpec& spec, bool has_parent) {
-  const models::GenomeStats stats = models::validate(genome);
+  const models::GenomeStats stats = models::validate(genome, spec.input);
   if (spec.kind == TaskSpec::Kind::Surrogate) return static_cast<double>(stats.flops);
   const double labeled = static_cast<double>(spec.split.labeled);
   double samples = labeled * genome.recipe.epochs;
@@ -338,7 +356,7 @@ TaskResult execute_task(const Task& task, const LoopConfig& config, const TaskDa
                         collective::Communicator& group, const std::function<void()>& poll) {
   try {
     if (config.task.kind == TaskSpec::Kind::Surrogate) return execute_surrogate(task, config, poll);
-    return execute_fashion(task, config, *data, group, poll);
+    return execute_images(task, config, *data, group, poll);
   } catch (const collective::CollectiveError&) {
     throw;  // a broken group is not the child's failure
   } catch (const std::bad_alloc&) {

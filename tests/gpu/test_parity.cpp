@@ -394,7 +394,7 @@ TEST_P(Parity, AugmentRows) {
     std::vector<float> want(sz(n) * 784);
     models::augment_batch(d, ids64.data(), n, aug, rng, want.data(), first_draw);
     auto out = nans(n * 784LL);
-    kn::augment_rows(exec_, src.data(), ints(id), n, 28, 28, aug.shift, aug.flip, rng, first_draw, out.data());
+    kn::augment_rows(exec_, src.data(), ints(id), n, 1, 28, 28, aug.shift, aug.flip, rng, first_draw, out.data());
     const std::vector<float> got = down(out);
     std::int64_t differing = 0;
     for (std::size_t i = 0; i < got.size(); ++i) differing += std::memcmp(&got[i], &want[i], sizeof(float)) != 0;

@@ -121,7 +121,7 @@ TEST(Manifest, BadManifestsGetTheirMessages) {
       {kSeeds + "run: {name: " + std::string(200, '[') + std::string(200, ']') + "}\n", "brackets nested"},
       {kSeeds + "design: {a: {b: {c: {d: {e: {f: {g: {h: {i: {j: {k: {l: {m: {n: {o: {p: {q: 1}}}}}}}}}}}}}}}}}\n",
        "levels deep; the limit is 16"},
-      {kSeeds + "task: {kind: cifar}\n", "task.kind: expected one of fashion_mnist, surrogate, got 'cifar'"},
+      {kSeeds + "task: {kind: cifar}\n", "task.kind: expected one of fashion_mnist, images, surrogate, got 'cifar'"},
       // --- found by tests/fuzz/manifest_fuzzer (each crashed, hung or threw a non-ManifestError) ---
       {kSeeds + "cluster:\n? group_size: 1\n  threads_per_rank: 1\n", "bad.yaml:3:3: manifest: expected a key name, got a map as a key"},
       {kSeeds + "design: &x {a: *x}\n", "levels deep; the limit is 16"},

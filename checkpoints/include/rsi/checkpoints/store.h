@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "rsi/models/genome.h"
 #include "rsi/scheduler/record.h"
 
 namespace rsi::checkpoints {
@@ -46,6 +47,12 @@ struct RunInfo {
   std::string cuda_settings;  // "conv=im2col tf32=0 graphs=0 fuse=1" on a GPU run; "" on the CPU and in older files
   std::string start_time;     // ISO 8601 UTC
   std::uint64_t split_fingerprint = 0;
+  // The networks' input (attribute "input" = [channels, height, width, classes], written when it is
+  // not Fashion-MNIST's 1x28x28, 10 classes); and, for a task of kind images, where its data lies
+  // (runtime::image_task_yaml) and the data's fingerprints ("train=<fnv1a64 hex> test=<...>").
+  models::InputSpec input;
+  std::string data;
+  std::string data_fingerprint;
 };
 
 // Which models keep their weights in a generation file. Lineage metadata is never dropped.
@@ -188,13 +195,15 @@ ResumePoint find_resume_point(const std::filesystem::path& dir, std::vector<std:
 // Standalone model file (rsi export) and reading it back (rsi eval).
 void export_model(const std::filesystem::path& run_dir, std::uint64_t model_id, const std::filesystem::path& out);
 // The same model as an ONNX file (rsi export --format onnx; FORMAT.md, "ONNX export"): opset 13,
-// standard operators, input "image" [N, 1, 28, 28] (float pixels in [0, 1]), output "logits"
-// [N, 10], the genome and the run in metadata_props; checked with ONNX's checker before it is
+// standard operators, input "image" [N, C, H, W] (the run's input, RunInfo::input: [N, 1, 28, 28]
+// for Fashion-MNIST; float pixels in [0, 1]), output "logits" [N, classes], the genome and the run in metadata_props; checked with ONNX's checker before it is
 // written (.tmp, fsync, rename). Throws CheckpointError for a model without weights, and when this
 // rsi was built without ONNX (libonnx-dev) saying how to get it.
 void export_onnx(const std::filesystem::path& run_dir, std::uint64_t model_id, const std::filesystem::path& out);
 // Whether this rsi was built with the ONNX exporter.
 bool onnx_export_available();
 scheduler::ModelRecord read_exported_model(const std::filesystem::path& file);
+// The run an exported model came from (its input shape and data, for rsi eval).
+RunInfo read_exported_run(const std::filesystem::path& file);
 
 }  // namespace rsi::checkpoints

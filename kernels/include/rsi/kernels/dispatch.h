@@ -84,10 +84,10 @@ void copy(const Exec& e, float* dst, const float* src, std::int64_t n);
 void gather_rows(const Exec& e, const float* src, const std::int32_t* rows, int n, std::int64_t width, float* dst);
 void gather_rows(const Exec& e, const std::int32_t* src, const std::int32_t* rows, int n, std::int64_t width,
                  std::int32_t* dst);
-// out[r] = image src[ids[r]] (rows × cols) shifted and flipped by the draws at first_draw + r
-// (kernels/augment.h; the pixels models::augment_batch gives), r < n: an augmented batch gathered
-// from a data set on the device.
-void augment_rows(const Exec& e, const float* src, const std::int32_t* ids, int n, int rows, int cols, int shift,
-                  bool flip, const CounterRng& rng, std::uint64_t first_draw, float* out);
+// out[r] = image src[ids[r]] (channels × rows × cols) shifted and flipped by the draws at
+// first_draw + r, every channel alike (kernels/augment.h; the pixels models::augment_batch gives),
+// r < n: an augmented batch gathered from a data set on the device.
+void augment_rows(const Exec& e, const float* src, const std::int32_t* ids, int n, int channels, int rows, int cols,
+                  int shift, bool flip, const CounterRng& rng, std::uint64_t first_draw, float* out);
 
 }  // namespace rsi::kernels

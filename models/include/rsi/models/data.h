@@ -1,4 +1,5 @@
-// rsi::models data — the Fashion-MNIST IDX reader, deterministic splits, and augmentation.
+// rsi::models data — the Fashion-MNIST IDX reader, deterministic splits, and augmentation. Other
+// image data sets (IDX, NumPy, HDF5 files): image_files.h.
 #pragma once
 
 #include <cstdint>
@@ -11,13 +12,13 @@
 
 namespace rsi::models {
 
-// Images as f32 in [0, 1], [count][rows*cols] row-major; labels 0..9.
+// Images as f32 in [0, 1], [count][channels][rows][cols] row-major; labels 0..classes-1.
 struct Dataset {
-  int rows = 28, cols = 28;
+  int channels = 1, rows = 28, cols = 28, classes = 10;
   std::vector<float> images;
   std::vector<std::int32_t> labels;
   std::int64_t size() const { return static_cast<std::int64_t>(labels.size()); }
-  int pixels() const { return rows * cols; }
+  int pixels() const { return channels * rows * cols; }  // values per image
   const float* image(std::int64_t i) const { return images.data() + i * pixels(); }
 };
 
@@ -62,7 +63,7 @@ Dataset subset(const Dataset& data, const std::vector<std::int64_t>& indices);
 std::uint64_t split_fingerprint(const Split& split);
 
 // Writes `count` augmented images into out[count][pixels]: image indices[i] of `data`, shifted by
-// up to ±aug.shift pixels (zero fill) and flipped left-right with probability 1/2 when aug.flip.
+// up to ±aug.shift pixels (zero fill; every channel the same way) and flipped left-right with probability 1/2 when aug.flip.
 // Draws come from `rng` at index first_draw + i, so the result is a pure function of its arguments
 // (a data-parallel shard passes the global batch position of its first row).
 void augment_batch(const Dataset& data, const std::int64_t* indices, std::int64_t count, const Augmentation& aug,

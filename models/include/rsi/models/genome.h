@@ -79,9 +79,11 @@ struct Genome {
   bool operator==(const Genome&) const = default;
 };
 
-// The input every genome is built for (Fashion-MNIST: 1×28×28, 10 classes).
+// The input every genome is built for (by default Fashion-MNIST's: 1×28×28, 10 classes; a task of
+// kind images reads it from its data).
 struct InputSpec {
   int channels = 1, height = 28, width = 28, classes = 10;
+  bool operator==(const InputSpec&) const = default;
 };
 
 // Limits checked by validate(); the manifest's red lines tighten them.
@@ -107,6 +109,10 @@ struct GenomeStats {
 // Throws GenomeError naming the block (index and kind) and what is wrong: shape mismatch (a
 // spatial block after a dense one, a pool larger than its input), zero widths, out-of-range fields,
 // the last block not a dense layer with `classes` units, parameter/FLOP limits exceeded.
+// The architecture in one line, block by block: "conv(8,k3,s1) relu maxpool(2,s2) dense(10)" (the
+// models.tsv column `architecture`, the Python package's `arch.blocks`).
+std::string architecture_text(const Genome& genome);
+
 GenomeStats validate(const Genome& genome, const InputSpec& input = {}, const GenomeLimits& limits = {});
 
 struct GenomeError : std::runtime_error {

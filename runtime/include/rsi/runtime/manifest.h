@@ -81,13 +81,20 @@ std::string manifest_hash(const std::string& text, bool format1_basis = false);
 long slurm_time_seconds(const std::string& text);
 
 RunConfig load_manifest(const std::string& path);
-// With load_seeds false the seed genomes are not read (rsi reproduce takes them from the stored run).
+// With load_seeds false the seed genomes are not read (rsi reproduce takes them from the stored run)
+// and an images task's data is not probed (its input stays the default).
 RunConfig parse_manifest(const std::string& text, const std::string& source, const std::string& base_dir,
                          bool load_seeds = true);
 
 // The resolved manifest: every key of the schema with its value (defaults filled in), as YAML.
 // Seeds are listed as their canonical genome text.
 std::string resolved_yaml(const RunConfig& config);
+
+// Kind images: where the data lies (train, test, layout, classes; absolute paths) as one line of
+// YAML, kept in the lineage (checkpoints::RunInfo::data) so that rsi eval and rsi reproduce find the
+// data whatever the directory; and read back into a task.
+std::string image_task_yaml(const scheduler::TaskSpec& task);
+void apply_image_task_yaml(const std::string& text, const std::string& source, scheduler::TaskSpec& task);
 
 // The keys whose values differ between two manifest texts, one "  key: old -> new" line each
 // (empty when the manifests agree on every key).

@@ -12,6 +12,7 @@
 #include "rsi/collective/communicator.h"
 #include "rsi/models/data.h"
 #include "rsi/models/genome.h"
+#include "rsi/models/image_files.h"
 #include "rsi/scheduler/design.h"
 #include "rsi/scheduler/governance.h"
 #include "rsi/scheduler/record.h"
@@ -19,9 +20,17 @@
 namespace rsi::scheduler {
 
 struct TaskSpec {
-  enum class Kind { FashionMnist, Surrogate } kind = Kind::FashionMnist;
+  enum class Kind { FashionMnist, Surrogate, Images } kind = Kind::FashionMnist;
   // fashion_mnist
   std::string data_dir = models::kFashionMnistDir;
+  // images: any image-classification data set in files (models/image_files.h). The split cuts the
+  // training part; the test part is the hidden test set.
+  models::ImageFiles train_files, test_files;
+  models::ImageLayout layout = models::ImageLayout::Auto;
+  std::vector<std::string> class_names;  // optional; their number sets the classes when given
+  // The networks' input: Fashion-MNIST's (1x28x28, 10 classes) unless the task is `images`, whose
+  // manifest loader reads it from the data (channels, size; classes from the labels or the names).
+  models::InputSpec input;
   models::SplitSizes split{20'000, 10'000, 5'000};
   // surrogate: an analytic capability landscape over the genome (see surrogate.h)
   double surrogate_cost_seconds = 0.05;

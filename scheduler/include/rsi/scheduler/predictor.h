@@ -24,8 +24,10 @@ namespace rsi::scheduler {
 // FLOPs, convolutions, residual blocks, pools, dense blocks, batch norms, epochs, distillation
 // epochs, log learning rate and its distance from 1e-3, augmentation, schedule), each scaled to
 // about unit size.
+// Sizes (parameters, FLOPs) are those on `input`, the task's images.
 std::vector<double> design_features(const models::Genome& parent, double parent_val_accuracy,
-                                    const models::Genome& child, const std::string& op);
+                                    const models::Genome& child, const std::string& op,
+                                    const models::InputSpec& input = {});
 std::size_t design_feature_count();
 
 class GainPredictor {
