@@ -315,13 +315,16 @@ void read_improvement(const std::string& source, const Section& s, scheduler::Lo
   imp.redesign_attempts =
       s.value<int>("redesign_attempts", imp.redesign_attempts, in_range(0, 1000), range_text(0, 1000));
   if (s.has("predictor")) {
-    const Section p(source, s.get("predictor"), "design.predictor", {"enabled", "candidates", "min_examples", "ridge"});
+    const Section p(source, s.get("predictor"), "design.predictor", {"enabled", "candidates", "min_examples", "ridge", "min_correlation"});
     auto& x = imp.predictor;
     x.enabled = p.value<bool>("enabled", x.enabled, {}, "true or false");
     x.candidates = p.value<int>("candidates", x.candidates, in_range(1, 64), range_text(1, 64));
     x.min_examples = p.value<int>("min_examples", x.min_examples, in_range(1, 100000), range_text(1, 100000));
     x.ridge = p.value<double>("ridge", x.ridge, [](const double& v) { return v > 0 && v <= 1e6; },
                               "a number in (0, 1e6]");
+    x.min_correlation = p.value<double>("min_correlation", x.min_correlation,
+                                        [](const double& v) { return v >= -1 && v <= 1; },
+                                        "a rank correlation in [-1, 1] (-1 = screen whatever it is)");
   }
   if (s.has("rungs")) {
     const Section r(source, s.get("rungs"), "design.rungs", {"enabled", "first_epochs", "promote"});
@@ -752,7 +755,8 @@ std::string resolved_yaml(const RunConfig& rc) {
   out << YAML::Key << "predictor" << YAML::Value << YAML::BeginMap << YAML::Key << "enabled" << YAML::Value
       << imp.predictor.enabled << YAML::Key << "candidates" << YAML::Value << imp.predictor.candidates << YAML::Key
       << "min_examples" << YAML::Value << imp.predictor.min_examples << YAML::Key << "ridge" << YAML::Value
-      << imp.predictor.ridge << YAML::EndMap;
+      << imp.predictor.ridge << YAML::Key << "min_correlation" << YAML::Value << imp.predictor.min_correlation
+      << YAML::EndMap;
   out << YAML::Key << "rungs" << YAML::Value << YAML::BeginMap << YAML::Key << "enabled" << YAML::Value
       << imp.rungs.enabled << YAML::Key << "first_epochs" << YAML::Value << imp.rungs.first_epochs << YAML::Key
       << "promote" << YAML::Value << imp.rungs.promote << YAML::EndMap;
@@ -847,6 +851,7 @@ std::string manifest_differences(const std::string& stored, const std::string& c
       {"design.extended_recipe", "false"},
       {"design.predictor.enabled", "false"},  {"design.predictor.candidates", "4"},
       {"design.predictor.min_examples", "8"}, {"design.predictor.ridge", "1"},
+      {"design.predictor.min_correlation", "-1"},
       {"design.rungs.enabled", "false"},      {"design.rungs.first_epochs", "1"},
       {"design.rungs.promote", "0.5"},        {"design.niches.enabled", "false"},
       {"design.niches.parameter_bins", "4"},  {"design.niches.depth_bins", "3"},

@@ -100,7 +100,8 @@ bool Designer::design_slot(int generation, ModelRecord& m, const models::Genome&
                            DesignedGeneration& out, std::set<std::uint64_t>& taken) {
   const ImprovementConfig& imp = config_.improvement;
   const bool screening = imp.predictor.enabled && predictor_.fitted() &&
-                         predictor_.examples() >= static_cast<std::size_t>(std::max(imp.predictor.min_examples, 1));
+                         predictor_.examples() >= static_cast<std::size_t>(std::max(imp.predictor.min_examples, 1)) &&
+                         predictor_earned_screening();
   const int wanted = screening ? std::max(imp.predictor.candidates, 1) : 1;
   const int draws = wanted + (imp.deduplicate ? std::max(imp.redesign_attempts, 0) : 0);
   const std::uint64_t stream = kernels::rng_stream(kernels::RngUse::Design, m.id);
@@ -174,6 +175,15 @@ bool Designer::design_slot(int generation, ModelRecord& m, const models::Genome&
   return crossover;
 }
 
+bool Designer::predictor_earned_screening() const {
+  const double floor = config_.improvement.predictor.min_correlation;
+  if (floor <= -1.0) return true;
+  if (correlations_.empty()) return false;
+  double sum = 0.0;
+  for (const double c : correlations_) sum += c;
+  return sum / static_cast<double>(correlations_.size()) >= floor;
+}
+
 void Designer::remember(const ModelRecord& m) {
   genome_yaml_[m.id] = m.genome_yaml;
   if (config_.improvement.deduplicate) seen_.insert(design_hash(models::from_yaml(m.genome_yaml, "stored genome")));
@@ -191,6 +201,10 @@ void Designer::learn(GenerationRecord& record, int duplicates) {
       achieved.push_back(m.gain_over_parent());
     }
     correlation = rank_correlation(predicted, achieved);
+    if (std::isfinite(correlation)) {
+      correlations_.push_back(correlation);
+      if (correlations_.size() > 3) correlations_.pop_front();
+    }
     // Validation gains only: the hidden test set never reaches the predictor.
     for (const ModelRecord& m : record.children) {
       if (!m.trained() || m.parents.empty() || !trained_in_full(m)) continue;

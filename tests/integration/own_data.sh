@@ -22,6 +22,12 @@ py=/usr/bin/python3
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/rsi-own-data.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 fail() { echo "own_data.sh: FAIL: $*" >&2; exit 1; }
+expect_exit() {  # expect_exit CODE OUT WHAT COMMAND...: COMMAND (output in OUT) exits with CODE
+  local code=$1 out=$2 what=$3 rc=0
+  shift 3
+  "$@" >"$out" 2>&1 || rc=$?
+  [[ $rc -eq $code ]] || fail "$what gave exit code $rc, expected $code: $(cat "$out")"
+}
 
 # The experiment's manifest, with its data in $tmp (paths relative to the manifest, as shipped).
 mkdir -p "$tmp/experiments" "$tmp/data"
@@ -34,11 +40,7 @@ manifest=$tmp/experiments/digits.yaml
 "$rsi" validate "$manifest" >"$tmp/validate.out" || fail "rsi validate exited $?: $(cat "$tmp/validate.out")"
 grep -q "input 1x8x8, 10 classes" "$tmp/validate.out" || fail "validate does not report the input: $(head -3 "$tmp/validate.out")"
 sed -e 's|test.h5, images: images|test.h5, images: pixels|' "$manifest" >"$tmp/experiments/bad.yaml"
-set +e
-"$rsi" validate "$tmp/experiments/bad.yaml" >"$tmp/bad.out" 2>&1
-rc=$?
-set -e
-[[ $rc -eq 3 ]] || fail "a missing dataset gave exit code $rc, expected 3"
+expect_exit 3 "$tmp/bad.out" "a missing dataset" "$rsi" validate "$tmp/experiments/bad.yaml"
 grep -q "bad.yaml:.*task.test: .*test.h5: no dataset 'pixels'" "$tmp/bad.out" || fail "unclear error: $(cat "$tmp/bad.out")"
 
 # 2. run
@@ -72,11 +74,7 @@ grep -q "on 397 images" "$tmp/eval.out" || fail "eval did not use the 397 test i
 cp "$tmp/data/digits/test.h5" "$tmp/test.h5.orig"
 "$py" -c "import h5py, sys; f = h5py.File(sys.argv[1], 'r+'); x = f['images'][:]; x[0, 0, 0] = 1 - x[0, 0, 0]; f['images'][...] = x" \
   "$tmp/data/digits/test.h5"
-set +e
-"$rsi" eval "$tmp/best.h5" >"$tmp/changed.out" 2>&1
-rc=$?
-set -e
-[[ $rc -eq 1 ]] || fail "eval on a changed test set exited $rc, expected 1"
+expect_exit 1 "$tmp/changed.out" "eval on a changed test set" "$rsi" eval "$tmp/best.h5"
 grep -q "not the one the run was tested on" "$tmp/changed.out" || fail "unclear: $(cat "$tmp/changed.out")"
 cp "$tmp/test.h5.orig" "$tmp/data/digits/test.h5"
 

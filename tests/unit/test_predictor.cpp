@@ -167,6 +167,42 @@ TEST(Designer, ThePredictorScreensAndItsCorrelationIsRecorded) {
   EXPECT_EQ(records.back().improvement->predictor_weights.size(), rsi::scheduler::design_feature_count());
 }
 
+// design.predictor.min_correlation: a generation is screened only when the mean of the last 3
+// recorded correlations (each measured before the predictor learned from that generation) reaches
+// the floor; the predictor keeps predicting meanwhile. A floor of 1 (perfect ranking only) screens
+// nothing until it is met; the gate is a pure function of the lineage, so a resume follows it too.
+TEST(Designer, ThePredictorScreensOnlyOnceItsCorrelationEarnsIt) {
+  for (const double floor : {1.0, 0.0}) {
+    LoopConfig config = everything_on();
+    config.improvement.predictor.min_correlation = floor;
+    const Records records = run(config);
+    std::vector<double> recent;
+    int predicted = 0, screened_generations = 0;
+    for (const GenerationRecord& g : records) {
+      double mean = -2.0;
+      if (!recent.empty()) {
+        mean = 0.0;
+        for (double c : recent) mean += c;
+        mean /= static_cast<double>(recent.size());
+      }
+      bool screened = false;
+      for (const ModelRecord& m : g.children) {
+        predicted += m.predicted_gain.has_value();
+        screened |= m.candidates > 1;
+      }
+      SCOPED_TRACE("floor " + std::to_string(floor) + ", generation " + std::to_string(g.generation));
+      if (screened) EXPECT_GE(mean, floor) << "screened while the recent correlations averaged " << mean;
+      screened_generations += screened;
+      if (const double c = g.improvement->predictor_rank_correlation; !std::isnan(c)) {
+        recent.push_back(c);
+        if (recent.size() > 3) recent.erase(recent.begin());
+      }
+    }
+    EXPECT_GT(predicted, 0) << "gated, it still predicts (and is measured)";
+    if (floor == 1.0) EXPECT_EQ(screened_generations, 0);
+  }
+}
+
 // The predictor learns from validation only: the same lineage with every hidden-test figure
 // changed teaches it the same weights and makes the designer propose the same children.
 TEST(Designer, NoHiddenTestFigureReachesThePredictor) {
@@ -262,34 +298,38 @@ TEST(Niches, SelectionKeepsTheBestOfEveryNicheFirst) {
 // Everything the loop learned about design is rebuilt on a resume: a run stopped and resumed
 // equals one that was not.
 TEST(Designer, AResumedRunDesignsWhatAnUninterruptedOneDid) {
-  const LoopConfig config = everything_on();
-  const Records whole = run(config);
-  LoopConfig stopping = config;
-  MemorySink first;
-  stopping.stop_requested = [&first] { return first.records.size() == 4; };
-  auto world = rsi::collective::make_local_communicator();
-  rsi::scheduler::run_loop(stopping, *world, {&first});
-  ASSERT_EQ(first.records.size(), 4u);
-  rsi::scheduler::ResumeState resume;
-  resume.generation = first.records.back().generation;
-  resume.next_model_id = first.records.back().next_model_id;
-  resume.population = first.records.back().population_models;
-  resume.history = first.records;
-  const Records rest = run(config, &resume);
-  ASSERT_EQ(first.records.size() + rest.size(), whole.size());
-  for (std::size_t i = 0; i < rest.size(); ++i) {
-    const GenerationRecord &x = whole[first.records.size() + i], &y = rest[i];
-    SCOPED_TRACE("generation " + std::to_string(x.generation));
-    EXPECT_EQ(x.population, y.population);
-    ASSERT_EQ(x.children.size(), y.children.size());
-    for (std::size_t k = 0; k < x.children.size(); ++k) {
-      EXPECT_EQ(x.children[k].genome_yaml, y.children[k].genome_yaml);
-      EXPECT_EQ(x.children[k].predicted_gain, y.children[k].predicted_gain);
-      EXPECT_EQ(x.children[k].rung_epochs, y.children[k].rung_epochs);
-      EXPECT_EQ(x.children[k].metrics.val_accuracy, y.children[k].metrics.val_accuracy);
+  for (const double floor : {-1.0, 0.0}) {  // 0: the correlation gate's state comes back with the history too
+    SCOPED_TRACE("min_correlation " + std::to_string(floor));
+    LoopConfig config = everything_on();
+    config.improvement.predictor.min_correlation = floor;
+    const Records whole = run(config);
+    LoopConfig stopping = config;
+    MemorySink first;
+    stopping.stop_requested = [&first] { return first.records.size() == 4; };
+    auto world = rsi::collective::make_local_communicator();
+    rsi::scheduler::run_loop(stopping, *world, {&first});
+    ASSERT_EQ(first.records.size(), 4u);
+    rsi::scheduler::ResumeState resume;
+    resume.generation = first.records.back().generation;
+    resume.next_model_id = first.records.back().next_model_id;
+    resume.population = first.records.back().population_models;
+    resume.history = first.records;
+    const Records rest = run(config, &resume);
+    ASSERT_EQ(first.records.size() + rest.size(), whole.size());
+    for (std::size_t i = 0; i < rest.size(); ++i) {
+      const GenerationRecord &x = whole[first.records.size() + i], &y = rest[i];
+      SCOPED_TRACE("generation " + std::to_string(x.generation));
+      EXPECT_EQ(x.population, y.population);
+      ASSERT_EQ(x.children.size(), y.children.size());
+      for (std::size_t k = 0; k < x.children.size(); ++k) {
+        EXPECT_EQ(x.children[k].genome_yaml, y.children[k].genome_yaml);
+        EXPECT_EQ(x.children[k].predicted_gain, y.children[k].predicted_gain);
+        EXPECT_EQ(x.children[k].rung_epochs, y.children[k].rung_epochs);
+        EXPECT_EQ(x.children[k].metrics.val_accuracy, y.children[k].metrics.val_accuracy);
+      }
+      EXPECT_EQ(x.improvement->predictor_weights, y.improvement->predictor_weights);
+      EXPECT_EQ(x.improvement->duplicates, y.improvement->duplicates);
     }
-    EXPECT_EQ(x.improvement->predictor_weights, y.improvement->predictor_weights);
-    EXPECT_EQ(x.improvement->duplicates, y.improvement->duplicates);
   }
 }
 

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <set>
 #include <string>
@@ -48,6 +49,8 @@ class Designer {
   bool design_slot(int generation, ModelRecord& m, const models::Genome& parent, const models::Genome* mate,
                    DesignedGeneration& out, std::set<std::uint64_t>& taken);
   void remember(const ModelRecord& m);
+  // design.predictor.min_correlation: whether the predictor's recent rank correlation lets it screen.
+  bool predictor_earned_screening() const;
 
   const LoopConfig& config_;
   DesignMode mode_;
@@ -55,6 +58,7 @@ class Designer {
   std::map<std::uint64_t, std::string> genome_yaml_;  // every model's genome, by id (the predictor's parents)
   GainPredictor predictor_;
   int predictor_examples_at_design_ = 0;
+  std::deque<double> correlations_;  // the predictor's rank correlation in the last (up to 3) generations
 };
 
 }  // namespace rsi::scheduler

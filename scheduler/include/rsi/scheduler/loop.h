@@ -63,6 +63,10 @@ struct ImprovementConfig {
     int candidates = 4;        // designs proposed per child slot and ranked by the predictor
     int min_examples = 8;      // trained children it must have seen before it ranks anything
     double ridge = 1.0;
+    // Screening only while the predictor has earned it: the mean of its last 3 per-generation rank
+    // correlations (each measured before it learned from that generation) is at least this. It keeps
+    // predicting (and being measured) while it may not screen. -1 (the default): no such test.
+    double min_correlation = -1.0;
   } predictor;
   struct Rungs {
     bool enabled = false;      // multi-fidelity: every child first trains `first_epochs` epochs
