@@ -198,6 +198,7 @@ class ZipMember final : public Stream {
         for (std::size_t x = 0; x + 4 <= extra_len;) {  // zip64: the fields that are 0xffffffff, in this order
           const unsigned char* f = c + 46 + name_len + x;
           const std::size_t id = little(f, 2), len = little(f + 2, 2);
+          if (x + 4 + len > extra_len) corrupt("bad extra field in the entry of " + member);
           if (id == 0x0001) {
             std::size_t at = 4;
             for (std::uint64_t* v : {&size, &compressed, &offset})
@@ -283,6 +284,7 @@ std::string npy_field(const std::string& header, const std::string& key, const s
   if (v == std::string::npos) throw DataError(where + ": bad .npy header: " + header);
   ++v;
   while (v < header.size() && header[v] == ' ') ++v;
+  if (v >= header.size()) throw DataError(where + ": bad .npy header: " + header);
   std::size_t end = v;
   if (header[v] == '(') end = header.find(')', v) + 1;
   else if (header[v] == '\'') end = header.find('\'', v + 1) + 1;
@@ -365,7 +367,12 @@ class StreamArray final : public ArraySource {
       case 0x0C: header_.kind = 'i', header_.bytes = 4; break;
       case 0x0D: header_.kind = 'f', header_.bytes = 4; break;
       case 0x0E: header_.kind = 'f', header_.bytes = 8; break;
-      default: throw DataError(where_ + ": IDX element type 0x" + std::to_string(type) + " is not one of IDX's types");
+      default: {
+        char code[8];
+        std::snprintf(code, sizeof code, "0x%02X", static_cast<unsigned>(type));
+        throw DataError(where_ + ": IDX element type " + code +
+                        " is not one of IDX's (0x08 u8, 0x09 i8, 0x0B i16, 0x0C i32, 0x0D f32, 0x0E f64)");
+      }
     }
     header_.big_endian = true;
     for (int d = 0; d < dims; ++d) {
