@@ -157,8 +157,19 @@ int show(const std::string& run, std::uint64_t id, bool json) {
               m.val_accuracy, m.test_accuracy, static_cast<long long>(m.parameters), static_cast<long long>(m.flops),
               m.wall_seconds, static_cast<long long>(m.samples));
   if (!m.test_per_class.empty()) {
+    // A run of task kind images may name its classes (task.classes, kept in the run's data line).
+    std::vector<std::string> names;
+    if (const auto files = checkpoints::generation_files(run); !files.empty())
+      if (const checkpoints::RunInfo info = checkpoints::read_generation(files.front(), false).run; !info.data.empty()) {
+        scheduler::TaskSpec task;
+        apply_image_task_yaml(info.data, run + " (its data)", task);
+        names = task.class_names;
+      }
     std::printf("per-class test accuracy:");
-    for (double c : m.test_per_class) std::printf(" %.3f", c);
+    for (std::size_t c = 0; c < m.test_per_class.size(); ++c) {
+      if (names.size() == m.test_per_class.size()) std::printf(" %s", names[c].c_str());
+      std::printf(" %.3f", m.test_per_class[c]);
+    }
     std::printf("\n");
   }
   std::printf("inherited weights: %s%s\n", r.inherited ? "yes" : "no",

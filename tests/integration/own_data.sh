@@ -4,6 +4,7 @@
 # uint8, deflated zip64 members as numpy writes them) and an HDF5 file (hidden test part, float32):
 #   1. rsi validate finds the input in the data (1x8x8, 10 classes) and names the file of a bad one;
 #   2. a run of experiments/digits.yaml (mpirun -n 2) learns (hidden test >= 0.85) and verifies;
+#      rsi show names the classes the manifest gave;
 #   3. its lineage records the input, the data's absolute paths and fingerprints;
 #   4. rsi eval of an exported model agrees with the recorded accuracy, and refuses a changed test set;
 #   5. ONNX (when built with it) and PyTorch (when present) give rsi eval's logits within 1e-5
@@ -54,6 +55,9 @@ assert float(best["test_acc"]) >= 0.85, f"best model {best['id']}: hidden test {
 print(best["id"])
 PY
 ) || fail "the run did not learn the digits"
+
+"$rsi" show "$tmp/run" "$best" | grep -q "per-class test accuracy: zero [0-9.]* one " ||
+  fail "rsi show does not name the classes: $("$rsi" show "$tmp/run" "$best" | grep per-class)"
 
 # 3. lineage attributes
 "$py" - "$tmp/run/gen-000000.h5" "$tmp/data/digits" <<'PY' || fail "the lineage does not record the data"
