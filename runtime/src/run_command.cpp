@@ -562,6 +562,16 @@ class RunSession {
                      rank_tag(rank_).c_str(), run_dir_.string().c_str(), manifest_name_.c_str(), differences.c_str());
         return 1;
       }
+      // Your own data (task kind images): the files the manifest names must still hold the pixels
+      // and labels the run began with.
+      if (!stored.run.data_fingerprint.empty() && stored.run.data_fingerprint != data_fingerprint_) {
+        std::fprintf(stderr,
+                     "rsi run: %s %s began on other data: its fingerprint was %s, the files now give %s; "
+                     "refusing to resume it (restore the data, or use another --out directory)\n",
+                     rank_tag(rank_).c_str(), run_dir_.string().c_str(), stored.run.data_fingerprint.c_str(),
+                     data_fingerprint_.c_str());
+        return 1;
+      }
     } catch (const checkpoints::CheckpointError&) {
       // Unreadable: find_resume_point says what is wrong with it.
     }

@@ -7,6 +7,7 @@
 #      rsi show names the classes the manifest gave;
 #   3. its lineage records the input, the data's absolute paths and fingerprints;
 #   4. rsi eval of an exported model agrees with the recorded accuracy, and refuses a changed test set;
+#      so does a resume of the run (exit 3), which goes on once the data is restored;
 #   5. ONNX (when built with it) and PyTorch (when present) give rsi eval's logits within 1e-5
 #      (relative to the row's largest logit when it exceeds 1, as python/tests/conftest.py);
 #   6. rsi reproduce re-runs it from the lineage alone, generation hashes equal.
@@ -80,7 +81,11 @@ cp "$tmp/data/digits/test.h5" "$tmp/test.h5.orig"
   "$tmp/data/digits/test.h5"
 expect_exit 1 "$tmp/changed.out" "eval on a changed test set" "$rsi" eval "$tmp/best.h5"
 grep -q "not the one the run was tested on" "$tmp/changed.out" || fail "unclear: $(cat "$tmp/changed.out")"
+# ... and a resume of the run on the changed data is refused, naming both fingerprints
+expect_exit 3 "$tmp/resume-changed.out" "a resume on changed data" mpirun -n 2 --oversubscribe "$rsi" run "$manifest"
+grep -q "began on other data" "$tmp/resume-changed.out" || fail "unclear: $(cat "$tmp/resume-changed.out")"
 cp "$tmp/test.h5.orig" "$tmp/data/digits/test.h5"
+mpirun -n 2 --oversubscribe "$rsi" run "$manifest" >"$tmp/resume.out" 2>&1 || fail "a resume on the same data failed: $(tail -5 "$tmp/resume.out")"
 
 # 5. ONNX and PyTorch against rsi eval's logits (within 1e-5 of the row's scale, as python/tests do)
 onnx_py=$source_dir/.venv/bin/python
