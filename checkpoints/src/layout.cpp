@@ -16,12 +16,15 @@
 
 #include "h5.h"
 #include "rsi/models/network.h"
+#include "rsi/scheduler/record.h"
 
 namespace rsi::checkpoints::detail {
 
 static_assert(std::endian::native == std::endian::little,
               "weights are hashed as little-endian float32 bytes, as HDF5 stores them");
 
+using scheduler::FieldGroup;
+using scheduler::FieldInfo;
 using scheduler::GenerationRecord;
 using scheduler::ModelRecord;
 using scheduler::Weights;
@@ -104,6 +107,92 @@ ModelRecord::Status parse_status(const std::string& s) {
 }
 
 std::string errno_text() { return std::strerror(errno); }
+
+// The generation summary's fields (scheduler/record.h) in the digest, the file and back,
+// one overload per member type. A std::optional field that holds nothing is left out of all three.
+std::pair<std::vector<std::uint64_t>, std::vector<double>> split_skills(const std::map<std::uint64_t, double>& m) {
+  std::pair<std::vector<std::uint64_t>, std::vector<double>> out;
+  for (const auto& [lineage, skill] : m) {
+    out.first.push_back(lineage);
+    out.second.push_back(skill);
+  }
+  return out;
+}
+
+struct DigestFields {  // adds the fields of one group to the summary digest
+  Canon& c;
+  FieldGroup group;
+  template <class T>
+  void operator()(const FieldInfo& f, const T& v) const {
+    if (f.group == group) add(f.name, v);
+  }
+  void add(const char* k, int v) const { c.num(k, v); }
+  void add(const char* k, std::int64_t v) const { c.num(k, v); }
+  void add(const char* k, std::uint64_t v) const { c.num(k, v); }
+  void add(const char* k, double v) const { c.real(k, v); }
+  void add(const char* k, const std::string& v) const { c.str(k, v); }
+  void add(const char* k, const std::vector<std::uint64_t>& v) const { c.ids(k, v); }
+  void add(const char* k, const std::vector<double>& v) const { c.reals(k, v); }
+  void add(const char*, const std::map<std::uint64_t, double>& m) const {
+    const auto [lineages, skills] = split_skills(m);
+    c.ids("design_skill_lineages", lineages).reals("design_skill_values", skills);
+  }
+  template <class T>
+  void add(const char* k, const std::optional<T>& v) const {
+    if (v) add(k, *v);
+  }
+};
+
+struct WriteFields {  // writes every field as a root attribute
+  hid_t f;
+  template <class T>
+  void operator()(const FieldInfo& info, const T& v) const { put(info.name, v); }
+  void put(const char* k, int v) const { h5::write_int(f, k, v); }
+  void put(const char* k, std::int64_t v) const { h5::write_i64(f, k, v); }
+  void put(const char* k, std::uint64_t v) const { h5::write_u64(f, k, v); }
+  void put(const char* k, double v) const { h5::write_f64(f, k, v); }
+  void put(const char* k, const std::string& v) const { h5::write_string(f, k, storable(v)); }
+  void put(const char* k, const std::vector<std::uint64_t>& v) const { h5::write_u64s(f, k, v); }
+  void put(const char* k, const std::vector<double>& v) const { h5::write_f64s(f, k, v); }
+  void put(const char*, const std::map<std::uint64_t, double>& m) const {
+    const auto [lineages, skills] = split_skills(m);
+    h5::write_u64s(f, "design_skill_lineages", lineages);
+    h5::write_f64s(f, "design_skill_values", skills);
+  }
+  template <class T>
+  void put(const char* k, const std::optional<T>& v) const {
+    if (v) put(k, *v);
+  }
+};
+
+struct ReadFields {  // reads the fields of the groups the file has
+  hid_t f;
+  bool governance;  // the file has `status` (written by an rsi with governance)
+  template <class T>
+  void operator()(const FieldInfo& info, T& v) const {
+    if (info.group == FieldGroup::Governance && !governance) return;  // left at "none"
+    get(info.name, v);
+  }
+  void get(const char* k, int& v) const { v = h5::read_int(f, k); }
+  void get(const char* k, std::int64_t& v) const { v = h5::read_i64(f, k); }
+  void get(const char* k, std::uint64_t& v) const { v = h5::read_u64(f, k); }
+  void get(const char* k, double& v) const { v = h5::read_f64(f, k); }
+  void get(const char* k, std::string& v) const { v = h5::read_string(f, k); }
+  void get(const char* k, std::vector<std::uint64_t>& v) const { v = h5::read_u64s(f, k); }
+  void get(const char* k, std::vector<double>& v) const { v = h5::read_f64s(f, k); }
+  void get(const char*, std::map<std::uint64_t, double>& m) const {
+    const auto lineages = h5::read_u64s(f, "design_skill_lineages");
+    const auto skills = h5::read_f64s(f, "design_skill_values");
+    if (lineages.size() != skills.size())
+      throw CheckpointError("attributes 'design_skill_lineages' and 'design_skill_values' differ in length");
+    for (std::size_t i = 0; i < lineages.size(); ++i) m[lineages[i]] = skills[i];
+  }
+  template <class T>
+  void get(const char* k, std::optional<T>& v) const {
+    if (!h5::has_attr(f, k)) return;  // written before the field existed
+    get(k, v.emplace());
+  }
+};
 
 }  // namespace
 
@@ -436,54 +525,16 @@ void write_sidecar_model(hid_t parent, const ModelRecord& m, const ModelHashes& 
 }
 
 std::string summary_digest(const GenerationRecord& g) {
-  std::vector<std::uint64_t> lineages;
-  std::vector<double> skills;
-  for (const auto& [lineage, skill] : g.design_skill_by_lineage) {
-    lineages.push_back(lineage);
-    skills.push_back(skill);
-  }
+  // FORMAT.md "Hashes": the groups in this order. Files from before governance have no status and
+  // keep their digests; the self-improvement fields only in runs that have it on.
   Canon c("rsi-generation-summary/1");
-  c.num("generation", g.generation)
-      .ids("population", g.population)
-      .num("next_model_id", g.next_model_id)
-      .real("best_val", g.best_val)
-      .real("median_val", g.median_val)
-      .real("best_test", g.best_test)
-      .real("median_test", g.median_test)
-      .real("best_model_test", g.best_model_test)
-      .num("best_id", g.best_id)
-      .real("gain", g.gain)
-      .real("design_skill", g.design_skill)
-      .ids("design_skill_lineages", lineages)
-      .reals("design_skill_values", skills)
-      .real("diversity", g.diversity)
-      .num("trained", g.trained)
-      .num("failed", g.failed)
-      .num("refused", g.refused);
-  // Governance (FORMAT.md): files from before it have no status and keep their digests.
+  scheduler::visit_generation_fields(g, DigestFields{c, FieldGroup::Core});
   if (!g.status.empty()) {
-    c.str("status", g.status)
-        .real("goodhart_gap", g.goodhart_gap)
-        .real("worst_class_accuracy", g.worst_class_accuracy)
-        .real("class_disparity", g.class_disparity)
-        .real("pseudo_label_accuracy", g.pseudo_label_accuracy)
-        .real("pseudo_label_entropy", g.pseudo_label_entropy)
-        .real("goodhart_trend", g.goodhart_trend)
-        .real("disparity_trend", g.disparity_trend)
-        .str("takeoff", g.takeoff)
-        .real("model_seconds", g.model_seconds)
-        .ids("held_for_rollback", g.held_for_rollback);
+    scheduler::visit_generation_fields(g, DigestFields{c, FieldGroup::Governance});
     for (const auto& e : g.events) c.raw("event", sha256_hex(event_field_digests(e)));
   }
-  // Self-improvement (FORMAT.md): only in runs that have it on.
-  if (const auto& imp = g.improvement) {
-    c.num("predictor_examples", imp->predictor_examples)
-        .real("predictor_rank_correlation", imp->predictor_rank_correlation)
-        .reals("predictor_weights", imp->predictor_weights)
-        .num("duplicates", imp->duplicates)
-        .num("promoted", imp->promoted)
-        .num("niches", imp->niches);
-  }
+  scheduler::visit_generation_fields(g, DigestFields{c, FieldGroup::Improvement});
+  scheduler::visit_generation_fields(g, DigestFields{c, FieldGroup::Later});
   return c.digest();
 }
 
@@ -596,50 +647,7 @@ void write_root(hid_t f, const Root& root) {
   write_run(f, root.run);
   h5::write_int(f, "keep_last_generations", root.retention.keep_last_generations);
   h5::write_bool(f, "keep_population", root.retention.keep_population);
-  h5::write_int(f, "generation", g.generation);
-  h5::write_u64s(f, "population", g.population);
-  h5::write_u64(f, "next_model_id", g.next_model_id);
-  h5::write_f64(f, "best_val", g.best_val);
-  h5::write_f64(f, "median_val", g.median_val);
-  h5::write_f64(f, "best_test", g.best_test);
-  h5::write_f64(f, "median_test", g.median_test);
-  h5::write_f64(f, "best_model_test", g.best_model_test);
-  h5::write_u64(f, "best_id", g.best_id);
-  h5::write_f64(f, "gain", g.gain);
-  h5::write_f64(f, "design_skill", g.design_skill);
-  std::vector<std::uint64_t> lineages;
-  std::vector<double> skills;
-  for (const auto& [lineage, skill] : g.design_skill_by_lineage) {
-    lineages.push_back(lineage);
-    skills.push_back(skill);
-  }
-  h5::write_u64s(f, "design_skill_lineages", lineages);
-  h5::write_f64s(f, "design_skill_values", skills);
-  h5::write_f64(f, "diversity", g.diversity);
-  h5::write_int(f, "trained", g.trained);
-  h5::write_int(f, "failed", g.failed);
-  h5::write_int(f, "refused", g.refused);
-  h5::write_f64(f, "seconds", g.seconds);
-  h5::write_f64(f, "models_per_second", g.models_per_second);
-  h5::write_string(f, "status", storable(g.status));
-  h5::write_f64(f, "goodhart_gap", g.goodhart_gap);
-  h5::write_f64(f, "worst_class_accuracy", g.worst_class_accuracy);
-  h5::write_f64(f, "class_disparity", g.class_disparity);
-  h5::write_f64(f, "pseudo_label_accuracy", g.pseudo_label_accuracy);
-  h5::write_f64(f, "pseudo_label_entropy", g.pseudo_label_entropy);
-  h5::write_f64(f, "goodhart_trend", g.goodhart_trend);
-  h5::write_f64(f, "disparity_trend", g.disparity_trend);
-  h5::write_string(f, "takeoff", storable(g.takeoff));
-  h5::write_f64(f, "model_seconds", g.model_seconds);
-  h5::write_u64s(f, "held_for_rollback", g.held_for_rollback);
-  if (const auto& imp = g.improvement) {
-    h5::write_int(f, "predictor_examples", imp->predictor_examples);
-    h5::write_f64(f, "predictor_rank_correlation", imp->predictor_rank_correlation);
-    h5::write_f64s(f, "predictor_weights", imp->predictor_weights);
-    h5::write_int(f, "duplicates", imp->duplicates);
-    h5::write_int(f, "promoted", imp->promoted);
-    h5::write_int(f, "niches", imp->niches);
-  }
+  scheduler::visit_generation_fields(g, WriteFields{f});
   if (!g.events.empty()) {  // parallel arrays, one entry per event, in the order they happened
     std::vector<std::uint64_t> generations, model_ids;
     std::vector<std::string> kinds, reasons, who, when, digests;
@@ -684,51 +692,10 @@ Root read_root(hid_t f) {
   root.retention.keep_last_generations = h5::read_int(f, "keep_last_generations");
   root.retention.keep_population = h5::read_bool(f, "keep_population");
   GenerationRecord& g = root.summary;
-  g.generation = h5::read_int(f, "generation");
-  g.population = h5::read_u64s(f, "population");
-  g.next_model_id = h5::read_u64(f, "next_model_id");
-  g.best_val = h5::read_f64(f, "best_val");
-  g.median_val = h5::read_f64(f, "median_val");
-  g.best_test = h5::read_f64(f, "best_test");
-  g.median_test = h5::read_f64(f, "median_test");
-  g.best_model_test = h5::read_f64(f, "best_model_test");
-  g.best_id = h5::read_u64(f, "best_id");
-  g.gain = h5::read_f64(f, "gain");
-  g.design_skill = h5::read_f64(f, "design_skill");
-  const auto lineages = h5::read_u64s(f, "design_skill_lineages");
-  const auto skills = h5::read_f64s(f, "design_skill_values");
-  if (lineages.size() != skills.size())
-    throw CheckpointError("attributes 'design_skill_lineages' and 'design_skill_values' differ in length");
-  for (std::size_t i = 0; i < lineages.size(); ++i) g.design_skill_by_lineage[lineages[i]] = skills[i];
-  g.diversity = h5::read_f64(f, "diversity");
-  g.trained = h5::read_int(f, "trained");
-  g.failed = h5::read_int(f, "failed");
-  g.refused = h5::read_int(f, "refused");
-  g.seconds = h5::read_f64(f, "seconds");
-  g.models_per_second = h5::read_f64(f, "models_per_second");
-  g.status = "";  // written before governance: no status, no monitors, no events
-  if (h5::has_attr(f, "status")) {
-    g.status = h5::read_string(f, "status");
-    g.goodhart_gap = h5::read_f64(f, "goodhart_gap");
-    g.worst_class_accuracy = h5::read_f64(f, "worst_class_accuracy");
-    g.class_disparity = h5::read_f64(f, "class_disparity");
-    g.pseudo_label_accuracy = h5::read_f64(f, "pseudo_label_accuracy");
-    g.pseudo_label_entropy = h5::read_f64(f, "pseudo_label_entropy");
-    g.goodhart_trend = h5::read_f64(f, "goodhart_trend");
-    g.disparity_trend = h5::read_f64(f, "disparity_trend");
-    g.takeoff = h5::read_string(f, "takeoff");
-    g.model_seconds = h5::read_f64(f, "model_seconds");
-    g.held_for_rollback = h5::read_u64s(f, "held_for_rollback");
-  }
-  if (h5::has_attr(f, "duplicates")) {  // a run with self-improvement on
-    auto& imp = g.improvement.emplace();
-    imp.predictor_examples = h5::read_int(f, "predictor_examples");
-    imp.predictor_rank_correlation = h5::read_f64(f, "predictor_rank_correlation");
-    imp.predictor_weights = h5::read_f64s(f, "predictor_weights");
-    imp.duplicates = h5::read_int(f, "duplicates");
-    imp.promoted = h5::read_int(f, "promoted");
-    imp.niches = h5::read_int(f, "niches");
-  }
+  const bool governance = h5::has_attr(f, "status");
+  if (!governance) g.status = "";  // written before governance: no status, no monitors, no events
+  if (h5::has_attr(f, "duplicates")) g.improvement.emplace();  // a run with self-improvement on
+  scheduler::visit_generation_fields(g, ReadFields{f, governance});
   if (h5::has_attr(f, "event_kind")) {
     const auto generations = h5::read_u64s(f, "event_generation");
     const auto kinds = h5::read_strings(f, "event_kind");

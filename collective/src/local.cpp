@@ -1,4 +1,6 @@
 // The single-rank backend: collectives over one rank leave the data as it is.
+#include <cstdlib>
+#include <cstring>
 #include <deque>
 
 #include "rsi/collective/communicator.h"
@@ -18,6 +20,8 @@ class LocalCommunicator final : public Communicator {
   }
   void barrier() override {}
   std::unique_ptr<Communicator> split(int, int) override { return std::make_unique<LocalCommunicator>(); }
+  std::unique_ptr<Communicator> split_by_node() override { return std::make_unique<LocalCommunicator>(); }
+  [[noreturn]] void abort(int code) override { std::_Exit(code); }
   void send(std::span<const std::byte> data, int dest, int tag) override {
     if (dest != 0) throw CollectiveError("local communicator: send to rank " + std::to_string(dest) + " (size 1)");
     queue_.push_back({0, tag, std::vector<std::byte>(data.begin(), data.end())});
@@ -53,6 +57,26 @@ std::vector<std::byte> Communicator::broadcast_bytes(std::vector<std::byte> data
   data.resize(n);
   broadcast(data, root);
   return data;
+}
+
+std::vector<std::vector<std::byte>> Communicator::allgather_bytes(std::span<const std::byte> mine) {
+  std::vector<std::vector<std::byte>> all(static_cast<std::size_t>(size()));
+  for (int r = 0; r < size(); ++r)
+    all[static_cast<std::size_t>(r)] =
+        broadcast_bytes(r == rank() ? std::vector<std::byte>(mine.begin(), mine.end()) : std::vector<std::byte>{}, r);
+  return all;
+}
+
+std::vector<std::string> Communicator::allgather_strings(const std::string& mine) {
+  std::vector<std::string> out;
+  for (const auto& bytes : allgather_bytes(std::as_bytes(std::span(mine.data(), mine.size()))))
+    out.emplace_back(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+  return out;
+}
+
+int Communicator::agree(int value) {
+  if (size() > 1) broadcast(std::as_writable_bytes(std::span(&value, 1)), 0);
+  return value;
 }
 
 // Device buffers on a backend without them: one rank's reduction or broadcast is the identity;

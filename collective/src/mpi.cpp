@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <string>
 #include <thread>
 #include <vector>
@@ -57,6 +58,15 @@ class MpiCommunicator final : public Communicator {
     RSI_MPI_CHECK(MPI_Comm_split(comm_, color, key, &out));
     return std::make_unique<MpiCommunicator>(out, true);
   }
+  std::unique_ptr<Communicator> split_by_node() override {
+    MPI_Comm out;
+    RSI_MPI_CHECK(MPI_Comm_split_type(comm_, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &out));
+    return std::make_unique<MpiCommunicator>(out, true);
+  }
+  [[noreturn]] void abort(int code) override {
+    MPI_Abort(comm_, code);
+    std::_Exit(code);  // MPI_Abort does not return; if an implementation did, leave anyway
+  }
 
   void send(std::span<const std::byte> data, int dest, int tag) override {
     RSI_MPI_CHECK(MPI_Send(data.data(), static_cast<int>(data.size()), MPI_BYTE, dest, tag, comm_));
@@ -105,6 +115,16 @@ class MpiCommunicator final : public Communicator {
 };
 
 }  // namespace
+
+MpiSession::MpiSession() { MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided_); }
+
+MpiSession::~MpiSession() {
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (!finalized) MPI_Finalize();
+}
+
+int MpiSession::required() const { return MPI_THREAD_FUNNELED; }
 
 std::unique_ptr<Communicator> make_mpi_world_communicator() {
   int initialised = 0;

@@ -8,6 +8,7 @@
 #include <nccl.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <string>
 
@@ -75,6 +76,13 @@ class NcclCommunicator final : public Communicator {
   }
   std::unique_ptr<Communicator> split(int color, int key) override {
     return std::make_unique<NcclCommunicator>(host_->split(color, key), device_);
+  }
+  std::unique_ptr<Communicator> split_by_node() override {
+    return std::make_unique<NcclCommunicator>(host_->split_by_node(), device_);
+  }
+  [[noreturn]] void abort(int code) override {
+    host_->abort(code);
+    std::_Exit(code);  // not reached: the host's abort ends the process
   }
 
   void send(std::span<const std::byte> data, int dest, int tag) override { host_->send(data, dest, tag); }

@@ -28,6 +28,9 @@
 #include <map>
 #include <sstream>
 #include <thread>
+#include <type_traits>
+
+#include "rsi/scheduler/record.h"
 
 // civetweb (Debian's libcivetweb 1.15, the HTTP server under prometheus-cpp's Exposer) starts its
 // threads with a fixed 100 KiB stack (its compile-time USE_STACK_SIZE), and glibc carves every
@@ -240,9 +243,10 @@ struct Exporter::State {
   Endpoint ep;
 
   prometheus::Gauge *run_active, *generation, *generation_started, *generation_tasks, *generation_completed_at,
-      *generation_seconds, *best_val, *best_test, *median_val, *median_test, *best_model_test, *gain, *design_skill,
-      *goodhart_gap, *worst_class, *disparity, *pseudo_label, *diversity, *samples_per_second, *busy, *groups,
-      *models_per_second, *checkpoint_seconds, *checkpoint_bytes, *approval_pending;
+      *best_val, *best_test, *median_val, *median_test, *pseudo_label, *samples_per_second, *busy, *groups,
+      *checkpoint_seconds, *checkpoint_bytes, *approval_pending;
+  // One gauge per summary field that scheduler/record_fields.h names a gauge for, by field name.
+  std::map<std::string, prometheus::Gauge*, std::less<>> field_gauges;
   prometheus::Counter *trained, *samples, *red_lines, *checkpoint_seconds_total, *checkpoint_bytes_total;
   prometheus::Family<prometheus::Counter>* failed_family;
   prometheus::Family<prometheus::Counter>* events_family;
@@ -276,7 +280,6 @@ Exporter::Exporter(const ExporterOptions& options) : state_(std::make_unique<Sta
   s.generation_tasks = &gauge("rsi_generation_tasks", "Tasks (children) of the generation in flight");
   s.generation_completed_at =
       &gauge("rsi_generation_completed_timestamp_seconds", "Unix time the last generation completed (the exporter's start before the first)");
-  s.generation_seconds = &gauge("rsi_generation_duration_seconds", "Wall time of the last completed generation");
   auto& best = prometheus::BuildGauge()
                    .Name("rsi_best_accuracy_ratio")
                    .Help("Best accuracy over the population after selection, by set (validation selects; "
@@ -290,27 +293,22 @@ Exporter::Exporter(const ExporterOptions& options) : state_(std::make_unique<Sta
                      .Register(r);
   s.median_val = &median.Add({{"set", "validation"}});
   s.median_test = &median.Add({{"set", "hidden_test"}});
-  s.best_model_test = &gauge("rsi_best_model_hidden_test_accuracy_ratio",
-                             "Hidden-test accuracy of the best model by validation");
-  s.gain = &gauge("rsi_capability_gain_ratio",
-                  "Capability gain of the last loop: best validation accuracy now minus one generation before");
-  s.design_skill = &gauge("rsi_design_skill_ratio",
-                          "Mean validation gain of the last generation's trained children over their parent");
-  s.goodhart_gap = &gauge("rsi_goodhart_gap_ratio",
-                          "Best model by validation: validation minus hidden-test accuracy");
-  s.worst_class = &gauge("rsi_worst_class_accuracy_ratio", "Best model's lowest per-class hidden-test accuracy");
-  s.disparity = &gauge("rsi_class_disparity_ratio", "Best model's max minus min per-class hidden-test accuracy");
+  // Every summary field with a gauge in scheduler/record_fields.h, its meaning as help; NaN until
+  // the first generation that has it.
+  for (const scheduler::FieldInfo& f : scheduler::generation_fields())
+    if (f.gauge) {
+      s.field_gauges[f.name] = &gauge(f.gauge, f.doc);
+      s.field_gauges[f.name]->Set(std::numeric_limits<double>::quiet_NaN());
+    }
   s.pseudo_label = &gauge("rsi_pseudo_label_accuracy_ratio",
                           "Mean accuracy of the parents' labels on the unlabeled pool (NaN when no child distilled on it)");
   s.pseudo_label->Set(std::numeric_limits<double>::quiet_NaN());
-  s.diversity = &gauge("rsi_population_diversity", "Mean pairwise genome distance of the population");
   s.samples_per_second = &gauge("rsi_training_samples_per_second",
                                 "Training samples per second of task time, over the tasks of the generation in flight");
   s.busy = &gauge("rsi_group_busy_ratio",
                   "Task seconds over trainer-group seconds since the generation in flight started");
   s.groups = &gauge("rsi_trainer_groups", "Trainer groups of the job");
   s.groups->Set(options.trainer_groups);
-  s.models_per_second = &gauge("rsi_models_per_second", "Models finished per second in the last generation");
   s.checkpoint_seconds = &gauge("rsi_checkpoint_write_seconds", "Time the last generation's checkpoint took to write");
   s.checkpoint_bytes = &gauge("rsi_checkpoint_write_bytes", "Size of the last generation's checkpoint file");
   s.checkpoint_seconds_total = &counter("rsi_checkpoint_write_seconds_total", "Time spent writing checkpoints");
@@ -383,20 +381,19 @@ void Exporter::on_generation(const scheduler::GenerationRecord& g) {
   s.started_by_hook = false;
   s.generation->Set(g.generation);
   s.generation_completed_at->Set(unix_now());
-  s.generation_seconds->Set(g.seconds);
   s.best_val->Set(g.best_val);
   s.best_test->Set(g.best_test);
   s.median_val->Set(g.median_val);
   s.median_test->Set(g.median_test);
-  s.best_model_test->Set(g.best_model_test);
-  s.gain->Set(g.gain);
-  s.design_skill->Set(g.design_skill);
-  s.goodhart_gap->Set(g.goodhart_gap);
-  s.worst_class->Set(g.worst_class_accuracy);
-  s.disparity->Set(g.class_disparity);
   s.pseudo_label->Set(g.pseudo_label_accuracy >= 0 ? g.pseudo_label_accuracy : std::numeric_limits<double>::quiet_NaN());
-  s.diversity->Set(g.diversity);
-  s.models_per_second->Set(g.models_per_second);
+  scheduler::visit_generation_fields(g, [&s](const scheduler::FieldInfo& f, const auto& v) {
+    using T = std::decay_t<decltype(v)>;
+    if (!f.gauge) return;
+    prometheus::Gauge& gauge = *s.field_gauges.find(f.name)->second;
+    if constexpr (std::is_arithmetic_v<T>) gauge.Set(static_cast<double>(v));
+    if constexpr (std::is_same_v<T, std::optional<double>> || std::is_same_v<T, std::optional<std::int64_t>>)
+      gauge.Set(v ? static_cast<double>(*v) : std::numeric_limits<double>::quiet_NaN());
+  });
   // The busy ratio of the whole generation, now that its wall time is known.
   if (g.seconds > 0 && s.ep.options.trainer_groups > 0)
     s.busy->Set(std::min(1.0, s.task_seconds_sum / (g.seconds * s.ep.options.trainer_groups)));

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <span>
 #include <cstdlib>
 #include <stdexcept>
 #include <string>
@@ -58,17 +59,15 @@ LocalRank local_rank_from_environment() {
   return local;
 }
 
-LocalRank detect_local_rank(MPI_Comm world) {
+LocalRank detect_local_rank(collective::Communicator& world) {
   LocalRank local = local_rank_from_environment();
   if (!local.source.empty()) return local;
-  MPI_Comm node = MPI_COMM_NULL;
-  if (MPI_Comm_split_type(world, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node) == MPI_SUCCESS &&
-      node != MPI_COMM_NULL) {
-    MPI_Comm_rank(node, &local.rank);
-    MPI_Comm_size(node, &local.size);
-    MPI_Comm_free(&node);
-    local.source = "MPI shared-memory communicator";
-  } else {
+  try {
+    const auto node = world.split_by_node();
+    local.rank = node->rank();
+    local.size = node->size();
+    local.source = std::string(world.backend()) + " ranks on this node";
+  } catch (const collective::CollectiveError&) {
     local.source = "none (rank 0 of 1 assumed)";
   }
   return local;
@@ -135,11 +134,9 @@ void bind_device(const DeviceChoice& choice) {
   }
 }
 
-RunDevice select_run_device(DevicePolicy policy, int gpus_per_node, MPI_Comm world) {
+RunDevice select_run_device(DevicePolicy policy, int gpus_per_node, collective::Communicator& world) {
   RunDevice run;
-  int rank = 0, size = 1;
-  MPI_Comm_rank(world, &rank);
-  MPI_Comm_size(world, &size);
+  const int rank = world.rank(), size = world.size();
   char host[256] = {};
   gethostname(host, sizeof host - 1);
   run.local = detect_local_rank(world);
@@ -153,15 +150,15 @@ RunDevice select_run_device(DevicePolicy policy, int gpus_per_node, MPI_Comm wor
     run.error = e.what();
   }
   // Summed over the world: [0] ranks that failed, [1] ranks not on a GPU.
-  int mine[2] = {run.error.empty() ? 0 : 1, run.choice.cuda ? 0 : 1}, all[2] = {0, 0};
-  MPI_Allreduce(mine, all, 2, MPI_INT, MPI_SUM, world);
+  double all[2] = {run.error.empty() ? 0.0 : 1.0, run.choice.cuda ? 0.0 : 1.0};  // small counts: exact
+  world.allreduce(std::span<double>(all), collective::ReduceOp::Sum);
   if (all[0] > 0) {
     run.failed = true;
     return run;
   }
   if (run.choice.cuda && all[1] > 0) {
     run.choice = DeviceChoice{};
-    run.warning = std::to_string(all[1]) + " of " + std::to_string(size) +
+    run.warning = std::to_string(static_cast<int>(all[1])) + " of " + std::to_string(size) +
                   " ranks see no GPU, so every rank trains on the CPU (cluster.device: auto)";
   }
   if (run.choice.cuda) {
@@ -170,9 +167,9 @@ RunDevice select_run_device(DevicePolicy policy, int gpus_per_node, MPI_Comm wor
     } catch (const DeviceError& e) {
       run.error = std::string(host) + " rank " + std::to_string(rank) + ": " + e.what();
     }
-    int bad = run.error.empty() ? 0 : 1, any_bad = 0;
-    MPI_Allreduce(&bad, &any_bad, 1, MPI_INT, MPI_SUM, world);
-    if (any_bad > 0) {
+    double any_bad[1] = {run.error.empty() ? 0.0 : 1.0};
+    world.allreduce(std::span<double>(any_bad), collective::ReduceOp::Sum);
+    if (any_bad[0] > 0) {
       run.failed = true;
       return run;
     }

@@ -4,10 +4,10 @@
 // the GPU count, so it is tested without GPUs.
 #pragma once
 
-#include <mpi.h>
-
 #include <stdexcept>
 #include <string>
+
+#include "rsi/collective/communicator.h"
 
 namespace rsi::runtime {
 
@@ -29,9 +29,9 @@ struct LocalRank {
 };
 // SLURM_LOCALID, else OMPI_COMM_WORLD_LOCAL_RANK; source stays empty when neither is set.
 LocalRank local_rank_from_environment();
-// The environment's answer, else the rank in MPI_Comm_split_type(world, MPI_COMM_TYPE_SHARED)
-// (collective over `world` in that case: every rank must call it).
-LocalRank detect_local_rank(MPI_Comm world);
+// The environment's answer, else the rank among the ranks of `world` on this node
+// (Communicator::split_by_node; collective over `world` in that case: every rank must call it).
+LocalRank detect_local_rank(collective::Communicator& world);
 
 struct GpuInventory {
   int count = 0;
@@ -67,6 +67,6 @@ struct RunDevice {
   std::string warning;       // this rank's warning, if any
   std::string summary;       // one line for rank 0 to print
 };
-RunDevice select_run_device(DevicePolicy policy, int gpus_per_node, MPI_Comm world);
+RunDevice select_run_device(DevicePolicy policy, int gpus_per_node, collective::Communicator& world);
 
 }  // namespace rsi::runtime

@@ -1,18 +1,19 @@
 // `rsi run MANIFEST`: the distributed RSI loop under mpirun/srun (or alone, as one rank).
-#include <mpi.h>
 #include <unistd.h>
 
 #include <atomic>
-#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <memory>
 #include <string>
+#include <span>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "rsi/checkpoints/store.h"
@@ -25,9 +26,11 @@
 #include "rsi/scheduler/governance.h"
 #include "rsi/scheduler/loop.h"
 #include "device.h"
+#include "lineage_files.h"
 #include "placement.h"
 #include "progress.h"
 #include "run_status.h"
+#include "rsi/runtime/log.h"
 
 #ifndef RSI_VERSION
 #define RSI_VERSION "unknown"
@@ -90,107 +93,6 @@ int compare_runs(const std::string& a, const std::string& b, int generations) {
   return 0;
 }
 
-// Writes the lineage as tab-separated text: models.tsv (one row per model, deterministic fields
-// only, so two runs of the same manifest compare byte for byte; the genome's architecture and
-// recipe in the last columns) and generations.tsv (one row per generation, with timings).
-class LineageFiles final : public scheduler::GenerationSink {
-  // The genome's columns: architecture (models::architecture_text), optimizer, learning rate,
-  // schedule, warm-up, batch size, epochs, weight decay, augmentation shift and flip, distillation
-  // epochs; "-" in each for a genome that does not parse (never for a designed child).
-  static std::string genome_columns(const std::string& yaml) {
-    try {
-      const models::Genome g = models::from_yaml(yaml, "genome");
-      const models::Recipe& r = g.recipe;
-      char text[256];
-      using R = models::Recipe;
-      const char* optimizer = r.optimizer == R::Optimizer::Adam ? "adam" : r.optimizer == R::Optimizer::AdamW ? "adamw" : "sgd";
-      const char* schedule = r.schedule == R::Schedule::Constant ? "constant" : r.schedule == R::Schedule::Cosine ? "cosine" : "step";
-      const auto shortest = [](float v) {  // as the genome's YAML writes it: 0.001, not 0.00100000005
-        char b[32];
-        return std::string(b, std::to_chars(b, b + sizeof b, v).ptr);
-      };
-      std::snprintf(text, sizeof text, "\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%d\t%d\t%d", optimizer,
-                    shortest(r.learning_rate).c_str(), schedule, shortest(r.warmup).c_str(), r.batch_size, r.epochs,
-                    shortest(r.weight_decay).c_str(), r.augmentation.shift, r.augmentation.flip ? 1 : 0,
-                    r.distill_epochs);
-      return models::architecture_text(g) + text;
-    } catch (const std::exception&) {
-      return "-\t-\t-\t-\t-\t-\t-\t-\t-\t-\t-";
-    }
-  }
-
- public:
-  // `improvement`: the run has self-improvement switches on, and the files get their columns (a run
-  // without them writes the files exactly as before).
-  LineageFiles(const std::filesystem::path& dir, bool improvement)
-      : improvement_(improvement), models_(dir / "models.tsv"), generations_(dir / "generations.tsv") {
-    if (!models_ || !generations_) throw std::runtime_error("cannot write the lineage files in " + dir.string());
-    models_ << "generation\tid\tparents\top\tstatus\tval_acc\ttest_acc\tparams\tflops\tinherited\tpreserving\t"
-               "weights\tdescription\tfailure"
-            << (improvement_ ? "\tpredicted_gain\trungs" : "")
-            << "\tarchitecture\toptimizer\tlearning_rate\tschedule\twarmup\tbatch_size\tepochs\tweight_decay\t"
-               "shift\tflip\tdistill_epochs\n";
-    generations_ << "generation\tbest_id\tbest_val\tbest_model_test\tmedian_val\tmedian_test\tgain\tdesign_skill\t"
-                    "diversity\ttrained\tfailed\trefused\tseconds\tcheckpoint_seconds\tcheckpoint_bytes"
-                 << (improvement_ ? "\tpredictor_rank_correlation\tpredictor_examples\tduplicates\tpromoted\tniches\n"
-                                  : "\n");
-  }
-  void set_store(const checkpoints::LineageStore* store) { store_ = store; }
-  void on_generation(const scheduler::GenerationRecord& g) override {
-    for (const auto& m : g.children) {
-      std::string parents;
-      for (auto p : m.parents) {
-        if (!parents.empty()) parents += ',';
-        parents += std::to_string(p);
-      }
-      char line[512];
-      std::snprintf(line, sizeof line, "%d\t%llu\t%s\t%s\t%s\t%.17g\t%.17g\t%lld\t%lld\t%d\t%d\t%s\t", m.generation,
-                    static_cast<unsigned long long>(m.id), parents.empty() ? "-" : parents.c_str(), m.op.c_str(),
-                    scheduler::status_name(m.status), m.metrics.val_accuracy, m.metrics.test_accuracy,
-                    static_cast<long long>(m.metrics.parameters), static_cast<long long>(m.metrics.flops),
-                    m.inherited, m.function_preserving, m.weights_digest.empty() ? "-" : m.weights_digest.c_str());
-      // Self-improvement columns ("-" where the switch is off): the predicted gain, and the rungs as
-      // epochs:validation pairs.
-      std::string rungs;
-      for (std::size_t r = 0; r < m.rung_epochs.size(); ++r) {
-        char pair[64];
-        std::snprintf(pair, sizeof pair, "%s%d:%.6f", r ? "," : "", m.rung_epochs[r], m.rung_val_accuracy[r]);
-        rungs += pair;
-      }
-      char predicted[32] = "-";
-      if (m.predicted_gain) std::snprintf(predicted, sizeof predicted, "%+.6f", *m.predicted_gain);
-      models_ << line << m.description << "\t" << (m.failure.empty() ? "-" : m.failure);
-      if (rungs.empty()) rungs = "-";
-      if (improvement_) models_ << "\t" << predicted << "\t" << rungs;
-      models_ << "\t" << genome_columns(m.genome_yaml) << "\n";
-    }
-    char line[512];
-    // The store is the first sink: its figures are those of this generation's write.
-    std::snprintf(line, sizeof line,
-                  "%d\t%llu\t%.6f\t%.6f\t%.6f\t%.6f\t%+.6f\t%+.6f\t%.4f\t%d\t%d\t%d\t%.2f\t%.4f\t%llu",
-                  g.generation, static_cast<unsigned long long>(g.best_id), g.best_val, g.best_model_test, g.median_val,
-                  g.median_test, g.gain, g.design_skill, g.diversity, g.trained, g.failed, g.refused, g.seconds,
-                  store_ ? store_->last_write_seconds() : 0.0,
-                  static_cast<unsigned long long>(store_ ? store_->last_write_bytes() : 0));
-    generations_ << line;
-    if (const auto& imp = g.improvement; improvement_ && imp) {
-      std::snprintf(line, sizeof line, "\t%.6f\t%d\t%d\t%d\t%d", imp->predictor_rank_correlation,
-                    imp->predictor_examples, imp->duplicates, imp->promoted, imp->niches);
-      generations_ << line;
-    } else if (improvement_) {
-      generations_ << "\t-\t-\t-\t-\t-";
-    }
-    generations_ << "\n";
-    models_.flush();
-    generations_.flush();
-  }
-
- private:
-  bool improvement_;
-  std::ofstream models_, generations_;
-  const checkpoints::LineageStore* store_ = nullptr;
-};
-
 std::string utc_now() {
   const std::time_t t = std::time(nullptr);
   char buf[32];
@@ -216,23 +118,16 @@ struct Placement {
   std::vector<std::string> host_of_rank;
   std::vector<int> pid_of_rank;
 };
-Placement gather_placement() {
-  struct Mine {
-    char host[256];
-    int pid;
-  } mine{};
-  gethostname(mine.host, sizeof mine.host - 1);
-  mine.pid = static_cast<int>(getpid());
-  int rank = 0, size = 1;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  MPI_Comm_size(MPI_COMM_WORLD, &size);
-  std::vector<Mine> all(rank == 0 ? static_cast<std::size_t>(size) : 1);
-  MPI_Gather(&mine, sizeof mine, MPI_BYTE, all.data(), sizeof mine, MPI_BYTE, 0, MPI_COMM_WORLD);
+Placement gather_placement(collective::Communicator& world) {
+  char host[256] = {};
+  gethostname(host, sizeof host - 1);
+  const auto all = world.allgather_strings(std::to_string(getpid()) + " " + host);
   Placement out;
-  if (rank == 0)
-    for (const auto& m : all) {
-      out.host_of_rank.emplace_back(m.host);
-      out.pid_of_rank.push_back(m.pid);
+  if (world.rank() == 0)
+    for (const std::string& entry : all) {
+      const std::size_t space = entry.find(' ');
+      out.pid_of_rank.push_back(std::stoi(entry.substr(0, space)));
+      out.host_of_rank.push_back(entry.substr(space + 1));
     }
   return out;
 }
@@ -244,12 +139,10 @@ struct CpuKernels {
   std::string list;   // rank 0
   std::string error;  // every rank, when any failed: the first failing rank's reason
 };
-CpuKernels select_cpu_kernels(const std::string& wanted) {
+CpuKernels select_cpu_kernels(const std::string& wanted, collective::Communicator& world) {
   char host[256] = {};
   gethostname(host, sizeof host - 1);
-  int rank = 0, size = 1;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  const int rank = world.rank();
   char mine[512] = {};
   try {
     if (wanted != "best") kernels::set_cpu_kernel(kernels::parse_cpu_kernel(wanted));
@@ -257,11 +150,9 @@ CpuKernels select_cpu_kernels(const std::string& wanted) {
   } catch (const std::invalid_argument& e) {
     std::snprintf(mine, sizeof mine, "!%s rank %d: %s", host, rank, e.what());
   }
-  std::vector<char> all(static_cast<std::size_t>(size) * sizeof mine);
-  MPI_Allgather(mine, sizeof mine, MPI_CHAR, all.data(), sizeof mine, MPI_CHAR, MPI_COMM_WORLD);
+  const std::vector<std::string> all = world.allgather_strings(mine);
   CpuKernels out;
-  for (int r = 0; r < size; ++r) {
-    const std::string entry(all.data() + static_cast<std::size_t>(r) * sizeof mine);
+  for (const std::string& entry : all) {
     if (entry[0] == '!') {
       if (out.error.empty()) out.error = "cluster.cpu_kernels: " + wanted + ": " + entry.substr(1);
     } else if (("," + out.list + ",").find("," + entry + ",") == std::string::npos) {
@@ -273,8 +164,8 @@ CpuKernels select_cpu_kernels(const std::string& wanted) {
 
 // --- monitoring (monitoring/README.md) ---
 // The exporters, started collectively before training: the coordinator's on rank 0 and, on a
-// multi-node job, a node endpoint on local rank 0 of every other node (ranks split by node with
-// MPI_COMM_TYPE_SHARED), each listing its node's rank processes. Returns, on rank 0, the endpoints
+// multi-node job, a node endpoint on local rank 0 of every other node (Communicator::split_by_node),
+// each listing its node's rank processes. Returns, on rank 0, the endpoints
 // for the file_sd targets file, or sets `error` (on rank 0) when any endpoint could not listen.
 struct MonitoringStart {
   std::unique_ptr<monitoring::Exporter> exporter;       // rank 0
@@ -283,25 +174,20 @@ struct MonitoringStart {
   std::string error;                                    // rank 0: what failed, where
 };
 
-MonitoringStart start_monitoring(const RunConfig& config, const std::unique_ptr<checkpoints::LineageStore>& store) {
-  int rank = 0, size = 1;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  MPI_Comm_size(MPI_COMM_WORLD, &size);
-  MPI_Comm node_comm;
-  MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &node_comm);
-  int local_rank = 0, local_size = 1;
-  MPI_Comm_rank(node_comm, &local_rank);
-  MPI_Comm_size(node_comm, &local_size);
-  const int mine[2] = {rank, static_cast<int>(getpid())};
-  std::vector<int> node_pids(2 * static_cast<std::size_t>(local_size));
-  MPI_Gather(mine, 2, MPI_INT, node_pids.data(), 2, MPI_INT, 0, node_comm);
-  MPI_Comm_free(&node_comm);
+MonitoringStart start_monitoring(const RunConfig& config, const std::unique_ptr<checkpoints::LineageStore>& store,
+                                 collective::Communicator& world) {
+  const int rank = world.rank(), size = world.size();
+  // This node's ranks: world rank and pid of each, in node-rank order.
+  const auto node = world.split_by_node();
+  const int local_rank = node->rank();
+  const std::vector<std::string> node_pids = node->allgather_strings(std::to_string(rank) + " " + std::to_string(getpid()));
 
   struct Report {
     char host[256];
     char error[768];
     int port;  // 0: this rank runs no endpoint
   } report{};
+  static_assert(std::is_trivially_copyable_v<Report>);
   gethostname(report.host, sizeof report.host - 1);
   MonitoringStart out;
   if (local_rank == 0) {
@@ -313,7 +199,10 @@ MonitoringStart start_monitoring(const RunConfig& config, const std::unique_ptr<
     o.version = RSI_VERSION;
     o.host = report.host;
     o.trainer_groups = size / config.loop.group_size;
-    for (int i = 0; i < local_size; ++i) o.node_ranks.push_back({node_pids[2 * i], static_cast<pid_t>(node_pids[2 * i + 1])});
+    for (const std::string& entry : node_pids) {
+      const std::size_t space = entry.find(' ');
+      o.node_ranks.push_back({std::stoi(entry.substr(0, space)), static_cast<pid_t>(std::stol(entry.substr(space + 1)))});
+    }
     // The store writes each generation before the exporter's on_generation reads its figures.
     o.checkpoint_source = [&store] {
       return store ? monitoring::CheckpointWrite{store->last_write_seconds(), store->last_write_bytes()}
@@ -331,8 +220,9 @@ MonitoringStart start_monitoring(const RunConfig& config, const std::unique_ptr<
       std::snprintf(report.error, sizeof report.error, "%s (host %s, rank %d)", e.what(), report.host, rank);
     }
   }
-  std::vector<Report> all(rank == 0 ? static_cast<std::size_t>(size) : 1);
-  MPI_Gather(&report, sizeof report, MPI_BYTE, all.data(), sizeof report, MPI_BYTE, 0, MPI_COMM_WORLD);
+  std::vector<Report> all(static_cast<std::size_t>(size));
+  const auto reports = world.allgather_bytes(std::as_bytes(std::span(&report, 1)));
+  for (int r = 0; r < size; ++r) std::memcpy(&all[r], reports[r].data(), sizeof(Report));
   if (rank == 0)
     for (int r = 0; r < size; ++r) {
       if (all[r].error[0]) out.error += (out.error.empty() ? "" : "\n") + std::string(all[r].error);
@@ -344,46 +234,15 @@ MonitoringStart start_monitoring(const RunConfig& config, const std::unique_ptr<
 }
 // --- end monitoring ---
 
-// MPI for one command: initialized with the thread level rsi needs (only the main thread calls MPI,
-// other threads exist), finalized exactly once on every way out, returns and exceptions alike; rank
-// 0's verdicts shared with every rank, so that all ranks leave together with one exit code.
-class MpiSession {
- public:
-  MpiSession() {
-    MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided_);
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
-    MPI_Comm_size(MPI_COMM_WORLD, &size_);
-  }
-  ~MpiSession() {
-    int finalized = 0;
-    MPI_Finalized(&finalized);
-    if (!finalized) MPI_Finalize();
-  }
-  MpiSession(const MpiSession&) = delete;
-  MpiSession& operator=(const MpiSession&) = delete;
-  int rank() const { return rank_; }
-  int size() const { return size_; }
-  bool thread_level_ok() const { return provided_ >= MPI_THREAD_FUNNELED; }
-  int provided() const { return provided_; }
-  // Rank 0's value, on every rank (collective).
-  int agree(int value) const {
-    MPI_Bcast(&value, 1, MPI_INT, 0, MPI_COMM_WORLD);
-    return value;
-  }
-  // Ends every rank of the job (an error one rank cannot tell the others about in order).
-  void abort(int code) const { MPI_Abort(MPI_COMM_WORLD, code); }
-
- private:
-  int provided_ = 0, rank_ = 0, size_ = 1;
-};
-
 // One `rsi run` (or `rsi reproduce`) on every rank, as steps: the run's configuration, inputs
 // checked before the job starts, devices and CPU kernels, monitoring, the run directory (resume,
 // history, sinks; rank 0), hooks (stop, governance), the loop, and what the run's end means. A step
 // that ends the command returns its exit code, agreed by every rank.
 class RunSession {
  public:
-  RunSession(const RunArgs& args, const MpiSession& mpi)
+  // `mpi`: the MPI world, for the session's own collectives (agreeing on exit codes, start-up
+  // exchanges); the loop gets its own world communicator (NCCL over it on GPUs).
+  RunSession(const RunArgs& args, collective::Communicator& mpi)
       : args_(args), mpi_(mpi), rank_(mpi.rank()), size_(mpi.size()),
         manifest_name_(args.reproduce.empty() ? args.manifest : args.reproduce + " (embedded manifest)") {}
 
@@ -408,7 +267,7 @@ class RunSession {
 
  private:
   void error(const std::string& what) const {
-    if (rank_ == 0) std::fprintf(stderr, "rsi run: %s %s: %s\n", rank_tag(rank_).c_str(), manifest_name_.c_str(), what.c_str());
+    if (rank_ == 0) logf(LogLevel::Error, "%s: %s", manifest_name_.c_str(), what.c_str());
   }
 
   std::optional<int> load_config() {
@@ -423,10 +282,10 @@ class RunSession {
           throw ManifestError(config_.output_directory + " already holds a run; choose an empty --out directory");
       }
     } catch (const checkpoints::CheckpointError& e) {
-      if (rank_ == 0) std::fprintf(stderr, "rsi: %s %s\n", rank_tag(rank_).c_str(), e.what());
+      if (rank_ == 0) log_error(e.what());
       return kExitBadInput;
     } catch (const ManifestError& e) {
-      if (rank_ == 0) std::fprintf(stderr, "rsi run: %s %s\n", rank_tag(rank_).c_str(), e.what());
+      if (rank_ == 0) log_error(e.what());
       return kExitBadInput;
     }
     if (args_.generations >= 0) config_.loop.generations = args_.generations;
@@ -486,15 +345,15 @@ class RunSession {
     std::vector<std::string> overrides;
     cuda_settings_ = apply_cuda_settings(config_.cluster, &overrides);
     if (rank_ == 0 && policy != DevicePolicy::Cpu)
-      for (const auto& o : overrides) std::fprintf(stderr, "rsi run: [rank 0] note: %s\n", o.c_str());
-    const RunDevice device = select_run_device(policy, config_.cluster.gpus_per_node, MPI_COMM_WORLD);
+      for (const auto& o : overrides) log_note(o);
+    const RunDevice device = select_run_device(policy, config_.cluster.gpus_per_node, mpi_);
     if (!device.error.empty())
-      std::fprintf(stderr, "rsi run: %s %s: %s\n", rank_tag(rank_).c_str(), manifest_name_.c_str(), device.error.c_str());
+      logf(LogLevel::Error, "%s: %s", manifest_name_.c_str(), device.error.c_str());
     if (device.failed) return kExitBadInput;
     if (!device.warning.empty())
-      std::fprintf(stderr, "rsi run: %s warning: %s\n", rank_tag(rank_).c_str(), device.warning.c_str());
+      log_warning(device.warning);
     if (rank_ == 0 && policy != DevicePolicy::Cpu) std::printf("rsi run: %s\n", device.summary.c_str());
-    cpu_kernels_ = select_cpu_kernels(config_.cluster.cpu_kernels);  // collective
+    cpu_kernels_ = select_cpu_kernels(config_.cluster.cpu_kernels, mpi_);  // collective
     if (!cpu_kernels_.error.empty()) {
       error(cpu_kernels_.error);
       return kExitBadInput;
@@ -502,13 +361,13 @@ class RunSession {
     if (rank_ == 0)
       std::printf("rsi run: %s; every rank: %s\n", kernels::cpu_kernel_summary().c_str(), cpu_kernels_.list.c_str());
     if (const std::string w = kernels::cpu_kernel_warning(); !w.empty())
-      std::fprintf(stderr, "rsi run: %s warning: %s\n", rank_tag(rank_).c_str(), w.c_str());
+      log_warning(w);
     // Device buffers all-reduce over NCCL; host buffers and the scheduler's messages stay on MPI.
     if (!device.choice.cuda) cuda_settings_.clear();  // recorded only where they apply
     world_ = device.choice.cuda && collective::nccl_available_in_build()
                  ? collective::make_nccl_communicator(collective::make_mpi_world_communicator(), device.choice.gpu)
                  : collective::make_mpi_world_communicator();
-    placement_ = gather_placement();  // collective: every rank takes part
+    placement_ = gather_placement(mpi_);  // collective: every rank takes part
     hosts_ = distinct_hosts(placement_.host_of_rank);
     return std::nullopt;
   }
@@ -516,7 +375,7 @@ class RunSession {
   // Listen before anything is written or trained: a port in use ends the run here.
   std::optional<int> start_exporters() {
     if (config_.monitoring.port <= 0) return std::nullopt;
-    monitor_ = start_monitoring(config_, store_);  // collective
+    monitor_ = start_monitoring(config_, store_, mpi_);  // collective
     if (mpi_.agree(monitor_.error.empty() ? 0 : 1)) {
       error(monitor_.error);
       monitor_ = {};
@@ -534,8 +393,7 @@ class RunSession {
       // A STOP file from before this run started (an `rsi stop` of a run that had already ended)
       // would stop this one at once: it is not meant for it.
       if (std::error_code ec; std::filesystem::remove(run_dir_ / kStopFileName, ec))
-        std::fprintf(stderr, "rsi run: [rank 0] note: removed %s, left from before this run started\n",
-                     (run_dir_ / kStopFileName).string().c_str());
+        log_note("removed " + (run_dir_ / kStopFileName).string() + ", left from before this run started");
       checkpoints::ResumePoint point;
       if (config_.loop.format1_weights_digest) point.format_version = 1;  // rsi reproduce of a format-1 lineage
       std::vector<scheduler::GenerationRecord> durable;
@@ -556,19 +414,19 @@ class RunSession {
       const auto stored = checkpoints::read_generation(files.front(), /*weights=*/false);
       const std::string differences = manifest_differences(stored.run.manifest_text, config_.manifest_text);
       if (!differences.empty()) {
-        std::fprintf(stderr,
-                     "rsi run: %s %s holds a run of a different manifest; refusing to resume it with %s.\n"
-                     "  differing keys:\n%s  use another --out directory, or the original manifest\n",
-                     rank_tag(rank_).c_str(), run_dir_.string().c_str(), manifest_name_.c_str(), differences.c_str());
+        logf(LogLevel::Error,
+             "%s holds a run of a different manifest; refusing to resume it with %s.\n  differing keys:\n%s  use "
+             "another --out directory, or the original manifest",
+             run_dir_.string().c_str(), manifest_name_.c_str(), differences.c_str());
         return 1;
       }
       // Your own data (task kind images): the files the manifest names must still hold the pixels
       // and labels the run began with.
       if (!stored.run.data_fingerprint.empty() && stored.run.data_fingerprint != data_fingerprint_) {
-        std::fprintf(stderr,
-                     "rsi run: %s %s began on other data: its fingerprint was %s, the files now give %s; "
-                     "refusing to resume it (restore the data, or use another --out directory)\n",
-                     rank_tag(rank_).c_str(), run_dir_.string().c_str(), stored.run.data_fingerprint.c_str(),
+        logf(LogLevel::Error,
+             "%s began on other data: its fingerprint was %s, the files now give %s; refusing to resume it (restore "
+             "the data, or use another --out directory)",
+             run_dir_.string().c_str(), stored.run.data_fingerprint.c_str(),
                      data_fingerprint_.c_str());
         return 1;
       }
@@ -580,10 +438,10 @@ class RunSession {
     try {
       point = checkpoints::find_resume_point(run_dir_, &warnings);
     } catch (const checkpoints::CheckpointError& e) {  // DamagedHistory, or the population's weights gone
-      std::fprintf(stderr, "rsi run: %s %s: %s\n", rank_tag(rank_).c_str(), run_dir_.string().c_str(), e.what());
+      logf(LogLevel::Error, "%s: %s", run_dir_.string().c_str(), e.what());
       refuse = 1;
     }
-    for (const auto& w : warnings) std::fprintf(stderr, "rsi run: %s warning: %s\n", rank_tag(rank_).c_str(), w.c_str());
+    for (const auto& w : warnings) log_warning(w);
     // The text lineage is rebuilt from the durable generations' metadata (their weights are not
     // needed: a damaged weights dataset of an old generation is for rsi verify to name).
     for (const auto& file : checkpoints::generation_files(run_dir_)) {
@@ -811,12 +669,12 @@ class RunSession {
       scheduler::append_audit(run_dir_, {scheduler::utc_now_iso(), scheduler::user_at_host(),
                                          summary.generations_done - 1, "stopped", stop_reason_});
     } catch (const std::exception& e) {
-      std::fprintf(stderr, "rsi run: %s warning: %s\n", rank_tag(rank_).c_str(), e.what());
+      log_warning(e.what());
     }
   }
 
   const RunArgs& args_;
-  const MpiSession& mpi_;
+  collective::Communicator& mpi_;
   const int rank_, size_;
   const std::string manifest_name_;
   RunConfig config_;
@@ -845,26 +703,28 @@ int run_loop_command(const RunArgs& args) {
   // Before MPI start-up (about a second): mpirun forwards a SIGUSR1 as soon as a rank exists, and
   // the default action would end the rank instead of stopping the run.
   install_stop_handlers();
-  const MpiSession mpi;
-  if (!mpi.thread_level_ok()) {
-    if (mpi.rank() == 0)
-      std::fprintf(stderr,
-                   "rsi run: the MPI library provides thread level %d, below MPI_THREAD_FUNNELED (%d) that rsi needs "
-                   "(only the main thread calls MPI, other threads run): use an MPI built with thread support\n",
-                   mpi.provided(), MPI_THREAD_FUNNELED);
+  const collective::MpiSession session;
+  const std::unique_ptr<collective::Communicator> mpi = session.world();
+  set_log_source(args.reproduce.empty() ? "run" : "reproduce", mpi->rank());  // every line says its rank
+  if (!session.thread_level_ok()) {
+    if (mpi->rank() == 0)
+      logf(LogLevel::Error,
+           "the MPI library provides thread level %d, below MPI_THREAD_FUNNELED (%d) that rsi needs (only the main "
+           "thread calls MPI, other threads run): use an MPI built with thread support",
+           session.provided(), session.required());
     return kExitFailure;
   }
   try {
-    RunSession session(args, mpi);
-    return session.run();
+    RunSession run(args, *mpi);
+    return run.run();
   } catch (const std::exception& e) {
     char host[256] = {};
     gethostname(host, sizeof host - 1);
-    std::fprintf(stderr, "rsi run: error on %s rank %d: %s\n", host, mpi.rank(), e.what());
+    logf(LogLevel::Error, "error on %s: %s", host, e.what());
     std::fflush(stderr);
-    mpi.abort(kExitFailure);
-    return kExitFailure;
+    mpi->abort(kExitFailure);
   }
+  return kExitFailure;  // not reached: abort ends every rank
 }
 
 }  // namespace

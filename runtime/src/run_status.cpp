@@ -13,6 +13,7 @@
 
 #include "json_out.h"
 #include "progress.h"
+#include "rsi/runtime/log.h"
 
 namespace rsi::runtime {
 
@@ -227,7 +228,7 @@ void StatusWriter::write() {
   try {
     write_status_file(dir_, status_);
   } catch (const StatusFileError& e) {
-    if (!warned_) std::fprintf(stderr, "rsi run: [rank 0] warning: %s (rsi status will be out of date)\n", e.what());
+    if (!warned_) logf(LogLevel::Warning, "%s (rsi status will be out of date)", e.what());
     warned_ = true;
   }
 }

@@ -1132,6 +1132,8 @@ class DeviceRecordingGroup final : public rsi::collective::Communicator {
   void broadcast(std::span<std::byte>, int) override {}
   void barrier() override {}
   std::unique_ptr<Communicator> split(int, int) override { return nullptr; }
+  std::unique_ptr<Communicator> split_by_node() override { return nullptr; }
+  [[noreturn]] void abort(int) override { std::abort(); }
   void send(std::span<const std::byte>, int, int) override {}
   std::optional<rsi::collective::Message> try_receive() override { return std::nullopt; }
   rsi::collective::Message receive(int, int) override { return {}; }

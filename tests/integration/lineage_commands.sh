@@ -15,7 +15,7 @@ trap 'rm -rf "$tmp"' EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
 mpirun -n 2 "$rsi" run "$manifest" --out "$tmp/run" >"$tmp/run.log" 2>&1 || { tail -20 "$tmp/run.log" >&2; fail "rsi run"; }
-best=$(awk -F'\t' 'NR > 1 { b = $2 } END { print b }' "$tmp/run/generations.tsv")
+best=$(awk -F'\t' 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == "best_id") c = i } NR > 1 { b = $c } END { print b }' "$tmp/run/generations.tsv")
 echo "== run: $(($(wc -l <"$tmp/run/models.tsv") - 1)) models, best $best"
 
 "$rsi" lineage "$tmp/run" >"$tmp/lineage.txt"

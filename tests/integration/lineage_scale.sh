@@ -89,7 +89,7 @@ widest = max(sum(n["kind"] == "model" for n in v["nodes"] if n["id"] in r["nodes
 print(f"   wide: the widest row draws {widest} models")
 sys.exit(0 if widest == 36 else "FAIL: the wide run does not reach the 36-model bound of a row")' "$tmp/wide-views/default.json" || exit 1
 
-best=$(awk -F'\t' 'NR > 1 { b = $2 } END { print b }' "$tmp/run/generations.tsv")
+best=$(awk -F'\t' 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == "best_id") c = i } NR > 1 { b = $c } END { print b }' "$tmp/run/generations.tsv")
 grep -q "^\* gen .* model $best " "$tmp/lineage.txt" || fail "rsi lineage (text) does not mark the best model $best"
 rows=$(python3 -c 'import json, sys; print(len(json.load(open(sys.argv[1]))["rows"]))' "$tmp/default.json")
 [ "$(grep -c '^gens\? [0-9]' "$tmp/lineage.txt")" = "$rows" ] || fail "the text has not one header line per row ($rows rows)"

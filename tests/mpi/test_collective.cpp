@@ -276,6 +276,48 @@ TEST(Split, EveryRankItsOwnGroup) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// start-up exchanges: by node, every rank's bytes, rank 0's verdict
+
+TEST(SplitByNode, MatchesMpiSharedMemorySplit) {
+  Communicator& comm = world();
+  const std::unique_ptr<Communicator> node = comm.split_by_node();
+  MPI_Comm raw;  // the reference, with raw MPI
+  ASSERT_EQ(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, comm.rank(), MPI_INFO_NULL, &raw), MPI_SUCCESS);
+  int raw_rank = -1, raw_size = -1;
+  MPI_Comm_rank(raw, &raw_rank);
+  MPI_Comm_size(raw, &raw_size);
+  MPI_Comm_free(&raw);
+  EXPECT_EQ(node->rank(), raw_rank) << "rank " << comm.rank();
+  EXPECT_EQ(node->size(), raw_size) << "rank " << comm.rank();
+  EXPECT_STREQ(node->backend(), "mpi");
+  double one[1] = {1.0};  // a collective inside the node sees only its ranks
+  node->allreduce(std::span<double>(one), ReduceOp::Sum);
+  EXPECT_EQ(one[0], raw_size);
+}
+
+TEST(Allgather, EveryRanksBytesOfItsOwnSizeInRankOrder) {
+  Communicator& comm = world();
+  // Rank r contributes r * 37 bytes (rank 0 none) of value r + 1.
+  const std::vector<std::byte> mine(static_cast<std::size_t>(comm.rank()) * 37, std::byte(comm.rank() + 1));
+  const auto all = comm.allgather_bytes(mine);
+  ASSERT_EQ(all.size(), static_cast<std::size_t>(comm.size()));
+  for (int r = 0; r < comm.size(); ++r)
+    EXPECT_EQ(all[r], std::vector<std::byte>(static_cast<std::size_t>(r) * 37, std::byte(r + 1))) << "from rank " << r;
+  const auto names = comm.allgather_strings("rank " + std::to_string(comm.rank()));
+  ASSERT_EQ(names.size(), static_cast<std::size_t>(comm.size()));
+  for (int r = 0; r < comm.size(); ++r) EXPECT_EQ(names[r], "rank " + std::to_string(r));
+}
+
+TEST(Agree, EveryRankGetsRankZerosValue) {
+  Communicator& comm = world();
+  EXPECT_EQ(comm.agree(100 + comm.rank()), 100);
+  const std::unique_ptr<Communicator> local = rsi::collective::make_local_communicator();
+  EXPECT_EQ(local->agree(7), 7);
+  EXPECT_EQ(local->allgather_strings("x"), std::vector<std::string>{"x"});
+  EXPECT_EQ(local->split_by_node()->size(), 1);
+}
+
+// ---------------------------------------------------------------------------------------------
 // point to point
 
 std::vector<std::byte> encode(std::int32_t a, std::int32_t b) {

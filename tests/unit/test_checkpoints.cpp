@@ -21,6 +21,10 @@
 #include <iterator>
 #include <map>
 #include <memory>
+#include <set>
+#include <sstream>
+#include <type_traits>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -1190,6 +1194,142 @@ TEST(Checkpoints, ClearErrorsForBadFiles) {
   EXPECT_FALSE(warnings.empty());
   EXPECT_TRUE(rsi::checkpoints::generation_files(tmp.path() / "missing").empty());
   EXPECT_FALSE(rsi::checkpoints::verify_run(tmp.path() / "missing").ok());
+}
+
+// --- the generation summary's one description (scheduler/record.h) ---
+
+// Every field's value as text, by name (reals by their bits, so NaN compares equal to itself).
+std::map<std::string, std::string> field_texts(const GenerationRecord& g) {
+  std::map<std::string, std::string> out;
+  rsi::scheduler::visit_generation_fields(g, [&out](const rsi::scheduler::FieldInfo& f, const auto& v) {
+    std::ostringstream text;
+    text << std::hexfloat;
+    using T = std::decay_t<decltype(v)>;
+    if constexpr (std::is_same_v<T, std::map<std::uint64_t, double>>) {
+      for (const auto& [k, x] : v) text << k << ':' << x << ',';
+    } else if constexpr (std::is_same_v<T, std::vector<std::uint64_t>> || std::is_same_v<T, std::vector<double>>) {
+      for (const auto& x : v) text << x << ',';
+    } else if constexpr (std::is_same_v<T, std::optional<double>> || std::is_same_v<T, std::optional<std::int64_t>>) {
+      if (v) text << *v; else text << "none";
+    } else {
+      text << v;
+    }
+    out[f.name] = text.str();
+  });
+  return out;
+}
+
+// Changes the field `name` of `g` to another value of its type.
+void perturb_field(GenerationRecord& g, const std::string& name) {
+  rsi::scheduler::visit_generation_fields(g, [&name](const rsi::scheduler::FieldInfo& f, auto& v) {
+    if (f.name != name) return;
+    using T = std::decay_t<decltype(v)>;
+    if constexpr (std::is_same_v<T, std::map<std::uint64_t, double>>) v[99] = 0.5;
+    else if constexpr (std::is_same_v<T, std::vector<std::uint64_t>>) v.push_back(1);
+    else if constexpr (std::is_same_v<T, std::vector<double>>) v.push_back(0.125);
+    else if constexpr (std::is_same_v<T, std::string>) v += "x";
+    else if constexpr (std::is_same_v<T, std::optional<double>> || std::is_same_v<T, std::optional<std::int64_t>>)
+      v = v ? *v + 1 : 1;
+    else v = static_cast<T>(v + 1);
+  });
+}
+
+// A synthetic run whose records set every summary field, every group present.
+std::vector<GenerationRecord> every_field_run() {
+  auto records = synthetic_run(2);
+  for (auto& r : records) {
+    r.goodhart_gap = 0.0125;
+    r.worst_class_accuracy = 0.61;
+    r.class_disparity = 0.33;
+    r.pseudo_label_accuracy = 0.8;
+    r.pseudo_label_entropy = 2.1;
+    r.goodhart_trend = -0.002;
+    r.disparity_trend = 0.004;
+    r.takeoff = "steady";
+    r.model_seconds = 321.5;
+    auto& imp = r.improvement.emplace();
+    imp.predictor_examples = 7;
+    imp.predictor_rank_correlation = 0.42;
+    imp.predictor_weights = {0.5, -0.25};
+    imp.duplicates = 2;
+    imp.promoted = 3;
+    imp.niches = 4;
+  }
+  return records;
+}
+
+TEST(Format, DocumentsEveryGenerationField) {
+  const fs::path doc = fs::path(RSI_SOURCE_DIR) / "checkpoints" / "FORMAT.md";
+  const std::string text = slurp(doc);
+  const std::string begin = "<!-- generated from record.h: begin -->\n";
+  const std::string end = "<!-- generated from record.h: end -->\n";
+  const auto b = text.find(begin), e = text.find(end);
+  ASSERT_NE(b, std::string::npos) << doc << " has no '" << begin << "'";
+  ASSERT_NE(e, std::string::npos) << doc << " has no '" << end << "'";
+  const std::string want = rsi::scheduler::generation_fields_markdown();
+  const std::string have = text.substr(b + begin.size(), e - b - begin.size());
+  if (have != want && std::getenv("RSI_UPDATE_DOCS")) {
+    spit(doc, text.substr(0, b + begin.size()) + want + text.substr(e));
+    GTEST_SKIP() << "rewrote the generated table in " << doc;
+  }
+  EXPECT_EQ(have, want) << doc << ": the table of generation fields differs from scheduler/record.h; "
+                        << "rerun this test with RSI_UPDATE_DOCS=1 to regenerate it";
+}
+
+TEST(Format, GenerationFieldNamesAreUniqueAndGaugesAreNumbers) {
+  std::set<std::string> names;
+  for (const auto& f : rsi::scheduler::generation_fields()) {
+    EXPECT_TRUE(names.insert(f.name).second) << f.name << " twice";
+    EXPECT_FALSE(std::string(f.doc).empty()) << f.name;
+  }
+  EXPECT_FALSE(names.count("design_skill_values")) << "stored with design_skill_lineages";
+  names.clear();
+  GenerationRecord every;
+  every.improvement.emplace();
+  rsi::scheduler::visit_generation_fields(every, [](const rsi::scheduler::FieldInfo& f, const auto& v) {
+    using T = std::decay_t<decltype(v)>;
+    constexpr bool number = std::is_arithmetic_v<T> || std::is_same_v<T, std::optional<double>> ||
+                            std::is_same_v<T, std::optional<std::int64_t>>;
+    if (f.gauge || f.tsv) {
+      EXPECT_TRUE(number) << f.name << ": a gauge or a TSV column needs a number";
+    }
+    if (f.group == rsi::scheduler::FieldGroup::Later) {
+      EXPECT_FALSE(std::is_arithmetic_v<T>) << f.name << ": fields added later are std::optional";
+    }
+  });
+}
+
+// Each field goes into the file and comes back; each one outside the timing group changes the
+// generation hash when it changes (a new field cannot be stored and left out of the chain), the
+// timing ones do not; verify accepts every such lineage.
+TEST(Checkpoints, EveryGenerationFieldRoundTripsAndIsChained) {
+  const auto records = every_field_run();
+  TempDir base;
+  write_run(base.path(), records);
+  const auto last = rsi::checkpoints::read_generation(rsi::checkpoints::generation_files(base.path()).back());
+  EXPECT_EQ(field_texts(last.record), field_texts(records.back()));
+  ASSERT_TRUE(rsi::checkpoints::verify_run(base.path()).ok()) << joined(rsi::checkpoints::verify_run(base.path()).problems);
+
+  for (const auto& f : rsi::scheduler::generation_fields()) {
+    // The store checks these two against the file name and the stored models; both are also chained
+    // on their own in the generation hash (FORMAT.md "Hashes").
+    if (std::string(f.name) == "generation" || std::string(f.name) == "population") continue;
+    SCOPED_TRACE(f.name);
+    auto changed = records;
+    perturb_field(changed.back(), f.name);
+    ASSERT_NE(field_texts(changed.back()).at(f.name), field_texts(records.back()).at(f.name));
+    TempDir dir;
+    write_run(dir.path(), changed);
+    const auto got = rsi::checkpoints::read_generation(rsi::checkpoints::generation_files(dir.path()).back());
+    EXPECT_EQ(field_texts(got.record).at(f.name), field_texts(changed.back()).at(f.name));
+    if (f.group == rsi::scheduler::FieldGroup::Timing) {
+      EXPECT_EQ(got.generation_hash, last.generation_hash);
+    } else {
+      EXPECT_NE(got.generation_hash, last.generation_hash) << "not chained";
+    }
+    const auto report = rsi::checkpoints::verify_run(dir.path());
+    EXPECT_TRUE(report.ok()) << joined(report.problems);
+  }
 }
 
 }  // namespace

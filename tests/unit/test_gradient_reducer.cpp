@@ -74,6 +74,8 @@ class RecordingGroup final : public collective::Communicator {
   void broadcast(std::span<std::byte>, int) override {}
   void barrier() override {}
   std::unique_ptr<Communicator> split(int, int) override { throw std::logic_error("not used"); }
+  std::unique_ptr<Communicator> split_by_node() override { throw std::logic_error("not used"); }
+  [[noreturn]] void abort(int) override { throw std::logic_error("not used"); }
   void send(std::span<const std::byte>, int, int) override { throw std::logic_error("not used"); }
   std::optional<collective::Message> try_receive() override { return std::nullopt; }
   collective::Message receive(int, int) override { throw std::logic_error("not used"); }

@@ -191,7 +191,9 @@ TEST(Designer, ThePredictorScreensOnlyOnceItsCorrelationEarnsIt) {
         screened |= m.candidates > 1;
       }
       SCOPED_TRACE("floor " + std::to_string(floor) + ", generation " + std::to_string(g.generation));
-      if (screened) EXPECT_GE(mean, floor) << "screened while the recent correlations averaged " << mean;
+      if (screened) {
+        EXPECT_GE(mean, floor) << "screened while the recent correlations averaged " << mean;
+      }
       screened_generations += screened;
       if (const double c = g.improvement->predictor_rank_correlation; !std::isnan(c)) {
         recent.push_back(c);
@@ -199,7 +201,9 @@ TEST(Designer, ThePredictorScreensOnlyOnceItsCorrelationEarnsIt) {
       }
     }
     EXPECT_GT(predicted, 0) << "gated, it still predicts (and is measured)";
-    if (floor == 1.0) EXPECT_EQ(screened_generations, 0);
+    if (floor == 1.0) {
+      EXPECT_EQ(screened_generations, 0);
+    }
   }
 }
 

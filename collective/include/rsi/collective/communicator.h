@@ -52,8 +52,20 @@ class Communicator {
   // oversubscribed.
   virtual Message receive(int source, int tag) = 0;
 
+  // Ranks that share a node (MPI_COMM_TYPE_SHARED for MPI), ordered by rank; collective.
+  virtual std::unique_ptr<Communicator> split_by_node() = 0;
+  // Ends every rank of the job with `code` (an error one rank cannot tell the others about in
+  // order); does not return.
+  [[noreturn]] virtual void abort(int code) = 0;
+
   // Broadcasts a byte vector of any size from `root` (size first, then the bytes).
   std::vector<std::byte> broadcast_bytes(std::vector<std::byte> data, int root);
+  // Every rank's bytes (any size each), in rank order, on every rank; collective. For start-up
+  // exchanges (host names, ports, pids): one broadcast per rank.
+  std::vector<std::vector<std::byte>> allgather_bytes(std::span<const std::byte> mine);
+  std::vector<std::string> allgather_strings(const std::string& mine);
+  // Rank 0's value on every rank; collective.
+  int agree(int value);
 
   // Device (GPU) buffers, stream-ordered: the operation is enqueued on `stream` (a cudaStream_t;
   // nullptr = the legacy default stream) and these calls return before it completes, so a trainer
@@ -70,8 +82,28 @@ class Communicator {
 
 // A communicator of one rank: every collective is a no-op.
 std::unique_ptr<Communicator> make_local_communicator();
-// MPI_COMM_WORLD (MPI must be initialised by the caller).
+// MPI_COMM_WORLD (MPI must be initialised by the caller, e.g. by an MpiSession).
 std::unique_ptr<Communicator> make_mpi_world_communicator();
+
+// MPI for one command: MPI_Init_thread with MPI_THREAD_FUNNELED (only the main thread calls MPI,
+// other threads exist) on construction, MPI_Finalize exactly once on destruction, whichever way the
+// command leaves (returns and exceptions alike). Callers check thread_level_ok() before relying on
+// threads. Nothing of MPI's headers shows here.
+class MpiSession {
+ public:
+  MpiSession();
+  ~MpiSession();
+  MpiSession(const MpiSession&) = delete;
+  MpiSession& operator=(const MpiSession&) = delete;
+  int provided() const { return provided_; }  // the thread level MPI gave
+  int required() const;                       // MPI_THREAD_FUNNELED's value
+  bool thread_level_ok() const { return provided_ >= required(); }
+  // MPI_COMM_WORLD as a communicator (valid while the session lives).
+  std::unique_ptr<Communicator> world() const { return make_mpi_world_communicator(); }
+
+ private:
+  int provided_ = 0;
+};
 
 // True when this build has the NCCL backend (CUDA and NCCL were found at configure time).
 bool nccl_available_in_build();

@@ -135,6 +135,147 @@ struct GenerationRecord {
   std::optional<Improvement> improvement;
 };
 
+// ---- The one description of a generation's summary fields ----
+// GenerationRecord minus its models and events: name, part of the format, generations.tsv column,
+// Prometheus gauge and meaning, described once below. The HDF5 root attributes, `summary_sha256`
+// (checkpoints/FORMAT.md "Hashes"), generations.tsv, the exporter's per-generation gauges and
+// FORMAT.md's attribute table are all driven from here, so nothing can store a field and forget to
+// chain it.
+//
+// To add a metric: declare it in GenerationRecord above as std::optional<T> (T: double or
+// std::int64_t), add its line at the end of visit_generation_fields with FieldGroup::Later, and set
+// it where the record is produced (scheduler/src/commit.cpp for most). Then regenerate FORMAT.md's
+// table (RSI_UPDATE_DOCS=1 build/tests/test_checkpoints --gtest_filter=Format.*). Files written
+// before it lack the attribute, read it as empty and keep their digests; files written after chain it.
+
+// Where a field sits in the lineage format. The order of the groups is the order of the summary
+// digest: Core, Governance (then one line per governance event), Improvement, Later.
+enum class FieldGroup : std::uint8_t {
+  Core,         // every file; chained
+  Timing,       // every file; wall time, chained with the run attributes instead (run_sha256)
+  Governance,   // files with a `status` (every rsi since governance); chained
+  Improvement,  // runs with a self-improvement switch on (GenerationRecord::improvement); chained
+  Later,        // added after format 2: std::optional, stored and chained only where present
+};
+
+struct FieldInfo {
+  const char* name;   // HDF5 root attribute, digest key, generations.tsv column, Python column
+  FieldGroup group;
+  const char* tsv;    // printf format of its generations.tsv column; nullptr: not a column
+  const char* gauge;  // Prometheus gauge (monitoring/README.md); nullptr: not exported as one
+  const char* doc;    // its meaning, as FORMAT.md's table shows it
+};
+
+// Calls v(FieldInfo, member&) for each field of `g`, in the order the file stores them. Record is
+// GenerationRecord or const GenerationRecord. The Improvement fields are visited only when
+// g.improvement holds a value (a reader emplaces it first when the file has them).
+// design_skill_by_lineage is one member stored as two attributes (design_skill_lineages and
+// design_skill_values, parallel arrays); every other member is one attribute.
+template <class Record, class Visitor>
+void visit_generation_fields(Record& g, Visitor&& v) {
+  using G = FieldGroup;
+  v(FieldInfo{"generation", G::Core, "%d", nullptr, "N (the file name says the same)"}, g.generation);
+  v(FieldInfo{"population", G::Core, nullptr, nullptr, "ids of the population after selection"}, g.population);
+  v(FieldInfo{"next_model_id", G::Core, nullptr, nullptr, "the id the next designed child gets"}, g.next_model_id);
+  v(FieldInfo{"best_val", G::Core, "%.6f", nullptr, "best validation accuracy over the population"}, g.best_val);
+  v(FieldInfo{"median_val", G::Core, "%.6f", nullptr, "median validation accuracy over the population"},
+    g.median_val);
+  v(FieldInfo{"best_test", G::Core, "%.6f", nullptr, "best hidden-test accuracy over the population"},
+    g.best_test);
+  v(FieldInfo{"median_test", G::Core, "%.6f", nullptr, "median hidden-test accuracy over the population"},
+    g.median_test);
+  v(FieldInfo{"best_model_test", G::Core, "%.6f", "rsi_best_model_hidden_test_accuracy_ratio",
+              "hidden-test accuracy of the best model by validation"},
+    g.best_model_test);
+  v(FieldInfo{"best_id", G::Core, "%llu", nullptr, "best model by validation accuracy"}, g.best_id);
+  v(FieldInfo{"gain", G::Core, "%+.6f", "rsi_capability_gain_ratio",
+              "capability gain of the loop: best validation accuracy now minus one generation before"},
+    g.gain);
+  v(FieldInfo{"design_skill", G::Core, "%+.6f", "rsi_design_skill_ratio",
+              "mean validation gain of this generation's trained children over their parent"},
+    g.design_skill);
+  v(FieldInfo{"design_skill_lineages", G::Core, nullptr, nullptr,
+              "design skill by designer lineage: `design_skill_lineages` (uint64[], seed ids) and "
+              "`design_skill_values` (float64[]), parallel arrays"},
+    g.design_skill_by_lineage);
+  v(FieldInfo{"diversity", G::Core, "%.4f", "rsi_population_diversity",
+              "mean pairwise genome distance of the population"},
+    g.diversity);
+  v(FieldInfo{"trained", G::Core, "%d", nullptr, "children of this generation that trained"}, g.trained);
+  v(FieldInfo{"failed", G::Core, "%d", nullptr, "children that failed (a kind and a reason each)"}, g.failed);
+  v(FieldInfo{"refused", G::Core, "%d", nullptr, "children refused before training (design limits, red lines)"},
+    g.refused);
+  v(FieldInfo{"seconds", G::Timing, "%.2f", "rsi_generation_duration_seconds", "wall time of the generation"},
+    g.seconds);
+  v(FieldInfo{"models_per_second", G::Timing, nullptr, "rsi_models_per_second",
+              "models finished per second of the generation's wall time"},
+    g.models_per_second);
+  v(FieldInfo{"status", G::Governance, nullptr, nullptr,
+              "`completed`, or `awaiting_approval` when an approval gate fired on this generation"},
+    g.status);
+  v(FieldInfo{"goodhart_gap", G::Governance, "%.6f", "rsi_goodhart_gap_ratio",
+              "best model by validation: validation minus hidden-test accuracy"},
+    g.goodhart_gap);
+  v(FieldInfo{"worst_class_accuracy", G::Governance, "%.6f", "rsi_worst_class_accuracy_ratio",
+              "the best model's lowest per-class hidden-test accuracy"},
+    g.worst_class_accuracy);
+  v(FieldInfo{"class_disparity", G::Governance, "%.6f", "rsi_class_disparity_ratio",
+              "the best model's max minus min per-class hidden-test accuracy"},
+    g.class_disparity);
+  v(FieldInfo{"pseudo_label_accuracy", G::Governance, "%.6f", nullptr,
+              "collapse monitor: mean accuracy of the parents' labels on the unlabeled pool over the "
+              "children that distilled on it (`< 0`: none)"},
+    g.pseudo_label_accuracy);
+  v(FieldInfo{"pseudo_label_entropy", G::Governance, "%.6f", nullptr,
+              "collapse monitor: mean entropy (nats) of those labels' histogram (`< 0`: none)"},
+    g.pseudo_label_entropy);
+  v(FieldInfo{"goodhart_trend", G::Governance, "%+.6f", nullptr,
+              "least-squares slope per generation of the Goodhart gap over the last "
+              "`monitors.trend_window` generations"},
+    g.goodhart_trend);
+  v(FieldInfo{"disparity_trend", G::Governance, "%+.6f", nullptr,
+              "the same slope of the class disparity"},
+    g.disparity_trend);
+  v(FieldInfo{"takeoff", G::Governance, nullptr, nullptr, "`\"\"`, `accelerating`, `steady` or `saturating`"},
+    g.takeoff);
+  v(FieldInfo{"model_seconds", G::Governance, "%.1f", nullptr,
+              "estimated compute the run has spent, this generation included (the budget's accounting)"},
+    g.model_seconds);
+  v(FieldInfo{"held_for_rollback", G::Governance, nullptr, nullptr,
+              "while awaiting approval: members of the previous population that selection dropped, kept in "
+              "`population` so a rejection can return to them"},
+    g.held_for_rollback);
+  if (g.improvement) {
+    auto& i = *g.improvement;
+    v(FieldInfo{"predictor_examples", G::Improvement, "%d", nullptr,
+                "trained children the learned designer had learned from when it ranked this generation's designs "
+                "(0 with the predictor off)"},
+      i.predictor_examples);
+    v(FieldInfo{"predictor_rank_correlation", G::Improvement, "%.6f", "rsi_predictor_rank_correlation",
+                "Spearman correlation of predicted and achieved validation gain over this generation's trained "
+                "children, predicted before any of them trained; NaN when fewer than 3 had a prediction"},
+      i.predictor_rank_correlation);
+    v(FieldInfo{"predictor_weights", G::Improvement, nullptr, nullptr,
+                "its ridge-regression coefficients after learning from this generation (empty with the predictor "
+                "off); `scheduler/predictor.h` lists the features in order"},
+      i.predictor_weights);
+    v(FieldInfo{"duplicates", G::Improvement, "%d", nullptr,
+                "designs redrawn because the same architecture and recipe had been designed before"},
+      i.duplicates);
+    v(FieldInfo{"promoted", G::Improvement, "%d", nullptr, "children promoted past the first multi-fidelity rung"},
+      i.promoted);
+    v(FieldInfo{"niches", G::Improvement, "%d", nullptr,
+                "niches (log-parameter bin x depth bin) the population covers (0 with niches off)"},
+      i.niches);
+  }
+}
+
+// FieldInfo of every field, a record with every group present being visited (documentation, tests,
+// the exporter's registration).
+std::vector<FieldInfo> generation_fields();
+// checkpoints/FORMAT.md's table of these fields (Markdown), generated from the list above.
+std::string generation_fields_markdown();
+
 class GenerationSink {
  public:
   virtual ~GenerationSink() = default;
