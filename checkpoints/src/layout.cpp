@@ -568,6 +568,7 @@ std::string run_digest(const Root& root) {
       .real("models_per_second", g.models_per_second)
       .raw("previous_file_sha256", root.previous_file_sha256)
       .raw("sidecar_sha256", root.sidecar_sha256);
+  if (root.summary_revision > 0) c.num("summary_revision", root.summary_revision);  // absent from older files
   if (!run.cpu_kernels.empty()) c.str("cpu_kernels", run.cpu_kernels);  // absent from older files
   if (!run.cuda_settings.empty()) c.str("cuda_settings", run.cuda_settings);  // GPU runs
   if (run.input != models::InputSpec{})  // task kind images
@@ -644,6 +645,7 @@ void write_root(hid_t f, const Root& root) {
   const GenerationRecord& g = root.summary;
   h5::write_string(f, "format", kFormatName);
   h5::write_int(f, "format_version", root.format_version);
+  if (root.summary_revision > 0) h5::write_int(f, "summary_revision", root.summary_revision);
   write_run(f, root.run);
   h5::write_int(f, "keep_last_generations", root.retention.keep_last_generations);
   h5::write_bool(f, "keep_population", root.retention.keep_population);
@@ -688,6 +690,7 @@ Root read_root(hid_t f) {
                           std::to_string(kFormatVersion) + "): use a newer rsi");
   if (version < 1) throw CheckpointError("attribute 'format_version' is " + std::to_string(version) + ", not 1 or 2");
   root.format_version = version;
+  if (h5::has_attr(f, "summary_revision")) root.summary_revision = h5::read_int(f, "summary_revision");
   root.run = read_run(f);
   root.retention.keep_last_generations = h5::read_int(f, "keep_last_generations");
   root.retention.keep_population = h5::read_bool(f, "keep_population");

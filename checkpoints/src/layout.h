@@ -98,6 +98,7 @@ std::string floats_digest(const std::vector<float>& values);
 // ---- root attributes of a generation file ----
 struct Root {
   int format_version = kFormatVersion;  // 1 or 2 (FORMAT.md, "Format versions"); a lineage keeps its first file's
+  int summary_revision = 0;  // which fields added later the summary has (scheduler/record.h); 0: none
   RunInfo run;
   Retention retention;
   scheduler::GenerationRecord summary;  // generation metrics, population ids, next_model_id; no models

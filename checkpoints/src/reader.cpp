@@ -431,6 +431,7 @@ StoredGeneration read_generation(const fs::path& file, bool weights) {
     StoredGeneration out;
     out.generation = root.summary.generation;
     out.format_version = root.format_version;
+    out.summary_revision = root.summary_revision;
     out.run = root.run;
     out.record = root.summary;
     out.next_model_id = root.summary.next_model_id;

@@ -214,6 +214,10 @@ LineageStore::LineageStore(fs::path dir, RunInfo info, Retention retention, cons
 
   chain_head_ = resume.generation_hash;
   format_version_ = resume.format_version;
+  summary_revision_ = resume.summary_revision >= 0 ? resume.summary_revision : scheduler::current_summary_revision();
+  if (summary_revision_ > scheduler::current_summary_revision())
+    throw CheckpointError("summary revision " + std::to_string(summary_revision_) + " is newer than this rsi writes (" +
+                          std::to_string(scheduler::current_summary_revision()) + "): use a newer rsi");
   if (format_version_ < 1 || format_version_ > detail::kFormatVersion)
     throw CheckpointError("lineage format version " + std::to_string(format_version_) + " is not one this rsi writes");
   if (resume.generation < 0) return;
@@ -231,6 +235,7 @@ LineageStore::LineageStore(fs::path dir, RunInfo info, Retention retention, cons
     }
     chain_head_ = root.generation_hash;
     format_version_ = root.format_version;  // a lineage goes on in the format it started in
+    summary_revision_ = root.summary_revision;  // ... and with the summary fields it started with
     population_ = root.summary.population;
     last_generation_ = resume.generation;
     last_file_sha256_ = detail::file_sha256(file);
@@ -440,7 +445,9 @@ void LineageStore::write_generation_file(Write& w) {
     root.format_version = format_version_;
     root.run = info_;
     root.retention = retention_;
+    root.summary_revision = summary_revision_;
     root.summary = summary_of(w.record);
+    scheduler::drop_fields_after(root.summary, summary_revision_);
     root.summary_sha256 = detail::summary_digest(root.summary);
     root.previous_file_sha256 = last_file_sha256_;
     root.sidecar_sha256 = w.sidecar_sha256;

@@ -62,6 +62,7 @@ RunConfig stored_run_config(const std::string& run_dir) {
   }
   // Reproduced in the original's lineage format (its weight digests' FNV basis; FORMAT.md).
   config.loop.format1_weights_digest = first.format_version == 1;
+  config.summary_revision = first.summary_revision;
   for (const auto& m : first.models)
     if (m.record.op == "seed") config.loop.seeds.push_back(models::from_yaml(m.record.genome_yaml, "stored seed"));
   return config;
@@ -396,6 +397,7 @@ class RunSession {
         log_note("removed " + (run_dir_ / kStopFileName).string() + ", left from before this run started");
       checkpoints::ResumePoint point;
       if (config_.loop.format1_weights_digest) point.format_version = 1;  // rsi reproduce of a format-1 lineage
+      point.summary_revision = config_.summary_revision;
       std::vector<scheduler::GenerationRecord> durable;
       refuse = find_resume(point, durable);
       if (!refuse) open_sinks(point, durable);

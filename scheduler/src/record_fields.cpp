@@ -1,5 +1,6 @@
 // The generation summary's field list (record.h, visit_generation_fields) as data: for the
 // exporter's registration, the documentation and tests.
+#include <algorithm>
 #include <type_traits>
 
 #include "rsi/scheduler/record.h"
@@ -49,6 +50,20 @@ std::string generation_fields_markdown() {
            f.doc + " |\n";
   });
   return out;
+}
+
+int current_summary_revision() {
+  int newest = 0;
+  for (const FieldInfo& f : generation_fields()) newest = std::max(newest, f.since);
+  return newest;
+}
+
+void drop_fields_after(GenerationRecord& g, int revision) {
+  visit_generation_fields(g, [revision](const FieldInfo& f, auto& v) {
+    using T = std::decay_t<decltype(v)>;
+    if constexpr (std::is_same_v<T, std::optional<double>> || std::is_same_v<T, std::optional<std::int64_t>>)
+      if (f.since > revision) v.reset();
+  });
 }
 
 }  // namespace rsi::scheduler

@@ -1235,8 +1235,8 @@ void perturb_field(GenerationRecord& g, const std::string& name) {
 }
 
 // A synthetic run whose records set every summary field, every group present.
-std::vector<GenerationRecord> every_field_run() {
-  auto records = synthetic_run(2);
+std::vector<GenerationRecord> every_field_run(int generations = 2) {
+  auto records = synthetic_run(generations);
   for (auto& r : records) {
     r.goodhart_gap = 0.0125;
     r.worst_class_accuracy = 0.61;
@@ -1330,6 +1330,50 @@ TEST(Checkpoints, EveryGenerationFieldRoundTripsAndIsChained) {
     const auto report = rsi::checkpoints::verify_run(dir.path());
     EXPECT_TRUE(report.ok()) << joined(report.problems);
   }
+}
+
+// A lineage keeps the summary revision it started with: one begun at revision 0 (an older rsi) is
+// continued without the fields added later, with its own digests; a new one stores them all.
+TEST(Checkpoints, ALineageKeepsTheSummaryFieldsItStartedWith) {
+  auto records = every_field_run(3);
+  for (auto& r : records) r.best_parameters = 1234 + r.generation;
+  const int newest = rsi::scheduler::current_summary_revision();
+  ASSERT_GE(newest, 1) << "this test needs a field added later";
+
+  TempDir old_lineage;
+  {
+    rsi::checkpoints::ResumePoint start;
+    start.summary_revision = 0;  // as an older rsi began it
+    LineageStore store(old_lineage.path(), run_info(), {}, start);
+    for (int g = 0; g < 2; ++g) store.on_generation(records[g]);
+  }
+  {  // resumed by this rsi
+    const auto point = rsi::checkpoints::find_resume_point(old_lineage.path());
+    ASSERT_EQ(point.generation, 1);
+    LineageStore store(old_lineage.path(), run_info(), {}, point);
+    store.on_generation(records[2]);
+  }
+  for (const auto& file : rsi::checkpoints::generation_files(old_lineage.path())) {
+    const auto g = rsi::checkpoints::read_generation(file);
+    EXPECT_EQ(g.summary_revision, 0) << file;
+    EXPECT_FALSE(g.record.best_parameters.has_value()) << file << ": a field the lineage did not start with";
+  }
+  EXPECT_TRUE(rsi::checkpoints::verify_run(old_lineage.path()).ok());
+
+  TempDir new_lineage;
+  write_run(new_lineage.path(), records);
+  for (const auto& file : rsi::checkpoints::generation_files(new_lineage.path())) {
+    const auto g = rsi::checkpoints::read_generation(file);
+    EXPECT_EQ(g.summary_revision, newest) << file;
+    EXPECT_EQ(g.record.best_parameters, 1234 + g.generation) << file;
+  }
+  EXPECT_TRUE(rsi::checkpoints::verify_run(new_lineage.path()).ok());
+  // The two lineages differ only in the field: their first generation's models hash alike.
+  const auto a = rsi::checkpoints::read_generation(rsi::checkpoints::generation_files(old_lineage.path())[0]);
+  const auto b = rsi::checkpoints::read_generation(rsi::checkpoints::generation_files(new_lineage.path())[0]);
+  EXPECT_NE(a.generation_hash, b.generation_hash);
+  ASSERT_EQ(a.models.size(), b.models.size());
+  for (std::size_t i = 0; i < a.models.size(); ++i) EXPECT_EQ(a.models[i].provenance_hash, b.models[i].provenance_hash);
 }
 
 }  // namespace

@@ -69,6 +69,9 @@ inline constexpr int kLineageFormatVersion = 2;
 struct ResumePoint {
   int generation = -1;                     // last durable generation (-1: none)
   int format_version = kLineageFormatVersion;  // of that generation's file; a new lineage is written in it
+  // The summary revision (scheduler/record.h) a new lineage is written in; -1: this rsi's newest. A
+  // resumed lineage keeps its own (read from the file), whatever this says.
+  int summary_revision = -1;
   std::uint64_t next_model_id = 1;
   std::vector<scheduler::ModelRecord> population;  // with weights
   std::string generation_hash;             // hex SHA-256 of that generation (the chain's head)
@@ -117,6 +120,7 @@ class LineageStore final : public scheduler::GenerationSink {
   std::map<std::uint64_t, WeightDigests> weight_digests_;
   int last_generation_ = -1;
   int format_version_ = kLineageFormatVersion;  // of the files written: the resume point's
+  int summary_revision_ = 0;  // of the files written: the resume point's, or this rsi's newest
   std::string last_file_sha256_;  // of the newest generation file's bytes (valid after join_background)
   // The newest file's SHA-256, computed with LATEST's update on a background thread.
   std::future<std::string> background_;
@@ -151,6 +155,7 @@ struct StoredModel {
 struct StoredGeneration {
   int generation = 0;
   int format_version = kLineageFormatVersion;
+  int summary_revision = 0;  // which summary fields added later the file has (scheduler/record.h)
   RunInfo run;
   scheduler::GenerationRecord record;  // children (without weights) and generation metrics
   std::vector<StoredModel> models;     // children of this generation, in id order

@@ -71,6 +71,9 @@ struct RunConfig {
   scheduler::LoopConfig loop;
   ClusterConfig cluster;
   MonitoringConfig monitoring;
+  // rsi reproduce: the original lineage's summary revision (scheduler/record.h), so the reproduction
+  // stores the same summary fields; -1 (a run from a manifest): this rsi's newest.
+  int summary_revision = -1;
 };
 
 // FNV-1a 64 of a manifest's text, hex (kernels/fnv1a.h); with format1_basis, as lineage format 1

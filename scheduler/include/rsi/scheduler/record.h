@@ -133,6 +133,8 @@ struct GenerationRecord {
     int niches = 0;                      // niches the population covers
   };
   std::optional<Improvement> improvement;
+  // Metrics added after lineage format 2 (FieldGroup::Later): empty in files written before them.
+  std::optional<std::int64_t> best_parameters;  // parameters of the best model by validation
 };
 
 // ---- The one description of a generation's summary fields ----
@@ -143,10 +145,13 @@ struct GenerationRecord {
 // chain it.
 //
 // To add a metric: declare it in GenerationRecord above as std::optional<T> (T: double or
-// std::int64_t), add its line at the end of visit_generation_fields with FieldGroup::Later, and set
-// it where the record is produced (scheduler/src/commit.cpp for most). Then regenerate FORMAT.md's
-// table (RSI_UPDATE_DOCS=1 build/tests/test_checkpoints --gtest_filter=Format.*). Files written
-// before it lack the attribute, read it as empty and keep their digests; files written after chain it.
+// std::int64_t), add its line at the end of visit_generation_fields with FieldGroup::Later and
+// `since` one above the last field's, and set it where the record is produced
+// (scheduler/src/commit.cpp for most). Then regenerate FORMAT.md's table (RSI_UPDATE_DOCS=1
+// build/tests/test_checkpoints --gtest_filter=Format.*). Files written before it lack the
+// attribute, read it as empty and keep their digests; files written after chain it. A lineage
+// keeps the summary revision it started with (its files' `summary_revision`), so a resume or an
+// `rsi reproduce` of an older lineage leaves the newer fields out and ends in its own hashes.
 
 // Where a field sits in the lineage format. The order of the groups is the order of the summary
 // digest: Core, Governance (then one line per governance event), Improvement, Later.
@@ -164,6 +169,7 @@ struct FieldInfo {
   const char* tsv;    // printf format of its generations.tsv column; nullptr: not a column
   const char* gauge;  // Prometheus gauge (monitoring/README.md); nullptr: not exported as one
   const char* doc;    // its meaning, as FORMAT.md's table shows it
+  int since = 0;      // FieldGroup::Later: the summary revision that added it (1, 2, ...); 0 otherwise
 };
 
 // Calls v(FieldInfo, member&) for each field of `g`, in the order the file stores them. Record is
@@ -268,6 +274,9 @@ void visit_generation_fields(Record& g, Visitor&& v) {
                 "niches (log-parameter bin x depth bin) the population covers (0 with niches off)"},
       i.niches);
   }
+  v(FieldInfo{"best_parameters", G::Later, "%lld", "rsi_best_model_parameters",
+              "parameters of the best model by validation (capability against size, generation by generation)", 1},
+    g.best_parameters);
 }
 
 // FieldInfo of every field, a record with every group present being visited (documentation, tests,
@@ -275,6 +284,10 @@ void visit_generation_fields(Record& g, Visitor&& v) {
 std::vector<FieldInfo> generation_fields();
 // checkpoints/FORMAT.md's table of these fields (Markdown), generated from the list above.
 std::string generation_fields_markdown();
+// The newest summary revision: the highest `since` of the fields (0 while there are no Later ones).
+int current_summary_revision();
+// Empties the Later fields of `g` that revision `revision` does not have.
+void drop_fields_after(GenerationRecord& g, int revision);
 
 class GenerationSink {
  public:
