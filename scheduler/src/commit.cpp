@@ -108,6 +108,7 @@ void summarise(GenerationRecord& record, const std::vector<ModelRecord>& populat
   record.best_val = best->metrics.val_accuracy;
   record.best_model_test = best->metrics.test_accuracy;
   record.best_parameters = best->metrics.parameters;
+  record.best_flops = best->metrics.flops;
   record.best_test = *std::max_element(tests.begin(), tests.end());
   record.median_val = median(vals);
   record.median_test = median(tests);

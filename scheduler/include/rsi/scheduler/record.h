@@ -135,6 +135,7 @@ struct GenerationRecord {
   std::optional<Improvement> improvement;
   // Metrics added after lineage format 2 (FieldGroup::Later): empty in files written before them.
   std::optional<std::int64_t> best_parameters;  // parameters of the best model by validation
+  std::optional<std::int64_t> best_flops;       // its forward FLOPs per sample
 };
 
 // ---- The one description of a generation's summary fields ----
@@ -277,6 +278,9 @@ void visit_generation_fields(Record& g, Visitor&& v) {
   v(FieldInfo{"best_parameters", G::Later, "%lld", "rsi_best_model_parameters",
               "parameters of the best model by validation (capability against size, generation by generation)", 1},
     g.best_parameters);
+  v(FieldInfo{"best_flops", G::Later, "%lld", "rsi_best_model_flops",
+              "forward FLOPs per sample of the best model by validation (capability against inference cost)", 2},
+    g.best_flops);
 }
 
 // FieldInfo of every field, a record with every group present being visited (documentation, tests,
