@@ -26,6 +26,7 @@
 #include "lineage_graph.h"
 #include "rsi/checkpoints/store.h"
 #include "rsi/runtime/commands.h"
+#include "rsi/runtime/log.h"
 #include "rsi/runtime/study.h"
 
 namespace rsi::runtime {
@@ -227,8 +228,9 @@ std::optional<std::vector<double>> parse_thresholds(const std::string& text) {
 int compare_main(const CompareArgs& a) {
   const auto thresholds = parse_thresholds(a.thresholds);
   if (!thresholds) {
-    std::fprintf(stderr, "rsi compare: --thresholds '%s': expected accuracies in (0, 1] separated by commas, "
-                 "e.g. 0.85,0.90\n", a.thresholds.c_str());
+    logf(LogLevel::Error,
+         "--thresholds '%s': expected accuracies in (0, 1] separated by commas, e.g. 0.85,0.90",
+         a.thresholds.c_str());
     return kExitUsage;
   }
   Comparison c;
@@ -238,16 +240,16 @@ int compare_main(const CompareArgs& a) {
   try {
     c.arms = read_compared_arms(a.paths, c.thresholds, &study_baseline);
   } catch (const std::invalid_argument& e) {
-    std::fprintf(stderr, "rsi compare: %s\n", e.what());
+    log_error(e.what());
     return kExitUsage;
   }
   std::erase_if(c.arms, [](const ComparedArm& arm) {
     if (!arm.runs.empty()) return false;
-    std::fprintf(stderr, "rsi compare: arm %s has no run with a generation yet; left out\n", arm.name.c_str());
+    logf(LogLevel::Error, "arm %s has no run with a generation yet; left out", arm.name.c_str());
     return true;
   });
   if (c.arms.empty()) {
-    std::fprintf(stderr, "rsi compare: no run with a lineage among %zu path(s)\n", a.paths.size());
+    logf(LogLevel::Error, "no run with a lineage among %zu path(s)", a.paths.size());
     return kExitBadInput;
   }
   const std::string baseline = a.baseline.empty() ? study_baseline : a.baseline;
@@ -255,12 +257,13 @@ int compare_main(const CompareArgs& a) {
     const auto it =
         std::find_if(c.arms.begin(), c.arms.end(), [&](const ComparedArm& x) { return x.name == baseline; });
     if (it == c.arms.end() && a.baseline.empty()) {
-      std::fprintf(stderr, "rsi compare: the study's baseline %s has no run yet; the baseline is %s instead\n",
-                   baseline.c_str(), c.arms.front().name.c_str());
+      logf(LogLevel::Error,
+           "the study's baseline %s has no run yet; the baseline is %s instead",
+           baseline.c_str(), c.arms.front().name.c_str());
     } else if (it == c.arms.end()) {
       std::string names;
       for (const auto& arm : c.arms) names += (names.empty() ? "" : ", ") + arm.name;
-      std::fprintf(stderr, "rsi compare: --baseline %s: no such arm; the arms are %s\n", baseline.c_str(),
+      logf(LogLevel::Error, "--baseline %s: no such arm; the arms are %s", baseline.c_str(),
                    names.c_str());
       return kExitUsage;
     } else {

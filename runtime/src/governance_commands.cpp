@@ -11,6 +11,7 @@
 
 #include "rsi/checkpoints/store.h"
 #include "rsi/runtime/commands.h"
+#include "rsi/runtime/log.h"
 #include "rsi/scheduler/governance.h"
 #include "audit_events.h"
 #include "json_out.h"
@@ -31,19 +32,18 @@ checkpoints::StoredGeneration latest_generation(const std::string& run) {
 }
 
 int decide(const std::string& run, int generation, const std::string& reason, bool approved) {
-  const char* verb = approved ? "approve" : "reject";
   checkpoints::StoredGeneration latest;
   try {
     latest = latest_generation(run);
   } catch (const checkpoints::CheckpointError& e) {
-    std::fprintf(stderr, "rsi %s: %s\n", verb, e.what());
+    log_error(e.what());
     return kExitBadInput;
   }
   if (latest.generation != generation || latest.record.status != "awaiting_approval") {
-    std::fprintf(stderr,
-                 "rsi %s: %s: generation %d is not awaiting approval (the latest durable generation is %d, status "
-                 "'%s'); `rsi audit %s` shows the gates and decisions\n",
-                 verb, run.c_str(), generation, latest.generation, latest.record.status.c_str(), run.c_str());
+    logf(LogLevel::Error,
+         "%s: generation %d is not awaiting approval (the latest durable generation is %d, status '%s'); `rsi "
+         "audit %s` shows the gates and decisions",
+         run.c_str(), generation, latest.generation, latest.record.status.c_str(), run.c_str());
     return kExitUsage;
   }
   scheduler::Decision d;
@@ -54,14 +54,14 @@ int decide(const std::string& run, int generation, const std::string& reason, bo
   try {
     scheduler::write_decision(run, generation, d);
   } catch (const std::runtime_error& e) {
-    std::fprintf(stderr, "rsi %s: %s\n", verb, e.what());
+    log_error(e.what());
     return kExitUsage;
   }
   try {
     scheduler::append_audit(run, {d.when, d.who, generation, approved ? "approval_written" : "rejection_written",
                                   reason});
   } catch (const std::runtime_error& e) {
-    std::fprintf(stderr, "rsi %s: warning: %s (the decision itself is written)\n", verb, e.what());
+    logf(LogLevel::Warning, "%s (the decision itself is written)", e.what());
   }
   std::printf("%s generation %d of %s as %s at %s: %s\n"
               "the waiting run records it in the lineage within governance.gates.poll_seconds (or when it is next "
@@ -78,15 +78,14 @@ int stop(const std::string& run, const std::string& reason) {
     std::ofstream out(file);
     out << who << "\t" << when << "\t" << reason << "\n";
     if (!out) {
-      std::fprintf(stderr, "rsi stop: %s: cannot write the stop file; is the run directory writable?\n",
-                   file.string().c_str());
+      logf(LogLevel::Error, "%s: cannot write the stop file; is the run directory writable?", file.string().c_str());
       return kExitBadInput;
     }
   }
   try {
     scheduler::append_audit(run, {when, who, -1, "stop_requested", reason});
   } catch (const std::runtime_error& e) {
-    std::fprintf(stderr, "rsi stop: warning: %s (the stop file is written)\n", e.what());
+    logf(LogLevel::Warning, "%s (the stop file is written)", e.what());
   }
   std::printf("asked %s to stop (%s): the run stops at its next generation boundary with exit code %d, its last "
               "generation durable; the same `rsi run` command resumes it\n",
@@ -127,7 +126,7 @@ int audit(const std::string& run, bool json) {
     return trail.problems.empty() ? kExitOk : kExitFailure;
   }
   for (const auto& p : trail.problems)
-    std::fprintf(stderr, "rsi audit: warning: %s (its events are missing below; run rsi verify)\n", p.c_str());
+    logf(LogLevel::Warning, "%s (its events are missing below; run rsi verify)", p.c_str());
   std::printf("when\tgeneration\tmodel\tkind\twho\treason\tprovenance\n");
   for (const auto& l : trail.events)
     std::printf("%s\t%s\t%s\t%s\t%s\t%s\t%s\n", l.when.empty() ? "-" : l.when.c_str(),

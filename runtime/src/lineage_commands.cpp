@@ -18,6 +18,7 @@
 #include "rsi/models/network.h"
 #include "rsi/models/trainer.h"
 #include "rsi/runtime/commands.h"
+#include "rsi/runtime/log.h"
 #include "rsi/runtime/manifest.h"
 #include "json_out.h"
 #include "lineage_graph.h"
@@ -70,7 +71,7 @@ int lineage(const LineageArgs& a) {
   std::ofstream file(a.out);
   file << output;
   if (!file.flush()) {
-    std::fprintf(stderr, "rsi lineage: cannot write %s: %s (is the folder there and writable?)\n", a.out.c_str(),
+    logf(LogLevel::Error, "cannot write %s: %s (is the folder there and writable?)", a.out.c_str(),
                  std::strerror(errno));
     return kExitFailure;
   }
@@ -133,7 +134,7 @@ int show(const std::string& run, std::uint64_t id, bool json) {
   const auto models = all_models(run);
   const auto it = models.find(id);
   if (it == models.end()) {
-    std::fprintf(stderr, "rsi show: model %llu is not in %s (models %llu..%llu)\n", static_cast<unsigned long long>(id),
+    logf(LogLevel::Error, "model %llu is not in %s (models %llu..%llu)", static_cast<unsigned long long>(id),
                  run.c_str(), static_cast<unsigned long long>(models.begin()->first),
                  static_cast<unsigned long long>(models.rbegin()->first));
     return kExitBadInput;
@@ -232,7 +233,7 @@ struct EvalOptions {
 int eval(const EvalOptions& o) {
   const scheduler::ModelRecord r = checkpoints::read_exported_model(o.file);
   if (!r.weights) {
-    std::fprintf(stderr, "rsi eval: %s holds no weights for model %llu\n", o.file.c_str(), static_cast<unsigned long long>(r.id));
+    logf(LogLevel::Error, "%s holds no weights for model %llu", o.file.c_str(), static_cast<unsigned long long>(r.id));
     return kExitBadInput;
   }
   kernels::set_num_threads(o.threads);
@@ -240,8 +241,9 @@ int eval(const EvalOptions& o) {
   models::Network net(models::from_yaml(r.genome_yaml, o.file), run.input);
   if (static_cast<std::int64_t>(r.weights->params.size()) != net.parameter_count() ||
       static_cast<std::int64_t>(r.weights->state.size()) != net.state().numel()) {
-    std::fprintf(stderr, "rsi eval: %s: the weights (%zu values) do not fit the genome (%lld parameters)\n",
-                 o.file.c_str(), r.weights->params.size(), static_cast<long long>(net.parameter_count()));
+    logf(LogLevel::Error,
+         "%s: the weights (%zu values) do not fit the genome (%lld parameters)",
+         o.file.c_str(), r.weights->params.size(), static_cast<long long>(net.parameter_count()));
     return kExitBadInput;
   }
   std::copy(r.weights->params.begin(), r.weights->params.end(), net.parameters().data());
@@ -257,9 +259,9 @@ int eval(const EvalOptions& o) {
     std::snprintf(fingerprint, sizeof fingerprint, "test=%016llx",
                   static_cast<unsigned long long>(models::data_fingerprint(test)));
     if (!run.data_fingerprint.empty() && run.data_fingerprint.find(fingerprint) == std::string::npos) {
-      std::fprintf(stderr, "rsi eval: the test set (%s) is not the one the run was tested on: its fingerprint is %s, "
-                           "the run recorded %s\n",
-                   task.test_files.file.empty() ? task.test_files.images.c_str() : task.test_files.file.c_str(),
+      logf(LogLevel::Error,
+           "the test set (%s) is not the one the run was tested on: its fingerprint is %s, the run recorded %s",
+           task.test_files.file.empty() ? task.test_files.images.c_str() : task.test_files.file.c_str(),
                    fingerprint, run.data_fingerprint.c_str());
       return kExitFailure;
     }
@@ -287,7 +289,7 @@ int eval(const EvalOptions& o) {
     return kExitOk;
   }
   if (std::abs(e.accuracy - r.metrics.test_accuracy) > 1e-9) {
-    std::fprintf(stderr, "rsi eval: the accuracy differs from the recorded one\n");
+    log_error("the accuracy differs from the recorded one");
     return kExitFailure;
   }
   return kExitOk;

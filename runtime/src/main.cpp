@@ -5,6 +5,7 @@
 #include <functional>
 
 #include "rsi/runtime/commands.h"
+#include "rsi/runtime/log.h"
 
 int main(int argc, char** argv) {
   CLI::App app{
@@ -26,23 +27,26 @@ int main(int argc, char** argv) {
   // `rsi stauts RUN` would otherwise read as a missing subcommand, and `rsi nosuch --help` print
   // the main help with exit code 0.
   if (const std::string unknown = rsi::runtime::unknown_command(app, argc, argv); !unknown.empty()) {
-    std::fprintf(stderr, "rsi: %s\n", unknown.c_str());
+    rsi::runtime::log_error(unknown);
     return rsi::runtime::kExitUsage;
   }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     if (rsi::runtime::missing_input_seen()) {  // an input path that does not exist: exit code 3
-      std::fprintf(stderr, "rsi %s: argument %s\n", argc > 1 ? argv[1] : "", e.what());
+      rsi::runtime::set_log_source(argc > 1 ? argv[1] : "");
+      rsi::runtime::log_error(std::string("argument ") + e.what());
       return rsi::runtime::kExitBadInput;
     }
     const int rc = app.exit(e);
     return rc == 0 ? 0 : rsi::runtime::kExitUsage;
   }
+  // Every message from here on names the command (rsi/runtime/log.h).
+  for (const CLI::App* sub : app.get_subcommands()) rsi::runtime::set_log_source(sub->get_name());
   try {
     return run();
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "rsi: error: %s\n", e.what());
+    rsi::runtime::log_error(std::string("error: ") + e.what());
     return rsi::runtime::kExitFailure;
   }
 }

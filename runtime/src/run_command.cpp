@@ -22,6 +22,7 @@
 #include "rsi/models/data.h"
 #include "rsi/monitoring/exporter.h"
 #include "rsi/runtime/commands.h"
+#include "rsi/runtime/log.h"
 #include "rsi/runtime/manifest.h"
 #include "rsi/scheduler/governance.h"
 #include "rsi/scheduler/loop.h"
@@ -30,7 +31,6 @@
 #include "placement.h"
 #include "progress.h"
 #include "run_status.h"
-#include "rsi/runtime/log.h"
 
 #ifndef RSI_VERSION
 #define RSI_VERSION "unknown"

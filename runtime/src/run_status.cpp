@@ -11,9 +11,9 @@
 #include <sstream>
 #include <vector>
 
+#include "rsi/runtime/log.h"
 #include "json_out.h"
 #include "progress.h"
-#include "rsi/runtime/log.h"
 
 namespace rsi::runtime {
 

@@ -25,6 +25,7 @@
 
 #include "progress.h"
 #include "rsi/runtime/commands.h"
+#include "rsi/runtime/log.h"
 #include "rsi/runtime/study.h"
 #include "rsi/scheduler/governance.h"
 
@@ -255,9 +256,10 @@ int run_attached(std::vector<std::string> args) {
 int submit_runs(const Study& study, const std::vector<PlannedRun>& runs, const StudyArgs& a) {
   for (const auto& r : runs)
     if (r.job_ranks != study.ranks) {
-      std::fprintf(stderr, "rsi study: --submit: run %s would be a job of %d rank(s) (its manifest's cluster.nodes x "
-                   "cluster.tasks_per_node) but the study asks for ranks: %d; make them agree\n",
-                   r.label().c_str(), r.job_ranks, study.ranks);
+      logf(LogLevel::Error,
+           "--submit: run %s would be a job of %d rank(s) (its manifest's cluster.nodes x cluster.tasks_per_node) "
+           "but the study asks for ranks: %d; make them agree",
+           r.label().c_str(), r.job_ranks, study.ranks);
       return kExitUsage;
     }
   const std::string rsi = fs::read_symlink("/proc/self/exe").string();
@@ -277,7 +279,7 @@ int submit_runs(const Study& study, const std::vector<PlannedRun>& runs, const S
                 a.dry_run ? " --dry-run" : "");
     std::fflush(stdout);
     if (const int rc = run_attached(args); rc != 0) {
-      std::fprintf(stderr, "rsi study: %s: rsi submit failed (exit code %d)\n", r.label().c_str(), rc);
+      logf(LogLevel::Error, "%s: rsi submit failed (exit code %d)", r.label().c_str(), rc);
       ++failed;
     }
   }
@@ -293,9 +295,10 @@ int study_main(const StudyArgs& a) {
     runs = plan_runs(study, dir);
     const auto serving = std::find_if(runs.begin(), runs.end(), [](const PlannedRun& r) { return r.monitoring_port; });
     if (a.jobs > 1 && serving != runs.end()) {
-      std::fprintf(stderr, "rsi study: %s: run %s serves metrics on monitoring.port %d, which runs side by side "
-                   "(--jobs %d) would share; use --jobs 1, or override monitoring.port: 0 in the arms\n",
-                   a.file.c_str(), serving->label().c_str(), serving->monitoring_port, a.jobs);
+      logf(LogLevel::Error,
+           "%s: run %s serves metrics on monitoring.port %d, which runs side by side (--jobs %d) would share; use "
+           "--jobs 1, or override monitoring.port: 0 in the arms",
+           a.file.c_str(), serving->label().c_str(), serving->monitoring_port, a.jobs);
       return kExitUsage;
     }
     if (a.dry_run && !a.submit) {
@@ -309,7 +312,7 @@ int study_main(const StudyArgs& a) {
                 a.jobs, study.ranks);
     std::fflush(stdout);
   } catch (const ManifestError& e) {
-    std::fprintf(stderr, "rsi study: %s\n", e.what());
+    log_error(e.what());
     return kExitBadInput;
   }
   const auto start = Clock::now();
@@ -317,10 +320,9 @@ int study_main(const StudyArgs& a) {
   std::printf("rsi study %s: %d finished, %d skipped (finished before), %d failed in %s\n", study.name.c_str(),
               t.finished, t.skipped, t.failed,
               fmt_seconds(std::chrono::duration<double>(Clock::now() - start).count()).c_str());
-  for (const auto& f : t.failures) std::fprintf(stderr, "rsi study: failed: %s\n", f.c_str());
+  for (const auto& f : t.failures) logf(LogLevel::Error, "failed: %s", f.c_str());
   if (t.failed > 0)
-    std::fprintf(stderr, "rsi study: run the same command again to retry the failed runs (finished ones are "
-                         "skipped; unfinished ones resume)\n");
+    log_error("run the same command again to retry the failed runs (finished ones are skipped; unfinished ones resume)");
   return t.failed > 0 ? kExitFailure : kExitOk;
 }
 

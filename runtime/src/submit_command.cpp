@@ -20,6 +20,7 @@
 
 #include "rsi/checkpoints/store.h"
 #include "rsi/runtime/commands.h"
+#include "rsi/runtime/log.h"
 #include "rsi/runtime/manifest.h"
 #include "rsi/runtime/submit.h"
 
@@ -234,23 +235,23 @@ int submit_command(const SubmitArgs& args) {
   try {
     config = load_manifest(args.manifest);
   } catch (const ManifestError& e) {
-    std::fprintf(stderr, "rsi submit: %s\n", e.what());
+    log_error(e.what());
     return kExitBadInput;
   }
   const ClusterConfig& c = config.cluster;
   const int ranks = c.nodes * c.tasks_per_node;
   if (ranks % config.loop.group_size != 0) {
-    std::fprintf(stderr,
-                 "rsi submit: %s: cluster.group_size %d does not divide the job's %d ranks (nodes %d x "
-                 "tasks_per_node %d); change one of them\n",
-                 args.manifest.c_str(), config.loop.group_size, ranks, c.nodes, c.tasks_per_node);
+    logf(LogLevel::Error,
+         "%s: cluster.group_size %d does not divide the job's %d ranks (nodes %d x tasks_per_node %d); change one of "
+         "them",
+         args.manifest.c_str(), config.loop.group_size, ranks, c.nodes, c.tasks_per_node);
     return kExitUsage;
   }
   std::string templ = sbatch_template();
   if (!args.template_file.empty()) {
     std::ifstream in(args.template_file);
     if (!in) {
-      std::fprintf(stderr, "rsi submit: %s: cannot read the template\n", args.template_file.c_str());
+      logf(LogLevel::Error, "%s: cannot read the template", args.template_file.c_str());
       return kExitBadInput;
     }
     std::stringstream text;
@@ -264,7 +265,7 @@ int submit_command(const SubmitArgs& args) {
   if (ec) job.manifest = fs::absolute(args.manifest).lexically_normal().string();
   job.rsi = args.rsi.empty() ? fs::read_symlink("/proc/self/exe", ec).string() : fs::absolute(args.rsi).lexically_normal().string();
   if (job.rsi.empty() || access(job.rsi.c_str(), X_OK) != 0) {
-    std::fprintf(stderr, "rsi submit: the rsi executable '%s' is not executable here; pass --rsi PATH\n", job.rsi.c_str());
+    logf(LogLevel::Error, "the rsi executable '%s' is not executable here; pass --rsi PATH", job.rsi.c_str());
     return kExitUsage;
   }
   job.workdir = fs::current_path().string();
@@ -278,15 +279,16 @@ int submit_command(const SubmitArgs& args) {
     try {
       const auto stored = checkpoints::read_generation(files.front());
       if (const std::string diff = manifest_differences(stored.run.manifest_text, config.manifest_text); !diff.empty()) {
-        std::fprintf(stderr,
-                     "rsi submit: %s holds a run of a different manifest; the job would refuse to resume it.\n"
-                     "  differing keys:\n%s  use another --out directory, or the original manifest\n",
-                     job.run_dir.c_str(), diff.c_str());
+        logf(LogLevel::Error,
+             "%s holds a run of a different manifest; the job would refuse to resume it.\n  differing keys:\n%s  use "
+             "another --out directory, or the original manifest",
+             job.run_dir.c_str(), diff.c_str());
         return kExitBadInput;
       }
     } catch (const std::exception& e) {
-      std::fprintf(stderr, "rsi submit: warning: cannot read %s (%s); the job will check the run directory\n",
-                   files.front().c_str(), e.what());
+      logf(LogLevel::Warning,
+           "cannot read %s (%s); the job will check the run directory",
+           files.front().c_str(), e.what());
     }
   }
 
@@ -294,7 +296,7 @@ int submit_command(const SubmitArgs& args) {
   try {
     script = render_sbatch(config, job, templ);
   } catch (const SubmitError& e) {
-    std::fprintf(stderr, "rsi submit: %s: %s\n", args.template_file.empty() ? "slurm/rsi.sbatch.in" : args.template_file.c_str(),
+    logf(LogLevel::Error, "%s: %s", args.template_file.empty() ? "slurm/rsi.sbatch.in" : args.template_file.c_str(),
                  e.what());
     return kExitUsage;
   }
@@ -306,7 +308,7 @@ int submit_command(const SubmitArgs& args) {
   // Slurm opens the output files in the run directory before the job starts: it must exist.
   fs::create_directories(job.run_dir, ec);
   if (ec) {
-    std::fprintf(stderr, "rsi submit: cannot create the run directory %s: %s\n", job.run_dir.c_str(), ec.message().c_str());
+    logf(LogLevel::Error, "cannot create the run directory %s: %s", job.run_dir.c_str(), ec.message().c_str());
     return kExitFailure;
   }
   const fs::path script_path = fs::path(job.run_dir) / "slurm-job.sbatch";
@@ -314,21 +316,21 @@ int submit_command(const SubmitArgs& args) {
     std::ofstream file(script_path);
     file << script;
     if (!file) {
-      std::fprintf(stderr, "rsi submit: cannot write %s\n", script_path.c_str());
+      logf(LogLevel::Error, "cannot write %s", script_path.c_str());
       return kExitFailure;
     }
   }
   ProcessResult result;
   if (!run_process({"sbatch", "--parsable", script_path.string()}, result)) {
-    std::fprintf(stderr,
-                 "rsi submit: cannot run sbatch (%s): is this a Slurm login node with sbatch on PATH?\n"
-                 "  the script is in %s; `rsi submit --dry-run` prints it\n",
-                 std::strerror(errno), script_path.c_str());
+    logf(LogLevel::Error,
+         "cannot run sbatch (%s): is this a Slurm login node with sbatch on PATH?\n  the script is in %s; `rsi "
+         "submit --dry-run` prints it",
+         std::strerror(errno), script_path.c_str());
     return kExitFailure;
   }
   if (result.status != 0) {
-    std::fprintf(stderr, "rsi submit: sbatch %s failed (exit code %d):\n%s", script_path.c_str(), result.status,
-                 result.err.empty() ? "  (no message)\n" : result.err.c_str());
+    logf(LogLevel::Error, "sbatch %s failed (exit code %d):\n%s", script_path.c_str(), result.status,
+         result.err.empty() ? "  (no message)" : result.err.c_str());
     return kExitFailure;
   }
   std::fputs(result.err.c_str(), stderr);  // sbatch's warnings

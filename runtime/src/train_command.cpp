@@ -11,6 +11,7 @@
 #include "rsi/models/data.h"
 #include "rsi/models/trainer.h"
 #include "rsi/runtime/commands.h"
+#include "rsi/runtime/log.h"
 
 namespace rsi::runtime {
 
@@ -41,7 +42,7 @@ int run_train(const TrainArgs& a) {
     genome = models::load_genome(a.genome_path);
     stats = models::validate(genome);
   } catch (const models::GenomeError& e) {
-    std::fprintf(stderr, "rsi train: %s\n", e.what());
+    log_error(e.what());
     return kExitBadInput;
   }
   kernels::set_num_threads(a.threads);
@@ -49,23 +50,23 @@ int run_train(const TrainArgs& a) {
     if (a.cpu_kernels != "best") kernels::set_cpu_kernel(kernels::parse_cpu_kernel(a.cpu_kernels));
     (void)kernels::cpu_kernel();
   } catch (const std::invalid_argument& e) {
-    std::fprintf(stderr, "rsi train: %s\n", e.what());
+    log_error(e.what());
     return kExitUsage;
   }
-  if (const std::string w = kernels::cpu_kernel_warning(); !w.empty()) std::fprintf(stderr, "rsi train: warning: %s\n", w.c_str());
+  if (const std::string w = kernels::cpu_kernel_warning(); !w.empty()) log_warning(w);
   models::Dataset train_set, test_set;
   try {
     train_set = models::load_fashion_mnist_train(a.data_dir);
     test_set = models::load_fashion_mnist_test(a.data_dir);
   } catch (const models::DataError& e) {
-    std::fprintf(stderr, "rsi train: %s\n", e.what());
+    log_error(e.what());
     return kExitBadInput;
   }
   models::Split split;
   try {
     split = models::make_split(train_set.size(), {a.labeled, 0, a.validation}, a.seed);
   } catch (const models::DataError& e) {
-    std::fprintf(stderr, "rsi train: %s\n", e.what());
+    log_error(e.what());
     return kExitUsage;
   }
   const models::Dataset labeled = models::subset(train_set, split.labeled);
@@ -104,8 +105,9 @@ int run_train(const TrainArgs& a) {
   };
   const models::TrainResult result = models::train(net, labeled, opt);
   if (result.diverged) {
-    std::fprintf(stderr, "rsi train: training diverged (loss %g) after %lld steps; lower the learning rate\n",
-                 result.final_loss, static_cast<long long>(result.steps));
+    logf(LogLevel::Error,
+         "training diverged (loss %g) after %lld steps; lower the learning rate",
+         result.final_loss, static_cast<long long>(result.steps));
     return kExitFailure;
   }
   const models::Evaluation val = opt.validation ? models::evaluate(net, validation) : models::Evaluation{};

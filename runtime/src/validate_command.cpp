@@ -3,6 +3,7 @@
 
 #include "rsi/monitoring/exporter.h"
 #include "rsi/runtime/commands.h"
+#include "rsi/runtime/log.h"
 #include "rsi/runtime/manifest.h"
 
 namespace rsi::runtime {
@@ -44,7 +45,7 @@ void add_validate_command(CLI::App& app, std::function<int()>& run) {
           std::printf("{\"manifest\": %s, \"valid\": false, \"error\": %s}\n", json_string(*path).c_str(),
                       json_string(e.what()).c_str());
         else
-          std::fprintf(stderr, "rsi validate: %s\n", e.what());
+          log_error(e.what());
         return static_cast<int>(kExitBadInput);
       }
     };
