@@ -13,6 +13,7 @@
 #include <memory>
 #include <regex>
 #include <sstream>
+#include <type_traits>
 
 #include "h5.h"
 #include "rsi/models/network.h"
@@ -257,24 +258,23 @@ ModelHashes field_hashes(const ModelRecord& m, const ModelHashes* stored) {
         .reals("rung_val_accuracy", m.rung_val_accuracy);
   h.metadata = metadata.digest();
   h.genome = sha256_hex(m.genome_yaml);
-  const auto& x = m.metrics;
-  // Wall time differs from run to run: it has its own digest, outside the provenance hash.
-  Canon metrics("rsi-model-metrics/1");
-  metrics.real("val_accuracy", x.val_accuracy)
-      .real("val_loss", x.val_loss)
-      .real("test_accuracy", x.test_accuracy)
-      .real("test_loss", x.test_loss)
-      .reals("val_per_class", x.val_per_class)
-      .reals("test_per_class", x.test_per_class)
-      .num("parameters", x.parameters)
-      .num("flops", x.flops)
-      .num("samples", x.samples)
-      .real("pseudo_label_accuracy", x.pseudo_label_accuracy);
-  // Only when measured: files written before the entropy existed keep their digests; a stored
+  // Wall time differs from run to run: it has its own digest, outside the provenance hash. A
+  // measured field only when measured: files written before it existed keep their digests; a stored
   // value changed to or from "none" (-1) still changes the digest.
-  if (x.pseudo_label_entropy >= 0) metrics.real("pseudo_label_entropy", x.pseudo_label_entropy);
+  Canon metrics("rsi-model-metrics/1"), timing("rsi-model-timing/1");
+  scheduler::visit_metric_fields(m.metrics, [&](const char* name, scheduler::MetricPart part, const auto& v) {
+    using T = std::decay_t<decltype(v)>;
+    Canon& c = part == scheduler::MetricPart::Timing ? timing : metrics;
+    if constexpr (std::is_same_v<T, double>) {
+      if (part != scheduler::MetricPart::Measured || v >= 0) c.real(name, v);
+    } else if constexpr (std::is_same_v<T, std::vector<double>>) {
+      c.reals(name, v);
+    } else {
+      c.num(name, v);
+    }
+  });
   h.metrics = metrics.digest();
-  h.timing = Canon("rsi-model-timing/1").real("wall_seconds", x.wall_seconds).digest();
+  h.timing = timing.digest();
   if (m.weights) {
     h.params = floats_digest(m.weights->params);
     h.state = floats_digest(m.weights->state);
@@ -358,20 +358,9 @@ void write_model(hid_t parent, const std::string& name, const ModelRecord& m,
       h5::write_text(id, "tensors", table.text);
   {
     h5::Handle mg = h5::create_group(id, "metrics");
-    const hid_t x = mg.get();
-    const auto& v = m.metrics;
-    h5::write_f64(x, "val_accuracy", v.val_accuracy);
-    h5::write_f64(x, "val_loss", v.val_loss);
-    h5::write_f64(x, "test_accuracy", v.test_accuracy);
-    h5::write_f64(x, "test_loss", v.test_loss);
-    h5::write_f64s(x, "val_per_class", v.val_per_class);
-    h5::write_f64s(x, "test_per_class", v.test_per_class);
-    h5::write_i64(x, "parameters", v.parameters);
-    h5::write_i64(x, "flops", v.flops);
-    h5::write_f64(x, "wall_seconds", v.wall_seconds);
-    h5::write_i64(x, "samples", v.samples);
-    h5::write_f64(x, "pseudo_label_accuracy", v.pseudo_label_accuracy);
-    h5::write_f64(x, "pseudo_label_entropy", v.pseudo_label_entropy);
+    const WriteFields write{mg.get()};
+    scheduler::visit_metric_fields(m.metrics,
+                                   [&write](const char* key, scheduler::MetricPart, const auto& v) { write.put(key, v); });
   }
   if (with_weights && m.weights) {
     h5::write_floats(id, "params", m.weights->params);
@@ -424,20 +413,15 @@ ModelGroup read_model(hid_t group) {
   }
   try {
     h5::Handle mg = h5::open_group(group, "metrics");
-    const hid_t x = mg.get();
-    auto& v = m.metrics;
-    v.val_accuracy = h5::read_f64(x, "val_accuracy");
-    v.val_loss = h5::read_f64(x, "val_loss");
-    v.test_accuracy = h5::read_f64(x, "test_accuracy");
-    v.test_loss = h5::read_f64(x, "test_loss");
-    v.val_per_class = h5::read_f64s(x, "val_per_class");
-    v.test_per_class = h5::read_f64s(x, "test_per_class");
-    v.parameters = h5::read_i64(x, "parameters");
-    v.flops = h5::read_i64(x, "flops");
-    v.wall_seconds = h5::read_f64(x, "wall_seconds");
-    v.samples = h5::read_i64(x, "samples");
-    v.pseudo_label_accuracy = h5::read_f64(x, "pseudo_label_accuracy");
-    v.pseudo_label_entropy = h5::has_attr(x, "pseudo_label_entropy") ? h5::read_f64(x, "pseudo_label_entropy") : -1.0;
+    const ReadFields read{mg.get(), true};
+    scheduler::visit_metric_fields(m.metrics, [&read](const char* key, scheduler::MetricPart part, auto& v) {
+      if constexpr (std::is_same_v<std::decay_t<decltype(v)>, double>)
+        if (part == scheduler::MetricPart::Measured && !h5::has_attr(read.f, key)) {
+          v = -1.0;  // written before the field existed: "none"
+          return;
+        }
+      read.get(key, v);
+    });
   } catch (const CheckpointError& e) {
     throw CheckpointError(std::string("metrics: ") + e.what());
   }

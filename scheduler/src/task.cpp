@@ -7,6 +7,7 @@
 #include <exception>
 #include <span>
 #include <thread>
+#include <type_traits>
 
 #include "rsi/kernels/cuda.h"
 #include "rsi/kernels/ops.h"
@@ -266,19 +267,7 @@ std::vector<std::byte> encode(const TaskResult& x) {
   w.put<std::int32_t>(static_cast<std::int32_t>(x.status));
   w.put<std::uint8_t>(static_cast<std::uint8_t>(x.failure_kind));
   w.put(x.failure);
-  const ModelMetrics& m = x.metrics;
-  w.put(m.val_accuracy);
-  w.put(m.val_loss);
-  w.put(m.test_accuracy);
-  w.put(m.test_loss);
-  w.put(m.test_per_class);
-  w.put(m.val_per_class);
-  w.put(m.parameters);
-  w.put(m.flops);
-  w.put(m.wall_seconds);
-  w.put(m.samples);
-  w.put(m.pseudo_label_accuracy);
-  w.put(m.pseudo_label_entropy);
+  visit_metric_fields(x.metrics, [&w](const char*, MetricPart, const auto& v) { w.put(v); });
   w.put<std::uint8_t>(x.inherited);
   w.put<std::uint8_t>(x.function_preserving);
   put_weights(w, x.weights);
@@ -292,19 +281,11 @@ TaskResult decode_result(const std::vector<std::byte>& bytes) {
   x.status = static_cast<ModelRecord::Status>(r.get<std::int32_t>());
   x.failure_kind = static_cast<ModelRecord::FailureKind>(r.get<std::uint8_t>());
   x.failure = r.get_string();
-  ModelMetrics& m = x.metrics;
-  m.val_accuracy = r.get<double>();
-  m.val_loss = r.get<double>();
-  m.test_accuracy = r.get<double>();
-  m.test_loss = r.get<double>();
-  m.test_per_class = r.get_vector<double>();
-  m.val_per_class = r.get_vector<double>();
-  m.parameters = r.get<std::int64_t>();
-  m.flops = r.get<std::int64_t>();
-  m.wall_seconds = r.get<double>();
-  m.samples = r.get<std::int64_t>();
-  m.pseudo_label_accuracy = r.get<double>();
-  m.pseudo_label_entropy = r.get<double>();
+  visit_metric_fields(x.metrics, [&r](const char*, MetricPart, auto& v) {
+    using V = std::decay_t<decltype(v)>;
+    if constexpr (std::is_same_v<V, std::vector<double>>) v = r.get_vector<double>();
+    else v = r.get<V>();
+  });
   x.inherited = r.get<std::uint8_t>() != 0;
   x.function_preserving = r.get<std::uint8_t>() != 0;
   x.weights = get_weights(r);

@@ -1376,4 +1376,62 @@ TEST(Checkpoints, ALineageKeepsTheSummaryFieldsItStartedWith) {
   for (std::size_t i = 0; i < a.models.size(); ++i) EXPECT_EQ(a.models[i].provenance_hash, b.models[i].provenance_hash);
 }
 
+// The same for a model's metrics (scheduler/record.h, visit_metric_fields): each one is stored and
+// read back, and changes the generation hash unless it is wall time.
+TEST(Checkpoints, EveryModelMetricRoundTripsAndIsChained) {
+  const auto records = synthetic_run(2);
+  TempDir base;
+  write_run(base.path(), records);
+  const auto last = rsi::checkpoints::read_generation(rsi::checkpoints::generation_files(base.path()).back());
+  std::vector<std::string> names;
+  rsi::scheduler::ModelMetrics any;
+  rsi::scheduler::visit_metric_fields(any, [&names](const char* name, rsi::scheduler::MetricPart, const auto&) {
+    names.emplace_back(name);
+  });
+  EXPECT_EQ(names.size(), 12u);
+  for (const std::string& name : names) {
+    SCOPED_TRACE(name);
+    auto changed = records;
+    rsi::scheduler::MetricPart part{};
+    rsi::scheduler::visit_metric_fields(changed.back().children[0].metrics,
+                                        [&](const char* n, rsi::scheduler::MetricPart p, auto& v) {
+                                          if (name != n) return;
+                                          part = p;
+                                          using T = std::decay_t<decltype(v)>;
+                                          if constexpr (std::is_same_v<T, std::vector<double>>) v.push_back(0.25);
+                                          else if constexpr (std::is_same_v<T, double>) v = v < 0 ? 0.5 : v + 0.125;
+                                          else v += 7;
+                                        });
+    TempDir dir;
+    write_run(dir.path(), changed);
+    const auto got = rsi::checkpoints::read_generation(rsi::checkpoints::generation_files(dir.path()).back());
+    ASSERT_FALSE(got.models.empty());
+    const auto& want = changed.back().children[0].metrics;
+    const auto& have = got.models[0].record.metrics;
+    std::vector<std::string> a, b;
+    const auto texts = [](std::vector<std::string>& out) {
+      return [&out](const char*, rsi::scheduler::MetricPart, const auto& v) {
+        std::ostringstream t;
+        t << std::hexfloat;
+        if constexpr (std::is_same_v<std::decay_t<decltype(v)>, std::vector<double>>) {
+          for (double x : v) t << x << ',';
+        } else {
+          t << v;
+        }
+        out.push_back(t.str());
+      };
+    };
+    rsi::scheduler::visit_metric_fields(want, texts(a));
+    rsi::scheduler::visit_metric_fields(have, texts(b));
+    EXPECT_EQ(a, b) << "does not round-trip";
+    if (part == rsi::scheduler::MetricPart::Timing) {
+      EXPECT_EQ(got.generation_hash, last.generation_hash);
+    } else {
+      EXPECT_NE(got.generation_hash, last.generation_hash) << "not chained";
+    }
+    const auto report = rsi::checkpoints::verify_run(dir.path());
+    EXPECT_TRUE(report.ok()) << joined(report.problems);
+  }
+}
+
 }  // namespace

@@ -33,6 +33,29 @@ struct ModelMetrics {
   double pseudo_label_entropy = -1.0;   // entropy (nats) of the parent's label histogram on that pool; < 0 when none
 };
 
+// The one description of a model's metrics (the `metrics` group of /models/<id>, its
+// `metrics_sha256` and `timing_sha256`, the worker's result on the wire): v(name, part, member&) for
+// each, in the order the file stores them. Part: chained (in metrics_sha256); timing (wall time:
+// timing_sha256, checked by verify, not chained); measured (chained only when >= 0, "none" being
+// -1 — a field added after the format, absent from older files, which read it as -1).
+enum class MetricPart : std::uint8_t { Chained, Timing, Measured };
+template <class Metrics, class Visitor>  // Metrics: ModelMetrics or const ModelMetrics
+void visit_metric_fields(Metrics& m, Visitor&& v) {
+  using P = MetricPart;
+  v("val_accuracy", P::Chained, m.val_accuracy);
+  v("val_loss", P::Chained, m.val_loss);
+  v("test_accuracy", P::Chained, m.test_accuracy);
+  v("test_loss", P::Chained, m.test_loss);
+  v("val_per_class", P::Chained, m.val_per_class);
+  v("test_per_class", P::Chained, m.test_per_class);
+  v("parameters", P::Chained, m.parameters);
+  v("flops", P::Chained, m.flops);
+  v("wall_seconds", P::Timing, m.wall_seconds);
+  v("samples", P::Chained, m.samples);
+  v("pseudo_label_accuracy", P::Chained, m.pseudo_label_accuracy);
+  v("pseudo_label_entropy", P::Measured, m.pseudo_label_entropy);
+}
+
 struct ModelRecord {
   std::uint64_t id = 0;
   int generation = 0;
