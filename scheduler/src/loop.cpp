@@ -18,6 +18,7 @@
 
 #include "rsi/kernels/ops.h"
 #include "rsi/scheduler/designer.h"
+#include "rsi/scheduler/governance_controller.h"
 #include "task.h"
 
 namespace rsi::scheduler {
@@ -37,7 +38,8 @@ class Coordinator {
  public:
   Coordinator(const LoopConfig& config, collective::Communicator& world, collective::Communicator& group,
               const TaskData* data, const std::vector<GenerationSink*>& sinks, const LoopEvents& events)
-      : config_(config), world_(world), group_(group), data_(data), sinks_(sinks), events_(events), designer_(config) {
+      : config_(config), world_(world), group_(group), data_(data), sinks_(sinks), events_(events), designer_(config),
+        governance_(config) {
     for (int r = config.group_size; r < world.size(); r += config.group_size) leaders_.push_back(r);
   }
 
@@ -80,25 +82,22 @@ class Coordinator {
       for (const GenerationRecord& h : resume->history)
         if (h.generation <= resume->generation) stored.push_back(h);
       designer_.replay(stored);  // what the run had learned about design
-      for (const GenerationRecord& h : stored) history_.push_back(summary_only(h));
-      if (!history_.empty() && history_.back().generation == resume->generation) {
-        model_seconds_ = history_.back().model_seconds;
-        if (history_.back().status == kAwaitingApproval) {
-          // The stored population is the selection plus the members held for a rollback.
-          awaiting_ = resume->generation;
-          const auto& held = history_.back().held_for_rollback;
-          const std::vector<std::uint64_t> before =
-              history_.size() > 1 ? history_[history_.size() - 2].population : std::vector<std::uint64_t>{};
-          auto in = [](const std::vector<std::uint64_t>& ids, std::uint64_t id) {
-            return std::find(ids.begin(), ids.end(), id) != ids.end();
-          };
-          std::vector<ModelRecord> selected;
-          for (const ModelRecord& m : population_) {
-            if (in(before, m.id)) previous_population_.push_back(m);
-            if (!in(held, m.id)) selected.push_back(m);
-          }
-          population_ = std::move(selected);
+      awaiting_ = governance_.restore(stored, resume->generation);
+      if (awaiting_) {
+        // The stored population is the selection plus the members held for a rollback.
+        const std::vector<GenerationRecord>& history = governance_.history();
+        const auto& held = history.back().held_for_rollback;
+        const std::vector<std::uint64_t> before =
+            history.size() > 1 ? history[history.size() - 2].population : std::vector<std::uint64_t>{};
+        auto in = [](const std::vector<std::uint64_t>& ids, std::uint64_t id) {
+          return std::find(ids.begin(), ids.end(), id) != ids.end();
+        };
+        std::vector<ModelRecord> selected;
+        for (const ModelRecord& m : population_) {
+          if (in(before, m.id)) previous_population_.push_back(m);
+          if (!in(held, m.id)) selected.push_back(m);
         }
+        population_ = std::move(selected);
       }
     }
     // A record that only carries a decision (after the last generation, or when a rejection or the
@@ -111,15 +110,15 @@ class Coordinator {
         break;
       }
       if (awaiting_) {
-        const std::optional<Decision> decision = await_decision(*awaiting_, summary);
+        const std::optional<Decision> decision = governance_.await_decision(*awaiting_, summary, events_);
         if (!decision) break;  // timed out or stopped: the generation stays durable, awaiting approval
         const bool stop = apply_decision(*awaiting_, *decision);
         awaiting_.reset();
-        end_reason = stop ? "rejected" : budget_spent() ? "budget" : "";
-        decision_only = stop || g > config_.generations || budget_spent();
+        end_reason = stop ? "rejected" : governance_.budget_spent() ? "budget" : "";
+        decision_only = stop || g > config_.generations || governance_.budget_spent();
       } else if (g > config_.generations) {
         break;
-      } else if (budget_spent()) {
+      } else if (governance_.budget_spent()) {
         summary.ended_by = "budget";  // resumed after the budget ended the run
         break;
       }
@@ -137,7 +136,7 @@ class Coordinator {
       summary.best_id = record.best_id;
       summary.best_val = record.best_val;
       summary.best_test = record.best_model_test;
-      if (record.status == kAwaitingApproval) {
+      if (record.status == GovernanceController::kAwaitingApproval) {
         awaiting_ = g;
         continue;
       }
@@ -145,7 +144,7 @@ class Coordinator {
         summary.ended_by = end_reason;
         break;
       }
-      if (budget_spent()) {
+      if (governance_.budget_spent()) {
         summary.ended_by = "budget";
         break;
       }
@@ -153,56 +152,9 @@ class Coordinator {
     return summary;
   }
 
-  bool budget_spent() const {
-    const double budget = config_.governance.red_lines.compute_budget_model_seconds;
-    return budget > 0 && model_seconds_ >= budget;
-  }
-
-  static GenerationRecord summary_only(const GenerationRecord& r) {
-    GenerationRecord out = r;
-    out.children.clear();
-    out.population_models.clear();
-    return out;
-  }
-
-  // Polls for a decision on `generation` until one comes, the timeout passes or a stop is asked for.
-  std::optional<Decision> await_decision(int generation, LoopSummary& summary) {
-    const GateConfig& gates = config_.governance.gates;
-    if (events_.on_approval_pending) events_.on_approval_pending(generation, true);
-    const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
-                                             std::chrono::duration<double>(gates.approval_timeout_seconds));
-    const auto poll = std::chrono::duration_cast<Clock::duration>(
-        std::chrono::duration<double>(std::max(gates.poll_seconds, 0.001)));
-    std::optional<Decision> decision;
-    for (;;) {
-      if (config_.poll_decision) decision = config_.poll_decision(generation);
-      if (decision) break;
-      if (config_.stop_requested && config_.stop_requested()) {
-        summary.stopped = true;
-        break;
-      }
-      const auto now = Clock::now();
-      if (now >= deadline) {
-        summary.awaiting_approval = true;
-        summary.awaiting_generation = generation;
-        break;
-      }
-      std::this_thread::sleep_for(std::min(poll, deadline - now));
-    }
-    if (events_.on_approval_pending) events_.on_approval_pending(generation, false);
-    return decision;
-  }
-
-  // Records the decision for the next record; a rejection rolls the population back to the one
-  // before the gated generation. Returns true when the run must end (gates.on_reject: stop).
+  // A rejection rolls the population back to the one before the gated generation; the decision's
+  // event goes into the next record. Returns true when the run must end (gates.on_reject: stop).
   bool apply_decision(int generation, const Decision& d) {
-    GovernanceEvent e;
-    e.generation = generation;
-    e.kind = d.approved ? "approved" : "rejected";
-    e.reason = d.reason;
-    e.who = d.who;
-    e.when = d.when;
-    const bool stop = !d.approved && config_.governance.gates.on_reject == GateConfig::OnReject::Stop;
     if (!d.approved) {
       if (previous_population_.empty())
         throw std::runtime_error("cannot roll back generation " + std::to_string(generation) +
@@ -210,18 +162,15 @@ class Coordinator {
       population_ = previous_population_;
       for (const ModelRecord& m : population_)
         if (!genomes_.count(m.id)) genomes_[m.id] = models::from_yaml(m.genome_yaml, "population genome");
-      e.reason += std::string(e.reason.empty() ? "" : "; ") + "population rolled back to the one before generation " +
-                  std::to_string(generation) + (stop ? "; the run ends (governance.gates.on_reject: stop)" : "");
     }
-    pending_events_.push_back(std::move(e));
-    return stop;
+    return governance_.record_decision(generation, d);
   }
 
   // The designer's children, their genomes and morphisms taken over for training.
   std::vector<ModelRecord> take(DesignedGeneration d) {
     genomes_.merge(d.genomes);
     morphisms_.merge(d.morphisms);
-    pending_events_.insert(pending_events_.end(), d.events.begin(), d.events.end());
+    governance_.add_events(d.events);
     duplicates_ = d.duplicates;
     return std::move(d.children);
   }
@@ -410,7 +359,7 @@ class Coordinator {
     Commit c = commit_generation(
         generation, std::move(children), population_,
         [this](std::uint64_t id) -> const models::Genome& { return genomes_.at(id); }, settings, utc_now_iso());
-    pending_events_.insert(pending_events_.end(), c.events.begin(), c.events.end());
+    governance_.add_events(c.events);
     previous_population_ = std::move(population_);
     population_ = std::move(c.population);
     GenerationRecord record = std::move(c.record);
@@ -422,75 +371,8 @@ class Coordinator {
       const bool member = std::any_of(population_.begin(), population_.end(), [&](auto& p) { return p.id == it->first; });
       it = member ? std::next(it) : genomes_.erase(it);
     }
-    govern_record(record, govern);
+    governance_.govern(record, govern, previous_population_, population_);
     return record;
-  }
-
-  // Budget accounting, trends, takeoff, alerts and gates of a committed generation (before any sink
-  // sees it, so a gated generation is durable as awaiting approval).
-  void govern_record(GenerationRecord& record, bool govern) {
-    const GovernanceConfig& gov = config_.governance;
-    const double spent_before = model_seconds_;
-    for (const ModelRecord& m : record.children)
-      model_seconds_ += estimated_model_seconds(m, config_.task.kind == TaskSpec::Kind::Surrogate,
-                                                config_.task.surrogate_cost_seconds);
-    record.model_seconds = model_seconds_;
-    const std::size_t window = static_cast<std::size_t>(std::max(gov.monitors.trend_window, 2));
-    std::vector<double> gaps, disparities, gains;
-    for (const GenerationRecord& h : history_) {
-      gaps.push_back(h.goodhart_gap);
-      disparities.push_back(h.class_disparity);
-      if (h.generation > 0) gains.push_back(h.gain);
-    }
-    gaps.push_back(record.goodhart_gap);
-    disparities.push_back(record.class_disparity);
-    if (record.generation > 0) gains.push_back(record.gain);
-    auto last = [window](std::vector<double> v) {
-      if (v.size() > window) v.erase(v.begin(), v.end() - static_cast<std::ptrdiff_t>(window));
-      return v;
-    };
-    record.goodhart_trend = slope(last(gaps));
-    record.disparity_trend = slope(last(disparities));
-    record.takeoff = takeoff_estimate(last(gains));
-    record.events = std::move(pending_events_);
-    pending_events_.clear();
-    const std::string now = utc_now_iso();
-    if (govern) {
-      for (std::string& alert : monitor_alerts(gov.monitors, record, config_.population_size))
-        record.events.push_back(GovernanceEvent{record.generation, "alert", 0, std::move(alert), "rsi", now});
-      const double budget = gov.red_lines.compute_budget_model_seconds;
-      if (budget > 0 && model_seconds_ >= budget && spent_before < budget) {
-        char why[200];
-        std::snprintf(why, sizeof why,
-                      "compute budget spent: %.3f of governance.red_lines.compute_budget_model_seconds %.3f "
-                      "(estimated model-seconds); the run ends after this generation",
-                      model_seconds_, budget);
-        record.events.push_back(GovernanceEvent{record.generation, "budget", 0, why, "rsi", now});
-      }
-      const std::vector<std::string> triggers = gate_triggers(gov.gates, record);
-      if (!triggers.empty()) {
-        std::string why;
-        for (const auto& t : triggers) why += (why.empty() ? "" : "; ") + t;
-        record.events.push_back(GovernanceEvent{record.generation, "gate", 0,
-                                                why + "; awaiting approval (rsi approve/reject RUN --generation " +
-                                                    std::to_string(record.generation) + ")",
-                                                "rsi", now});
-        record.status = kAwaitingApproval;
-        // The store links each population to the one before, so the members a rejection may bring
-        // back stay in this population ("held") until the decision.
-        for (const ModelRecord& m : previous_population_)
-          if (std::none_of(population_.begin(), population_.end(), [&](const ModelRecord& p) { return p.id == m.id; })) {
-            record.held_for_rollback.push_back(m.id);
-            record.population_models.push_back(m);
-          }
-        std::sort(record.population_models.begin(), record.population_models.end(),
-                  [](const ModelRecord& a, const ModelRecord& b) { return a.id < b.id; });
-        std::sort(record.held_for_rollback.begin(), record.held_for_rollback.end());
-        record.population.clear();
-        for (const ModelRecord& m : record.population_models) record.population.push_back(m.id);
-      }
-    }
-    history_.push_back(summary_only(record));
   }
 
   static const ModelRecord* best_of(const std::vector<ModelRecord>& models) {
@@ -534,13 +416,10 @@ class Coordinator {
   std::map<std::uint64_t, TaskResult> results_;
   // Multi-fidelity: per child of the generation in flight, epochs reached and validation per rung.
   std::map<std::uint64_t, std::pair<std::vector<int>, std::vector<double>>> rungs_;
-  // Governance state.
-  static constexpr const char* kAwaitingApproval = "awaiting_approval";
-  std::optional<int> awaiting_;                    // a durable generation waiting for a decision
-  std::vector<ModelRecord> previous_population_;   // before the last commit: a rejection restores it
-  std::vector<GenerationRecord> history_;          // summaries of the committed generations
-  std::vector<GovernanceEvent> pending_events_;    // for the next record (decisions, refused designs)
-  double model_seconds_ = 0.0;                     // estimated compute spent so far
+  // Governance: the controller, the generation waiting for a decision, what a rejection restores.
+  GovernanceController governance_;
+  std::optional<int> awaiting_;
+  std::vector<ModelRecord> previous_population_;  // before the last commit
 };
 
 // A group member that is not the coordinator's: leaders pull tasks from rank 0 and share them with

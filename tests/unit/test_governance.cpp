@@ -19,6 +19,7 @@
 #include "rsi/checkpoints/store.h"
 #include "rsi/collective/communicator.h"
 #include "rsi/scheduler/governance.h"
+#include "rsi/scheduler/governance_controller.h"
 #include "rsi/scheduler/loop.h"
 #include "seed_genomes.h"
 
@@ -524,6 +525,102 @@ TEST(Governance, LineageKeepsEventsAndVerifyNamesAChangedField) {
   for (const auto& p : report.problems) all += p + "\n";
   EXPECT_TRUE(named) << all;
   EXPECT_EQ(report.last_good_generation, 2) << all;
+}
+
+// --- the controller on its own (governance_controller.h): no loop, no communicator ---
+
+ModelRecord trained_model(std::uint64_t id, int generation, std::int64_t flops) {
+  ModelRecord m;
+  m.id = id;
+  m.generation = generation;
+  m.metrics.flops = flops;
+  m.metrics.samples = 1000;
+  return m;
+}
+
+TEST(GovernanceController, AccountsTheBudgetOnceAndGatesHoldTheDroppedMembers) {
+  LoopConfig config = base_config();
+  config.task.surrogate_cost_seconds = 2.0;  // each trained surrogate child costs 2 model-seconds
+  config.governance.red_lines.compute_budget_model_seconds = 5.0;
+  config.governance.gates.max_gain = 0.01;
+  GovernanceController gov(config);
+  gov.add_events({GovernanceEvent{0, "red_line", 9, "refused", "rsi", ""}});
+
+  const std::vector<ModelRecord> before = {trained_model(1, 0, 10), trained_model(2, 0, 10)};
+  const std::vector<ModelRecord> after = {trained_model(2, 0, 10), trained_model(3, 1, 10)};
+  GenerationRecord g1;
+  g1.generation = 1;
+  g1.gain = 0.05;  // over the gate
+  g1.children = {trained_model(3, 1, 10), trained_model(4, 1, 10)};
+  g1.population_models = after;
+  g1.population = {2, 3};
+  gov.govern(g1, true, before, after);
+  EXPECT_DOUBLE_EQ(g1.model_seconds, gov.model_seconds());
+  EXPECT_GT(gov.model_seconds(), 0.0);
+  std::vector<std::string> kinds;
+  for (const auto& e : g1.events) kinds.push_back(e.kind);
+  EXPECT_EQ(kinds.front(), "red_line") << "queued events come first";
+  EXPECT_TRUE(std::count(kinds.begin(), kinds.end(), "gate"));
+  EXPECT_EQ(g1.status, GovernanceController::kAwaitingApproval);
+  EXPECT_EQ(g1.held_for_rollback, (std::vector<std::uint64_t>{1}));
+  EXPECT_EQ(g1.population, (std::vector<std::uint64_t>{1, 2, 3}));
+  ASSERT_EQ(gov.history().size(), 1u);
+  EXPECT_TRUE(gov.history().back().children.empty()) << "the history keeps summaries only";
+
+  // Until the budget is spent, no budget event; the generation that spends it gets exactly one.
+  int budget_events = 0;
+  for (int g = 2; g < 6; ++g) {
+    GenerationRecord r;
+    r.generation = g;
+    r.children = {trained_model(10 + g, g, 10)};
+    gov.govern(r, true, after, after);
+    budget_events += static_cast<int>(std::count_if(r.events.begin(), r.events.end(),
+                                                    [](const GovernanceEvent& e) { return e.kind == "budget"; }));
+  }
+  EXPECT_TRUE(gov.budget_spent());
+  EXPECT_EQ(budget_events, 1);
+}
+
+TEST(GovernanceController, DecisionsAreQueuedForTheNextRecordAndResumeFindsTheGate) {
+  LoopConfig config = base_config();
+  config.governance.gates.on_reject = GateConfig::OnReject::Stop;
+  GovernanceController gov(config);
+  Decision no;
+  no.approved = false;
+  no.reason = "too fast";
+  no.who = "ana@lab";
+  EXPECT_TRUE(gov.record_decision(3, no)) << "on_reject: stop ends the run";
+  GenerationRecord next;
+  next.generation = 4;
+  gov.govern(next, false, {}, {});
+  ASSERT_EQ(next.events.size(), 1u) << "a decision-only record gets no alerts or gates";
+  EXPECT_EQ(next.events[0].kind, "rejected");
+  EXPECT_NE(next.events[0].reason.find("too fast; population rolled back to the one before generation 3"),
+            std::string::npos)
+      << next.events[0].reason;
+
+  GenerationRecord gated, earlier;
+  earlier.generation = 0;
+  gated.generation = 1;
+  gated.status = GovernanceController::kAwaitingApproval;
+  gated.model_seconds = 12.5;
+  GovernanceController resumed(config);
+  EXPECT_EQ(resumed.restore({earlier, gated}, 1), std::optional<int>(1));
+  EXPECT_DOUBLE_EQ(resumed.model_seconds(), 12.5);
+  GovernanceController other(config);
+  EXPECT_EQ(other.restore({earlier}, 0), std::nullopt);
+
+  // No decision within the timeout: the summary says the generation awaits approval.
+  config.governance.gates.approval_timeout_seconds = 0.01;
+  GovernanceController waiting(config);
+  LoopSummary summary;
+  std::vector<bool> pending;
+  LoopEvents events;
+  events.on_approval_pending = [&pending](int, bool p) { pending.push_back(p); };
+  EXPECT_EQ(waiting.await_decision(1, summary, events), std::nullopt);
+  EXPECT_TRUE(summary.awaiting_approval);
+  EXPECT_EQ(summary.awaiting_generation, 1);
+  EXPECT_EQ(pending, (std::vector<bool>{true, false}));
 }
 
 }  // namespace
