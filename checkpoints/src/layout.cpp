@@ -144,11 +144,16 @@ struct DigestFields {  // adds the fields of one group to the summary digest
   }
 };
 
-struct WriteFields {  // writes every field as a root attribute
+struct WriteFields {  // writes each field as an attribute of `f` (the root, a model, its metrics)
   hid_t f;
   template <class T>
   void operator()(const FieldInfo& info, const T& v) const { put(info.name, v); }
   void put(const char* k, int v) const { h5::write_int(f, k, v); }
+  void put(const char* k, bool v) const { h5::write_bool(f, k, v); }
+  void put(const char* k, ModelRecord::Status v) const { h5::write_string(f, k, scheduler::status_name(v)); }
+  void put(const char* k, const std::vector<int>& v) const {
+    h5::write_u64s(f, k, std::vector<std::uint64_t>(v.begin(), v.end()));
+  }
   void put(const char* k, std::int64_t v) const { h5::write_i64(f, k, v); }
   void put(const char* k, std::uint64_t v) const { h5::write_u64(f, k, v); }
   void put(const char* k, double v) const { h5::write_f64(f, k, v); }
@@ -166,7 +171,7 @@ struct WriteFields {  // writes every field as a root attribute
   }
 };
 
-struct ReadFields {  // reads the fields of the groups the file has
+struct ReadFields {  // reads them back (of the root: the groups the file has)
   hid_t f;
   bool governance;  // the file has `status` (written by an rsi with governance)
   template <class T>
@@ -175,6 +180,12 @@ struct ReadFields {  // reads the fields of the groups the file has
     get(info.name, v);
   }
   void get(const char* k, int& v) const { v = h5::read_int(f, k); }
+  void get(const char* k, bool& v) const { v = h5::read_bool(f, k); }
+  void get(const char* k, ModelRecord::Status& v) const { v = parse_status(h5::read_string(f, k)); }
+  void get(const char* k, std::vector<int>& v) const {
+    v.clear();
+    for (std::uint64_t e : h5::read_u64s(f, k)) v.push_back(static_cast<int>(e));
+  }
   void get(const char* k, std::int64_t& v) const { v = h5::read_i64(f, k); }
   void get(const char* k, std::uint64_t& v) const { v = h5::read_u64(f, k); }
   void get(const char* k, double& v) const { v = h5::read_f64(f, k); }
@@ -239,23 +250,21 @@ std::string floats_digest(const std::vector<float>& v) { return sha256_hex(v.dat
 
 ModelHashes field_hashes(const ModelRecord& m, const ModelHashes* stored) {
   ModelHashes h;
-  Canon metadata("rsi-model-metadata/1");
-  metadata.num("id", m.id)
-                   .num("generation", m.generation)
-                   .str("op", m.op)
-                   .str("description", m.description)
-                   .num("designer_lineage", m.designer_lineage)
-                   .str("status", scheduler::status_name(m.status))
-                   .str("failure", m.failure)
-                   .num("inherited", int{m.inherited})
-                   .num("function_preserving", int{m.function_preserving})
-                   .real("parent_val_accuracy", m.parent_val_accuracy)
-                   .ids("parents", m.parents);
   // Self-improvement fields only where the run had them on: other files keep their digests.
-  if (m.predicted_gain) metadata.real("predicted_gain", *m.predicted_gain).num("candidates", m.candidates);
-  if (!m.rung_epochs.empty())
-    metadata.ids("rung_epochs", std::vector<std::uint64_t>(m.rung_epochs.begin(), m.rung_epochs.end()))
-        .reals("rung_val_accuracy", m.rung_val_accuracy);
+  Canon metadata("rsi-model-metadata/1");
+  scheduler::visit_model_fields(m, [&](const char* key, scheduler::ModelPart part, const auto& v) {
+    using T = std::decay_t<decltype(v)>;
+    if (!scheduler::has_part(m, part)) return;
+    if constexpr (std::is_same_v<T, std::string>) metadata.str(key, v);
+    else if constexpr (std::is_same_v<T, ModelRecord::Status>) metadata.str(key, scheduler::status_name(v));
+    else if constexpr (std::is_same_v<T, bool>) metadata.num(key, int{v});
+    else if constexpr (std::is_same_v<T, double>) metadata.real(key, v);
+    else if constexpr (std::is_same_v<T, std::optional<double>>) metadata.real(key, *v);
+    else if constexpr (std::is_same_v<T, std::vector<std::uint64_t>>) metadata.ids(key, v);
+    else if constexpr (std::is_same_v<T, std::vector<int>>) metadata.ids(key, std::vector<std::uint64_t>(v.begin(), v.end()));
+    else if constexpr (std::is_same_v<T, std::vector<double>>) metadata.reals(key, v);
+    else metadata.num(key, v);
+  });
   h.metadata = metadata.digest();
   h.genome = sha256_hex(m.genome_yaml);
   // Wall time differs from run to run: it has its own digest, outside the provenance hash. A
@@ -323,26 +332,11 @@ void write_model(hid_t parent, const std::string& name, const ModelRecord& m,
                  const models::InputSpec& input) {
   h5::Handle g = h5::create_group(parent, name);
   const hid_t id = g.get();
-  h5::write_u64(id, "id", m.id);
-  h5::write_int(id, "generation", m.generation);
-  h5::write_string(id, "op", m.op);
-  h5::write_string(id, "description", m.description);
-  h5::write_string(id, "status", scheduler::status_name(m.status));
-  h5::write_string(id, "failure", m.failure);
-  h5::write_u64s(id, "parents", m.parents);
+  const WriteFields write{id};
+  scheduler::visit_model_fields(m, [&](const char* key, scheduler::ModelPart part, const auto& v) {
+    if (scheduler::has_part(m, part)) write.put(key, v);
+  });
   h5::write_strings(id, "parent_hashes", parent_hashes);
-  h5::write_u64(id, "designer_lineage", m.designer_lineage);
-  h5::write_bool(id, "inherited", m.inherited);
-  h5::write_bool(id, "function_preserving", m.function_preserving);
-  h5::write_f64(id, "parent_val_accuracy", m.parent_val_accuracy);
-  if (m.predicted_gain) {
-    h5::write_f64(id, "predicted_gain", *m.predicted_gain);
-    h5::write_int(id, "candidates", m.candidates);
-  }
-  if (!m.rung_epochs.empty()) {
-    h5::write_u64s(id, "rung_epochs", std::vector<std::uint64_t>(m.rung_epochs.begin(), m.rung_epochs.end()));
-    h5::write_f64s(id, "rung_val_accuracy", m.rung_val_accuracy);
-  }
   h5::write_string(id, "weights_digest", m.weights_digest);
   h5::write_string(id, "metadata_sha256", h.metadata);
   h5::write_string(id, "genome_sha256", h.genome);
@@ -358,9 +352,10 @@ void write_model(hid_t parent, const std::string& name, const ModelRecord& m,
       h5::write_text(id, "tensors", table.text);
   {
     h5::Handle mg = h5::create_group(id, "metrics");
-    const WriteFields write{mg.get()};
-    scheduler::visit_metric_fields(m.metrics,
-                                   [&write](const char* key, scheduler::MetricPart, const auto& v) { write.put(key, v); });
+    const WriteFields write_metrics{mg.get()};
+    scheduler::visit_metric_fields(m.metrics, [&write_metrics](const char* key, scheduler::MetricPart, const auto& v) {
+      write_metrics.put(key, v);
+    });
   }
   if (with_weights && m.weights) {
     h5::write_floats(id, "params", m.weights->params);
@@ -376,28 +371,16 @@ ModelGroup read_model(hid_t group) {
       out.format_version = h5::read_int(file.get(), "format_version");
   }
   ModelRecord& m = out.record;
-  m.id = h5::read_u64(group, "id");
-  m.generation = h5::read_int(group, "generation");
-  m.op = h5::read_string(group, "op");
-  m.description = h5::read_string(group, "description");
-  m.status = parse_status(h5::read_string(group, "status"));
-  m.failure = h5::read_string(group, "failure");
-  m.parents = h5::read_u64s(group, "parents");
+  // A part is in the file when its first attribute is (predicted_gain, rung_epochs).
+  const bool predicted = h5::has_attr(group, "predicted_gain"), rungs = h5::has_attr(group, "rung_epochs");
+  const ReadFields read{group, true};
+  scheduler::visit_model_fields(m, [&](const char* key, scheduler::ModelPart part, auto& v) {
+    if ((part == scheduler::ModelPart::Predicted && !predicted) || (part == scheduler::ModelPart::Rungs && !rungs)) return;
+    read.get(key, v);
+  });
+  if (m.rung_val_accuracy.size() != m.rung_epochs.size())
+    throw CheckpointError("attributes 'rung_epochs' and 'rung_val_accuracy' differ in length");
   out.parent_hashes = h5::read_strings(group, "parent_hashes");
-  m.designer_lineage = h5::read_u64(group, "designer_lineage");
-  m.inherited = h5::read_bool(group, "inherited");
-  m.function_preserving = h5::read_bool(group, "function_preserving");
-  m.parent_val_accuracy = h5::read_f64(group, "parent_val_accuracy");
-  if (h5::has_attr(group, "predicted_gain")) {
-    m.predicted_gain = h5::read_f64(group, "predicted_gain");
-    m.candidates = h5::read_int(group, "candidates");
-  }
-  if (h5::has_attr(group, "rung_epochs")) {
-    for (std::uint64_t e : h5::read_u64s(group, "rung_epochs")) m.rung_epochs.push_back(static_cast<int>(e));
-    m.rung_val_accuracy = h5::read_f64s(group, "rung_val_accuracy");
-    if (m.rung_val_accuracy.size() != m.rung_epochs.size())
-      throw CheckpointError("attributes 'rung_epochs' and 'rung_val_accuracy' differ in length");
-  }
   m.weights_digest = h5::read_string(group, "weights_digest");
   out.stored.metadata = h5::read_string(group, "metadata_sha256");
   out.stored.genome = h5::read_string(group, "genome_sha256");
@@ -413,14 +396,14 @@ ModelGroup read_model(hid_t group) {
   }
   try {
     h5::Handle mg = h5::open_group(group, "metrics");
-    const ReadFields read{mg.get(), true};
-    scheduler::visit_metric_fields(m.metrics, [&read](const char* key, scheduler::MetricPart part, auto& v) {
+    const ReadFields read_metrics{mg.get(), true};
+    scheduler::visit_metric_fields(m.metrics, [&read_metrics](const char* key, scheduler::MetricPart part, auto& v) {
       if constexpr (std::is_same_v<std::decay_t<decltype(v)>, double>)
-        if (part == scheduler::MetricPart::Measured && !h5::has_attr(read.f, key)) {
+        if (part == scheduler::MetricPart::Measured && !h5::has_attr(read_metrics.f, key)) {
           v = -1.0;  // written before the field existed: "none"
           return;
         }
-      read.get(key, v);
+      read_metrics.get(key, v);
     });
   } catch (const CheckpointError& e) {
     throw CheckpointError(std::string("metrics: ") + e.what());

@@ -1434,4 +1434,68 @@ TEST(Checkpoints, EveryModelMetricRoundTripsAndIsChained) {
   }
 }
 
+// And a model's lineage fields (visit_model_fields): each round-trips and is chained through its
+// metadata digest; the two optional parts only where present.
+TEST(Checkpoints, EveryModelFieldRoundTripsAndIsChained) {
+  auto records = synthetic_run(2);
+  ModelRecord& child = records.back().children[0];
+  child.predicted_gain = 0.0125;
+  child.candidates = 4;
+  child.rung_epochs = {1, 3};
+  child.rung_val_accuracy = {0.5, child.metrics.val_accuracy};
+  TempDir base;
+  write_run(base.path(), records);
+  const auto last = rsi::checkpoints::read_generation(rsi::checkpoints::generation_files(base.path()).back());
+  const auto texts = [](const ModelRecord& m) {
+    std::vector<std::string> out;
+    rsi::scheduler::visit_model_fields(m, [&out](const char*, rsi::scheduler::ModelPart, const auto& v) {
+      using T = std::decay_t<decltype(v)>;
+      std::ostringstream t;
+      t << std::hexfloat;
+      if constexpr (std::is_same_v<T, std::optional<double>>) {
+        t << (v ? *v : -99.0);
+      } else if constexpr (std::is_same_v<T, ModelRecord::Status>) {
+        t << rsi::scheduler::status_name(v);
+      } else if constexpr (std::is_same_v<T, std::vector<std::uint64_t>> || std::is_same_v<T, std::vector<int>> ||
+                           std::is_same_v<T, std::vector<double>>) {
+        for (const auto& x : v) t << x << ',';
+      } else {
+        t << v;
+      }
+      out.push_back(t.str());
+    });
+    return out;
+  };
+  ASSERT_EQ(last.models[0].record.id, child.id);
+  EXPECT_EQ(texts(last.models[0].record), texts(child));
+  std::vector<std::string> names;
+  rsi::scheduler::visit_model_fields(child, [&names](const char* name, rsi::scheduler::ModelPart, const auto&) {
+    names.emplace_back(name);
+  });
+  for (const std::string& name : names) {
+    // The store checks these against the generation and the population (and links parents by hash).
+    if (name == "id" || name == "generation" || name == "parents" || name == "status") continue;
+    SCOPED_TRACE(name);
+    auto changed = records;
+    rsi::scheduler::visit_model_fields(changed.back().children[0], [&](const char* n, rsi::scheduler::ModelPart, auto& v) {
+      if (name != n) return;
+      using T = std::decay_t<decltype(v)>;
+      if constexpr (std::is_same_v<T, std::string>) v += "x";
+      else if constexpr (std::is_same_v<T, bool>) v = !v;
+      else if constexpr (std::is_same_v<T, std::optional<double>>) v = *v + 0.25;
+      else if constexpr (std::is_same_v<T, std::vector<int>>) v.back() += 1;
+      else if constexpr (std::is_same_v<T, std::vector<double>>) v.front() += 0.125;
+      else if constexpr (std::is_same_v<T, double>) v += 0.125;
+      else if constexpr (std::is_arithmetic_v<T>) v += 1;
+    });
+    TempDir dir;
+    write_run(dir.path(), changed);
+    const auto got = rsi::checkpoints::read_generation(rsi::checkpoints::generation_files(dir.path()).back());
+    EXPECT_EQ(texts(got.models[0].record), texts(changed.back().children[0])) << "does not round-trip";
+    EXPECT_NE(got.generation_hash, last.generation_hash) << "not chained";
+    const auto report = rsi::checkpoints::verify_run(dir.path());
+    EXPECT_TRUE(report.ok()) << joined(report.problems);
+  }
+}
+
 }  // namespace

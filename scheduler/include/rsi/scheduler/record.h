@@ -95,6 +95,36 @@ struct ModelRecord {
   bool trained() const { return status == Status::Trained; }
 };
 const char* status_name(ModelRecord::Status s);
+
+// The one description of a model's lineage fields (attributes of /models/<id>, its
+// `metadata_sha256`): v(name, part, member&) for each, in the digest's order. Part: Always;
+// Predicted (present when the learned designer predicted this design: predicted_gain holds a
+// value); Rungs (present when the model trained in multi-fidelity rungs: rung_epochs is not empty).
+// A file stores and chains a part only where present, so lineages without it keep their digests.
+enum class ModelPart : std::uint8_t { Always, Predicted, Rungs };
+template <class Model, class Visitor>  // Model: ModelRecord or const ModelRecord
+void visit_model_fields(Model& m, Visitor&& v) {
+  using P = ModelPart;
+  v("id", P::Always, m.id);
+  v("generation", P::Always, m.generation);
+  v("op", P::Always, m.op);
+  v("description", P::Always, m.description);
+  v("designer_lineage", P::Always, m.designer_lineage);
+  v("status", P::Always, m.status);
+  v("failure", P::Always, m.failure);
+  v("inherited", P::Always, m.inherited);
+  v("function_preserving", P::Always, m.function_preserving);
+  v("parent_val_accuracy", P::Always, m.parent_val_accuracy);
+  v("parents", P::Always, m.parents);
+  v("predicted_gain", P::Predicted, m.predicted_gain);
+  v("candidates", P::Predicted, m.candidates);
+  v("rung_epochs", P::Rungs, m.rung_epochs);
+  v("rung_val_accuracy", P::Rungs, m.rung_val_accuracy);
+}
+// Whether `m` has the fields of `part`.
+inline bool has_part(const ModelRecord& m, ModelPart part) {
+  return part == ModelPart::Always || (part == ModelPart::Predicted ? m.predicted_gain.has_value() : !m.rung_epochs.empty());
+}
 // "diverged", "out_of_memory", "error", "design_refused", "red_line", "not_admitted" ("" for None).
 const char* failure_kind_name(ModelRecord::FailureKind k);
 
