@@ -4,8 +4,8 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <span>
 #include <cstdlib>
+#include <span>
 #include <stdexcept>
 #include <string>
 
