@@ -1199,24 +1199,32 @@ TEST(Checkpoints, ClearErrorsForBadFiles) {
 
 // --- the generation summary's one description (scheduler/record.h) ---
 
-// Every field's value as text, by name (reals by their bits, so NaN compares equal to itself).
+// A record member's value as text (reals in hex, so NaN compares equal to itself), whatever its
+// type: the field tests below compare records through it.
+template <class T>
+std::string value_text(const T& v) {
+  std::ostringstream text;
+  text << std::hexfloat;
+  if constexpr (std::is_same_v<T, std::map<std::uint64_t, double>>) {
+    for (const auto& [k, x] : v) text << k << ':' << x << ',';
+  } else if constexpr (std::is_same_v<T, std::vector<std::uint64_t>> || std::is_same_v<T, std::vector<double>> ||
+                       std::is_same_v<T, std::vector<int>>) {
+    for (const auto& x : v) text << x << ',';
+  } else if constexpr (std::is_same_v<T, std::optional<double>> || std::is_same_v<T, std::optional<std::int64_t>>) {
+    if (v) text << *v; else text << "none";
+  } else if constexpr (std::is_same_v<T, ModelRecord::Status>) {
+    text << rsi::scheduler::status_name(v);
+  } else {
+    text << v;
+  }
+  return text.str();
+}
+
+// Every field's value as text, by name.
 std::map<std::string, std::string> field_texts(const GenerationRecord& g) {
   std::map<std::string, std::string> out;
-  rsi::scheduler::visit_generation_fields(g, [&out](const rsi::scheduler::FieldInfo& f, const auto& v) {
-    std::ostringstream text;
-    text << std::hexfloat;
-    using T = std::decay_t<decltype(v)>;
-    if constexpr (std::is_same_v<T, std::map<std::uint64_t, double>>) {
-      for (const auto& [k, x] : v) text << k << ':' << x << ',';
-    } else if constexpr (std::is_same_v<T, std::vector<std::uint64_t>> || std::is_same_v<T, std::vector<double>>) {
-      for (const auto& x : v) text << x << ',';
-    } else if constexpr (std::is_same_v<T, std::optional<double>> || std::is_same_v<T, std::optional<std::int64_t>>) {
-      if (v) text << *v; else text << "none";
-    } else {
-      text << v;
-    }
-    out[f.name] = text.str();
-  });
+  rsi::scheduler::visit_generation_fields(
+      g, [&out](const rsi::scheduler::FieldInfo& f, const auto& v) { out[f.name] = value_text(v); });
   return out;
 }
 
@@ -1412,16 +1420,7 @@ TEST(Checkpoints, EveryModelMetricRoundTripsAndIsChained) {
     const auto& have = got.models[0].record.metrics;
     std::vector<std::string> a, b;
     const auto texts = [](std::vector<std::string>& out) {
-      return [&out](const char*, rsi::scheduler::MetricPart, const auto& v) {
-        std::ostringstream t;
-        t << std::hexfloat;
-        if constexpr (std::is_same_v<std::decay_t<decltype(v)>, std::vector<double>>) {
-          for (double x : v) t << x << ',';
-        } else {
-          t << v;
-        }
-        out.push_back(t.str());
-      };
+      return [&out](const char*, rsi::scheduler::MetricPart, const auto& v) { out.push_back(value_text(v)); };
     };
     rsi::scheduler::visit_metric_fields(want, texts(a));
     rsi::scheduler::visit_metric_fields(have, texts(b));
@@ -1450,22 +1449,8 @@ TEST(Checkpoints, EveryModelFieldRoundTripsAndIsChained) {
   const auto last = rsi::checkpoints::read_generation(rsi::checkpoints::generation_files(base.path()).back());
   const auto texts = [](const ModelRecord& m) {
     std::vector<std::string> out;
-    rsi::scheduler::visit_model_fields(m, [&out](const char*, rsi::scheduler::ModelPart, const auto& v) {
-      using T = std::decay_t<decltype(v)>;
-      std::ostringstream t;
-      t << std::hexfloat;
-      if constexpr (std::is_same_v<T, std::optional<double>>) {
-        t << (v ? *v : -99.0);
-      } else if constexpr (std::is_same_v<T, ModelRecord::Status>) {
-        t << rsi::scheduler::status_name(v);
-      } else if constexpr (std::is_same_v<T, std::vector<std::uint64_t>> || std::is_same_v<T, std::vector<int>> ||
-                           std::is_same_v<T, std::vector<double>>) {
-        for (const auto& x : v) t << x << ',';
-      } else {
-        t << v;
-      }
-      out.push_back(t.str());
-    });
+    rsi::scheduler::visit_model_fields(
+        m, [&out](const char*, rsi::scheduler::ModelPart, const auto& v) { out.push_back(value_text(v)); });
     return out;
   };
   ASSERT_EQ(last.models[0].record.id, child.id);
