@@ -27,23 +27,26 @@ std::string read(const std::string& path) {
   return s.str();
 }
 
-// The yaml block of experiments/README.md's "## Manifests" section.
-std::string documented_manifest() {
+// The first yaml block of a section of experiments/README.md ("## Manifests", "## Your own data").
+std::string documented_manifest(const std::string& heading = "## Manifests") {
   const std::string doc = read(kSource + "/experiments/README.md");
-  const auto section = doc.find("## Manifests");
+  const auto section = doc.find(heading);
   const auto begin = doc.find("```yaml\n", section);
   const auto end = doc.find("```", begin + 8);
   if (section == std::string::npos || begin == std::string::npos || end == std::string::npos) return {};
   return doc.substr(begin + 8, end - begin - 8);
 }
 
-void flatten(const YAML::Node& n, const std::string& prefix, std::set<std::string>& keys) {
-  if (n.IsMap()) {
-    for (const auto& kv : n) flatten(kv.second, prefix.empty() ? kv.first.as<std::string>() : prefix + "." + kv.first.as<std::string>(), keys);
-  } else if (prefix != "seeds") {
-    keys.insert(prefix);
+// The dotted keys of a YAML text, down to the schema's keys (an images task's `train: {...}` is one
+// key) or, without a schema, down to the scalars.
+void flatten(const YAML::Node& n, const std::string& prefix, std::set<std::string>& keys,
+             const std::set<std::string>& schema = {}) {
+  if (n.IsMap() && !schema.count(prefix)) {
+    for (const auto& kv : n)
+      flatten(kv.second, prefix.empty() ? kv.first.as<std::string>() : prefix + "." + kv.first.as<std::string>(), keys,
+              schema);
   } else {
-    keys.insert("seeds");
+    keys.insert(prefix);
   }
 }
 
@@ -63,12 +66,23 @@ const std::string kSeeds = "seeds: [genomes/linear.yaml]\n";
 TEST(Manifest, DocumentedKeysAreExactlyTheLoadersKeys) {
   const std::string doc = documented_manifest();
   ASSERT_FALSE(doc.empty()) << "experiments/README.md has no ```yaml block under '## Manifests'";
+  const std::string own_data = documented_manifest("## Your own data");
+  ASSERT_NE(own_data.find("kind: images"), std::string::npos) << "experiments/README.md: no images task under '## Your own data'";
   const auto config = parse_manifest(doc, "experiments/README.md", kSource + "/experiments");
+  // The schema (runtime/src/manifest_schema.h) lists each key once; the README documents exactly
+  // those (an images task's own keys under "Your own data"), and the resolved manifest writes them.
+  const std::vector<std::string> keys = rsi::runtime::manifest_keys();
+  const std::set<std::string> schema(keys.begin(), keys.end());
+  EXPECT_EQ(schema.size(), keys.size()) << "a key is listed twice in the schema";
   std::set<std::string> documented, resolved;
-  flatten(YAML::Load(doc), "", documented);
-  flatten(YAML::Load(rsi::runtime::resolved_yaml(config)), "", resolved);
-  for (const auto& k : documented) EXPECT_TRUE(resolved.count(k)) << "documented key '" << k << "' is not in the schema";
-  for (const auto& k : resolved) EXPECT_TRUE(documented.count(k)) << "schema key '" << k << "' is not documented";
+  flatten(YAML::Load(doc), "", documented, schema);
+  flatten(YAML::Load(own_data), "", documented, schema);
+  flatten(YAML::Load(rsi::runtime::resolved_yaml(config)), "", resolved, schema);
+  for (const auto& k : documented) EXPECT_TRUE(schema.count(k)) << "documented key '" << k << "' is not in the schema";
+  for (const auto& k : schema) EXPECT_TRUE(documented.count(k)) << "schema key '" << k << "' is not documented";
+  for (const auto& k : resolved) EXPECT_TRUE(schema.count(k)) << "resolved key '" << k << "' is not in the schema";
+  for (const char* images_only : {"task.train", "task.test", "task.layout", "task.classes"}) resolved.insert(images_only);
+  EXPECT_EQ(resolved, schema) << "the resolved manifest does not write every key of the schema";
   // The documented values are the defaults: a manifest of seeds alone resolves to the same values
   // except where the document shows an example (name, seed, directory, split sizes).
   const auto defaults = parse_manifest(kSeeds, "defaults.yaml", kSource + "/experiments");

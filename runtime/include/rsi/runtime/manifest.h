@@ -1,6 +1,6 @@
 // Run manifests: the YAML file that defines an experiment, loaded into a validated RunConfig.
 // Unknown keys are errors (with a did-you-mean); every message names file:line:column.
-// The full schema is documented in experiments/README.md.
+// The schema is described once, in runtime/src/manifest_schema.h; experiments/README.md documents it.
 #pragma once
 
 #include <cstdint>
@@ -88,6 +88,10 @@ RunConfig load_manifest(const std::string& path);
 // and an images task's data is not probed (its input stays the default).
 RunConfig parse_manifest(const std::string& text, const std::string& source, const std::string& base_dir,
                          bool load_seeds = true);
+
+// Every key of the schema (runtime/src/manifest_schema.h), dotted ("design.predictor.ridge"), in the
+// order resolved_yaml writes them; "seeds" (a list) is one key.
+std::vector<std::string> manifest_keys();
 
 // The resolved manifest: every key of the schema with its value (defaults filled in), as YAML.
 // Seeds are listed as their canonical genome text.
