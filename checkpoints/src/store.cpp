@@ -7,6 +7,7 @@
 // computed before writing): they finish on a background thread, so that on_generation costs about
 // what writing the bytes with fsync costs.
 #include "rsi/checkpoints/store.h"
+#include "rsi/kernels/report.h"
 
 #include <algorithm>
 #include <atomic>
@@ -256,7 +257,7 @@ void LineageStore::on_finish() {
   try {
     join_background();
   } catch (const std::exception& e) {
-    if (!background_error_printed_) std::fprintf(stderr, "rsi: lineage store: error: %s\n", e.what());
+    if (!background_error_printed_) kernels::report_error(std::string("lineage store: ") + e.what());
     background_error_printed_ = true;
   }
 }

@@ -1,10 +1,12 @@
 // Check macros for CUDA runtime and cuBLAS calls: a failure throws std::runtime_error naming the
 // statement, file:line, the device and the library's own error string. The _NOTHROW variants are
-// for destructors (they report on stderr and carry on).
+// for destructors (they report through rsi/kernels/report.h and carry on).
 #pragma once
 
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
+
+#include "rsi/kernels/report.h"
 
 #include <cstdio>
 #include <stdexcept>
@@ -49,8 +51,9 @@ inline const char* cublas_status_name(cublasStatus_t s) {
     const cudaError_t rsi_cuda_err_ = (stmt);                                                                 \
     /* at process exit the runtime may already be unloaded: nothing is left to free then */                 \
     if (rsi_cuda_err_ != cudaSuccess && rsi_cuda_err_ != cudaErrorCudartUnloading)                            \
-      std::fprintf(stderr, "rsi: CUDA error %s in `%s` at %s:%d (ignored in a destructor)\n",                 \
-                   cudaGetErrorString(rsi_cuda_err_), #stmt, __FILE__, __LINE__);                             \
+      ::rsi::kernels::report_warning(std::string("CUDA error ") + cudaGetErrorString(rsi_cuda_err_) +        \
+                                     " in `" #stmt "` at " __FILE__ ":" + std::to_string(__LINE__) +       \
+                                     " (ignored in a destructor)");                                         \
   } while (0)
 
 #define RSI_CUBLAS_CHECK(stmt)                                                                           \

@@ -1,6 +1,7 @@
 // Training loop (distillation and fine-tuning phases, data-parallel over a trainer group) and
 // evaluation.
 #include "rsi/models/trainer.h"
+#include "rsi/kernels/report.h"
 
 #include <algorithm>
 #include <chrono>
@@ -89,8 +90,8 @@ class DevicePlacement {
     try {
       net_.to(original_);
     } catch (const std::exception& e) {
-      std::fprintf(stderr, "rsi: could not move the network back to the %s after training: %s\n",
-                   kernels::device_name(original_), e.what());
+      kernels::report_warning(std::string("could not move the network back to the ") +
+                              kernels::device_name(original_) + " after training: " + e.what());
     }
   }
   DevicePlacement(const DevicePlacement&) = delete;

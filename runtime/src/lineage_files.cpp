@@ -108,7 +108,7 @@ void LineageFiles::on_generation(const scheduler::GenerationRecord& g) {
     char predicted[32] = "-";
     if (m.predicted_gain) std::snprintf(predicted, sizeof predicted, "%+.6f", *m.predicted_gain);
     models_ << line << m.description << "\t" << (m.failure.empty() ? "-" : m.failure);
-    if (rungs.empty()) rungs = "-";
+    if (rungs.empty()) rungs.push_back('-');  // (not = "-": GCC 12 warns -Wrestrict falsely)
     if (improvement_) models_ << "\t" << predicted << "\t" << rungs;
     models_ << "\t" << genome_columns(m.genome_yaml) << "\n";
   }

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "progress.h"
+#include "rsi/kernels/report.h"
 
 namespace rsi::runtime {
 
@@ -31,6 +32,10 @@ void set_log_source(const std::string& command, int rank) {
   const std::lock_guard lock(s.mutex);
   s.command = command;
   s.rank = rank;
+  // What the libraries below report from destructors (rsi/kernels/report.h) comes here too.
+  kernels::set_report_handler([](kernels::ReportLevel level, const std::string& text) {
+    log_message(level == kernels::ReportLevel::Error ? LogLevel::Error : LogLevel::Warning, text);
+  });
 }
 
 std::string log_line(LogLevel level, const std::string& text, const std::string& command, int rank, bool plain,

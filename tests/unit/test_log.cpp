@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <string>
 
+#include "rsi/kernels/report.h"
 #include "rsi/runtime/log.h"
 
 namespace {
@@ -38,6 +39,9 @@ TEST(Log, MessagesGoToStderrAsWholeLines) {
   rsi::runtime::set_log_source("study");
   rsi::runtime::log_warning("arm x has no run yet");
   rsi::runtime::logf(LogLevel::Error, "%d runs failed", 2);
+  // What the libraries below runtime/ report from their destructors takes the same shape.
+  rsi::kernels::report_warning("could not move the network back to the cpu after training: x");
+  rsi::kernels::report_error("lineage store: disk full");
   std::fflush(stderr);
   dup2(saved, STDERR_FILENO);
   close(saved);
@@ -45,7 +49,10 @@ TEST(Log, MessagesGoToStderrAsWholeLines) {
   text.resize(static_cast<std::size_t>(pread(fd, text.data(), text.size(), 0)));
   close(fd);
   unlink(path);
-  EXPECT_EQ(text, "rsi study: warning: arm x has no run yet\nrsi study: 2 runs failed\n");
+  EXPECT_EQ(text,
+            "rsi study: warning: arm x has no run yet\nrsi study: 2 runs failed\n"
+            "rsi study: warning: could not move the network back to the cpu after training: x\n"
+            "rsi study: lineage store: disk full\n");
 }
 
 }  // namespace
