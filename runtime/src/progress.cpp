@@ -17,7 +17,10 @@ namespace rsi::runtime {
 std::string fmt_seconds(double s) {
   if (s < 0 || !std::isfinite(s)) return "--";
   char buf[32];
-  if (s >= 3600)
+  if (s >= 9999 * 86400.0) return ">9999d";
+  if (s >= 2 * 86400)
+    std::snprintf(buf, sizeof buf, "%dd%02dh", static_cast<int>(s / 86400), static_cast<int>(s / 3600) % 24);
+  else if (s >= 3600)
     std::snprintf(buf, sizeof buf, "%dh%02dm", static_cast<int>(s / 3600), static_cast<int>(s / 60) % 60);
   else if (s >= 60)
     std::snprintf(buf, sizeof buf, "%dm%02ds", static_cast<int>(s / 60), static_cast<int>(s) % 60);
@@ -67,9 +70,11 @@ double remaining_work(const WorkSoFar& w, double* next) {
     remaining += std::max(0.0, expected - w.in_flight_work);
     base = expected;
   }
+  // Growth cannot compound for ever: the design limits bound a child's size, so a later generation
+  // is taken as at most 8 times the current one (a 60-generation run would otherwise be 2^60 of it).
   double later = base;
   for (int k = 0; k < w.later; ++k) {
-    later *= growth;
+    later = std::min(later * growth, 8 * base);
     if (k == 0 && next) *next = later;
     remaining += later;
   }

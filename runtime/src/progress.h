@@ -44,7 +44,8 @@ double generation_work(const scheduler::GenerationRecord& g);
 double model_work(const scheduler::ModelRecord& m);
 // The work still to come: the generation in flight at its finished children's mean per child, each
 // later one as the one before times the last complete generation's growth over its predecessor
-// (clamped to 1..2). `next` (if given) gets the expected work of the next generation to start.
+// (clamped to 1..2), up to 8 times the current generation. `next` (if given) gets the expected work
+// of the next generation to start.
 double remaining_work(const WorkSoFar& w, double* next = nullptr);
 // Seconds left at the pace of the work done in `elapsed` seconds; -1 when no work is known yet (a
 // surrogate task trains nothing: the caller falls back to eta_seconds).

@@ -26,6 +26,8 @@ TEST(Progress, FormatsDurations) {
   EXPECT_EQ(rsi::runtime::fmt_seconds(245), "4m05s");
   EXPECT_EQ(rsi::runtime::fmt_seconds(7620), "2h07m");
   EXPECT_EQ(rsi::runtime::fmt_seconds(-1), "--");  // unknown
+  EXPECT_EQ(rsi::runtime::fmt_seconds(2 * 86400 + 7 * 3600 + 5), "2d07h");
+  EXPECT_EQ(rsi::runtime::fmt_seconds(1e30), ">9999d");  // not an int's overflow
 }
 
 TEST(Progress, BarFillsWithTheFraction) {
@@ -69,6 +71,12 @@ TEST(Progress, EtaFromTheWorkStillToCome) {
   w.in_flight = false;
   w.later = 2;
   EXPECT_DOUBLE_EQ(rsi::runtime::remaining_work(w), 200);
+  // A long run: growth compounds up to 8 times the generation in flight, not 2^55 times (the ETA
+  // of a 60-generation quickstart printed as -2147483648h).
+  w.generations = {100, 200};
+  w.in_flight = true;
+  w.later = 55;
+  EXPECT_DOUBLE_EQ(rsi::runtime::remaining_work(w), 300 + 1200 + 2400 + 53 * 4800);
   rsi::runtime::WorkSoFar none;  // a surrogate run trains nothing: unknown, the caller falls back
   none.later = 3;
   EXPECT_LT(rsi::runtime::cost_eta_seconds(none, 10), 0);
