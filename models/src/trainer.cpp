@@ -117,23 +117,28 @@ struct Phase {
   std::int64_t labeled, unlabeled;
 };
 
-// The plan of a train() call: its phases and the step budget.
+// The plan of a train() call: its phases and the step budget. Steps are counted on from the ones
+// earlier calls took (`first_step`), so `total_steps` is where this call ends; the learning-rate
+// schedule spans `schedule_steps`.
 struct Plan {
   std::vector<Phase> phases;
-  std::int64_t total_steps = 0;
+  std::int64_t first_step = 0, total_steps = 0, schedule_steps = 0;
   bool distill = false;
 };
 
-Plan make_plan(const Recipe& recipe, const Dataset& data, const TrainOptions& options, int batch) {
+Plan make_plan(const Recipe& recipe, const Dataset& data, const TrainOptions& options) {
   Plan plan;
   plan.distill = (options.teacher_network || static_cast<bool>(options.teacher)) && recipe.distill_epochs > 0;
   const std::int64_t unlabeled = options.unlabeled ? options.unlabeled->size() : 0;
   if (plan.distill)
     plan.phases.push_back({EpochReport::Phase::Distill, recipe.distill_epochs, true, data.size(), unlabeled});
-  plan.phases.push_back({EpochReport::Phase::FineTune, options.epochs >= 0 ? options.epochs : recipe.epochs, false,
-                         data.size(), 0});
-  for (const Phase& p : plan.phases) plan.total_steps += p.epochs * ((p.labeled + p.unlabeled + batch - 1) / batch);
-  if (options.max_steps >= 0) plan.total_steps = std::min(plan.total_steps, options.max_steps);
+  const int epochs = options.epochs >= 0 ? options.epochs : recipe.epochs;
+  plan.phases.push_back({EpochReport::Phase::FineTune, epochs, false, data.size(), 0});
+  std::int64_t steps = planned_steps(recipe, data.size(), unlabeled, plan.distill, epochs);
+  if (options.max_steps >= 0) steps = std::min(steps, options.max_steps);
+  plan.first_step = std::max<std::int64_t>(options.steps_before, 0);
+  plan.total_steps = plan.first_step + steps;
+  plan.schedule_steps = options.schedule_steps > 0 ? options.schedule_steps : plan.total_steps;
   return plan;
 }
 
@@ -229,7 +234,7 @@ class Trainer {
         rank_(group_ ? group_->rank() : 0), ranks_(group_ ? group_->size() : 1),
         batch_(std::max(1, recipe_.batch_size)),
         augment_(recipe_.augmentation.shift > 0 || recipe_.augmentation.flip),
-        plan_(make_plan(recipe_, data, options, batch_)), teacher_net_(options.teacher_network),
+        plan_(make_plan(recipe_, data, options)), teacher_net_(options.teacher_network),
         placement_(net, options.device) {
     if (plan_.distill && teacher_net_) teacher_placement_.emplace(*teacher_net_, options.device);
     device_ = net.device();
@@ -262,7 +267,8 @@ class Trainer {
   }
 
   TrainResult run() {
-    std::uint32_t epoch_counter = 0;
+    std::uint32_t epoch_counter = o_.epochs_before;
+    step_ = plan_.first_step;
     for (const Phase& phase : plan_.phases) {
       const std::int64_t examples = phase.labeled + phase.unlabeled;
       if (examples == 0) continue;
@@ -334,7 +340,7 @@ class Trainer {
         window_->flush(report, loss_sum, result_);
         if (result_.diverged) break;
       }
-      optimizer_->step(scheduled_learning_rate(recipe_, step_, plan_.total_steps), step_ + 1);
+      optimizer_->step(scheduled_learning_rate(recipe_, step_, plan_.schedule_steps), step_ - plan_.first_step + 1);
       if (o_.on_step && o_.progress_every > 0 && (b + 1) % o_.progress_every == 0) o_.on_step(b + 1, steps_per_epoch);
     }
     average_state();
@@ -467,7 +473,7 @@ class Trainer {
     report.seconds = seconds_since(epoch_start);
     report.mean_loss = report.steps ? loss_sum / static_cast<double>(report.steps) : 0.0;
     report.samples_per_second = report.seconds > 0 ? static_cast<double>(report.samples) / report.seconds : 0.0;
-    report.learning_rate = scheduled_learning_rate(recipe_, step_, plan_.total_steps);
+    report.learning_rate = scheduled_learning_rate(recipe_, step_, plan_.schedule_steps);
     result_.steps += report.steps;
     result_.samples += report.samples;
     result_.seconds += report.seconds;
@@ -522,6 +528,14 @@ bool cuda_graphs_from_environment() {
 namespace {
 double scheduled_after_warmup(const Recipe& recipe, double base, double progress);
 }  // namespace
+
+std::int64_t planned_steps(const Recipe& recipe, std::int64_t labeled, std::int64_t unlabeled, bool distill, int epochs) {
+  const std::int64_t batch = std::max(1, recipe.batch_size);
+  const std::int64_t distill_steps = distill && recipe.distill_epochs > 0
+                                         ? recipe.distill_epochs * ((labeled + unlabeled + batch - 1) / batch)
+                                         : 0;
+  return distill_steps + static_cast<std::int64_t>(std::max(epochs, 0)) * ((labeled + batch - 1) / batch);
+}
 
 double scheduled_learning_rate(const Recipe& recipe, std::int64_t step, std::int64_t total_steps) {
   const double base = recipe.learning_rate;

@@ -191,6 +191,7 @@ void visit_loop_keys(Config& rc, V& v) {
   v.value("design.rungs.promote", rungs.promote,
           [](const double& x) { return x > 0 && x <= 1; },
           "a fraction in (0, 1] of each generation's children", kLater);
+  v.value("design.rungs.continue_schedule", rungs.continue_schedule, {}, kSwitch, kLater);
   auto& niches = imp.niches;
   v.value("design.niches.enabled", niches.enabled, {}, kSwitch, kLater);
   v.value("design.niches.parameter_bins", niches.parameter_bins, in_range(1, 64), range_text(1, 64), kLater);

@@ -240,7 +240,10 @@ class Coordinator {
     for (const auto& m : children) {
       if (m.status == ModelRecord::Status::Refused) continue;
       tasks.push_back(make_task(m));
-      if (rungs.enabled) tasks.back().train_epochs = std::min(genomes_.at(m.id).recipe.epochs, rungs.first_epochs);
+      if (rungs.enabled) {
+        tasks.back().train_epochs = std::min(genomes_.at(m.id).recipe.epochs, rungs.first_epochs);
+        tasks.back().continue_schedule = rungs.continue_schedule;
+      }
     }
     if (events_.on_generation_start) events_.on_generation_start(generation, static_cast<int>(children.size()));
     dispatch(std::move(tasks));
@@ -282,6 +285,8 @@ class Coordinator {
       t.done_epochs = first;
       t.start_weights = results_.at(id).weights;
       t.estimated_cost = estimate_cost(genomes_.at(id), config_.task, false) * t.train_epochs / epochs;
+      t.continue_schedule = rungs.continue_schedule;
+      t.distilled = !child_of.at(id)->parents.empty();  // its first rung distilled from its parent
       first_rung[id] = results_.at(id);
       tasks.push_back(std::move(t));
     }

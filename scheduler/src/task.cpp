@@ -208,6 +208,16 @@ TaskResult execute_images(const Task& task, const LoopConfig& config, const Task
     opt.teacher_network = parent.get();  // on the training device: soft labels stay on the GPU
     opt.unlabeled = &data.unlabeled;
   }
+  if (task.continue_schedule) {  // rungs: one schedule over the child's whole training
+    const models::Recipe& recipe = genome.recipe;
+    const std::int64_t labeled = data.labeled.size(), unlabeled = data.unlabeled.size();
+    const bool distilled = task.start_weights ? task.distilled : parent != nullptr;
+    opt.schedule_steps = models::planned_steps(recipe, labeled, unlabeled, distilled, recipe.epochs);
+    if (task.start_weights) {
+      opt.steps_before = models::planned_steps(recipe, labeled, unlabeled, distilled, task.done_epochs);
+      opt.epochs_before = static_cast<std::uint32_t>((distilled ? recipe.distill_epochs : 0) + task.done_epochs);
+    }
+  }
   const models::TrainResult trained = models::train(child, data.labeled, opt);
   if (trained.diverged)
     return failed(task, ModelRecord::FailureKind::Diverged, "diverged: loss became " + std::to_string(trained.final_loss) + " after " +
@@ -242,6 +252,7 @@ std::vector<std::byte> encode(const Task& t) {
   w.put<std::int32_t>(t.train_epochs);
   w.put<std::int32_t>(t.done_epochs);
   put_weights(w, t.start_weights);
+  w.put<std::uint8_t>(static_cast<std::uint8_t>((t.continue_schedule ? 1 : 0) | (t.distilled ? 2 : 0)));
   return w.take();
 }
 
@@ -258,6 +269,9 @@ Task decode_task(const std::vector<std::byte>& bytes) {
   t.train_epochs = r.get<std::int32_t>();
   t.done_epochs = r.get<std::int32_t>();
   t.start_weights = get_weights(r);
+  const auto flags = r.get<std::uint8_t>();
+  t.continue_schedule = (flags & 1) != 0;
+  t.distilled = (flags & 2) != 0;
   return t;
 }
 

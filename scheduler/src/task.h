@@ -31,6 +31,11 @@ struct Task {
   int train_epochs = 0;
   int done_epochs = 0;
   std::shared_ptr<const Weights> start_weights;
+  // design.rungs.continue_schedule: the learning-rate schedule spans the child's whole training
+  // (its distillation and all its epochs) across its rungs, and a later rung goes on where the
+  // first stopped; `distilled`: that first rung had a distillation phase.
+  bool continue_schedule = false;
+  bool distilled = false;
 };
 
 struct TaskResult {

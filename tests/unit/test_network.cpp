@@ -208,6 +208,62 @@ TEST(Trainer, SameSeedGivesBitwiseIdenticalWeights) {
   EXPECT_EQ(a, d) << "training must not depend on the thread count";
 }
 
+// Multi-fidelity rungs with design.rungs.continue_schedule: a training split over two calls, the
+// second going on from the first's steps and epochs under one schedule, is the training one call
+// does (bit for bit with an optimizer that keeps no state; Adam's moments restart by design).
+TEST(Trainer, ATrainingContinuedInASecondCallIsTheOneCallTraining) {
+  models::Genome g = every_block_genome();
+  Block drop;
+  drop.kind = Block::Kind::Dropout, drop.rate = 0.3f;
+  g.blocks.insert(g.blocks.end() - 1, drop);
+  g.recipe.optimizer = models::Recipe::Optimizer::Sgd;
+  g.recipe.momentum = 0.0f;
+  g.recipe.learning_rate = 0.05f;
+  g.recipe.schedule = models::Recipe::Schedule::Cosine;
+  g.recipe.warmup = 0.1f;
+  g.recipe.batch_size = 16;
+  g.recipe.epochs = 3;
+  g.recipe.distill_epochs = 1;
+  g.recipe.augmentation = {1, true};
+  const auto data = stripes(100, 3), pool = stripes(40, 9);
+  const auto teacher = [](const float* x, int N, float* logits) {
+    for (int i = 0; i < N * 3; ++i) logits[i] = x[i % 64];
+  };
+  const auto options = [&](bool with_teacher) {
+    models::TrainOptions opt;
+    opt.seed = 5;
+    opt.model_id = 7;
+    if (with_teacher) opt.teacher = teacher, opt.unlabeled = &pool;
+    return opt;
+  };
+  const auto weights = [](const models::Network& n) {
+    return std::vector<float>(n.parameters().data(), n.parameters().data() + n.parameter_count());
+  };
+  models::Network whole(g, kSmall);
+  whole.initialize(5, 7);
+  const auto one_call = models::train(whole, data, options(true));
+
+  const std::int64_t all = models::planned_steps(g.recipe, data.size(), pool.size(), true, 3);
+  ASSERT_EQ(all, one_call.steps);
+  models::Network split(g, kSmall);
+  split.initialize(5, 7);
+  models::TrainOptions first = options(true);
+  first.epochs = 1;
+  first.schedule_steps = all;
+  const auto rung1 = models::train(split, data, first);
+  EXPECT_EQ(rung1.steps, models::planned_steps(g.recipe, data.size(), pool.size(), true, 1));
+  EXPECT_NE(weights(split), weights(whole));
+  models::TrainOptions second = options(false);  // no teacher: it distilled in its first rung
+  second.epochs = 2;
+  second.steps_before = rung1.steps;
+  second.epochs_before = 2;  // the distillation epoch and the first fine-tune epoch
+  second.schedule_steps = all;
+  const auto rung2 = models::train(split, data, second);
+  EXPECT_EQ(rung1.steps + rung2.steps, all);
+  EXPECT_EQ(weights(split), weights(whole));
+  EXPECT_DOUBLE_EQ(rung2.epochs.front().learning_rate, one_call.epochs[2].learning_rate);
+}
+
 TEST(Trainer, DivergenceIsReportedNotThrown) {
   models::Genome g;
   g.blocks = {dense(8), act(kernels::Activation::ReLU), dense(3)};

@@ -98,6 +98,14 @@ struct TrainOptions {
   // the same kernels on the same buffers: results equal those without (tests/gpu/test_parity.cpp).
   // Default: RSI_CUDA_GRAPHS=1 in the environment turns it on.
   bool cuda_graphs = cuda_graphs_from_environment();
+  // A training continued over several calls (multi-fidelity rungs): `steps_before` steps and
+  // `epochs_before` epochs were trained by earlier calls, and the learning-rate schedule spans
+  // `schedule_steps` steps in all (0: this call's own). Steps and epochs, and the draws keyed by them
+  // (shuffles, augmentation, dropout), go on from there; the optimizer starts afresh (Adam's bias
+  // correction from this call's first step). planned_steps gives the counts.
+  std::int64_t steps_before = 0;
+  std::int64_t schedule_steps = 0;
+  std::uint32_t epochs_before = 0;
 };
 
 struct TrainResult {
@@ -119,6 +127,11 @@ struct TrainResult {
 // examples in an order drawn from (seed, model id, epoch); augmentation draws from (seed, model id,
 // step). The same inputs give bitwise identical weights.
 TrainResult train(Network& net, const Dataset& train, const TrainOptions& options);
+
+// The steps train() takes for a recipe over `labeled` examples: its distillation phase over
+// labeled + `unlabeled` (when `distill`: a teacher and distill_epochs > 0), then `epochs` fine-tune
+// epochs. For TrainOptions::steps_before and schedule_steps.
+std::int64_t planned_steps(const Recipe& recipe, std::int64_t labeled, std::int64_t unlabeled, bool distill, int epochs);
 
 // Learning rate at `step` of `total_steps` for a recipe (constant, cosine to zero, or step decay
 // ×0.1 at 50% and 75%).

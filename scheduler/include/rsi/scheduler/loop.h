@@ -72,6 +72,10 @@ struct ImprovementConfig {
     bool enabled = false;      // multi-fidelity: every child first trains `first_epochs` epochs
     int first_epochs = 1;
     double promote = 0.5;      // the best fraction of that rung (by validation) trains the rest
+    // One learning-rate schedule over a child's whole training, the second rung going on where the
+    // first stopped (steps, shuffles, augmentation); off: each rung runs its own schedule from the
+    // top (as lineages before this key did).
+    bool continue_schedule = false;
   } rungs;
   struct Niches {
     bool enabled = false;      // selection keeps the best model of every niche first (quality-diversity)
