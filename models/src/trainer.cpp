@@ -55,7 +55,35 @@ class Optimizer {
         runs_.push_back(s);
     }
   }
+  // Starts from a state an earlier call returned: the moments, and the step count Adam's bias
+  // correction goes on from.
+  void load(const OptimizerState& state) {
+    const auto n = static_cast<std::size_t>(net_.parameter_count());
+    if (state.first.size() != n || state.second.size() != static_cast<std::size_t>(v_.numel()))
+      throw std::invalid_argument("train: the optimizer state holds " + std::to_string(state.first.size()) + " + " +
+                                  std::to_string(state.second.size()) + " moments; this network and optimizer take " +
+                                  std::to_string(n) + " + " + std::to_string(v_.numel()));
+    const kernels::Exec& e = net_.exec();
+    kernels::copy_floats(m_.data(), m_.device(), state.first.data(), kernels::Device::CPU, m_.numel(), e.ctx);
+    if (v_.numel() > 0)
+      kernels::copy_floats(v_.data(), v_.device(), state.second.data(), kernels::Device::CPU, v_.numel(), e.ctx);
+    steps_before_ = state.steps;
+  }
+  OptimizerState save(std::int64_t steps) const {
+    OptimizerState state;
+    state.first.resize(static_cast<std::size_t>(m_.numel()));
+    state.second.resize(static_cast<std::size_t>(v_.numel()));
+    const kernels::Exec& e = net_.exec();
+    kernels::copy_floats(state.first.data(), kernels::Device::CPU, m_.data(), m_.device(), m_.numel(), e.ctx);
+    if (v_.numel() > 0)
+      kernels::copy_floats(state.second.data(), kernels::Device::CPU, v_.data(), v_.device(), v_.numel(), e.ctx);
+    state.steps = steps_before_ + steps;
+    return state;
+  }
+
+  // `t`: this call's step, from 1 (Adam's bias correction adds the loaded state's steps).
   void step(double lr, std::int64_t t) {
+    t += steps_before_;
     float* p = net_.parameters().data();
     const float* g = net_.gradients().data();
     const kernels::Exec& e = net_.exec();
@@ -79,6 +107,7 @@ class Optimizer {
   const Recipe& recipe_;
   kernels::Tensor m_, v_;
   std::vector<ParamSegment> runs_;
+  std::int64_t steps_before_ = 0;
 };
 
 // Moves a network to the training device for the scope of train() and back where it was after,
@@ -244,6 +273,7 @@ class Trainer {
     const int window = o_.loss_check_every > 0 ? o_.loss_check_every : cuda ? 32 : 1;
     window_.emplace(window, device_, group_);
     optimizer_.emplace(net, recipe_);
+    if (o_.start_optimizer) optimizer_->load(*o_.start_optimizer);
     if (group_) reducer_ = std::make_unique<GradientReducer>(*group_, net, o_.bucket_floats);
     ready_ = reducer_ ? reducer_->hook() : Network::GradientsReady{};
     capacity_ = (batch_ + ranks_ - 1) / ranks_;
@@ -283,6 +313,7 @@ class Trainer {
       result_.buckets_reduced = reducer_->issued();
       result_.buckets_overlapped = reducer_->issued_early();
     }
+    if (o_.keep_optimizer) result_.optimizer = optimizer_->save(step_ - plan_.first_step);
     return std::move(result_);
   }
 

@@ -175,6 +175,11 @@ void visit_loop_keys(Config& rc, V& v) {
   v.value("design.deduplicate", imp.deduplicate, {}, kSwitch, kLater);
   v.value("design.redesign_attempts", imp.redesign_attempts, in_range(0, 1000), range_text(0, 1000), kLater);
   v.value("design.extended_recipe", imp.extended_recipe, {}, kSwitch, kLater);
+  using Distill = scheduler::ImprovementConfig::Distill;
+  v.choice("design.distill", imp.distill, {{"always", Distill::Always}, {"when_changed", Distill::FunctionChanged}},
+           "one of always (every child with a parent distils from it), when_changed (only a child whose design "
+           "changed its parent's function)",
+           kLater);
   auto& pred = imp.predictor;
   v.value("design.predictor.enabled", pred.enabled, {}, kSwitch, kLater);
   v.value("design.predictor.candidates", pred.candidates, in_range(1, 64), range_text(1, 64), kLater);
@@ -192,6 +197,7 @@ void visit_loop_keys(Config& rc, V& v) {
           [](const double& x) { return x > 0 && x <= 1; },
           "a fraction in (0, 1] of each generation's children", kLater);
   v.value("design.rungs.continue_schedule", rungs.continue_schedule, {}, kSwitch, kLater);
+  v.value("design.rungs.keep_optimizer", rungs.keep_optimizer, {}, kSwitch, kLater);
   auto& niches = imp.niches;
   v.value("design.niches.enabled", niches.enabled, {}, kSwitch, kLater);
   v.value("design.niches.parameter_bins", niches.parameter_bins, in_range(1, 64), range_text(1, 64), kLater);

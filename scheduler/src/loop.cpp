@@ -187,8 +187,17 @@ class Coordinator {
       t.parent_weights = parent.weights;
       t.morphism = morphisms_.at(m.id);
     }
-    t.estimated_cost = estimate_cost(genome, config_.task, !m.parents.empty());
+    t.distilled = distils(m);
+    t.estimated_cost = estimate_cost(genome, config_.task, t.distilled);
     return t;
+  }
+
+  // Whether a child's training (its first rung) starts with distillation from its parent
+  // (ImprovementConfig::distill).
+  bool distils(const ModelRecord& m) const {
+    if (m.parents.empty()) return false;
+    return config_.improvement.distill == ImprovementConfig::Distill::Always ||
+           !morphisms_.at(m.id).function_preserving;
   }
 
   const ModelRecord* find_population(std::uint64_t id) const {
@@ -243,6 +252,7 @@ class Coordinator {
       if (rungs.enabled) {
         tasks.back().train_epochs = std::min(genomes_.at(m.id).recipe.epochs, rungs.first_epochs);
         tasks.back().continue_schedule = rungs.continue_schedule;
+        tasks.back().keep_optimizer = rungs.keep_optimizer && genomes_.at(m.id).recipe.epochs > rungs.first_epochs;
       }
     }
     if (events_.on_generation_start) events_.on_generation_start(generation, static_cast<int>(children.size()));
@@ -286,7 +296,8 @@ class Coordinator {
       t.start_weights = results_.at(id).weights;
       t.estimated_cost = estimate_cost(genomes_.at(id), config_.task, false) * t.train_epochs / epochs;
       t.continue_schedule = rungs.continue_schedule;
-      t.distilled = !child_of.at(id)->parents.empty();  // its first rung distilled from its parent
+      t.distilled = distils(*child_of.at(id));  // its first rung distilled from its parent
+      t.start_optimizer = results_.at(id).optimizer;
       first_rung[id] = results_.at(id);
       tasks.push_back(std::move(t));
     }

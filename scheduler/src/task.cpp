@@ -31,6 +31,23 @@ void put_morphism(wire::Writer& w, const models::Morphism& m) {
   w.put<std::uint8_t>(m.function_preserving);
 }
 
+void put_optimizer(wire::Writer& w, const std::shared_ptr<const models::OptimizerState>& state) {
+  w.put<std::uint8_t>(state != nullptr);
+  if (!state) return;
+  w.put(state->first);
+  w.put(state->second);
+  w.put(state->steps);
+}
+
+std::shared_ptr<const models::OptimizerState> get_optimizer(wire::Reader& r) {
+  if (r.get<std::uint8_t>() == 0) return nullptr;
+  auto state = std::make_shared<models::OptimizerState>();
+  state->first = r.get_vector<float>();
+  state->second = r.get_vector<float>();
+  state->steps = r.get<std::int64_t>();
+  return state;
+}
+
 models::Morphism get_morphism(wire::Reader& r) {
   models::Morphism m;
   m.blocks.resize(r.get<std::uint64_t>());
@@ -200,6 +217,8 @@ TaskResult execute_images(const Task& task, const LoopConfig& config, const Task
     const models::InheritReport inherit = models::inherit_weights(*parent, child, task.morphism);
     r.inherited = inherit.inherited > 0;
     r.function_preserving = inherit.function_preserving;
+  }
+  if (parent && task.distilled) {  // the coordinator's choice (design.distill)
     if (data.unlabeled.size() > 0) {
       const PseudoLabels labels = pseudo_labels(*parent, data.unlabeled, group);
       r.metrics.pseudo_label_accuracy = labels.accuracy;
@@ -211,14 +230,16 @@ TaskResult execute_images(const Task& task, const LoopConfig& config, const Task
   if (task.continue_schedule) {  // rungs: one schedule over the child's whole training
     const models::Recipe& recipe = genome.recipe;
     const std::int64_t labeled = data.labeled.size(), unlabeled = data.unlabeled.size();
-    const bool distilled = task.start_weights ? task.distilled : parent != nullptr;
+    const bool distilled = task.start_weights ? task.distilled : opt.teacher_network != nullptr;
     opt.schedule_steps = models::planned_steps(recipe, labeled, unlabeled, distilled, recipe.epochs);
     if (task.start_weights) {
       opt.steps_before = models::planned_steps(recipe, labeled, unlabeled, distilled, task.done_epochs);
       opt.epochs_before = static_cast<std::uint32_t>((distilled ? recipe.distill_epochs : 0) + task.done_epochs);
     }
   }
-  const models::TrainResult trained = models::train(child, data.labeled, opt);
+  opt.start_optimizer = task.start_optimizer.get();
+  opt.keep_optimizer = task.keep_optimizer;
+  models::TrainResult trained = models::train(child, data.labeled, opt);
   if (trained.diverged)
     return failed(task, ModelRecord::FailureKind::Diverged, "diverged: loss became " + std::to_string(trained.final_loss) + " after " +
                             std::to_string(trained.steps) + " steps");
@@ -235,6 +256,7 @@ TaskResult execute_images(const Task& task, const LoopConfig& config, const Task
   r.metrics.samples = trained.samples;
   r.metrics.wall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   r.weights = save_weights(child);
+  if (trained.optimizer) r.optimizer = std::make_shared<const models::OptimizerState>(std::move(*trained.optimizer));
   return r;
 }
 
@@ -252,7 +274,9 @@ std::vector<std::byte> encode(const Task& t) {
   w.put<std::int32_t>(t.train_epochs);
   w.put<std::int32_t>(t.done_epochs);
   put_weights(w, t.start_weights);
-  w.put<std::uint8_t>(static_cast<std::uint8_t>((t.continue_schedule ? 1 : 0) | (t.distilled ? 2 : 0)));
+  w.put<std::uint8_t>(
+      static_cast<std::uint8_t>((t.continue_schedule ? 1 : 0) | (t.distilled ? 2 : 0) | (t.keep_optimizer ? 4 : 0)));
+  put_optimizer(w, t.start_optimizer);
   return w.take();
 }
 
@@ -272,6 +296,8 @@ Task decode_task(const std::vector<std::byte>& bytes) {
   const auto flags = r.get<std::uint8_t>();
   t.continue_schedule = (flags & 1) != 0;
   t.distilled = (flags & 2) != 0;
+  t.keep_optimizer = (flags & 4) != 0;
+  t.start_optimizer = get_optimizer(r);
   return t;
 }
 
@@ -285,6 +311,7 @@ std::vector<std::byte> encode(const TaskResult& x) {
   w.put<std::uint8_t>(x.inherited);
   w.put<std::uint8_t>(x.function_preserving);
   put_weights(w, x.weights);
+  put_optimizer(w, x.optimizer);
   return w.take();
 }
 
@@ -303,6 +330,7 @@ TaskResult decode_result(const std::vector<std::byte>& bytes) {
   x.inherited = r.get<std::uint8_t>() != 0;
   x.function_preserving = r.get<std::uint8_t>() != 0;
   x.weights = get_weights(r);
+  x.optimizer = get_optimizer(r);
   return x;
 }
 
@@ -338,12 +366,12 @@ std::unique_ptr<TaskData> load_task_data(const TaskSpec& spec, std::uint64_t see
   return data;
 }
 
-double estimate_cost(const models::Genome& genome, const TaskSpec& spec, bool has_parent) {
+double estimate_cost(const models::Genome& genome, const TaskSpec& spec, bool distils) {
   const models::GenomeStats stats = models::validate(genome, spec.input);
   if (spec.kind == TaskSpec::Kind::Surrogate) return static_cast<double>(stats.flops);
   const double labeled = static_cast<double>(spec.split.labeled);
   double samples = labeled * genome.recipe.epochs;
-  if (has_parent) samples += (labeled + static_cast<double>(spec.split.unlabeled)) * genome.recipe.distill_epochs;
+  if (distils) samples += (labeled + static_cast<double>(spec.split.unlabeled)) * genome.recipe.distill_epochs;
   return static_cast<double>(stats.flops) * samples;
 }
 

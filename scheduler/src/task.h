@@ -12,6 +12,7 @@
 #include "rsi/collective/communicator.h"
 #include "rsi/models/data.h"
 #include "rsi/models/morphism.h"
+#include "rsi/models/trainer.h"
 #include "rsi/scheduler/loop.h"
 #include "rsi/scheduler/record.h"
 
@@ -33,9 +34,15 @@ struct Task {
   std::shared_ptr<const Weights> start_weights;
   // design.rungs.continue_schedule: the learning-rate schedule spans the child's whole training
   // (its distillation and all its epochs) across its rungs, and a later rung goes on where the
-  // first stopped; `distilled`: that first rung had a distillation phase.
+  // first stopped.
   bool continue_schedule = false;
+  // The child's first rung distils from its parent (the coordinator decides: design.distill); in a
+  // later rung, it did.
   bool distilled = false;
+  // design.rungs.keep_optimizer: a first rung returns its optimizer's state, and the child's next
+  // rung starts from it (`start_optimizer`) instead of fresh moments.
+  bool keep_optimizer = false;
+  std::shared_ptr<const models::OptimizerState> start_optimizer;
 };
 
 struct TaskResult {
@@ -46,6 +53,7 @@ struct TaskResult {
   ModelMetrics metrics;
   bool inherited = false, function_preserving = false;
   std::shared_ptr<const Weights> weights;
+  std::shared_ptr<const models::OptimizerState> optimizer;  // with Task::keep_optimizer
 };
 
 std::vector<std::byte> encode(const Task& t);
@@ -65,7 +73,7 @@ std::unique_ptr<TaskData> load_task_data(const TaskSpec& spec, std::uint64_t see
 TaskResult execute_task(const Task& task, const LoopConfig& config, const TaskData* data,
                         collective::Communicator& group, const std::function<void()>& poll);
 
-// Relative cost, for dispatching the largest tasks first.
-double estimate_cost(const models::Genome& genome, const TaskSpec& spec, bool has_parent);
+// Relative cost, for dispatching the largest tasks first; `distils`: with a distillation phase.
+double estimate_cost(const models::Genome& genome, const TaskSpec& spec, bool distils);
 
 }  // namespace rsi::scheduler

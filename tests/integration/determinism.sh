@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The determinism contract end to end: `rsi run` on 1, 2 and 4 ranks (1, 2 and 4 trainer groups of
 # one rank) writes byte-identical models.tsv files — the same genomes, metrics and weight digests —
-# for a small Fashion-MNIST run and for the surrogate task. On a difference it prints the diff.
+# for a small Fashion-MNIST run (plain, and with every self-improvement switch on) and for the
+# surrogate task. On a difference it prints the diff.
 #   RSI=build/runtime/rsi bash tests/integration/determinism.sh BUILD_DIR SOURCE_DIR
 # About a minute on 2 cores (4 ranks are oversubscribed).
 set -euo pipefail
@@ -55,6 +56,9 @@ check_manifest() {
 
 check_manifest "$source_dir/tests/manifests/determinism-fashion.yaml" fashion
 check_manifest "$source_dir/tests/manifests/surrogate-small.yaml" surrogate
+# Every self-improvement switch on (the learned designer, deduplication, rungs that keep one schedule
+# and one optimizer state, niches, distillation only where it teaches): the same lineage too.
+check_manifest "$source_dir/tests/manifests/resume-fashion-improving.yaml" improving
 
 if ((failures > 0)); then
   echo "determinism.sh: $failures check(s) failed" >&2

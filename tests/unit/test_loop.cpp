@@ -428,16 +428,21 @@ TEST(Loop, AStopRequestEndsTheRunAtAGenerationBoundaryAndAResumeEndsInTheSameLin
 
 // ---- the real path: Fashion-MNIST ----------------------------------------------------------------
 
-TEST(LoopFashionMnist, SmokeTestTrainsInheritsAndIsDeterministic) {
-  if (!std::filesystem::exists(std::string(rsi::models::kFashionMnistDir) + "/train-images-idx3-ubyte.gz") &&
-      !std::filesystem::exists(std::string(rsi::models::kFashionMnistDir) + "/train-images-idx3-ubyte"))
-    GTEST_SKIP() << "Fashion-MNIST is not installed in " << rsi::models::kFashionMnistDir
-                 << " (apt-get install dataset-fashion-mnist)";
+bool have_fashion_mnist() {
+  const std::string dir = rsi::models::kFashionMnistDir;
+  return std::filesystem::exists(dir + "/train-images-idx3-ubyte.gz") || std::filesystem::exists(dir + "/train-images-idx3-ubyte");
+}
+const std::string kNoFashionMnist = std::string("Fashion-MNIST is not installed in ") + rsi::models::kFashionMnistDir +
+                                    " (apt-get install dataset-fashion-mnist)";
+
+// A Fashion-MNIST run small enough for a unit test: 600 labeled, 200 unlabeled, 200 validation,
+// the linear seed at one epoch, population 2, seed 3.
+LoopConfig small_fashion_mnist_run(int generations, int children) {
   LoopConfig config;
   config.seed = 3;
-  config.generations = 1;
+  config.generations = generations;
   config.population_size = 2;
-  config.children_per_generation = 2;
+  config.children_per_generation = children;
   config.task.kind = TaskSpec::Kind::FashionMnist;
   config.task.data_dir = rsi::models::kFashionMnistDir;
   config.task.split = {600, 200, 200};
@@ -445,6 +450,12 @@ TEST(LoopFashionMnist, SmokeTestTrainsInheritsAndIsDeterministic) {
   Genome seed = seed_genome("linear");
   seed.recipe.epochs = 1;
   config.seeds = {seed};
+  return config;
+}
+
+TEST(LoopFashionMnist, SmokeTestTrainsInheritsAndIsDeterministic) {
+  if (!have_fashion_mnist()) GTEST_SKIP() << kNoFashionMnist;
+  LoopConfig config = small_fashion_mnist_run(/*generations=*/1, /*children=*/2);
 
   const Records records = run(config);
   ASSERT_EQ(records.size(), 2u);
@@ -476,6 +487,39 @@ TEST(LoopFashionMnist, SmokeTestTrainsInheritsAndIsDeterministic) {
   EXPECT_EQ(records[1].trained, 2);
   EXPECT_GE(inherited, 1) << "with seed 3 at least one child inherits its parent's weights";
 
+  expect_same_lineage(records, run(config));
+}
+
+// design.distill: when_changed: a function-preserving child skips the distillation phase (its
+// samples are its fine-tuning epochs only, and no pseudo-labels are handed to it); a child whose
+// design changed its parent's function still distils over the labeled set and the unlabeled pool.
+TEST(LoopFashionMnist, DistillWhenChangedSkipsItForFunctionPreservingChildren) {
+  if (!have_fashion_mnist()) GTEST_SKIP() << kNoFashionMnist;
+  LoopConfig config = small_fashion_mnist_run(/*generations=*/2, /*children=*/4);
+  config.improvement.distill = rsi::scheduler::ImprovementConfig::Distill::FunctionChanged;
+
+  const Records records = run(config);
+  int preserving = 0, changed = 0;
+  for (const GenerationRecord& r : records) {
+    for (const ModelRecord& m : r.children) {
+      if (m.parents.empty()) continue;
+      SCOPED_TRACE("model " + std::to_string(m.id) + " (" + m.description + ")");
+      ASSERT_TRUE(m.trained()) << m.failure;
+      const Genome g = rsi::models::from_yaml(m.genome_yaml, "child");
+      const std::int64_t fine_tuning = 600 * g.recipe.epochs;
+      if (m.function_preserving) {
+        ++preserving;
+        EXPECT_EQ(m.metrics.samples, fine_tuning) << "no distillation phase";
+        EXPECT_LT(m.metrics.pseudo_label_accuracy, 0.0) << "no pseudo-labels were handed to it";
+      } else {
+        ++changed;
+        EXPECT_EQ(m.metrics.samples, fine_tuning + (600 + 200) * g.recipe.distill_epochs);
+        EXPECT_GT(m.metrics.pseudo_label_accuracy, 0.3);
+      }
+    }
+  }
+  EXPECT_GE(preserving, 1) << "with seed 3 some child keeps its parent's function";
+  EXPECT_GE(changed, 1) << "with seed 3 some child changes it";
   expect_same_lineage(records, run(config));
 }
 

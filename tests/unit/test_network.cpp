@@ -210,7 +210,7 @@ TEST(Trainer, SameSeedGivesBitwiseIdenticalWeights) {
 
 // Multi-fidelity rungs with design.rungs.continue_schedule: a training split over two calls, the
 // second going on from the first's steps and epochs under one schedule, is the training one call
-// does (bit for bit with an optimizer that keeps no state; Adam's moments restart by design).
+// does (bit for bit with an optimizer that keeps no state; with one, see the next test).
 TEST(Trainer, ATrainingContinuedInASecondCallIsTheOneCallTraining) {
   models::Genome g = every_block_genome();
   Block drop;
@@ -262,6 +262,77 @@ TEST(Trainer, ATrainingContinuedInASecondCallIsTheOneCallTraining) {
   EXPECT_EQ(rung1.steps + rung2.steps, all);
   EXPECT_EQ(weights(split), weights(whole));
   EXPECT_DOUBLE_EQ(rung2.epochs.front().learning_rate, one_call.epochs[2].learning_rate);
+}
+
+// design.rungs.keep_optimizer: with the optimizer state carried from the first call to the second,
+// a split training is the one-call training bit for bit also with Adam (moments and bias correction
+// go on) and with SGD momentum; a state that does not fit the network is a clear error.
+TEST(Trainer, AnOptimizerStateCarriedToASecondCallContinuesTheOneCallTraining) {
+  for (const auto optimizer : {models::Recipe::Optimizer::Adam, models::Recipe::Optimizer::Sgd}) {
+    SCOPED_TRACE(optimizer == models::Recipe::Optimizer::Adam ? "adam" : "sgd with momentum");
+    models::Genome g = every_block_genome();
+    g.recipe.optimizer = optimizer;
+    g.recipe.momentum = 0.9f;
+    g.recipe.learning_rate = optimizer == models::Recipe::Optimizer::Adam ? 0.003f : 0.05f;
+    g.recipe.schedule = models::Recipe::Schedule::Cosine;
+    g.recipe.batch_size = 16;
+    g.recipe.epochs = 3;
+    g.recipe.augmentation = {1, true};
+    const auto data = stripes(100, 3);
+    const auto weights = [](const models::Network& n) {
+      return std::vector<float>(n.parameters().data(), n.parameters().data() + n.parameter_count());
+    };
+    models::TrainOptions base;
+    base.seed = 5;
+    base.model_id = 7;
+    models::Network whole(g, kSmall);
+    whole.initialize(5, 7);
+    const auto one_call = models::train(whole, data, base);
+
+    const std::int64_t all = models::planned_steps(g.recipe, data.size(), 0, false, 3);
+    const auto split_training = [&](bool carry) {
+      models::Network split(g, kSmall);
+      split.initialize(5, 7);
+      models::TrainOptions first = base;
+      first.epochs = 1;
+      first.schedule_steps = all;
+      first.keep_optimizer = carry;
+      const auto rung1 = models::train(split, data, first);
+      EXPECT_EQ(rung1.optimizer.has_value(), carry);
+      if (carry) {
+        EXPECT_EQ(rung1.optimizer->steps, rung1.steps);
+        EXPECT_EQ(rung1.optimizer->second.empty(), optimizer == models::Recipe::Optimizer::Sgd);
+      }
+      models::TrainOptions second = base;
+      second.epochs = 2;
+      second.steps_before = rung1.steps;
+      second.epochs_before = 1;
+      second.schedule_steps = all;
+      if (carry) second.start_optimizer = &*rung1.optimizer;
+      models::train(split, data, second);
+      return weights(split);
+    };
+    EXPECT_EQ(split_training(true), weights(whole));
+    EXPECT_NE(split_training(false), weights(whole)) << "fresh moments in the second call change the training";
+  }
+  models::Genome g = every_block_genome();
+  models::Network net(g, kSmall);
+  net.initialize(0, 0);
+  models::OptimizerState wrong;
+  wrong.first.assign(3, 0.0f);
+  wrong.steps = 1;
+  models::TrainOptions opt;
+  opt.start_optimizer = &wrong;
+  EXPECT_THROW(
+      {
+        try {
+          models::train(net, stripes(32, 3), opt);
+        } catch (const std::invalid_argument& e) {
+          EXPECT_NE(std::string(e.what()).find("optimizer state holds 3"), std::string::npos) << e.what();
+          throw;
+        }
+      },
+      std::invalid_argument);
 }
 
 TEST(Trainer, DivergenceIsReportedNotThrown) {

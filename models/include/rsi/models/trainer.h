@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -53,6 +54,13 @@ using Teacher = std::function<void(const float* x, int N, float* logits)>;
 // RSI_CUDA_GRAPHS=1 in the environment (TrainOptions::cuda_graphs' default).
 bool cuda_graphs_from_environment();
 
+// An optimizer's state between train() calls: SGD's momentum or Adam's first moments, Adam's second
+// moments (empty for SGD), and the steps taken with it (Adam's bias correction counts on from them).
+struct OptimizerState {
+  std::vector<float> first, second;
+  std::int64_t steps = 0;
+};
+
 struct TrainOptions {
   std::uint64_t seed = 0;
   std::uint64_t model_id = 0;
@@ -101,11 +109,14 @@ struct TrainOptions {
   // A training continued over several calls (multi-fidelity rungs): `steps_before` steps and
   // `epochs_before` epochs were trained by earlier calls, and the learning-rate schedule spans
   // `schedule_steps` steps in all (0: this call's own). Steps and epochs, and the draws keyed by them
-  // (shuffles, augmentation, dropout), go on from there; the optimizer starts afresh (Adam's bias
-  // correction from this call's first step). planned_steps gives the counts.
+  // (shuffles, augmentation, dropout), go on from there. planned_steps gives the counts. The
+  // optimizer starts afresh (Adam's bias correction from this call's first step) unless
+  // `start_optimizer` gives the state an earlier call returned (`keep_optimizer`).
   std::int64_t steps_before = 0;
   std::int64_t schedule_steps = 0;
   std::uint32_t epochs_before = 0;
+  const OptimizerState* start_optimizer = nullptr;  // must fit the network and the recipe's optimizer
+  bool keep_optimizer = false;                       // return the final state in TrainResult::optimizer
 };
 
 struct TrainResult {
@@ -121,6 +132,7 @@ struct TrainResult {
   std::int64_t cuda_graph_steps = 0;
   std::string cuda_graph_fallback;
   std::vector<EpochReport> epochs;
+  std::optional<OptimizerState> optimizer;  // with TrainOptions::keep_optimizer
 };
 
 // Trains `net` (already initialised) on `train` with its genome's recipe. Each epoch visits the

@@ -57,6 +57,11 @@ struct ImprovementConfig {
   bool freeze_genes = false;   // designer genes stay at their seed values
   bool deduplicate = false;    // no design trained twice: a duplicate is redesigned (and counted)
   bool extended_recipe = false;  // the learning-rate schedule operator joins the design operators
+  // Which children distil from their parent before fine-tuning. Always (as lineages before this key
+  // did): every child with a parent. FunctionChanged: only a child whose design changed its parent's
+  // function (a fresh block, a grown kernel, crossover); a function-preserving child starts as its
+  // parent, so its parent's soft labels would teach it what it already computes.
+  enum class Distill { Always, FunctionChanged } distill = Distill::Always;
   int redesign_attempts = 8;   // draws per child slot before a duplicate is refused
   struct Predictor {
     bool enabled = false;      // the learned designer (predictor.h) screens candidate designs
@@ -76,6 +81,9 @@ struct ImprovementConfig {
     // first stopped (steps, shuffles, augmentation); off: each rung runs its own schedule from the
     // top (as lineages before this key did).
     bool continue_schedule = false;
+    // The second rung starts from the optimizer state the first ended with (Adam's moments and step
+    // count, SGD's momentum), kept in memory within the generation; off: fresh moments, as before.
+    bool keep_optimizer = false;
   } rungs;
   struct Niches {
     bool enabled = false;      // selection keeps the best model of every niche first (quality-diversity)
