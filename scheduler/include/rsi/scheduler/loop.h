@@ -59,8 +59,9 @@ struct ImprovementConfig {
   bool extended_recipe = false;  // the learning-rate schedule operator joins the design operators
   // Which children distil from their parent before fine-tuning. Always (as lineages before this key
   // did): every child with a parent. FunctionChanged: only a child whose design changed its parent's
-  // function (a fresh block, a grown kernel, crossover); a function-preserving child starts as its
-  // parent, so its parent's soft labels would teach it what it already computes.
+  // function (a fresh block, a removed or narrowed one, a smaller kernel, crossover); a
+  // function-preserving child starts as its parent, so its parent's soft labels would teach it what
+  // it already computes.
   enum class Distill { Always, FunctionChanged } distill = Distill::Always;
   int redesign_attempts = 8;   // draws per child slot before a duplicate is refused
   struct Predictor {
