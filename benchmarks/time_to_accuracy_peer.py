@@ -7,7 +7,10 @@ Each trial samples (TPESampler(seed=--sampler-seed), define-by-run):
   conv layers 1..3, each 8/16/32/64 channels, kernel 3 or 5 (same padding, stride 1), ReLU, optional
   2x2 max pool after it; batch-norm after every conv (yes/no); dense layers 0..2 of 32..256 units
   with ReLU and dropout 0..0.5 before the 10-way output; Adam, learning rate log-uniform 1e-4..1e-2,
-  weight decay 0/1e-5/1e-4, constant or cosine schedule, batch 32..256, epochs 1..max_epochs.
+  weight decay 0/1e-5/1e-4, constant or cosine schedule, batch 32..256, epochs 1..max_epochs, and
+  weight averaging off or on (torch.optim.swa_utils.AveragedModel, the bias-corrected moving average
+  of the iterates with decay 0.99 per step, norm statistics included: what rsi's recipe key
+  weight_average does; the averaged model is the one validated, pruned on and tested).
 A sample over the manifest's max_parameters or max_flops (counted as rsi counts them,
 models/src/genome.cpp) is pruned before any training, as rsi's red lines refuse such a child.
 The sampled network trains on the labeled split with cross-entropy; validation accuracy after
@@ -46,6 +49,7 @@ TRAIN_SIZE = 60000
 CHANNELS = [8, 16, 32, 64]
 UNITS = [32, 64, 128, 256]
 BATCHES = [32, 64, 128, 256]
+WEIGHT_AVERAGE = 0.99
 EVAL_BATCH = 1000
 
 
@@ -193,7 +197,17 @@ def sample_config(trial):
     c["schedule"] = trial.suggest_categorical("schedule", ["constant", "cosine"])
     c["batch"] = trial.suggest_categorical("batch", BATCHES)
     c["epochs"] = trial.suggest_int("epochs", 1, args.max_epochs)
+    c["weight_average"] = trial.suggest_categorical("weight_average", [0.0, WEIGHT_AVERAGE])
     return c
+
+
+def averaged_model(model, decay):
+    """The bias-corrected exponential moving average of the iterates (rsi's Recipe::weight_average):
+    after the t-th update, avg += (1 - d) / (1 - d^t) * (weights - avg); the first update copies."""
+    def ema(avg, now, averaged):
+        t = float(averaged) + 1.0
+        return avg + (1.0 - decay) / (1.0 - decay ** t) * (now - avg)
+    return torch.optim.swa_utils.AveragedModel(model, avg_fn=ema, use_buffers=True)
 
 
 def cost(c):
@@ -307,6 +321,8 @@ def main():
         steps_per_epoch = math.ceil(n / c["batch"])
         sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps_per_epoch * c["epochs"])
                  if c["schedule"] == "cosine" else None)
+        averaged = averaged_model(model, c["weight_average"]) if c["weight_average"] > 0 else None
+        scored = averaged if averaged is not None else model
         gen = torch.Generator().manual_seed(trial.number)
         started = time.time()
         val_acc = 0.0
@@ -323,20 +339,22 @@ def main():
                     opt.step()
                     if sched:
                         sched.step()
+                    if averaged is not None:
+                        averaged.update_parameters(model)
                     step += 1
                     if time.time() >= deadline:
                         raise BudgetEnded()
                 if not math.isfinite(loss.item()):
                     record(trial, "diverged", c, params=params, flops=flops)
                     raise optuna.TrialPruned()
-                val_acc = accuracy(model, x_val, y_val)
+                val_acc = accuracy(scored, x_val, y_val)
                 if time.time() >= deadline:
                     raise BudgetEnded()
                 trial.report(val_acc, epoch)
                 if trial.should_prune():
                     record(trial, "pruned", c, val=val_acc, epoch=epoch + 1, params=params, flops=flops)
                     raise optuna.TrialPruned()
-            test_acc = accuracy(model, x_test, y_test)  # reported, never selected on
+            test_acc = accuracy(scored, x_test, y_test)  # reported, never selected on
         except BudgetEnded:
             record(trial, "cut", c, params=params, flops=flops)
             trial.study.stop()

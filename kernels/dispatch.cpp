@@ -217,6 +217,10 @@ void sgd_step(const Exec& e, float* param, const float* grad, float* velocity, s
 void fill(const Exec& e, float* p, std::int64_t n, float value) {
   RSI_DISPATCH(std::fill_n(p, n, value), cuda::fill(ctx, p, n, value));
 }
+void lerp(const Exec& e, float* avg, const float* x, std::int64_t n, float weight) {
+  RSI_DISPATCH(for (std::int64_t i = 0; i < n; ++i) avg[i] += weight * (x[i] - avg[i]),
+               cuda::lerp(ctx, avg, x, n, weight));
+}
 void copy(const Exec& e, float* dst, const float* src, std::int64_t n) {
   RSI_DISPATCH(std::copy_n(src, n, dst), cuda::copy(ctx, dst, src, n));
 }

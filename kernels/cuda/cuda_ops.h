@@ -69,6 +69,7 @@ void adam_step(Context& ctx, float* param, const float* grad, float* m, float* v
                const AdamConfig& c, std::int64_t step);
 void sgd_step(Context& ctx, float* param, const float* grad, float* velocity, std::int64_t n, const SgdConfig& c);
 void fill(Context& ctx, float* p, std::int64_t n, float value);
+void lerp(Context& ctx, float* avg, const float* x, std::int64_t n, float weight);
 void copy(Context& ctx, float* dst, const float* src, std::int64_t n);
 // dst[r][:] = src[rows[r]][:] for r < n (rows in the Exec's memory): a batch gathered from a data
 // set that lives on the device.

@@ -86,6 +86,10 @@ __global__ void fill_kernel(float* p, std::int64_t n, float value) {
   RSI_GRID_STRIDE(i, n) p[i] = value;
 }
 
+__global__ void lerp_kernel(float* avg, const float* x, std::int64_t n, float weight) {
+  RSI_GRID_STRIDE(i, n) avg[i] += weight * (x[i] - avg[i]);
+}
+
 // Y[r][c] = b[c] for a [rows][cols] matrix (dense bias), or Y[r][:] = b[r] (conv bias, per_row).
 template <typename I>
 __global__ void broadcast_bias_kernel(float* Y, const float* b, I rows, I cols, bool per_row) {
@@ -531,6 +535,12 @@ void launch_fill(float* p, std::int64_t n, float value, cudaStream_t stream) {
 }
 
 void fill(Context& ctx, float* p, std::int64_t n, float value) { launch_fill(p, n, value, stream_of(ctx)); }
+
+void lerp(Context& ctx, float* avg, const float* x, std::int64_t n, float weight) {
+  if (n <= 0) return;
+  lerp_kernel<<<grid_for(n), kThreads, 0, stream_of(ctx)>>>(avg, x, n, weight);
+  RSI_CUDA_LAUNCHED();
+}
 
 void copy(Context& ctx, float* dst, const float* src, std::int64_t n) {
   if (n <= 0) return;

@@ -189,6 +189,11 @@ std::string expect_warmup(float value) {
   return "expected a fraction of the steps in [0, 0.5], got " + format_number(value);
 }
 
+std::string expect_weight_average(float value) {
+  if (value >= 0.0f && value < 1.0f) return {};
+  return "expected an averaging decay per step in [0, 1) (0 = off), got " + format_number(value);
+}
+
 std::string expect_batch_size(int value) {
   if (value >= 1 && value <= 65536) return {};
   return "expected an integer in [1, 65536], got " + std::to_string(value);
@@ -526,8 +531,8 @@ class GenomeParser {
   Recipe parse_recipe(const MapEntry& entry) const {
     const std::string path = "recipe";
     const auto fields = read_map(entry.value, path,
-                                 {"optimizer", "learning_rate", "schedule", "warmup", "momentum", "batch_size",
-                                  "epochs", "weight_decay", "augmentation", "distillation"},
+                                 {"optimizer", "learning_rate", "schedule", "warmup", "weight_average", "momentum",
+                                  "batch_size", "epochs", "weight_decay", "augmentation", "distillation"},
                                  "the training recipe");
     Recipe recipe;
     for (const auto& [key, field] : fields) {
@@ -540,6 +545,8 @@ class GenomeParser {
         recipe.schedule = parse_name(field, key_path, kAllSchedules, schedule_name);
       } else if (key == "warmup") {
         recipe.warmup = read_float(field, path, key, expect_warmup);
+      } else if (key == "weight_average") {
+        recipe.weight_average = read_float(field, path, key, expect_weight_average);
       } else if (key == "momentum") {
         recipe.momentum = read_float(field, path, key, expect_momentum);
       } else if (key == "batch_size") {
@@ -661,6 +668,7 @@ std::string to_yaml(const Genome& genome) {
       << "  learning_rate: " << format_number(recipe.learning_rate) << "\n"
       << "  schedule: " << schedule_name(recipe.schedule) << "\n";
   if (recipe.warmup > 0.0f) out << "  warmup: " << format_number(recipe.warmup) << "\n";
+  if (recipe.weight_average > 0.0f) out << "  weight_average: " << format_number(recipe.weight_average) << "\n";
   out << "  momentum: " << format_number(recipe.momentum) << "\n"
       << "  batch_size: " << recipe.batch_size << "\n"
       << "  epochs: " << recipe.epochs << "\n"
@@ -927,6 +935,7 @@ void check_recipe_fields(const Recipe& recipe) {
   if (!is_known(recipe.schedule, kAllSchedules)) check_recipe("schedule", "expected one of constant, cosine, step");
   check_recipe("learning_rate", expect_learning_rate(recipe.learning_rate));
   check_recipe("warmup", expect_warmup(recipe.warmup));
+  check_recipe("weight_average", expect_weight_average(recipe.weight_average));
   check_recipe("momentum", expect_momentum(recipe.momentum));
   check_recipe("batch_size", expect_batch_size(recipe.batch_size));
   check_recipe("epochs", expect_epochs(recipe.epochs));

@@ -274,6 +274,10 @@ class Trainer {
     window_.emplace(window, device_, group_);
     optimizer_.emplace(net, recipe_);
     if (o_.start_optimizer) optimizer_->load(*o_.start_optimizer);
+    if (recipe_.weight_average > 0.0f) {
+      average_params_ = kernels::Tensor({net.parameter_count()}, device_);
+      average_state_ = kernels::Tensor({net.state().numel()}, device_);
+    }
     if (group_) reducer_ = std::make_unique<GradientReducer>(*group_, net, o_.bucket_floats);
     ready_ = reducer_ ? reducer_->hook() : Network::GradientsReady{};
     capacity_ = (batch_ + ranks_ - 1) / ranks_;
@@ -313,6 +317,7 @@ class Trainer {
       result_.buckets_reduced = reducer_->issued();
       result_.buckets_overlapped = reducer_->issued_early();
     }
+    if (averaged_ > 0 && !result_.diverged) use_average();
     if (o_.keep_optimizer) result_.optimizer = optimizer_->save(step_ - plan_.first_step);
     return std::move(result_);
   }
@@ -372,6 +377,7 @@ class Trainer {
         if (result_.diverged) break;
       }
       optimizer_->step(scheduled_learning_rate(recipe_, step_, plan_.schedule_steps), step_ - plan_.first_step + 1);
+      average_weights();
       if (o_.on_step && o_.progress_every > 0 && (b + 1) % o_.progress_every == 0) o_.on_step(b + 1, steps_per_epoch);
     }
     average_state();
@@ -487,6 +493,32 @@ class Trainer {
     if (reducer_) reducer_->finish();
   }
 
+  // Weight averaging (Recipe::weight_average, decay d): after the t-th optimizer step of this call,
+  // average += (1 - d) / (1 - d^t) · (weights - average). That is the bias-corrected exponential
+  // moving average of this call's iterates: the first step's weights enter with weight 1, so neither
+  // zeros nor the starting weights are mixed in. Norm statistics are averaged alike.
+  void average_weights() {
+    if (recipe_.weight_average <= 0.0f) return;
+    ++averaged_;
+    const double d = recipe_.weight_average;
+    if (averaged_ == 1) {  // weight 1: a copy (the buffers start uninitialised)
+      kernels::copy(*exec_, average_params_.data(), net_.parameters().data(), net_.parameter_count());
+      kernels::copy(*exec_, average_state_.data(), net_.state().data(), net_.state().numel());
+      return;
+    }
+    const float weight = static_cast<float>((1.0 - d) / (1.0 - std::pow(d, static_cast<double>(averaged_))));
+    kernels::lerp(*exec_, average_params_.data(), net_.parameters().data(), net_.parameter_count(), weight);
+    kernels::lerp(*exec_, average_state_.data(), net_.state().data(), net_.state().numel(), weight);
+  }
+
+  // The average becomes the weights the call returns (what is evaluated, stored and inherited). The
+  // group's ranks then agree on the norm statistics again (each averaged its own between epochs).
+  void use_average() {
+    kernels::copy(*exec_, net_.parameters().data(), average_params_.data(), net_.parameter_count());
+    kernels::copy(*exec_, net_.state().data(), average_state_.data(), net_.state().numel());
+    average_state();
+  }
+
   // Norm statistics are averaged over the group at the end of each epoch.
   void average_state() {
     if (!group_ || net_.state().numel() == 0) return;
@@ -534,6 +566,8 @@ class Trainer {
   bool resident_batches_ = false, host_teacher_ = false;
   std::optional<LossWindow> window_;
   std::optional<Optimizer> optimizer_;
+  kernels::Tensor average_params_, average_state_;  // Recipe::weight_average's running average
+  std::int64_t averaged_ = 0;                       // steps averaged so far in this call
   std::unique_ptr<GradientReducer> reducer_;
   Network::GradientsReady ready_;
   std::int64_t capacity_ = 0;            // this rank's rows of a batch, at most

@@ -936,6 +936,10 @@ TEST_P(TrainingParity, StepsOnGpuMatchTheCpu) {
     c.genome.recipe.augmentation = {};
     c.name += ", resident";
   }
+  if (GetParam() == 7) {  // the averaged weights and norm statistics (kernels::lerp on the device)
+    c.genome.recipe.weight_average = 0.9f;
+    c.name += ", weight average";
+  }
   std::unique_ptr<CudnnConvolution> cudnn;
   if (with_cudnn) {
     c.name += ", cuDNN convolution";
@@ -1018,10 +1022,11 @@ std::string case_name(const ::testing::TestParamInfo<int>& param) {
                                       "every_block_staged",
                                       "every_block_teacher_on_device",
                                       "every_block_resident_distillation",
-                                      "cnn_adam_cudnn"};
+                                      "cnn_adam_cudnn",
+                                      "every_block_weight_average"};
   return names[param.param];
 }
-INSTANTIATE_TEST_SUITE_P(Genomes, TrainingParity, ::testing::Values(0, 1, 2, 3, 4, 5, 6), case_name);
+INSTANTIATE_TEST_SUITE_P(Genomes, TrainingParity, ::testing::Values(0, 1, 2, 3, 4, 5, 6, 7), case_name);
 
 // The step replayed from a CUDA graph (TrainOptions::cuda_graphs) is the same kernels on the same
 // buffers as the step queued launch by launch: bitwise the same weights and losses, over two epochs

@@ -737,3 +737,23 @@ TEST(Genome, WarmupRoundTripsAndRampsTheLearningRate) {
   plain.warmup = 0.0f;
   EXPECT_EQ(rsi::models::scheduled_learning_rate(g.recipe, 50, 100), rsi::models::scheduled_learning_rate(plain, 50, 100));
 }
+
+// Weight averaging: written only when on (genomes without it keep their canonical text), read back
+// exactly, and a decay outside [0, 1) is an error that names the field.
+TEST(Genome, WeightAverageRoundTripsAndIsChecked) {
+  rsi::models::Genome g = rsi::models::from_yaml("architecture:\n  - dense: {units: 10}\n");
+  EXPECT_EQ(rsi::models::to_yaml(g).find("weight_average"), std::string::npos);
+  g.recipe.weight_average = 0.99f;
+  const std::string text = rsi::models::to_yaml(g);
+  EXPECT_NE(text.find("weight_average: 0.99\n"), std::string::npos) << text;
+  EXPECT_EQ(rsi::models::from_yaml(text), g);
+  for (const char* bad : {"1", "-0.5", "1.5"}) {
+    try {
+      rsi::models::from_yaml(std::string("architecture:\n  - dense: {units: 10}\nrecipe: {weight_average: ") + bad + "}\n");
+      ADD_FAILURE() << bad << " was accepted";
+    } catch (const rsi::models::GenomeError& e) {
+      EXPECT_NE(std::string(e.what()).find("recipe.weight_average"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("[0, 1)"), std::string::npos) << e.what();
+    }
+  }
+}

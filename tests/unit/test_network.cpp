@@ -335,6 +335,55 @@ TEST(Trainer, AnOptimizerStateCarriedToASecondCallContinuesTheOneCallTraining) {
       std::invalid_argument);
 }
 
+// Recipe::weight_average: the weights a training returns are the bias-corrected exponential moving
+// average of its iterates (norm statistics included), which the test follows step by step (on_step
+// after every optimizer step) and averages itself in double precision. Without it, the last iterate.
+TEST(Trainer, WeightAverageReturnsTheBiasCorrectedMovingAverageOfTheIterates) {
+  models::Genome g = every_block_genome();
+  g.recipe.learning_rate = 0.003f;
+  g.recipe.batch_size = 16;
+  g.recipe.epochs = 2;
+  g.recipe.augmentation = {1, true};
+  const auto data = stripes(100, 3);
+  for (const float decay : {0.0f, 0.9f}) {
+    SCOPED_TRACE(decay);
+    g.recipe.weight_average = decay;
+    models::Network net(g, kSmall);
+    net.initialize(5, 7);
+    ASSERT_GT(net.state().numel(), 0) << "the genome has a batch norm: its statistics are averaged too";
+    const auto values = [](const kernels::Tensor& t) { return std::vector<float>(t.data(), t.data() + t.numel()); };
+    std::vector<double> params(static_cast<std::size_t>(net.parameter_count())), state(net.state().numel());
+    std::vector<float> last_params;
+    std::int64_t t = 0;
+    models::TrainOptions o;
+    o.seed = 5;
+    o.model_id = 7;
+    o.progress_every = 1;
+    o.on_step = [&](std::int64_t, std::int64_t) {
+      ++t;
+      const double d = decay;
+      const double w = (1.0 - d) / (1.0 - std::pow(d, static_cast<double>(t)));  // 1 at t = 1, and for d = 0
+      const auto now_p = values(net.parameters()), now_s = values(net.state());
+      for (std::size_t i = 0; i < params.size(); ++i) params[i] += w * (now_p[i] - params[i]);
+      for (std::size_t i = 0; i < state.size(); ++i) state[i] += w * (now_s[i] - state[i]);
+      last_params = now_p;
+    };
+    const auto result = models::train(net, data, o);
+    ASSERT_FALSE(result.diverged);
+    EXPECT_EQ(t, result.steps);
+    const auto got_p = values(net.parameters()), got_s = values(net.state());
+    if (decay == 0.0f) {
+      EXPECT_EQ(got_p, last_params) << "no averaging: the last iterate";
+      continue;
+    }
+    EXPECT_NE(got_p, last_params) << "the average is not the last iterate";
+    for (std::size_t i = 0; i < params.size(); ++i)
+      ASSERT_NEAR(got_p[i], params[i], 1e-5 * (1.0 + std::abs(params[i]))) << "parameter " << i;
+    for (std::size_t i = 0; i < state.size(); ++i)
+      ASSERT_NEAR(got_s[i], state[i], 1e-5 * (1.0 + std::abs(state[i]))) << "norm statistic " << i;
+  }
+}
+
 TEST(Trainer, DivergenceIsReportedNotThrown) {
   models::Genome g;
   g.blocks = {dense(8), act(kernels::Activation::ReLU), dense(3)};

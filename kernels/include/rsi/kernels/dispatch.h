@@ -78,6 +78,8 @@ void adam_step(const Exec& e, float* param, const float* grad, float* m, float* 
                const AdamConfig& c, std::int64_t step);
 void sgd_step(const Exec& e, float* param, const float* grad, float* velocity, std::int64_t n, const SgdConfig& c);
 void fill(const Exec& e, float* p, std::int64_t n, float value);
+// avg[i] += weight · (x[i] − avg[i]) for i < n: one step of a running (exponential) average.
+void lerp(const Exec& e, float* avg, const float* x, std::int64_t n, float weight);
 void copy(const Exec& e, float* dst, const float* src, std::int64_t n);
 // dst[r][:] = src[rows[r]][:] for r < n (rows in the Exec's memory): a batch gathered from a data
 // set that lives on the device.

@@ -57,6 +57,11 @@ struct Recipe {
   // Linear learning-rate warm-up over this fraction of the steps, in [0, 0.5] (then the schedule);
   // written in the canonical text only when > 0, so genomes without it keep their text.
   float warmup = 0.0f;
+  // Weight averaging: the weights a training returns are the exponential moving average of its
+  // iterates (after each optimizer step) with this decay per step, bias-corrected, instead of the
+  // last step's; 0 = off, else in (0, 1), e.g. 0.995 (a horizon of about 200 steps). Written in the
+  // canonical text only when > 0, so genomes without it keep their text.
+  float weight_average = 0.0f;
   float momentum = 0.9f;         // SGD only
   int batch_size = 128;
   int epochs = 5;
