@@ -12,7 +12,7 @@ Each trial samples (TPESampler(seed=--sampler-seed), define-by-run):
   the bias-corrected moving average of the iterates with decay 0.99 per step, norm statistics
   included, as rsi's recipe key weight_average; the averaged model is the one validated, pruned on
   and tested). Off by default: on 2 cores TPE then settled on 2-epoch averaged trials and stayed under
-  0.90 for 900 s (0.8954; without it, 0.90 at 187 s; Intel Xeon VM, 2026-12-06).
+  0.90 for 900 s (0.8954; without it, 0.90 at 187-215 s; Intel Xeon VM, 2026-12-06).
 A sample over the manifest's max_parameters or max_flops (counted as rsi counts them,
 models/src/genome.cpp) is pruned before any training, as rsi's red lines refuse such a child.
 The sampled network trains on the labeled split with cross-entropy; validation accuracy after
